@@ -1,0 +1,487 @@
+// YAML → Config in one pass that reports every problem with its file position.
+// Unknown keys, wrong types, bad values and out-of-range numbers are all collected; the caller
+// prints them one per line as "FILE:LINE:COL: message".
+#include "conf/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <cstring>
+#include <cerrno>
+
+namespace sy::conf {
+
+namespace {
+
+class Loader {
+ public:
+  Loader(std::string name, std::vector<std::string>& errors) : name_(std::move(name)), errors_(errors) {}
+
+  void error(const YAML::Node& n, const std::string& msg) {
+    YAML::Mark m = n.Mark();
+    error_at(m.line + 1, m.column + 1, msg);
+  }
+  void error_at(int line, int col, const std::string& msg) {
+    std::ostringstream o;
+    o << name_ << ":" << line << ":" << col << ": " << msg;
+    errors_.push_back(o.str());
+  }
+  static Pos pos(const YAML::Node& n) { return {n.Mark().line + 1, n.Mark().column + 1}; }
+
+  // Visits every key of a mapping; keys not in `handlers` are reported as unknown.
+  using Handler = std::function<void(const YAML::Node&)>;
+  void map(const YAML::Node& n, const std::string& where,
+           const std::vector<std::pair<std::string, Handler>>& handlers) {
+    if (n.IsNull()) return;
+    if (!n.IsMap()) {
+      error(n, where + " must be a mapping");
+      return;
+    }
+    for (const auto& kv : n) {
+      std::string key = kv.first.Scalar();
+      bool found = false;
+      for (const auto& [name, h] : handlers) {
+        if (name == key) {
+          h(kv.second);
+          found = true;
+          break;
+        }
+      }
+      if (!found) error(kv.first, "unknown key '" + key + "' in " + where);
+    }
+  }
+
+  bool scalar(const YAML::Node& n, const std::string& key, std::string& out) {
+    if (!n.IsScalar()) {
+      error(n, "'" + key + "' must be a scalar value");
+      return false;
+    }
+    out = n.Scalar();
+    return true;
+  }
+  void str(const YAML::Node& n, const std::string& key, std::string& out) {
+    if (n.IsNull()) {
+      out.clear();
+      return;
+    }
+    scalar(n, key, out);
+  }
+  void uint(const YAML::Node& n, const std::string& key, uint32_t& out, uint64_t lo, uint64_t hi) {
+    std::string s;
+    if (!scalar(n, key, s)) return;
+    uint64_t v = 0;
+    bool ok = !s.empty() && s.size() < 19;
+    for (char c : s) ok = ok && c >= '0' && c <= '9';
+    if (ok) v = std::stoull(s);
+    if (!ok) {
+      error(n, "'" + key + "' must be a whole number, got '" + s + "'");
+    } else if (v < lo || v > hi) {
+      error(n, "'" + key + "' is " + s + ", out of range " + std::to_string(lo) + ".." + std::to_string(hi));
+    } else {
+      out = static_cast<uint32_t>(v);
+    }
+  }
+  void boolean(const YAML::Node& n, const std::string& key, bool& out) {
+    std::string s;
+    if (!scalar(n, key, s)) return;
+    if (s == "true" || s == "yes" || s == "on") out = true;
+    else if (s == "false" || s == "no" || s == "off") out = false;
+    else error(n, "'" + key + "' must be true or false, got '" + s + "'");
+  }
+  void duration(const YAML::Node& n, const std::string& key, Millis& out, bool allow_zero = true) {
+    std::string s;
+    if (!scalar(n, key, s)) return;
+    Millis v;
+    std::string e = parse_duration(s, v);
+    if (!e.empty()) error(n, "'" + key + "': " + e);
+    else if (!allow_zero && v.count() == 0) error(n, "'" + key + "' must be greater than 0");
+    else out = v;
+  }
+  void size(const YAML::Node& n, const std::string& key, uint64_t& out, uint64_t lo, uint64_t hi) {
+    std::string s;
+    if (!scalar(n, key, s)) return;
+    uint64_t v;
+    std::string e = parse_size(s, v);
+    if (!e.empty()) error(n, "'" + key + "': " + e);
+    else if (v < lo || v > hi)
+      error(n, "'" + key + "' is " + s + ", out of range " + std::to_string(lo) + ".." + std::to_string(hi) + " bytes");
+    else out = v;
+  }
+  void address(const YAML::Node& n, const std::string& key, Address& out, bool allow_port0) {
+    std::string s;
+    if (!scalar(n, key, s)) return;
+    std::string e = parse_address(s, out, allow_port0);
+    if (!e.empty()) error(n, "'" + key + "': " + e);
+  }
+  void str_list(const YAML::Node& n, const std::string& key, std::vector<std::string>& out) {
+    out.clear();
+    if (n.IsNull()) return;
+    if (!n.IsSequence()) {
+      error(n, "'" + key + "' must be a list");
+      return;
+    }
+    for (const auto& item : n) {
+      std::string s;
+      if (scalar(item, key, s)) out.push_back(s);
+    }
+  }
+
+  void load(const YAML::Node& root, Config& c);
+
+ private:
+  void load_client(const YAML::Node& n, ClientLimits& c);
+  void load_service(const std::string& name, const YAML::Node& n, Service& s);
+  void load_health(const YAML::Node& n, HealthCheck& h);
+  void load_route(const YAML::Node& n, Route& r);
+
+  std::string name_;
+  std::vector<std::string>& errors_;
+};
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 128) return false;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void Loader::load(const YAML::Node& root, Config& c) {
+  if (root.IsNull()) return;
+  if (!root.IsMap()) {
+    error(root, "the top level must be a mapping of keys (listen, admin, services, ...)");
+    return;
+  }
+  map(root, "the top level",
+      {
+          {"listen",
+           [&](const YAML::Node& n) {
+             c.listen.clear();
+             if (n.IsSequence()) {
+               for (const auto& item : n) {
+                 Address a;
+                 address(item, "listen", a, true);
+                 c.listen.push_back(a);
+               }
+               if (c.listen.empty()) error(n, "'listen' needs at least one address");
+             } else {
+               Address a;
+               address(n, "listen", a, true);
+               c.listen.push_back(a);
+             }
+           }},
+          {"workers", [&](const YAML::Node& n) { uint(n, "workers", c.workers, 0, 256); }},
+          {"zone", [&](const YAML::Node& n) { str(n, "zone", c.zone); }},
+          {"shutdown_timeout", [&](const YAML::Node& n) { duration(n, "shutdown_timeout", c.shutdown_timeout); }},
+          {"log_level",
+           [&](const YAML::Node& n) {
+             std::string s;
+             if (!scalar(n, "log_level", s)) return;
+             if (s != "debug" && s != "info" && s != "warn" && s != "error")
+               error(n, "'log_level' must be one of debug, info, warn, error; got '" + s + "'");
+             else c.log_level = s;
+           }},
+          {"client", [&](const YAML::Node& n) { load_client(n, c.client); }},
+          {"admin",
+           [&](const YAML::Node& n) {
+             map(n, "admin",
+                 {{"listen", [&](const YAML::Node& v) { address(v, "admin.listen", c.admin.listen, true); }},
+                  {"token", [&](const YAML::Node& v) { str(v, "admin.token", c.admin.token); }}});
+           }},
+          {"registry",
+           [&](const YAML::Node& n) {
+             map(n, "registry",
+                 {{"snapshot", [&](const YAML::Node& v) { str(v, "registry.snapshot", c.registry.snapshot); }},
+                  {"default_ttl",
+                   [&](const YAML::Node& v) { duration(v, "registry.default_ttl", c.registry.default_ttl, false); }}});
+           }},
+          {"access_log", [&](const YAML::Node& n) { str(n, "access_log", c.access_log); }},
+          {"routes",
+           [&](const YAML::Node& n) {
+             if (n.IsNull()) return;
+             if (!n.IsSequence()) {
+               error(n, "'routes' must be a list");
+               return;
+             }
+             for (const auto& item : n) {
+               Route r;
+               load_route(item, r);
+               c.routes.push_back(r);
+             }
+           }},
+          {"services",
+           [&](const YAML::Node& n) {
+             if (n.IsNull()) return;
+             if (!n.IsMap()) {
+               error(n, "'services' must be a mapping of service name to settings");
+               return;
+             }
+             for (const auto& kv : n) {
+               std::string name = kv.first.Scalar();
+               if (!valid_name(name)) {
+                 error(kv.first, "service name '" + name + "' must be 1-128 characters of [A-Za-z0-9._-]");
+                 continue;
+               }
+               Service s = default_service(name);
+               s.pos = pos(kv.first);
+               load_service(name, kv.second, s);
+               c.services[name] = s;
+             }
+           }},
+      });
+
+  // Cross-field checks.
+  if (!c.admin.token.empty() && c.admin.token.size() < 8) {
+    error_at(1, 1, "'admin.token' must be at least 8 characters");
+  }
+  for (const auto& l : c.listen) {
+    if (l.port() != 0 && l == c.admin.listen) error_at(1, 1, "'listen' and 'admin.listen' are the same address " + l.text);
+  }
+}
+
+void Loader::load_client(const YAML::Node& n, ClientLimits& c) {
+  map(n, "client",
+      {{"header_timeout", [&](const YAML::Node& v) { duration(v, "client.header_timeout", c.header_timeout, false); }},
+       {"idle_timeout", [&](const YAML::Node& v) { duration(v, "client.idle_timeout", c.idle_timeout, false); }},
+       {"max_header_bytes",
+        [&](const YAML::Node& v) { size(v, "client.max_header_bytes", c.max_header_bytes, 1024, 1024 * 1024); }},
+       {"max_headers", [&](const YAML::Node& v) { uint(v, "client.max_headers", c.max_headers, 1, 10000); }},
+       {"max_uri_bytes",
+        [&](const YAML::Node& v) { size(v, "client.max_uri_bytes", c.max_uri_bytes, 16, 1024 * 1024); }},
+       {"max_body_bytes",
+        [&](const YAML::Node& v) { size(v, "client.max_body_bytes", c.max_body_bytes, 0, UINT64_C(1) << 50); }}});
+}
+
+void Loader::load_health(const YAML::Node& n, HealthCheck& h) {
+  map(n, "health_check",
+      {{"type",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, "health_check.type", s)) return;
+          if (s == "http") h.type = HealthCheck::Type::kHttp;
+          else if (s == "tcp") h.type = HealthCheck::Type::kTcp;
+          else if (s == "none") h.type = HealthCheck::Type::kNone;
+          else error(v, "'health_check.type' must be http, tcp or none; got '" + s + "'");
+        }},
+       {"path",
+        [&](const YAML::Node& v) {
+          str(v, "health_check.path", h.path);
+          if (h.path.empty() || h.path[0] != '/') error(v, "'health_check.path' must start with '/'");
+        }},
+       {"host", [&](const YAML::Node& v) { str(v, "health_check.host", h.host); }},
+       {"expected_status",
+        [&](const YAML::Node& v) {
+          std::vector<std::string> items;
+          str_list(v, "health_check.expected_status", items);
+          h.expected_status.clear();
+          for (const auto& it : items) {
+            int lo = 0, hi = 0;
+            char dash = 0;
+            std::istringstream is(it);
+            is >> lo;
+            if (is >> dash) is >> hi;
+            else hi = lo;
+            if (lo < 100 || hi > 599 || lo > hi || (dash && dash != '-'))
+              error(v, "'health_check.expected_status' entry '" + it + "' must be a status or range like 200-399");
+            else h.expected_status.push_back({lo, hi});
+          }
+        }},
+       {"interval", [&](const YAML::Node& v) { duration(v, "health_check.interval", h.interval, false); }},
+       {"timeout", [&](const YAML::Node& v) { duration(v, "health_check.timeout", h.timeout, false); }},
+       {"jitter",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, "health_check.jitter", s)) return;
+          std::string e = parse_percent(s, h.jitter);
+          if (!e.empty()) error(v, "'health_check.jitter': " + e);
+        }},
+       {"healthy_threshold",
+        [&](const YAML::Node& v) { uint(v, "health_check.healthy_threshold", h.healthy_threshold, 1, 1000); }},
+       {"unhealthy_threshold",
+        [&](const YAML::Node& v) { uint(v, "health_check.unhealthy_threshold", h.unhealthy_threshold, 1, 1000); }}});
+}
+
+void Loader::load_service(const std::string& name, const YAML::Node& n, Service& s) {
+  const std::string w = "services." + name;
+  map(n, "service '" + name + "'",
+      {{"lb",
+        [&](const YAML::Node& v) {
+          std::string p;
+          if (!scalar(v, w + ".lb", p)) return;
+          static const std::set<std::string> known{"round_robin", "least_request", "random", "ring_hash", "maglev", "ewma"};
+          if (!known.count(p))
+            error(v, "'" + w + ".lb' must be one of round_robin, least_request, random, ring_hash, maglev, ewma; got '" + p + "'");
+          else s.lb = p;
+        }},
+       {"hash_on",
+        [&](const YAML::Node& v) {
+          std::string h;
+          if (!scalar(v, w + ".hash_on", h)) return;
+          if (h.rfind("header:", 0) == 0 && h.size() > 7) s.hash_on = h;
+          else if (h.rfind("cookie:", 0) == 0 && h.size() > 7) s.hash_on = h;
+          else if (h == "source_ip") s.hash_on = h;
+          else error(v, "'" + w + ".hash_on' must be header:NAME, cookie:NAME or source_ip; got '" + h + "'");
+        }},
+       {"slow_start", [&](const YAML::Node& v) { duration(v, w + ".slow_start", s.slow_start); }},
+       {"instances",
+        [&](const YAML::Node& v) {
+          if (v.IsNull()) return;
+          if (!v.IsSequence()) {
+            error(v, "'" + w + ".instances' must be a list");
+            return;
+          }
+          for (const auto& item : v) {
+            StaticInstance si;
+            si.pos = pos(item);
+            bool have_address = false;
+            map(item, "an instance of '" + name + "'",
+                {{"address",
+                  [&](const YAML::Node& a) {
+                    have_address = true;
+                    address(a, w + ".instances.address", si.address, false);
+                    si.address_text = si.address.text;
+                  }},
+                 {"weight", [&](const YAML::Node& a) { uint(a, w + ".instances.weight", si.weight, 1, 10000); }},
+                 {"id",
+                  [&](const YAML::Node& a) {
+                    str(a, w + ".instances.id", si.id);
+                    if (!valid_name(si.id)) error(a, "instance id '" + si.id + "' must be 1-128 characters of [A-Za-z0-9._-]");
+                  }},
+                 {"tags", [&](const YAML::Node& a) { str_list(a, w + ".instances.tags", si.tags); }},
+                 {"zone", [&](const YAML::Node& a) { str(a, w + ".instances.zone", si.zone); }}});
+            if (!have_address && item.IsMap()) error(item, "an instance of '" + name + "' needs an 'address'");
+            if (si.id.empty()) si.id = si.address.text;
+            for (const auto& other : s.instances)
+              if (other.id == si.id) error(item, "duplicate instance id '" + si.id + "' in service '" + name + "'");
+            s.instances.push_back(si);
+          }
+        }},
+       {"health_check",
+        [&](const YAML::Node& v) {
+          s.has_health_check = true;
+          load_health(v, s.health_check);
+        }},
+       {"outlier_detection",
+        [&](const YAML::Node& v) {
+          auto& o = s.outlier_detection;
+          map(v, "outlier_detection",
+              {{"consecutive_failures", [&](const YAML::Node& x) { uint(x, "outlier_detection.consecutive_failures", o.consecutive_failures, 1, 1000); }},
+               {"base_ejection_time", [&](const YAML::Node& x) { duration(x, "outlier_detection.base_ejection_time", o.base_ejection_time, false); }},
+               {"max_ejection_percent", [&](const YAML::Node& x) { uint(x, "outlier_detection.max_ejection_percent", o.max_ejection_percent, 0, 100); }}});
+        }},
+       {"circuit_breaker",
+        [&](const YAML::Node& v) {
+          auto& b = s.circuit_breaker;
+          map(v, "circuit_breaker",
+              {{"max_connections", [&](const YAML::Node& x) { uint(x, "circuit_breaker.max_connections", b.max_connections, 1, 1000000); }},
+               {"max_pending", [&](const YAML::Node& x) { uint(x, "circuit_breaker.max_pending", b.max_pending, 0, 1000000); }},
+               {"max_requests", [&](const YAML::Node& x) { uint(x, "circuit_breaker.max_requests", b.max_requests, 1, 1000000); }},
+               {"max_retries", [&](const YAML::Node& x) { uint(x, "circuit_breaker.max_retries", b.max_retries, 0, 1000000); }},
+               {"failure_threshold", [&](const YAML::Node& x) { uint(x, "circuit_breaker.failure_threshold", b.failure_threshold, 1, 1000); }},
+               {"open_for", [&](const YAML::Node& x) { duration(x, "circuit_breaker.open_for", b.open_for, false); }},
+               {"half_open_requests", [&](const YAML::Node& x) { uint(x, "circuit_breaker.half_open_requests", b.half_open_requests, 1, 1000); }}});
+        }},
+       {"retry",
+        [&](const YAML::Node& v) {
+          auto& r = s.retry;
+          map(v, "retry",
+              {{"attempts", [&](const YAML::Node& x) { uint(x, "retry.attempts", r.attempts, 1, 10); }},
+               {"on",
+                [&](const YAML::Node& x) {
+                  str_list(x, "retry.on", r.on);
+                  for (const auto& c : r.on) {
+                    bool status = c.size() == 3 && c[0] >= '1' && c[0] <= '5' && isdigit(c[1]) && isdigit(c[2]);
+                    if (!status && c != "connect-failure" && c != "reset" && c != "timeout")
+                      error(x, "'retry.on' entry '" + c + "' must be connect-failure, reset, timeout or a status code");
+                  }
+                }},
+               {"backoff",
+                [&](const YAML::Node& x) {
+                  map(x, "retry.backoff",
+                      {{"base", [&](const YAML::Node& y) { duration(y, "retry.backoff.base", r.backoff_base); }},
+                       {"max", [&](const YAML::Node& y) { duration(y, "retry.backoff.max", r.backoff_max); }}});
+                }},
+               {"per_try_timeout", [&](const YAML::Node& x) { duration(x, "retry.per_try_timeout", r.per_try_timeout, false); }},
+               {"budget_percent", [&](const YAML::Node& x) { uint(x, "retry.budget_percent", r.budget_percent, 0, 100); }}});
+        }},
+       {"timeouts",
+        [&](const YAML::Node& v) {
+          auto& t = s.timeouts;
+          map(v, "timeouts",
+              {{"connect", [&](const YAML::Node& x) { duration(x, "timeouts.connect", t.connect, false); }},
+               {"response", [&](const YAML::Node& x) { duration(x, "timeouts.response", t.response, false); }},
+               {"idle", [&](const YAML::Node& x) { duration(x, "timeouts.idle", t.idle, false); }}});
+        }}});
+}
+
+void Loader::load_route(const YAML::Node& n, Route& r) {
+  r.pos = pos(n);
+  bool have_service = false;
+  map(n, "a route",
+      {{"match",
+        [&](const YAML::Node& m) {
+          map(m, "route match",
+              {{"host", [&](const YAML::Node& v) { str(v, "match.host", r.host); }},
+               {"path_prefix",
+                [&](const YAML::Node& v) {
+                  str(v, "match.path_prefix", r.path_prefix);
+                  if (!r.path_prefix.empty() && r.path_prefix[0] != '/')
+                    error(v, "'match.path_prefix' must start with '/'");
+                }}});
+        }},
+       {"service",
+        [&](const YAML::Node& v) {
+          have_service = true;
+          str(v, "service", r.service);
+          if (!valid_name(r.service)) error(v, "route service '" + r.service + "' must be 1-128 characters of [A-Za-z0-9._-]");
+        }},
+       {"strip_prefix", [&](const YAML::Node& v) { boolean(v, "strip_prefix", r.strip_prefix); }},
+       {"tags", [&](const YAML::Node& v) { str_list(v, "tags", r.tags); }}});
+  if (!have_service && n.IsMap()) error(n, "a route needs a 'service'");
+}
+
+}  // namespace
+
+Service default_service(const std::string& name) {
+  Service s;
+  s.name = name;
+  return s;
+}
+
+bool load_string(const std::string& text, const std::string& name, Config& out, std::vector<std::string>& errors) {
+  size_t before = errors.size();
+  Config c;
+  c.path = name;
+  Loader loader(name, errors);
+  try {
+    YAML::Node root = YAML::Load(text);
+    loader.load(root, c);
+  } catch (const YAML::Exception& e) {
+    loader.error_at(e.mark.line + 1, e.mark.column + 1, "YAML syntax error: " + e.msg);
+  }
+  if (errors.size() != before) return false;
+  out = std::move(c);
+  return true;
+}
+
+bool load_file(const std::string& path, Config& out, std::vector<std::string>& errors, bool allow_missing) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    if (allow_missing) {
+      out = Config{};
+      return true;
+    }
+    errors.push_back(path + ":0:0: cannot open the file: " + std::strerror(errno));
+    return false;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return load_string(ss.str(), path, out, errors);
+}
+
+}  // namespace sy::conf

@@ -1,0 +1,145 @@
+// Plain configuration structs: what conf/switchyard.yaml says, after validation.
+// No libuv, no I/O beyond reading the file; runtime objects are built from these in proxy/app.cc.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "conf/units.h"
+
+namespace sy::conf {
+
+// Where a value came from, for messages that point at the file ("FILE:LINE:COL").
+struct Pos {
+  int line = 0;  // 1-based; 0 = not from a file (a default)
+  int col = 0;
+};
+
+struct StaticInstance {
+  std::string address_text;  // as written, "host:port"
+  Address address;
+  uint32_t weight = 1;
+  std::string id;  // defaults to the address
+  std::vector<std::string> tags;
+  std::string zone;
+  Pos pos;
+};
+
+struct HealthCheck {
+  enum class Type { kHttp, kTcp, kNone };
+  Type type = Type::kHttp;
+  std::string path = "/health";
+  std::string host;  // Host header of probes; "" = the instance address
+  std::vector<std::pair<int, int>> expected_status{{200, 399}};
+  Millis interval{5000};
+  Millis timeout{1000};
+  double jitter = 0.10;  // fraction of interval
+  uint32_t healthy_threshold = 2;
+  uint32_t unhealthy_threshold = 3;
+};
+
+struct OutlierDetection {
+  uint32_t consecutive_failures = 5;
+  Millis base_ejection_time{30000};
+  uint32_t max_ejection_percent = 50;
+};
+
+struct CircuitBreaker {
+  uint32_t max_connections = 1024;
+  uint32_t max_pending = 1024;
+  uint32_t max_requests = 1024;
+  uint32_t max_retries = 3;
+  uint32_t failure_threshold = 5;
+  Millis open_for{30000};
+  uint32_t half_open_requests = 1;
+};
+
+struct Retry {
+  uint32_t attempts = 2;
+  std::vector<std::string> on{"connect-failure", "reset", "502", "503", "504"};
+  Millis backoff_base{25};
+  Millis backoff_max{250};
+  Millis per_try_timeout{2000};
+  uint32_t budget_percent = 20;
+};
+
+struct Timeouts {
+  Millis connect{1000};
+  Millis response{30000};
+  Millis idle{60000};
+};
+
+struct Service {
+  std::string name;
+  std::string lb = "round_robin";
+  std::string hash_on;
+  Millis slow_start{0};
+  std::vector<StaticInstance> instances;
+  bool has_health_check = false;
+  HealthCheck health_check;
+  OutlierDetection outlier_detection;
+  CircuitBreaker circuit_breaker;
+  Retry retry;
+  Timeouts timeouts;
+  Pos pos;
+};
+
+struct Route {
+  std::string host;         // "" = any host
+  std::string path_prefix;  // "" = any path
+  std::string service;
+  bool strip_prefix = false;
+  std::vector<std::string> tags;
+  Pos pos;
+};
+
+struct ClientLimits {
+  Millis header_timeout{10000};
+  Millis idle_timeout{60000};
+  uint64_t max_header_bytes = 64 * 1024;
+  uint32_t max_headers = 100;
+  uint64_t max_uri_bytes = 8 * 1024;
+  uint64_t max_body_bytes = 0;  // 0 = unlimited
+};
+
+struct Admin {
+  Address listen = Address::loopback(9901);
+  std::string token;
+};
+
+struct RegistryConf {
+  std::string snapshot;
+  Millis default_ttl{30000};
+};
+
+struct Config {
+  std::string path;  // the file this came from ("" = built-in defaults)
+  std::vector<Address> listen{Address::loopback(8080)};
+  uint32_t workers = 1;
+  std::string zone;
+  Millis shutdown_timeout{10000};
+  std::string log_level = "info";
+  ClientLimits client;
+  Admin admin;
+  RegistryConf registry;
+  std::string access_log;
+  std::vector<Route> routes;
+  std::map<std::string, Service> services;  // ordered: stable output and reload diffs
+};
+
+// The defaults a service gets when it is only ever registered dynamically.
+Service default_service(const std::string& name);
+
+// Reads and validates `path`. On success returns true and fills `out`. On failure returns false
+// and appends one "FILE:LINE:COL: message" line per problem to `errors` (every problem, not the
+// first only). A missing file with `allow_missing` yields the defaults.
+bool load_file(const std::string& path, Config& out, std::vector<std::string>& errors,
+               bool allow_missing = false);
+
+// Same, from text (tests, reload previews). `name` is used in messages.
+bool load_string(const std::string& text, const std::string& name, Config& out,
+                 std::vector<std::string>& errors);
+
+}  // namespace sy::conf

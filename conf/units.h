@@ -1,0 +1,43 @@
+// Value types of the config language: durations ("250ms"), sizes ("64KiB"), addresses
+// ("host:port", "[v6]:port"). Parsing returns an error string ("" = ok); no exceptions.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace sy::conf {
+
+using Millis = std::chrono::milliseconds;
+
+// A numeric socket address. Host names other than "localhost" are not resolved: the proxy does
+// no blocking DNS, and registrations carry addresses, not names.
+struct Address {
+  sockaddr_storage ss{};
+  std::string text;  // canonical "ip:port" / "[ip]:port"
+
+  static Address loopback(uint16_t port);
+  uint16_t port() const;
+  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss); }
+  bool is_loopback() const;
+  bool is_unspecified() const;  // 0.0.0.0 / ::
+  bool operator==(const Address& o) const { return text == o.text; }
+};
+
+// "5s", "250ms", "2m", "1h", "1.5s", "0". Returns "" on success.
+std::string parse_duration(std::string_view s, Millis& out);
+// "512", "64KiB", "1MiB", "2GiB", also "64KB"/"1MB" (powers of 1000 are not used: KB = KiB).
+std::string parse_size(std::string_view s, uint64_t& out);
+// "127.0.0.1:8080", "[::1]:80", "localhost:9000", ":8080" (= 0.0.0.0). Port 0 allowed when
+// `allow_port0` (listeners: the kernel picks one).
+std::string parse_address(std::string_view s, Address& out, bool allow_port0);
+// "10%" or "0.1" → fraction.
+std::string parse_percent(std::string_view s, double& out);
+
+std::string format_address(const sockaddr* sa);
+
+}  // namespace sy::conf

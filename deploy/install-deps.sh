@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, every Debian package switchyard needs to build, test and benchmark.
+# Idempotent: packages already present are skipped; with nothing missing it touches nothing.
+#   deploy/install-deps.sh            build + test dependencies
+#   deploy/install-deps.sh --bench    also the benchmark's contenders (haproxy, nginx, wrk, ab)
+set -euo pipefail
+
+build_pkgs=(g++ pkg-config meson ninja-build libuv1-dev libyaml-cpp-dev prometheus-cpp-dev
+            nlohmann-json3-dev doctest-dev node-llhttp)
+test_pkgs=(curl python3 python3-pytest python3-aiohttp python3-tornado)
+bench_pkgs=(wrk apache2-utils haproxy nginx-light)
+
+want=("${build_pkgs[@]}" "${test_pkgs[@]}")
+[[ "${1:-}" == "--bench" ]] && want+=("${bench_pkgs[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

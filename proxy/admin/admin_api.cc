@@ -1,0 +1,460 @@
+// AdminApi: request routing, validation and JSON answers.
+#include "proxy/admin/admin_api.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "version.h"
+
+namespace sy::admin {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int64_t kMaxWaitMs = 10 * 60 * 1000;
+constexpr int64_t kDefaultWaitMs = 5 * 60 * 1000;
+
+AdminResponse json_response(int status, const json& j) {
+  AdminResponse r;
+  r.status = status;
+  r.body = j.dump(2) + "\n";
+  return r;
+}
+
+AdminResponse error(int status, const std::string& code, const std::string& message) {
+  return json_response(status, json{{"error", code}, {"message", message}});
+}
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 128) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+  });
+}
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) parts.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  // Compares every byte whatever the content; the length difference is folded in too.
+  unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
+  size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+json instance_json(const registry::Instance& inst) {
+  json routes = json::array();
+  for (const auto& r : inst.routes)
+    routes.push_back({{"host", r.host}, {"path_prefix", r.path_prefix}, {"strip_prefix", r.strip_prefix}});
+  return json{{"id", inst.id},
+              {"service", inst.service},
+              {"address", inst.address.text},
+              {"weight", inst.weight},
+              {"tags", inst.tags},
+              {"meta", inst.meta},
+              {"zone", inst.zone},
+              {"state", inst.state_name()},
+              {"source", inst.source == registry::Source::kStatic ? "static" : "dynamic"},
+              {"routes", routes}};
+}
+
+// Parses a health_check object of a registration into `h`; returns "" or the bad field.
+std::string parse_health_check(const json& j, conf::HealthCheck& h) {
+  if (!j.is_object()) return "health_check must be an object";
+  for (const auto& [k, v] : j.items()) {
+    if (k == "type") {
+      if (!v.is_string()) return "health_check.type must be a string";
+      std::string t = v.get<std::string>();
+      if (t == "http") h.type = conf::HealthCheck::Type::kHttp;
+      else if (t == "tcp") h.type = conf::HealthCheck::Type::kTcp;
+      else if (t == "none") h.type = conf::HealthCheck::Type::kNone;
+      else return "health_check.type must be http, tcp or none";
+    } else if (k == "path") {
+      if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>()[0] != '/')
+        return "health_check.path must be a string starting with '/'";
+      h.path = v.get<std::string>();
+    } else if (k == "interval" || k == "timeout") {
+      conf::Millis m;
+      if (!v.is_string() || !conf::parse_duration(v.get<std::string>(), m).empty() || m.count() <= 0)
+        return "health_check." + k + " must be a duration such as \"5s\"";
+      (k == "interval" ? h.interval : h.timeout) = m;
+    } else if (k == "healthy_threshold" || k == "unhealthy_threshold") {
+      if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 1000)
+        return "health_check." + k + " must be a number 1..1000";
+      (k == "healthy_threshold" ? h.healthy_threshold : h.unhealthy_threshold) = v.get<uint32_t>();
+    } else if (k == "expected_status" || k == "jitter" || k == "host") {
+      continue;  // accepted; the config's defaults apply (validated where probes use them)
+    } else {
+      return "unknown field health_check." + k;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+AdminApi::AdminApi(registry::Registry& reg, Metrics& metrics, AdminHooks hooks, std::string token)
+    : reg_(reg), metrics_(metrics), hooks_(std::move(hooks)), token_(std::move(token)) {}
+
+bool AdminApi::authorized(const AdminRequest& req) const {
+  if (token_.empty()) return true;
+  std::string h = req.header("authorization");
+  const std::string prefix = "Bearer ";
+  std::string given = h.rfind(prefix, 0) == 0 ? h.substr(prefix.size()) : "";
+  return constant_time_equal(given, token_);
+}
+
+void AdminApi::handle(AdminConn* conn, AdminRequest& req) {
+  bool deferred = false;
+  AdminResponse r = route(conn, req, deferred);
+  if (deferred) return;
+  const bool mutating = req.method == "PUT" || req.method == "POST" || req.method == "DELETE";
+  finish(conn, std::move(r), mutating && r.status < 300);
+}
+
+void AdminApi::finish(AdminConn* conn, AdminResponse r, bool mutating) {
+  r.headers.emplace_back("X-Switchyard-Index", std::to_string(reg_.index()));
+  // An acknowledged change must be on disk first: hold the answer until this loop turn's
+  // snapshot write (one write for every change of the turn).
+  if (mutating && hooks_.persistence_enabled && hooks_.persistence_enabled()) {
+    unpersisted_.emplace_back(conn, std::move(r));
+    return;
+  }
+  if (mutating && hooks_.before_ack) hooks_.before_ack();
+  conn->respond(r);
+}
+
+void AdminApi::release_persisted(const std::string& err) {
+  auto held = std::move(unpersisted_);
+  unpersisted_.clear();
+  for (auto& [conn, r] : held) {
+    if (!err.empty()) {
+      AdminResponse e = error(500, "persistence_failed", "the change is applied in memory but could not be saved: " + err);
+      e.headers = r.headers;
+      conn->respond(e);
+    } else {
+      conn->respond(r);
+    }
+  }
+}
+
+void AdminApi::forget(AdminConn* conn) {
+  std::erase_if(waiters_, [&](const Waiter& w) { return w.conn == conn; });
+  std::erase_if(unpersisted_, [&](const auto& p) { return p.first == conn; });
+}
+
+void AdminApi::on_registry_changed() {
+  metrics_.sync_registry(reg_);
+  if (waiters_.empty()) return;
+  auto ready = std::partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return reg_.index() <= w.index; });
+  std::vector<Waiter> done(std::make_move_iterator(ready), std::make_move_iterator(waiters_.end()));
+  waiters_.erase(ready, waiters_.end());
+  for (auto& w : done) finish(w.conn, service_view(w.service, w.req), false);
+}
+
+void AdminApi::sweep(int64_t now_ms) {
+  if (waiters_.empty()) return;
+  auto due = std::partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return w.deadline_ms > now_ms; });
+  std::vector<Waiter> done(std::make_move_iterator(due), std::make_move_iterator(waiters_.end()));
+  waiters_.erase(due, waiters_.end());
+  for (auto& w : done) finish(w.conn, service_view(w.service, w.req), false);
+}
+
+AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred) {
+  const std::string& m = req.method;
+  const auto parts = split_path(req.path);
+  const bool mutating = m == "PUT" || m == "POST" || m == "DELETE";
+  if (mutating && !authorized(req)) {
+    AdminResponse r = error(401, "unauthorized", "this call needs 'Authorization: Bearer <admin.token>'");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return r;
+  }
+  if (req.path == "/healthz" && (m == "GET" || m == "HEAD")) return json_response(200, {{"status", "ok"}});
+  if (req.path == "/readyz" && (m == "GET" || m == "HEAD")) {
+    bool ok = !hooks_.ready || hooks_.ready();
+    return json_response(ok ? 200 : 503, {{"status", ok ? "ready" : "not ready"}});
+  }
+  if (req.path == "/metrics" && (m == "GET" || m == "HEAD")) {
+    AdminResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_.render();
+    return r;
+  }
+  if (req.path == "/v1/reload" && m == "POST") {
+    std::string summary;
+    std::string err = hooks_.reload ? hooks_.reload(summary) : "reload is not available";
+    if (!err.empty()) return error(400, "bad_config", err);
+    return AdminResponse{200, "application/json", {}, summary};
+  }
+  if (req.path == "/v1/catalog") {
+    if (m == "POST") return catalog_post(req.body);
+    if (m == "GET") return catalog_get();
+    return error(405, "method_not_allowed", "use GET or POST on /v1/catalog");
+  }
+  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "services") {
+    if (parts.size() == 2) {
+      if (m != "GET") return error(405, "method_not_allowed", "use GET on /v1/services");
+      json list = json::array();
+      for (const auto& [name, svc] : reg_.services()) {
+        json counts = json::object();
+        for (const auto& [id, inst] : svc.instances) counts[inst.state_name()] = counts.value(inst.state_name(), 0) + 1;
+        list.push_back({{"name", name}, {"instances", svc.instances.size()}, {"states", counts},
+                        {"lb", svc.cfg.lb}, {"source", svc.in_config ? "config" : "registry"}});
+      }
+      return json_response(200, {{"services", list}, {"index", reg_.index()}});
+    }
+    const std::string& service = parts[2];
+    if (!valid_name(service)) return error(400, "bad_request", "service name must be 1-128 characters of [A-Za-z0-9._-]");
+    if (parts.size() == 3) {
+      if (m != "GET") return error(405, "method_not_allowed", "use GET on /v1/services/{service}");
+      std::string idx = req.query_param("index");
+      if (!idx.empty()) {
+        uint64_t want = 0;
+        try {
+          want = std::stoull(idx);
+        } catch (...) {
+          return error(400, "bad_request", "index must be a number");
+        }
+        int64_t wait = kDefaultWaitMs;
+        std::string w = req.query_param("wait");
+        if (!w.empty()) {
+          conf::Millis d;
+          if (!conf::parse_duration(w, d).empty()) return error(400, "bad_request", "wait must be a duration such as 30s");
+          wait = std::min<int64_t>(d.count(), kMaxWaitMs);
+        }
+        if (reg_.index() <= want && wait > 0) {
+          waiters_.push_back(Waiter{conn, service, req, want, hooks_.now_ms() + wait});
+          deferred = true;
+          return {};
+        }
+      }
+      return service_view(service, req);
+    }
+    if (parts.size() == 4 && parts[3] == "instances" && m == "POST") {
+      char buf[24];
+      std::snprintf(buf, sizeof buf, "%08llx", static_cast<unsigned long long>(std::random_device{}() ^ (++id_counter_ << 20)));
+      return register_instance(service, service + "-" + buf, req.body, true);
+    }
+    if (parts.size() >= 5 && parts[3] == "instances") {
+      const std::string& id = parts[4];
+      if (!valid_name(id)) return error(400, "bad_request", "instance id must be 1-128 characters of [A-Za-z0-9._-]");
+      if (parts.size() == 5) {
+        if (m == "PUT") return register_instance(service, id, req.body, false);
+        if (m == "DELETE") {
+          const registry::Instance* inst = reg_.find(service, id);
+          if (inst && inst->source == registry::Source::kStatic)
+            return error(409, "static_instance", "instance comes from the config file; remove it there and reload");
+          if (!reg_.remove(service, id)) return error(404, "not_found", "no instance " + id + " in service " + service);
+          return AdminResponse{204, "application/json", {}, ""};
+        }
+        if (m == "GET") return instance_view(service, id);
+        return error(405, "method_not_allowed", "use PUT, GET or DELETE on an instance");
+      }
+      if (parts.size() == 6 && parts[5] == "heartbeat") {
+        if (m != "PUT" && m != "POST") return error(405, "method_not_allowed", "use PUT on heartbeat");
+        if (!reg_.heartbeat(service, id, hooks_.now_ms()))
+          return error(404, "not_found", "no dynamic instance " + id + " in service " + service + "; register again");
+        const registry::Instance* inst = reg_.find(service, id);
+        return json_response(200, {{"id", id}, {"ttl_ms", inst ? inst->ttl.count() : 0}});
+      }
+      if (parts.size() == 6 && parts[5] == "drain") {
+        if (m != "PUT" && m != "POST") return error(405, "method_not_allowed", "use PUT on drain");
+        bool enabled = true;
+        if (!req.body.empty()) {
+          json j = json::parse(req.body, nullptr, false);
+          if (j.is_discarded() || !j.is_object()) return error(400, "bad_json", "body must be a JSON object like {\"enabled\": true}");
+          for (const auto& [k, v] : j.items()) {
+            if (k != "enabled") return error(400, "unknown_field", "unknown field '" + k + "'");
+            if (!v.is_boolean()) return error(400, "bad_field", "'enabled' must be true or false");
+            enabled = v.get<bool>();
+          }
+        }
+        if (!reg_.set_drain(service, id, enabled)) return error(404, "not_found", "no instance " + id + " in service " + service);
+        return json_response(200, {{"id", id}, {"draining", enabled}});
+      }
+    }
+  }
+  return error(404, "not_found", "no admin endpoint " + m + " " + req.path);
+}
+
+AdminResponse AdminApi::service_view(const std::string& service, const AdminRequest& req) {
+  auto it = reg_.services().find(service);
+  if (it == reg_.services().end()) {
+    AdminResponse r = error(404, "not_found", "no service " + service);
+    return r;
+  }
+  const bool healthy_only = req.query_param("healthy") == "1" || req.query_param("healthy") == "true";
+  const std::string tag = req.query_param("tag");
+  json list = json::array();
+  for (const auto& [id, inst] : it->second.instances) {
+    if (healthy_only && !(inst.routable() && inst.health == registry::Health::kHealthy && !inst.stale)) continue;
+    if (!tag.empty() && std::find(inst.tags.begin(), inst.tags.end(), tag) == inst.tags.end()) continue;
+    list.push_back(instance_json(inst));
+  }
+  return json_response(200, {{"service", service}, {"lb", it->second.cfg.lb}, {"index", reg_.index()}, {"instances", list}});
+}
+
+AdminResponse AdminApi::instance_view(const std::string& service, const std::string& id) {
+  const registry::Instance* inst = reg_.find(service, id);
+  if (!inst) return error(404, "not_found", "no instance " + id + " in service " + service);
+  json j = instance_json(*inst);
+  std::string why;
+  if (inst->draining) why = "not routable: draining (no new requests; in-flight ones finish)";
+  else if (inst->stale) why = "routable only as a last resort: its lease expired in a mass expiry and it was kept (stale) until it heartbeats again";
+  else if (inst->health == registry::Health::kUnhealthy) why = "not routable: failing health checks (" + inst->health_reason + ")";
+  else if (inst->health == registry::Health::kUnknown) why = "routable only when no instance is healthy: not yet probed healthy";
+  else why = "routable: healthy";
+  if (inst->source == registry::Source::kDynamic && inst->ttl.count() > 0) {
+    int64_t left = inst->lease_expires_ms - hooks_.now_ms();
+    why += "; lease " + (left > 0 ? "expires in " + std::to_string(left) + " ms" : std::string("expired"));
+    j["lease_remaining_ms"] = std::max<int64_t>(0, left);
+  } else if (inst->source == registry::Source::kDynamic) {
+    why += "; no lease (registered without a TTL)";
+  }
+  j["why"] = why;
+  return json_response(200, j);
+}
+
+AdminResponse AdminApi::register_instance(const std::string& service, std::string id, const std::string& body, bool generated,
+                                          bool leased) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return error(400, "bad_json", "body must be a JSON object");
+  registry::Registration r;
+  r.service = service;
+  r.id = std::move(id);
+  r.leased = leased || j.contains("ttl");
+  bool have_address = false;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "address") {
+      if (!v.is_string()) return error(400, "bad_field", "'address' must be a string \"host:port\"");
+      std::string e = conf::parse_address(v.get<std::string>(), r.address, false);
+      if (!e.empty()) return error(400, "bad_field", "'address': " + e);
+      if (r.address.is_unspecified()) return error(400, "bad_field", "'address' must not be 0.0.0.0 or ::");
+      have_address = true;
+    } else if (k == "weight") {
+      if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 10000)
+        return error(400, "bad_field", "'weight' must be a whole number 1..10000");
+      r.weight = v.get<uint32_t>();
+    } else if (k == "tags") {
+      if (!v.is_array()) return error(400, "bad_field", "'tags' must be a list of strings");
+      for (const auto& t : v) {
+        if (!t.is_string() || t.get<std::string>().empty() || t.get<std::string>().size() > 64)
+          return error(400, "bad_field", "'tags' entries must be strings of 1-64 characters");
+        r.tags.push_back(t.get<std::string>());
+      }
+      if (r.tags.size() > 64) return error(400, "bad_field", "'tags' may hold at most 64 entries");
+    } else if (k == "meta") {
+      if (!v.is_object()) return error(400, "bad_field", "'meta' must be an object of strings");
+      for (const auto& [mk, mv] : v.items()) {
+        if (!mv.is_string()) return error(400, "bad_field", "'meta." + mk + "' must be a string");
+        r.meta[mk] = mv.get<std::string>();
+      }
+      if (r.meta.size() > 64) return error(400, "bad_field", "'meta' may hold at most 64 entries");
+    } else if (k == "zone") {
+      if (!v.is_string()) return error(400, "bad_field", "'zone' must be a string");
+      r.zone = v.get<std::string>();
+    } else if (k == "ttl") {
+      if (!v.is_string()) return error(400, "bad_field", "'ttl' must be a duration string such as \"30s\"");
+      std::string e = conf::parse_duration(v.get<std::string>(), r.ttl);
+      if (!e.empty()) return error(400, "bad_field", "'ttl': " + e);
+      if (r.ttl.count() < 1000 || r.ttl.count() > 24 * 3600 * 1000) return error(400, "bad_field", "'ttl' must be between 1s and 24h");
+    } else if (k == "health_check") {
+      r.has_health_check = true;
+      std::string e = parse_health_check(v, r.health_check);
+      if (!e.empty()) return error(400, "bad_field", e);
+    } else if (k == "routes") {
+      if (!v.is_array()) return error(400, "bad_field", "'routes' must be a list");
+      for (const auto& rt : v) {
+        if (!rt.is_object()) return error(400, "bad_field", "'routes' entries must be objects");
+        registry::RouteSpec spec;
+        for (const auto& [rk, rv] : rt.items()) {
+          if (rk == "host" && rv.is_string()) spec.host = rv.get<std::string>();
+          else if (rk == "path_prefix" && rv.is_string()) spec.path_prefix = rv.get<std::string>();
+          else if (rk == "strip_prefix" && rv.is_boolean()) spec.strip_prefix = rv.get<bool>();
+          else return error(400, "bad_field", "routes entry field '" + rk + "' is unknown or of the wrong type");
+        }
+        if (!spec.path_prefix.empty() && spec.path_prefix[0] != '/') return error(400, "bad_field", "routes.path_prefix must start with '/'");
+        if (spec.host.empty() && spec.path_prefix.empty()) return error(400, "bad_field", "a route needs a host or a path_prefix");
+        r.routes.push_back(spec);
+      }
+    } else if (k == "id" && generated) {
+      return error(400, "unknown_field", "'id' is generated for POST; use PUT .../instances/{id} to choose it");
+    } else {
+      return error(400, "unknown_field", "unknown field '" + k + "'");
+    }
+  }
+  if (!have_address) return error(400, "missing_field", "'address' is required");
+  if (hooks_.own_addresses) {
+    for (const auto& own : hooks_.own_addresses()) {
+      bool same_port = own.port() == r.address.port();
+      if (same_port && (own == r.address || own.is_unspecified() || (own.is_loopback() && r.address.is_loopback())))
+        return error(400, "bad_field", "'address' " + r.address.text + " is one of switchyard's own listeners (it would loop)");
+    }
+  }
+  auto res = reg_.put(r, hooks_.now_ms());
+  if (res == registry::Registry::PutResult::kServiceFull)
+    return error(429, "limit_reached", "service " + service + " has reached its instance limit");
+  if (res == registry::Registry::PutResult::kRegistryFull)
+    return error(429, "limit_reached", "the registry has reached its total instance limit");
+  const registry::Instance* inst = reg_.find(service, r.id);
+  json out = instance_json(*inst);
+  out["ttl_ms"] = inst->ttl.count();
+  out["index"] = reg_.index();
+  return json_response(res == registry::Registry::PutResult::kCreated ? 201 : 200, out);
+}
+
+AdminResponse AdminApi::catalog_post(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return error(400, "bad_json", "body must be a JSON object");
+  std::string name, url;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "service_name" && v.is_string()) name = v.get<std::string>();
+    else if (k == "service_url" && v.is_string()) url = v.get<std::string>();
+    else if (k == "service_name" || k == "service_url") return error(400, "bad_field", "'" + k + "' must be a string");
+    else return error(400, "unknown_field", "unknown field '" + k + "'");
+  }
+  if (!valid_name(name)) return error(400, "bad_field", "'service_name' must be 1-128 characters of [A-Za-z0-9._-]");
+  const std::string scheme = "http://";
+  if (url.rfind(scheme, 0) != 0) return error(400, "bad_field", "'service_url' must be an http:// URL");
+  std::string hostport = url.substr(scheme.size());
+  hostport = hostport.substr(0, hostport.find('/'));
+  // The id is derived from the address, so the same service POSTing again updates, not duplicates.
+  std::string id = hostport;
+  for (auto& c : id)
+    if (!valid_name(std::string(1, c))) c = '-';
+  json reg = {{"address", hostport}};
+  // Plain catalog registrations carry no lease: such services never heartbeat.
+  AdminResponse r = register_instance(name, id, reg.dump(), false, false);
+  if (r.status < 300) {
+    const registry::Instance* inst = reg_.find(name, id);
+    return json_response(r.status, {{"service_name", name}, {"service_url", url}, {"id", id}, {"state", inst ? inst->state_name() : "unknown"}});
+  }
+  return r;
+}
+
+AdminResponse AdminApi::catalog_get() {
+  json list = json::array();
+  for (const auto& [name, svc] : reg_.services())
+    for (const auto& [id, inst] : svc.instances)
+      list.push_back({{"service_name", name}, {"service_url", "http://" + inst.address.text}, {"id", id},
+                      {"state", inst.state_name()}, {"source", inst.source == registry::Source::kStatic ? "static" : "dynamic"}});
+  return json_response(200, list);
+}
+
+}  // namespace sy::admin

@@ -1,0 +1,69 @@
+// The admin API of CONTRACT.md: registry calls, catalog, long poll, reload, /metrics, /healthz.
+// Validates every input field and answers JSON errors naming it. Runs on the main loop.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+#include "proxy/admin/admin_conn.h"
+#include "proxy/admin/metrics.h"
+#include "registry/registry.h"
+
+namespace sy::admin {
+
+// What the API needs from the application around it.
+struct AdminHooks {
+  std::function<int64_t()> now_ms;                    // monotonic milliseconds
+  std::function<std::string(std::string&)> reload;    // "" ok (fills summary JSON) or errors
+  std::function<bool()> ready;
+  std::function<std::vector<conf::Address>()> own_addresses;
+  std::function<bool()> persistence_enabled;
+  std::function<void()> before_ack;  // publish the routing snapshot before a change is acknowledged
+};
+
+class AdminApi final : public AdminHandler {
+ public:
+  AdminApi(registry::Registry& reg, Metrics& metrics, AdminHooks hooks, std::string token);
+
+  void handle(AdminConn* conn, AdminRequest& req) override;
+  void forget(AdminConn* conn) override;
+
+  // After a registry change: answer long polls whose index has passed.
+  void on_registry_changed();
+  // Periodic: answer long polls whose wait ran out.
+  void sweep(int64_t now_ms);
+  // Persistence finished for this loop turn: send the held acknowledgements (or 500s).
+  void release_persisted(const std::string& error);
+  bool has_unpersisted() const { return !unpersisted_.empty(); }
+  void set_token(std::string t) { token_ = std::move(t); }
+
+ private:
+  struct Waiter {
+    AdminConn* conn;
+    std::string service;
+    AdminRequest req;
+    uint64_t index;
+    int64_t deadline_ms;
+  };
+  AdminResponse route(AdminConn* conn, AdminRequest& req, bool& deferred);
+  AdminResponse service_view(const std::string& service, const AdminRequest& req);
+  AdminResponse register_instance(const std::string& service, std::string id, const std::string& body, bool generated,
+                                  bool leased = true);
+  AdminResponse catalog_post(const std::string& body);
+  AdminResponse catalog_get();
+  AdminResponse instance_view(const std::string& service, const std::string& id);
+  bool authorized(const AdminRequest& req) const;
+  void finish(AdminConn* conn, AdminResponse r, bool mutating);
+
+  registry::Registry& reg_;
+  Metrics& metrics_;
+  AdminHooks hooks_;
+  std::string token_;
+  std::vector<Waiter> waiters_;
+  std::vector<std::pair<AdminConn*, AdminResponse>> unpersisted_;
+  uint64_t id_counter_ = 0;
+};
+
+}  // namespace sy::admin

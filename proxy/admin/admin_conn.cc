@@ -1,0 +1,244 @@
+// AdminConn: request in, whole; response out.
+#include "proxy/admin/admin_conn.h"
+
+#include "proxy/http/rewrite.h"
+
+namespace sy::admin {
+
+namespace {
+constexpr size_t kMaxBody = 1024 * 1024;
+constexpr size_t kMaxHead = 64 * 1024;
+constexpr uint64_t kIdleMs = 60000;
+
+void lower(std::string& s) {
+  for (auto& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+}
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string url_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
+      i += 2;
+    } else if (s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::string AdminRequest::header(const std::string& name) const {
+  for (const auto& [k, v] : headers)
+    if (k == name) return v;
+  return "";
+}
+
+std::string AdminRequest::query_param(const std::string& name) const {
+  std::string_view q = query;
+  while (!q.empty()) {
+    size_t amp = q.find('&');
+    std::string_view kv = q.substr(0, amp);
+    size_t eq = kv.find('=');
+    if (url_decode(kv.substr(0, eq)) == name) return eq == std::string_view::npos ? "" : url_decode(kv.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return "";
+}
+
+AdminConn::AdminConn(uv_loop_t* loop, AdminHandler* h) : handler_(h) {
+  uv_tcp_init(loop, &tcp_);
+  uv_timer_init(loop, &timer_);
+  tcp_.data = timer_.data = wreq_.data = this;
+  llhttp_init(&parser_, HTTP_REQUEST, settings());
+  parser_.data = this;
+}
+
+void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
+  auto* c = new AdminConn(server->loop, handler);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+    c->close();
+    return;
+  }
+  uv_timer_start(&c->timer_, on_timer, kIdleMs, 0);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read);
+}
+
+void AdminConn::on_timer(uv_timer_t* t) {
+  auto* c = static_cast<AdminConn*>(t->data);
+  if (!c->busy_) c->close();
+}
+
+void AdminConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* c = static_cast<AdminConn*>(h->data);
+  *buf = uv_buf_init(c->rbuf_, sizeof c->rbuf_);
+}
+
+void AdminConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+  auto* c = static_cast<AdminConn*>(s->data);
+  if (n == 0 || c->closing_) return;
+  if (n < 0) {
+    c->close();
+    return;
+  }
+  c->in_.append(c->rbuf_, static_cast<size_t>(n));
+  if (c->in_.size() > kMaxBody + kMaxHead) {
+    c->close();
+    return;
+  }
+  uv_timer_start(&c->timer_, on_timer, kIdleMs, 0);
+  if (!c->busy_) c->parse();
+}
+
+void AdminConn::parse() {
+  while (!busy_ && !closing_ && !in_.empty()) {
+    llhttp_errno_t err = llhttp_execute(&parser_, in_.data(), in_.size());
+    size_t used = in_.size();
+    if (err == HPE_PAUSED) {
+      used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - in_.data());
+      llhttp_resume(&parser_);
+    } else if (err != HPE_OK) {
+      AdminResponse r;
+      r.status = error_ ? error_ : 400;
+      r.body = std::string("{\"error\": \"") + (r.status == 413 ? "body_too_large" : "bad_request") +
+               "\", \"message\": \"" + (r.status == 413 ? "request body over 1 MiB" : "malformed HTTP request") + "\"}\n";
+      keep_alive_ = false;
+      busy_ = true;
+      in_.clear();
+      respond(r);
+      return;
+    }
+    in_.erase(0, used);
+    if (busy_) {
+      handler_->handle(this, req_);  // may respond() synchronously
+      return;
+    }
+  }
+}
+
+void AdminConn::respond(const AdminResponse& r) {
+  if (closing_) return;
+  out_.clear();
+  out_ += "HTTP/1.1 " + std::to_string(r.status) + " " + http::status_reason(r.status) + "\r\n";
+  out_ += "Content-Type: " + r.content_type + "\r\n";
+  for (const auto& [k, v] : r.headers) out_ += k + ": " + v + "\r\n";
+  out_ += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+  if (!keep_alive_) out_ += "Connection: close\r\n";
+  out_ += "\r\n";
+  if (req_.method != "HEAD") out_ += r.body;
+  uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  if (uv_write(&wreq_, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write) != 0) close();
+}
+
+void AdminConn::on_write(uv_write_t* w, int status) {
+  auto* c = static_cast<AdminConn*>(w->data);
+  if (c->closing_) return;
+  if (status < 0 || !c->keep_alive_) {
+    c->close();
+    return;
+  }
+  c->busy_ = false;
+  c->req_ = AdminRequest{};
+  c->url_.clear();
+  c->parse();
+}
+
+void AdminConn::close() {
+  if (closing_) return;
+  closing_ = true;
+  if (busy_ && handler_) handler_->forget(this);
+  pending_closes_ = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+void AdminConn::on_close(uv_handle_t* h) {
+  auto* c = static_cast<AdminConn*>(h->data);
+  if (--c->pending_closes_ == 0) delete c;
+}
+
+const llhttp_settings_t* AdminConn::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t x;
+    llhttp_settings_init(&x);
+    x.on_message_begin = [](llhttp_t* p) {
+      auto* c = static_cast<AdminConn*>(p->data);
+      c->req_ = AdminRequest{};
+      c->url_.clear();
+      c->field_.clear();
+      c->value_.clear();
+      c->in_value_ = false;
+      c->error_ = 0;
+      return 0;
+    };
+    x.on_url = [](llhttp_t* p, const char* at, size_t n) {
+      auto* c = static_cast<AdminConn*>(p->data);
+      c->url_.append(at, n);
+      return c->url_.size() > kMaxHead ? -1 : 0;
+    };
+    x.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
+      auto* c = static_cast<AdminConn*>(p->data);
+      if (c->in_value_) {
+        lower(c->field_);
+        c->req_.headers.emplace_back(std::move(c->field_), std::move(c->value_));
+        c->field_.clear();
+        c->value_.clear();
+        c->in_value_ = false;
+      }
+      c->field_.append(at, n);
+      return c->req_.headers.size() > 100 ? -1 : 0;
+    };
+    x.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
+      auto* c = static_cast<AdminConn*>(p->data);
+      c->in_value_ = true;
+      c->value_.append(at, n);
+      return 0;
+    };
+    x.on_headers_complete = [](llhttp_t* p) {
+      auto* c = static_cast<AdminConn*>(p->data);
+      if (c->in_value_ || !c->field_.empty()) {
+        lower(c->field_);
+        c->req_.headers.emplace_back(std::move(c->field_), std::move(c->value_));
+      }
+      c->req_.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
+      size_t q = c->url_.find('?');
+      c->req_.path = c->url_.substr(0, q);
+      c->req_.query = q == std::string::npos ? "" : c->url_.substr(q + 1);
+      if ((p->flags & F_CONTENT_LENGTH) && p->content_length > kMaxBody) {
+        c->error_ = 413;
+        return -1;
+      }
+      return 0;
+    };
+    x.on_body = [](llhttp_t* p, const char* at, size_t n) {
+      auto* c = static_cast<AdminConn*>(p->data);
+      c->req_.body.append(at, n);
+      if (c->req_.body.size() > kMaxBody) {
+        c->error_ = 413;
+        return -1;
+      }
+      return 0;
+    };
+    x.on_message_complete = [](llhttp_t* p) {
+      auto* c = static_cast<AdminConn*>(p->data);
+      c->keep_alive_ = llhttp_should_keep_alive(p);
+      c->busy_ = true;
+      return static_cast<int>(HPE_PAUSED);
+    };
+    return x;
+  }();
+  return &s;
+}
+
+}  // namespace sy::admin

@@ -1,0 +1,78 @@
+// The admin listener's connections: small HTTP/1.1 requests (bodies up to 1 MiB) parsed with
+// llhttp and handed whole to an AdminHandler, which answers at once or later (long poll, or
+// after the registry snapshot is on disk). Runs on the main loop.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sy::admin {
+
+struct AdminRequest {
+  std::string method;
+  std::string path;   // without the query
+  std::string query;  // after '?', raw
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+  std::string header(const std::string& lower_name) const;
+  std::string query_param(const std::string& name) const;
+};
+
+struct AdminResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+class AdminConn;
+
+class AdminHandler {
+ public:
+  virtual ~AdminHandler() = default;
+  // Must eventually call conn->respond() exactly once, unless forget(conn) is called first.
+  virtual void handle(AdminConn* conn, AdminRequest& req) = 0;
+  // The connection is closing: drop any deferred answer to it.
+  virtual void forget(AdminConn* conn) = 0;
+};
+
+class AdminConn {
+ public:
+  static void accept(uv_stream_t* server, AdminHandler* handler);
+  void respond(const AdminResponse& r);
+  void close();
+
+ private:
+  explicit AdminConn(uv_loop_t* loop, AdminHandler* h);
+  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_write(uv_write_t* w, int status);
+  static void on_close(uv_handle_t* h);
+  static void on_timer(uv_timer_t* t);
+  static const llhttp_settings_t* settings();
+  void parse();
+
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_write_t wreq_{};
+  llhttp_t parser_{};
+  AdminHandler* handler_;
+  AdminRequest req_;
+  std::string url_;
+  std::string field_, value_;
+  bool in_value_ = false;
+  std::string in_;        // unparsed input
+  std::string out_;
+  char rbuf_[16 * 1024];
+  bool busy_ = false;     // a request is being handled
+  bool closing_ = false;
+  bool keep_alive_ = true;
+  int error_ = 0;         // status for a request we refuse while parsing
+  int pending_closes_ = 0;
+};
+
+}  // namespace sy::admin

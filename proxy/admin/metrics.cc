@@ -1,0 +1,138 @@
+// Metrics: families, per-service handles, process_* and the text exposition.
+#include "proxy/admin/metrics.h"
+
+#include <dirent.h>
+#include <prometheus/text_serializer.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "version.h"
+
+namespace sy::admin {
+
+namespace {
+
+// 100 µs .. 10 s: the range in which a proxy's latency lives.
+const prometheus::Histogram::BucketBoundaries& buckets() {
+  static const prometheus::Histogram::BucketBoundaries b{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                         0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                                         5,      10};
+  return b;
+}
+
+}  // namespace
+
+Metrics::Metrics()
+    : reg_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter().Name("switchyard_requests_total").Help("Requests answered to clients, by service and status code").Register(*reg_)),
+      duration_(prometheus::BuildHistogram().Name("switchyard_request_duration_seconds").Help("Time from the first byte of a request to the end of its response").Register(*reg_)),
+      upstream_requests_(prometheus::BuildCounter().Name("switchyard_upstream_requests_total").Help("Requests sent to upstream instances, by status code").Register(*reg_)),
+      connect_failures_(prometheus::BuildCounter().Name("switchyard_upstream_connect_failures_total").Help("Failed connection attempts to upstream instances").Register(*reg_)),
+      upstream_healthy_(prometheus::BuildGauge().Name("switchyard_upstream_healthy").Help("1 when the instance is routable, else 0").Register(*reg_)),
+      upstream_active_(prometheus::BuildGauge().Name("switchyard_upstream_active_requests").Help("Requests in flight to the instance").Register(*reg_)),
+      retries_(prometheus::BuildCounter().Name("switchyard_retries_total").Help("Retried upstream attempts").Register(*reg_)),
+      breaker_open_(prometheus::BuildGauge().Name("switchyard_circuit_breaker_open").Help("1 when the instance's circuit breaker is open").Register(*reg_)),
+      ejections_(prometheus::BuildCounter().Name("switchyard_outlier_ejections_total").Help("Outlier ejections of the instance").Register(*reg_)),
+      health_checks_(prometheus::BuildCounter().Name("switchyard_health_checks_total").Help("Active health probes by result").Register(*reg_)),
+      registry_instances_(prometheus::BuildGauge().Name("switchyard_registry_instances").Help("Registered instances by service and state").Register(*reg_)),
+      downstream_connections_(prometheus::BuildGauge().Name("switchyard_downstream_connections").Help("Open client connections").Register(*reg_).Add({})) {
+  prometheus::BuildGauge().Name("switchyard_build_info").Help("Build information").Register(*reg_).Add({{"version", SWITCHYARD_VERSION}}).Set(1);
+  start_time_ = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+Metrics::ServiceStats& Metrics::service(std::string_view name) {
+  auto it = services_.find(std::string(name));
+  if (it != services_.end()) return it->second;
+  ServiceStats& s = services_[std::string(name)];
+  s.duration = &duration_.Add({{"service", std::string(name)}}, buckets());
+  return s;
+}
+
+void Metrics::on_exchange(const Record& r) {
+  std::string_view svc = r.service.empty() ? std::string_view("none") : r.service;
+  ServiceStats& s = service(svc);
+  int code = r.status >= 100 && r.status < 600 ? r.status : 0;
+  if (!s.by_code[static_cast<size_t>(code)])
+    s.by_code[static_cast<size_t>(code)] = &requests_.Add({{"service", std::string(svc)}, {"code", std::to_string(code)}});
+  s.by_code[static_cast<size_t>(code)]->Increment();
+  s.duration->Observe(r.seconds);
+  if (!r.instance.empty() && r.status > 0 && r.error.empty()) {
+    upstream_requests_.Add({{"service", std::string(svc)}, {"instance", std::string(r.instance)}, {"code", std::to_string(r.status)}}).Increment();
+  }
+  if (r.attempts > 1) retries_.Add({{"service", std::string(svc)}}).Increment(r.attempts - 1);
+}
+
+void Metrics::on_connections(int64_t delta) { downstream_connections_.Increment(static_cast<double>(delta)); }
+
+void Metrics::sync_registry(const registry::Registry& reg) {
+  for (auto* g : registry_gauges_) registry_instances_.Remove(g);
+  registry_gauges_.clear();
+  for (auto* g : healthy_gauges_) upstream_healthy_.Remove(g);
+  healthy_gauges_.clear();
+  for (const auto& [name, svc] : reg.services()) {
+    std::map<std::string, int> by_state;
+    for (const auto& [id, inst] : svc.instances) {
+      by_state[inst.state_name()]++;
+      auto& g = upstream_healthy_.Add({{"service", name}, {"instance", id}});
+      g.Set(inst.routable() && inst.health == registry::Health::kHealthy ? 1 : 0);
+      healthy_gauges_.push_back(&g);
+    }
+    for (const auto& [state, n] : by_state) {
+      auto& g = registry_instances_.Add({{"service", name}, {"state", state}});
+      g.Set(n);
+      registry_gauges_.push_back(&g);
+    }
+  }
+}
+
+std::string Metrics::render() {
+  std::ostringstream out;
+  prometheus::TextSerializer ser;
+  ser.Serialize(out, reg_->Collect());
+  // process_* as the Prometheus client libraries define them.
+  double cpu = 0, rss = 0;
+  {
+    std::ifstream stat("/proc/self/stat");
+    std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    size_t rp = s.rfind(')');
+    if (rp != std::string::npos) {
+      std::istringstream is(s.substr(rp + 2));
+      std::string f;
+      std::vector<std::string> fields;
+      while (is >> f) fields.push_back(f);
+      // fields[0] is state (field 3); utime/stime are fields 14/15 → index 11/12; rss is 24 → 21.
+      if (fields.size() > 21) {
+        const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+        cpu = (std::stod(fields[11]) + std::stod(fields[12])) / tick;
+        rss = std::stod(fields[21]) * static_cast<double>(sysconf(_SC_PAGESIZE));
+      }
+    }
+  }
+  int fds = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d)) ++fds;
+    closedir(d);
+    fds -= 3;  // ".", ".." and the directory's own fd
+  }
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  out << "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+      << "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total " << cpu << "\n"
+      << "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+      << "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes " << static_cast<uint64_t>(rss) << "\n"
+      << "# HELP process_open_fds Number of open file descriptors.\n"
+      << "# TYPE process_open_fds gauge\nprocess_open_fds " << fds << "\n"
+      << "# HELP process_max_fds Maximum number of open file descriptors.\n"
+      << "# TYPE process_max_fds gauge\nprocess_max_fds " << static_cast<uint64_t>(rl.rlim_cur) << "\n"
+      << "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+      << "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds " << static_cast<uint64_t>(start_time_) << "\n";
+  return out.str();
+}
+
+}  // namespace sy::admin

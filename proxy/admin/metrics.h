@@ -1,0 +1,60 @@
+// Prometheus metrics (CONTRACT.md's table) on prometheus-cpp's core library; /metrics is served
+// by the admin listener on our own loop. Per-service handles are resolved once per service and
+// per status code, not looked up by label on every request.
+//
+// Threading: main loop (workers: 1). Counters are prometheus-cpp atomics, so a later multi-worker
+// build may increment them from several loops.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "proxy/server/worker.h"
+#include "registry/registry.h"
+
+namespace sy::admin {
+
+class Metrics final : public server::ExchangeObserver {
+ public:
+  Metrics();
+  void on_exchange(const Record& r) override;
+  void on_connections(int64_t delta) override;
+  // Registry-derived gauges (instances by state, healthy per instance); called after changes.
+  void sync_registry(const registry::Registry& reg);
+  std::string render();
+
+ private:
+  struct ServiceStats {
+    prometheus::Histogram* duration = nullptr;
+    std::array<prometheus::Counter*, 600> by_code{};
+  };
+  ServiceStats& service(std::string_view name);
+
+  std::shared_ptr<prometheus::Registry> reg_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Family<prometheus::Counter>& upstream_requests_;
+  prometheus::Family<prometheus::Counter>& connect_failures_;
+  prometheus::Family<prometheus::Gauge>& upstream_healthy_;
+  prometheus::Family<prometheus::Gauge>& upstream_active_;
+  prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Gauge>& breaker_open_;
+  prometheus::Family<prometheus::Counter>& ejections_;
+  prometheus::Family<prometheus::Counter>& health_checks_;
+  prometheus::Family<prometheus::Gauge>& registry_instances_;
+  prometheus::Gauge& downstream_connections_;
+  std::unordered_map<std::string, ServiceStats> services_;
+  std::vector<prometheus::Gauge*> registry_gauges_;
+  std::vector<prometheus::Gauge*> healthy_gauges_;
+  double start_time_;
+};
+
+}  // namespace sy::admin

@@ -1,0 +1,256 @@
+// App: wiring, signals, reload, shutdown.
+#include "proxy/app.h"
+
+#include <csignal>
+#include <unordered_set>
+#include <nlohmann/json.hpp>
+
+#include "proxy/admin/admin_conn.h"
+#include "proxy/net/log.h"
+#include "proxy/server/downstream_conn.h"
+#include "registry/persistence.h"
+#include "version.h"
+
+namespace sy {
+
+namespace {
+constexpr uint64_t kTickMs = 100;  // lease expiry, long-poll deadlines, access-log flush
+}
+
+App::App(std::string config_path, conf::Config cfg)
+    : config_path_(std::move(config_path)), cfg_(std::make_shared<const conf::Config>(std::move(cfg))), loop_(uv_default_loop()) {}
+
+App::~App() = default;
+
+void App::on_exchange(const Record& r) {
+  metrics_.on_exchange(r);
+  access_log_.append(r);
+}
+
+void App::on_connections(int64_t delta) { metrics_.on_connections(delta); }
+
+std::string App::start() {
+  log::set_level(log::parse_level(cfg_->log_level));
+  const auto& c = *cfg_;
+  if (!c.admin.listen.is_loopback() && c.admin.token.empty())
+    return "admin.listen " + c.admin.listen.text + " is not a loopback address and admin.token is empty: refusing to expose an unauthenticated admin API";
+
+  registry_.set_logger([](const std::string& m) { log::info(m); });
+  registry_.set_listener([this] {
+    table_dirty_ = true;
+    persist_dirty_ = true;
+    if (api_) api_->on_registry_changed();
+  });
+  registry_.apply_config(c);
+  if (!c.registry.snapshot.empty()) {
+    std::string e = registry::load_snapshot(registry_, c.registry.snapshot, now_ms());
+    if (!e.empty()) return e;
+    log::info("registry snapshot loaded from " + c.registry.snapshot + " (" + std::to_string(registry_.total_instances()) + " instances)");
+  }
+  persist_dirty_ = false;
+  publish();
+
+  if (std::string e = access_log_.open(c.access_log); !e.empty()) return e;
+
+  worker_.loop = loop_;
+  worker_.config = cfg_;
+  worker_.table = &table_;
+  worker_.observer = this;
+  worker_.app = this;
+  worker_.on_drained = on_worker_drained;
+  worker_.rng_state ^= uv_hrtime();
+  if (c.workers != 1) log::warn("workers: " + std::to_string(c.workers) + " requested; this build runs one event loop (workers: 1)");
+
+  for (const auto& addr : c.listen) {
+    auto l = std::make_unique<net::Listener>();
+    std::string e = l->open(loop_, addr, false, [](void* ctx, uv_stream_t* s) {
+      server::DownstreamConn::accept(*static_cast<server::Worker*>(ctx), s);
+    }, &worker_);
+    if (!e.empty()) return e;
+    log::info("listening proxy=" + l->bound().text);
+    worker_.own_listeners.push_back(l->bound());
+    proxy_listeners_.push_back(std::move(l));
+  }
+
+  admin::AdminHooks hooks;
+  hooks.now_ms = [this] { return now_ms(); };
+  hooks.reload = [this](std::string& summary) { return reload(summary); };
+  hooks.ready = [this] { return !stopping_; };
+  hooks.own_addresses = [this] {
+    std::vector<conf::Address> v = worker_.own_listeners;
+    if (admin_listener_) v.push_back(admin_listener_->bound());
+    return v;
+  };
+  hooks.persistence_enabled = [this] { return !cfg_->registry.snapshot.empty(); };
+  hooks.before_ack = [this] {
+    if (table_dirty_) publish();
+  };
+  api_ = std::make_unique<admin::AdminApi>(registry_, metrics_, hooks, c.admin.token);
+  metrics_.sync_registry(registry_);
+
+  admin_listener_ = std::make_unique<net::Listener>();
+  std::string e = admin_listener_->open(loop_, c.admin.listen, false, [](void* ctx, uv_stream_t* s) {
+    admin::AdminConn::accept(s, static_cast<admin::AdminApi*>(ctx));
+  }, api_.get());
+  if (!e.empty()) return e;
+  log::info("listening admin=" + admin_listener_->bound().text);
+
+  uv_signal_init(loop_, &sig_hup_);
+  uv_signal_init(loop_, &sig_term_);
+  uv_signal_init(loop_, &sig_int_);
+  uv_signal_init(loop_, &sig_usr1_);
+  sig_hup_.data = sig_term_.data = sig_int_.data = sig_usr1_.data = this;
+  uv_signal_start(&sig_hup_, on_signal, SIGHUP);
+  uv_signal_start(&sig_term_, on_signal, SIGTERM);
+  uv_signal_start(&sig_int_, on_signal, SIGINT);
+  uv_signal_start(&sig_usr1_, on_signal, SIGUSR1);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  uv_timer_init(loop_, &tick_);
+  tick_.data = this;
+  uv_timer_start(&tick_, on_tick, kTickMs, kTickMs);
+  uv_timer_init(loop_, &shutdown_timer_);
+  shutdown_timer_.data = this;
+  uv_check_init(loop_, &check_);
+  check_.data = this;
+  uv_check_start(&check_, on_check);
+  log::info(std::string("switchyard ") + SWITCHYARD_VERSION + " ready (config " + (config_path_.empty() ? "built-in defaults" : config_path_) + ")");
+  return "";
+}
+
+int App::run() {
+  std::string e = start();
+  if (!e.empty()) {
+    log::error(e);
+    return 1;
+  }
+  uv_run(loop_, UV_RUN_DEFAULT);
+  // Close whatever is left so every handle's memory is released (and sanitizers see no leak).
+  uv_walk(loop_, [](uv_handle_t* h, void*) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }, nullptr);
+  uv_run(loop_, UV_RUN_DEFAULT);
+  access_log_.flush();
+  log::info("stopped");
+  return exit_code_;
+}
+
+void App::publish() {
+  table_.store(server::build_routing_table(registry_, *cfg_));
+  table_dirty_ = false;
+  // Idle connections to instances that left can go now.
+  std::unordered_set<uint64_t> alive;
+  for (const auto& [name, svc] : registry_.services())
+    for (const auto& [id, inst] : svc.instances) alive.insert(inst.uid);
+  worker_.pool.close_if([&](uint64_t uid) { return !alive.count(uid); });
+}
+
+void App::on_check(uv_check_t* c) {
+  auto* app = static_cast<App*>(c->data);
+  if (app->table_dirty_) app->publish();
+  if (app->persist_dirty_ && !app->cfg_->registry.snapshot.empty()) {
+    app->persist_dirty_ = false;
+    std::string e = registry::save_snapshot(app->registry_, app->cfg_->registry.snapshot);
+    if (!e.empty()) log::error("registry snapshot not saved: " + e);
+    app->api_->release_persisted(e);
+  } else if (app->api_ && app->api_->has_unpersisted()) {
+    app->api_->release_persisted("");
+  }
+}
+
+void App::on_tick(uv_timer_t* t) {
+  auto* app = static_cast<App*>(t->data);
+  app->registry_.expire(app->now_ms());
+  app->api_->sweep(app->now_ms());
+  app->access_log_.flush();
+}
+
+void App::on_signal(uv_signal_t* s, int signum) {
+  auto* app = static_cast<App*>(s->data);
+  if (signum == SIGHUP) {
+    std::string summary;
+    std::string e = app->reload(summary);
+    if (!e.empty()) log::error("reload rejected, the old config keeps serving:\n" + e);
+  } else if (signum == SIGUSR1) {
+    std::string e = app->access_log_.reopen();
+    if (!e.empty()) log::error(e);
+    else log::info("access log reopened");
+  } else {
+    app->begin_shutdown();
+  }
+}
+
+std::string App::reload(std::string& summary_json) {
+  conf::Config next;
+  std::vector<std::string> errors;
+  const std::string path = config_path_.empty() ? "conf/switchyard.yaml" : config_path_;
+  if (!conf::load_file(path, next, errors)) {
+    std::string all;
+    for (const auto& l : errors) all += l + "\n";
+    return all;
+  }
+  std::vector<std::string> notes;
+  const auto& old = *cfg_;
+  bool listen_same = old.listen.size() == next.listen.size();
+  for (size_t i = 0; listen_same && i < old.listen.size(); ++i) listen_same = old.listen[i] == next.listen[i];
+  if (!listen_same || !(old.admin.listen == next.admin.listen) || old.workers != next.workers)
+    notes.push_back("listen, admin.listen and workers take effect at the next restart");
+  size_t old_routes = old.routes.size();
+  cfg_ = std::make_shared<const conf::Config>(std::move(next));
+  worker_.config = cfg_;
+  api_->set_token(cfg_->admin.token);
+  log::set_level(log::parse_level(cfg_->log_level));
+  if (cfg_->access_log != old.access_log) {
+    if (std::string e = access_log_.open(cfg_->access_log); !e.empty()) notes.push_back(e);
+  }
+  auto changes = registry_.apply_config(*cfg_);
+  publish();
+  nlohmann::json j;
+  j["reloaded"] = path;
+  j["changes"] = changes;
+  j["routes"] = {{"before", old_routes}, {"after", cfg_->routes.size()}};
+  j["notes"] = notes;
+  summary_json = j.dump(2) + "\n";
+  log::info("config reloaded from " + path + ": " + std::to_string(changes.size()) + " changes");
+  for (const auto& ch : changes) log::info("  " + ch);
+  return "";
+}
+
+void App::begin_shutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  log::info("shutting down: no new connections; in-flight requests have up to " +
+            std::to_string(cfg_->shutdown_timeout.count()) + " ms");
+  for (auto& l : proxy_listeners_) l->close();
+  worker_.shutting_down = true;
+  // Idle connections go now; busy ones after their exchange.
+  for (server::DownstreamConn* c = worker_.conns; c;) {
+    server::DownstreamConn* next = c->next;
+    c->shutdown();
+    c = next;
+  }
+  if (worker_.conn_count == 0) {
+    finish_shutdown();
+    return;
+  }
+  uv_timer_start(&shutdown_timer_, on_shutdown_timer, static_cast<uint64_t>(cfg_->shutdown_timeout.count()), 0);
+}
+
+void App::on_worker_drained(server::Worker* w) {
+  auto* app = static_cast<App*>(w->app);
+  if (app->stopping_) app->finish_shutdown();
+}
+
+void App::on_shutdown_timer(uv_timer_t* t) {
+  auto* app = static_cast<App*>(t->data);
+  log::warn("shutdown_timeout reached with " + std::to_string(app->worker_.conn_count) + " connections still open; closing them");
+  app->finish_shutdown();
+}
+
+void App::finish_shutdown() {
+  if (!cfg_->registry.snapshot.empty() && persist_dirty_) registry::save_snapshot(registry_, cfg_->registry.snapshot);
+  worker_.pool.close_all();
+  uv_stop(loop_);
+}
+
+}  // namespace sy

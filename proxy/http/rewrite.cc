@@ -1,0 +1,234 @@
+// Head rewriting for forwarded requests and responses.
+#include "proxy/http/rewrite.h"
+
+#include <cstdio>
+
+namespace sy::http {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+void header(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+void append_uint(std::string& out, uint64_t v) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(v));
+  out.append(buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+bool has_token(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view t = trim(list.substr(0, comma));
+    if (iequals(t, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+void connection_tokens(const MessageHead& h, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < h.count(); ++i) {
+    if (!iequals(h.name(i), "connection")) continue;
+    if (!out.empty()) out.append(", ");
+    for (char c : h.value(i)) out.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
+  }
+}
+
+bool is_hop_by_hop(std::string_view name, std::string_view tokens) {
+  static constexpr std::string_view kFixed[] = {"connection", "keep-alive", "te", "trailer", "transfer-encoding",
+                                                "upgrade", "content-length", "proxy-connection"};
+  for (auto f : kFixed)
+    if (iequals(name, f)) return true;
+  if (name.size() >= 6 && iequals(name.substr(0, 6), "proxy-")) return true;
+  return !tokens.empty() && has_token(tokens, name);
+}
+
+bool valid_field_value(std::string_view v) {
+  for (unsigned char c : v) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+void build_upstream_request(const MessageHead& req, const RequestForward& f, std::string& out) {
+  std::string tokens;
+  connection_tokens(req, tokens);
+  out.append(f.method);
+  out.push_back(' ');
+  out.append(f.target);
+  out.append(" HTTP/1.1\r\n");
+
+  bool have_xfp = false, have_xfh = false, have_rid = false, have_host = false;
+  std::string_view xff, via, host;
+  for (size_t i = 0; i < req.count(); ++i) {
+    std::string_view n = req.name(i), v = req.value(i);
+    if (is_hop_by_hop(n, tokens)) {
+      if (f.upgrade && iequals(n, "upgrade")) header(out, "Upgrade", v);
+      continue;
+    }
+    // Headers the proxy appends to are emitted once, below, with its own part added.
+    if (iequals(n, "x-forwarded-for")) {
+      xff = v;  // several XFF headers are rare; the last one wins the append
+      continue;
+    }
+    if (iequals(n, "via")) {
+      via = v;
+      continue;
+    }
+    if (iequals(n, "host")) {
+      have_host = true;
+      host = v;
+    } else if (iequals(n, "x-forwarded-proto")) {
+      have_xfp = true;
+    } else if (iequals(n, "x-forwarded-host")) {
+      have_xfh = true;
+    } else if (iequals(n, "x-request-id")) {
+      have_rid = !v.empty();
+      if (!have_rid) continue;
+    }
+    header(out, n, v);
+  }
+  if (f.upgrade) header(out, "Connection", "upgrade");
+  switch (f.framing) {
+    case Framing::kLength:
+      out.append("Content-Length: ");
+      append_uint(out, f.content_length);
+      out.append("\r\n");
+      break;
+    case Framing::kChunked:
+      header(out, "Transfer-Encoding", "chunked");
+      break;
+    default:
+      break;
+  }
+  out.append("X-Forwarded-For: ");
+  if (!xff.empty()) {
+    out.append(xff);
+    out.append(", ");
+  }
+  out.append(f.client_ip);
+  out.append("\r\n");
+  if (!have_xfp) header(out, "X-Forwarded-Proto", "http");
+  if (!have_xfh && have_host) header(out, "X-Forwarded-Host", host);
+  if (!have_rid) header(out, "X-Request-Id", f.request_id);
+  out.append("Via: ");
+  if (!via.empty()) {
+    out.append(via);
+    out.append(", ");
+  }
+  out.append(req.http_minor == 0 ? "1.0 switchyard\r\n" : "1.1 switchyard\r\n");
+  out.append("\r\n");
+}
+
+void build_downstream_response(const MessageHead& resp, const ResponseForward& f, std::string& out) {
+  std::string tokens;
+  connection_tokens(resp, tokens);
+  out.append("HTTP/1.1 ");
+  append_uint(out, static_cast<uint64_t>(resp.status));
+  out.push_back(' ');
+  out.append(resp.reason().empty() ? status_reason(resp.status) : resp.reason());
+  out.append("\r\n");
+  std::string_view via;
+  for (size_t i = 0; i < resp.count(); ++i) {
+    std::string_view n = resp.name(i), v = resp.value(i);
+    if (is_hop_by_hop(n, tokens)) {
+      if (f.upgrade && iequals(n, "upgrade")) header(out, "Upgrade", v);
+      // HEAD and 304 carry the length of the representation, not of a body: keep it as is.
+      if (f.head_or_304 && iequals(n, "content-length")) header(out, n, v);
+      continue;
+    }
+    if (iequals(n, "via")) {
+      via = v;
+      continue;
+    }
+    header(out, n, v);
+  }
+  switch (f.framing) {
+    case Framing::kLength:
+      out.append("Content-Length: ");
+      append_uint(out, f.content_length);
+      out.append("\r\n");
+      break;
+    case Framing::kChunked:
+      header(out, "Transfer-Encoding", "chunked");
+      break;
+    default:
+      break;
+  }
+  if (f.upgrade) header(out, "Connection", "upgrade");
+  else if (f.close) header(out, "Connection", "close");
+  else if (f.keep_alive_10) header(out, "Connection", "keep-alive");
+  out.append("Via: ");
+  if (!via.empty()) {
+    out.append(via);
+    out.append(", ");
+  }
+  out.append(resp.http_minor == 0 ? "1.0 switchyard\r\n\r\n" : "1.1 switchyard\r\n\r\n");
+}
+
+const char* status_reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 400 ? "OK" : (status < 500 ? "Client Error" : "Server Error");
+  }
+}
+
+void build_error_response(int status, std::string_view code, std::string_view message, bool close, std::string& out) {
+  // Messages are ours, never client bytes, so no JSON escaping beyond quotes is needed; escape
+  // anyway so a future caller passing user text cannot break the JSON.
+  std::string body = "{\"error\": \"";
+  body.append(code);
+  body.append("\", \"message\": \"");
+  for (char c : message) {
+    if (c == '"' || c == '\\') body.push_back('\\');
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    body.push_back(c);
+  }
+  body.append("\"}\n");
+  out.append("HTTP/1.1 ");
+  append_uint(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(status_reason(status));
+  out.append("\r\nContent-Type: application/json\r\nx-switchyard-error: ");
+  out.append(code);
+  out.append("\r\nContent-Length: ");
+  append_uint(out, body.size());
+  out.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  out.append(body);
+}
+
+}  // namespace sy::http

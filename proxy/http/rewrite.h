@@ -1,0 +1,57 @@
+// Builds the heads switchyard sends: the upstream request and the downstream response.
+// Pure functions of a parsed MessageHead and the forwarding decisions; no I/O (RFC 9110 §7.6,
+// RFC 9112 §6-7). Hop-by-hop headers are dropped here and the message is re-framed.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "proxy/http/head.h"
+
+namespace sy::http {
+
+// How a message body is delimited on the wire.
+enum class Framing { kNone, kLength, kChunked, kUntilClose };
+
+struct RequestForward {
+  std::string_view method;      // "GET"
+  std::string_view target;      // request-target to send (after strip_prefix)
+  std::string_view client_ip;   // appended to X-Forwarded-For
+  std::string_view request_id;  // used when the request has no X-Request-Id
+  Framing framing = Framing::kNone;
+  uint64_t content_length = 0;
+  bool upgrade = false;  // keep Upgrade and send "Connection: upgrade"
+};
+
+// Appends the upstream request head (request line, headers, blank line) to `out`.
+void build_upstream_request(const MessageHead& req, const RequestForward& f, std::string& out);
+
+struct ResponseForward {
+  Framing framing = Framing::kNone;
+  uint64_t content_length = 0;
+  bool close = false;          // "Connection: close" (and the proxy closes after this response)
+  bool keep_alive_10 = false;  // an HTTP/1.0 client asked for keep-alive and gets it
+  bool upgrade = false;        // 101: keep Upgrade, "Connection: upgrade"
+  bool head_or_304 = false;    // no body follows; keep Content-Length as it was
+};
+
+// Appends the downstream response head to `out`.
+void build_downstream_response(const MessageHead& resp, const ResponseForward& f, std::string& out);
+
+// True for headers never forwarded (RFC 9110 §7.6.1), including framing headers which the proxy
+// rewrites itself; `connection_tokens` is the comma-separated union of the Connection headers.
+bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens);
+
+// Joins every Connection header's value with ", " into `out` (lower-cased).
+void connection_tokens(const MessageHead& h, std::string& out);
+bool has_token(std::string_view list, std::string_view token);
+
+// Field-value check beyond llhttp: no NUL, no control characters other than HTAB, no bare CR/LF.
+bool valid_field_value(std::string_view v);
+
+// The proxy's own error response: JSON {"error","message"} + x-switchyard-error.
+void build_error_response(int status, std::string_view code, std::string_view message, bool close,
+                          std::string& out);
+const char* status_reason(int status);
+
+}  // namespace sy::http

@@ -1,0 +1,701 @@
+// DownstreamConn: the client side of the proxy and the exchange it drives.
+#include "proxy/server/downstream_conn.h"
+
+#include <cstdio>
+
+namespace sy::server {
+
+using upstream::UpstreamConn;
+using upstream::UpstreamError;
+
+namespace {
+
+int64_t ms(conf::Millis m) { return m.count(); }
+
+bool method_idempotent(int m) {
+  switch (m) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+// ---- lifecycle ----
+
+DownstreamConn::DownstreamConn(Worker& w) : w_(w) {
+  uv_tcp_init(w.loop, &tcp_);
+  uv_timer_init(w.loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  llhttp_init(&parser_, HTTP_REQUEST, settings());
+  parser_.data = this;
+  target_.reserve(256);
+  request_id_.reserve(40);
+}
+
+DownstreamConn::~DownstreamConn() { w_.buffers.release(rbuf_.data); }
+
+void DownstreamConn::accept(Worker& w, uv_stream_t* server) {
+  auto* c = new DownstreamConn(w);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+    c->state_ = State::kClosed;
+    c->pending_closes_ = 2;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), on_close);
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->timer_), on_close);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp_, 1);
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    std::string a = conf::format_address(reinterpret_cast<sockaddr*>(&ss));
+    // XFF carries the address without the port.
+    size_t colon = a.rfind(':');
+    c->client_ip_ = a.substr(0, colon);
+    if (!c->client_ip_.empty() && c->client_ip_[0] == '[') c->client_ip_ = c->client_ip_.substr(1, c->client_ip_.size() - 2);
+  }
+  c->next = w.conns;
+  if (w.conns) w.conns->prev = c;
+  w.conns = c;
+  ++w.conn_count;
+  if (w.observer) w.observer->on_connections(1);
+  c->cfg_ = w.config;
+  c->state_ = State::kIdle;
+  c->arm(ms(c->cfg_->client.header_timeout));
+  c->start_reading();
+}
+
+void DownstreamConn::shutdown() {
+  close_after_ = true;
+  if (state_ == State::kIdle) close();
+}
+
+void DownstreamConn::close() {
+  if (state_ == State::kClosed) return;
+  state_ = State::kClosed;
+  if (up_) {
+    up_->close();
+    up_ = nullptr;
+  }
+  if (prev) prev->next = next;
+  else if (w_.conns == this) w_.conns = next;
+  if (next) next->prev = prev;
+  prev = next = nullptr;
+  --w_.conn_count;
+  if (w_.observer) w_.observer->on_connections(-1);
+  uv_timer_stop(&timer_);
+  pending_closes_ = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  if (w_.shutting_down && w_.conn_count == 0 && w_.on_drained) w_.on_drained(&w_);
+}
+
+void DownstreamConn::on_close(uv_handle_t* h) {
+  auto* c = static_cast<DownstreamConn*>(h->data);
+  if (--c->pending_closes_ == 0) delete c;
+}
+
+void DownstreamConn::arm(int64_t t) { uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(t), 0); }
+
+void DownstreamConn::on_timer(uv_timer_t* t) {
+  auto* c = static_cast<DownstreamConn*>(t->data);
+  switch (c->state_) {
+    case State::kIdle:
+      c->close();  // idle keep-alive (or a connection that never sent a byte)
+      return;
+    case State::kReadingHead:
+      c->send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
+      return;
+    default:
+      return;
+  }
+}
+
+// ---- reading ----
+
+void DownstreamConn::start_reading() {
+  if (reading_ || state_ == State::kClosed) return;
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
+}
+
+void DownstreamConn::stop_reading() {
+  if (!reading_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void DownstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* c = static_cast<DownstreamConn*>(h->data);
+  if (!c->rbuf_.data) c->rbuf_.data = c->w_.buffers.acquire();
+  c->rbuf_.compact();
+  *buf = uv_buf_init(c->rbuf_.data + c->rbuf_.end, static_cast<unsigned>(c->rbuf_.space()));
+}
+
+void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+  auto* c = static_cast<DownstreamConn*>(s->data);
+  if (n == 0 || c->state_ == State::kClosed) return;
+  if (n < 0) {
+    // The client went away (or half-closed). Nothing more will come: finish nothing, drop all.
+    if (c->state_ == State::kForwarding && c->request_done_ && n == UV_EOF) {
+      c->stop_reading();  // a half-close after a complete request: let the response finish
+      c->close_after_ = true;
+      return;
+    }
+    if (c->state_ == State::kForwarding || c->state_ == State::kTunnel || c->state_ == State::kConnecting) c->record("client_closed");
+    c->close();
+    return;
+  }
+  c->rbuf_.end += static_cast<size_t>(n);
+  if (c->state_ == State::kTunnel) {
+    if (c->up_) {
+      c->up_->out().ref(c->rbuf_.data + c->rbuf_.start, c->rbuf_.pending());
+      c->rbuf_.start = c->rbuf_.end;
+      c->flush_upstream();
+    }
+    return;
+  }
+  if (c->state_ == State::kIdle) {
+    c->state_ = State::kReadingHead;
+    c->arm(ms(c->cfg_->client.header_timeout));
+  }
+  c->process_input();
+}
+
+void DownstreamConn::process_input() {
+  // reset_for_next() may run inside this loop (an error answered at once); the outermost call
+  // then carries on with the next pipelined request instead of recursing.
+  const bool outer = !in_process_;
+  in_process_ = true;
+  while (state_ != State::kClosed && rbuf_.pending() > 0) {
+    if (state_ == State::kConnecting || state_ == State::kTunnel || paused_at_end_) break;
+    const char* begin = rbuf_.data + rbuf_.start;
+    llhttp_errno_t err = llhttp_execute(&parser_, begin, rbuf_.pending());
+    if (state_ == State::kClosed) break;
+    if (err == HPE_OK) {
+      rbuf_.start = rbuf_.end;
+      break;
+    }
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      rbuf_.start = static_cast<size_t>(llhttp_get_error_pos(&parser_) - rbuf_.data);
+      if (err == HPE_PAUSED) llhttp_resume(&parser_);
+      if (paused_at_head_) {
+        paused_at_head_ = false;
+        begin_exchange();
+      }
+      continue;
+    }
+    // A malformed or over-limit request: answer and close; never forward an ambiguous message.
+    int status = error_status_ ? error_status_ : 400;
+    const char* code = status == 431 ? "headers_too_large"
+                       : status == 414 ? "uri_too_long"
+                       : status == 413 ? "body_too_large"
+                                       : "bad_request";
+    std::string msg = error_status_ ? std::string(error_code_ ? error_code_ : "limit exceeded")
+                                    : std::string("malformed request: ") + llhttp_get_error_reason(&parser_);
+    if (response_started_) abort_exchange();
+    else send_error(status, code, msg, true);
+    break;
+  }
+  if (!outer) return;
+  in_process_ = false;
+  if (state_ == State::kForwarding && up_) {
+    flush_upstream();
+    if (request_done_) stop_reading();  // pipelined requests wait until this exchange ends
+  } else if (state_ == State::kReadingHead) {
+    if (!message_begun_ && rbuf_.pending() == 0) go_idle();
+    else start_reading();
+  }
+}
+
+// ---- llhttp callbacks ----
+
+const llhttp_settings_t* DownstreamConn::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t x;
+    llhttp_settings_init(&x);
+    x.on_message_begin = cb_message_begin;
+    x.on_url = cb_url;
+    x.on_header_field = cb_header_field;
+    x.on_header_value = cb_header_value;
+    x.on_headers_complete = cb_headers_complete;
+    x.on_body = cb_body;
+    x.on_message_complete = cb_message_complete;
+    return x;
+  }();
+  return &s;
+}
+
+int DownstreamConn::cb_message_begin(llhttp_t* p) {
+  auto* c = static_cast<DownstreamConn*>(p->data);
+  c->req_.clear();
+  c->message_begun_ = true;
+  c->started_ns_ = uv_hrtime();
+  c->state_ = State::kReadingHead;
+  c->arm(ms(c->cfg_->client.header_timeout));
+  return 0;
+}
+
+int DownstreamConn::cb_url(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<DownstreamConn*>(p->data);
+  c->req_.add_url(at, n);
+  if (c->req_.url().size() > c->cfg_->client.max_uri_bytes) {
+    c->error_status_ = 414;
+    c->error_code_ = "the request-target is longer than client.max_uri_bytes";
+    return -1;
+  }
+  return 0;
+}
+
+int DownstreamConn::cb_header_field(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<DownstreamConn*>(p->data);
+  c->req_.add_field(at, n);
+  if (c->req_.count() > c->cfg_->client.max_headers) {
+    c->error_status_ = 431;
+    c->error_code_ = "more header fields than client.max_headers";
+    return -1;
+  }
+  if (c->req_.bytes() > c->cfg_->client.max_header_bytes) {
+    c->error_status_ = 431;
+    c->error_code_ = "the request head is larger than client.max_header_bytes";
+    return -1;
+  }
+  return 0;
+}
+
+int DownstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<DownstreamConn*>(p->data);
+  c->req_.add_value(at, n);
+  if (c->req_.bytes() > c->cfg_->client.max_header_bytes) {
+    c->error_status_ = 431;
+    c->error_code_ = "the request head is larger than client.max_header_bytes";
+    return -1;
+  }
+  return 0;
+}
+
+int DownstreamConn::cb_headers_complete(llhttp_t* p) {
+  auto* c = static_cast<DownstreamConn*>(p->data);
+  c->req_.http_major = p->http_major;
+  c->req_.http_minor = p->http_minor;
+  c->req_.method = p->method;
+  // Smuggling and framing checks beyond llhttp's strict mode: one Host, sane values, and a
+  // Transfer-Encoding that is exactly "chunked" (anything else cannot be re-framed safely).
+  int hosts = 0;
+  for (size_t i = 0; i < c->req_.count(); ++i) {
+    std::string_view name = c->req_.name(i), value = c->req_.value(i);
+    if (!http::valid_field_value(value)) return -1;
+    if (http::iequals(name, "host")) ++hosts;
+    if (http::iequals(name, "transfer-encoding") && !http::iequals(value, "chunked")) return -1;
+  }
+  if (hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1)) return -1;
+  if (p->method == HTTP_CONNECT) return -1;
+  if (p->flags & F_CHUNKED) {
+    c->req_framing_ = http::Framing::kChunked;
+  } else if (p->flags & F_CONTENT_LENGTH) {
+    c->req_framing_ = http::Framing::kLength;
+    c->req_content_length_ = p->content_length;
+    const uint64_t max = c->cfg_->client.max_body_bytes;
+    if (max && p->content_length > max) {
+      c->error_status_ = 413;
+      c->error_code_ = "the request body is larger than client.max_body_bytes";
+      return -1;
+    }
+  } else {
+    c->req_framing_ = http::Framing::kNone;
+  }
+  c->upgrade_ = p->upgrade != 0;
+  c->paused_at_head_ = true;
+  // A request with a body pauses here, so no body byte is consumed before an upstream exists.
+  // One without a body runs on to its end first: then an early answer (404, 503) can keep the
+  // connection, because the request is wholly read.
+  return c->req_framing_ == http::Framing::kNone ? 0 : HPE_PAUSED;
+}
+
+int DownstreamConn::cb_body(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<DownstreamConn*>(p->data);
+  c->body_in_ += n;
+  const uint64_t max = c->cfg_->client.max_body_bytes;
+  if (max && c->body_in_ > max) {
+    c->error_status_ = 413;
+    c->error_code_ = "the request body is larger than client.max_body_bytes";
+    return -1;
+  }
+  if (!c->up_) return 0;
+  net::OutBatch& out = c->up_->out();
+  if (c->req_framing_ == http::Framing::kChunked) {
+    char line[24];
+    int len = std::snprintf(line, sizeof line, "%zx\r\n", n);
+    out.copy(std::string_view(line, static_cast<size_t>(len)));
+    out.ref(at, n);
+    out.copy("\r\n");
+  } else {
+    out.ref(at, n);
+  }
+  return 0;
+}
+
+int DownstreamConn::cb_message_complete(llhttp_t* p) {
+  auto* c = static_cast<DownstreamConn*>(p->data);
+  c->request_done_ = true;
+  c->paused_at_end_ = true;
+  if (c->up_ && c->req_framing_ == http::Framing::kChunked) c->up_->out().copy("0\r\n\r\n");
+  if (c->upgrade_) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
+  return HPE_PAUSED;
+}
+
+// ---- the exchange ----
+
+void DownstreamConn::begin_exchange() {
+  head_done_ = true;
+  uv_timer_stop(&timer_);
+  cfg_ = w_.config;
+  is_head_ = req_.method == HTTP_HEAD;
+  idempotent_ = method_idempotent(req_.method);
+  if (!llhttp_should_keep_alive(&parser_) || w_.shutting_down) close_after_ = true;
+  keep_alive_10_ = req_.http_minor == 0 && !close_after_;
+
+  std::string_view host_header;
+  req_.find("host", host_header);
+  std::string host = normalize_host(host_header);
+  std::string_view url = req_.url();
+  table_ = w_.table->load();
+  const RouteEntry* route = nullptr;
+  if (!table_ || !table_->route(host, url, route, upstreams_)) {
+    send_error(404, "no_route", "no route or service matches host '" + host + "'", close_after_);
+    return;
+  }
+  if (!upstreams_ || upstreams_->endpoints.empty()) {
+    const std::string svc = route ? route->service : host;
+    send_error(503, "no_healthy_upstream", "service '" + svc + "' has no healthy instance", close_after_);
+    return;
+  }
+  target_.assign(url);
+  if (route && route->strip_prefix && !route->path_prefix.empty()) {
+    target_.assign(url.substr(std::min(url.size(), route->path_prefix.size())));
+    if (target_.empty() || target_[0] != '/') target_.insert(0, "/");
+  }
+  std::string_view rid;
+  if (!req_.find("x-request-id", rid) || rid.empty()) {
+    char buf[40];
+    uint64_t a = w_.next_random(), b = w_.next_random();
+    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(a),
+                  static_cast<unsigned long long>(b));
+    request_id_.assign(buf, 32);
+  } else {
+    request_id_.assign(rid);
+  }
+  lb::PickContext ctx;
+  int idx = upstreams_->policy->pick(ctx);
+  if (idx < 0) {
+    send_error(503, "no_healthy_upstream", "service '" + upstreams_->service + "' has no healthy instance", close_after_);
+    return;
+  }
+  endpoint_ = &upstreams_->endpoints[static_cast<size_t>(idx)];
+  connect_upstream(false);
+}
+
+void DownstreamConn::connect_upstream(bool fresh) {
+  ++attempts_;
+  state_ = State::kConnecting;
+  stop_reading();
+  if (!fresh) {
+    if (UpstreamConn* c = w_.pool.take(endpoint_->uid)) {
+      up_ = c;
+      c->attach(this);
+      send_request_head();
+      return;
+    }
+  }
+  up_ = UpstreamConn::connect(w_.loop, w_.buffers, endpoint_->address, endpoint_->uid, upstreams_->cfg->timeouts.connect, this);
+  if (!up_) send_error(502, "upstream_failed", "cannot connect to " + endpoint_->address.text, close_after_);
+}
+
+void DownstreamConn::on_upstream_connected(UpstreamConn*) { send_request_head(); }
+
+void DownstreamConn::send_request_head() {
+  state_ = State::kForwarding;
+  http::RequestForward f;
+  f.method = llhttp_method_name(static_cast<llhttp_method_t>(req_.method));
+  f.target = target_;
+  f.client_ip = client_ip_;
+  f.request_id = request_id_;
+  f.framing = req_framing_;
+  f.content_length = req_content_length_;
+  f.upgrade = upgrade_;
+  net::OutBatch& out = up_->out();
+  size_t from = out.begin_copy();
+  http::build_upstream_request(req_, f, out.scratch());
+  out.end_copy(from);
+  if (request_done_ && req_framing_ == http::Framing::kChunked) out.copy("0\r\n\r\n");  // a retry
+  const auto& t = upstreams_->cfg->timeouts;
+  up_->expect_response(is_head_, t.response, t.idle);
+  if (state_ != State::kForwarding) return;
+  // Body bytes already read follow the head in the same write.
+  process_input();
+  if (state_ == State::kForwarding && up_) {
+    flush_upstream();
+    if (!request_done_ && up_ && !up_->out().pending()) start_reading();
+  }
+}
+
+void DownstreamConn::flush_upstream() {
+  if (!up_ || up_->out().pending()) return;
+  if (up_->out().empty()) return;
+  up_drained_ = false;
+  up_->write();  // may report drained (or an error) before returning
+  if (up_ && up_->out().pending()) stop_reading();  // backpressure: the backend is slower than the client
+}
+
+void DownstreamConn::on_upstream_drained(UpstreamConn*) {
+  up_drained_ = true;
+  if (state_ == State::kClosed) return;
+  if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
+  if (state_ == State::kTunnel) {
+    start_reading();
+    return;
+  }
+  if (state_ == State::kForwarding && !request_done_) start_reading();
+}
+
+void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& head) {
+  const int st = head.status;
+  http::ResponseForward f;
+  size_t from = to_client_.begin_copy();
+  if (st < 200 && st != 101) {
+    // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they come.
+    if (req_.http_minor >= 1) {
+      http::build_downstream_response(head, f, to_client_.scratch());
+      to_client_.end_copy(from);
+    }
+    return;
+  }
+  response_started_ = true;
+  status_ = st;
+  if (st == 101) {
+    if (!upgrade_) {
+      abort_exchange();  // a 101 nobody asked for
+      return;
+    }
+    f.upgrade = true;
+    http::build_downstream_response(head, f, to_client_.scratch());
+    to_client_.end_copy(from);
+    state_ = State::kTunnel;
+    c->start_tunnel();
+    return;
+  }
+  if (upgrade_ || !request_done_) close_after_ = true;  // the rest of the request is not ours to read
+  const llhttp_t& p = c->parser();
+  const bool client11 = req_.http_minor >= 1;
+  uint64_t length = 0;
+  if (is_head_ || st == 204 || st == 304) {
+    resp_framing_ = http::Framing::kNone;
+  } else if (p.flags & F_CHUNKED) {
+    resp_framing_ = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
+  } else if (p.flags & F_CONTENT_LENGTH) {
+    resp_framing_ = http::Framing::kLength;
+    length = p.content_length;
+  } else {
+    resp_framing_ = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
+  }
+  if (resp_framing_ == http::Framing::kUntilClose || w_.shutting_down) close_after_ = true;
+  f.framing = resp_framing_;
+  f.content_length = length;
+  f.close = close_after_;
+  f.keep_alive_10 = keep_alive_10_ && !close_after_;
+  f.head_or_304 = is_head_ || st == 304;
+  http::build_downstream_response(head, f, to_client_.scratch());
+  to_client_.end_copy(from);
+}
+
+void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
+  bytes_out_ += n;
+  if (resp_framing_ == http::Framing::kChunked && state_ != State::kTunnel) {
+    char line[24];
+    int len = std::snprintf(line, sizeof line, "%zx\r\n", n);
+    to_client_.copy(std::string_view(line, static_cast<size_t>(len)));
+    to_client_.ref(p, n);
+    to_client_.copy("\r\n");
+  } else {
+    to_client_.ref(p, n);
+  }
+}
+
+void DownstreamConn::on_upstream_complete(UpstreamConn*) {
+  response_done_ = true;
+  if (resp_framing_ == http::Framing::kChunked) to_client_.copy("0\r\n\r\n");
+}
+
+int DownstreamConn::flush_client() {
+  return to_client_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_client_write, this);
+}
+
+bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
+  if (state_ == State::kClosed) return false;
+  int rc = flush_client();
+  if (rc == net::OutBatch::kPending) return true;
+  if (rc < 0) {
+    abort_exchange();
+    return false;
+  }
+  if (state_ == State::kTunnel) {
+    // The 101 is out: bytes the client sent after its upgrade request go up now.
+    if (rbuf_.pending() > 0 && up_) {
+      up_->out().ref(rbuf_.data + rbuf_.start, rbuf_.pending());
+      rbuf_.start = rbuf_.end;
+      flush_upstream();
+    } else if (up_drained_) {
+      start_reading();
+    }
+    return false;
+  }
+  if (response_done_) finish_exchange();
+  return false;
+}
+
+void DownstreamConn::on_client_write(uv_write_t* req, int status) {
+  auto* c = static_cast<DownstreamConn*>(req->data);
+  c->to_client_.done();
+  if (c->state_ == State::kClosed) return;
+  if (status < 0) {
+    c->abort_exchange();
+    return;
+  }
+  if (c->response_done_) {
+    c->finish_exchange();
+    return;
+  }
+  if (c->state_ == State::kTunnel && c->up_drained_) c->start_reading();
+  if (c->up_) c->up_->resume_reading();
+}
+
+void DownstreamConn::on_upstream_error(UpstreamConn* c, UpstreamError e) {
+  up_ = nullptr;  // `c` is closed already
+  if (state_ == State::kClosed) return;
+  if (state_ == State::kTunnel || response_started_) {
+    // Nothing honest can be said to the client mid-response: truncate by closing.
+    if (state_ == State::kTunnel && to_client_.pending()) close_after_ = true;
+    abort_exchange();
+    return;
+  }
+  // A pooled connection the backend closed under us before any response byte: the request never
+  // reached an application, so an idempotent one without a body goes once more on a fresh one.
+  if (c->reused() && e == UpstreamError::kReset && idempotent_ && req_framing_ == http::Framing::kNone &&
+      attempts_ < 2) {
+    connect_upstream(true);
+    return;
+  }
+  const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout;
+  std::string msg = std::string("upstream ") + (endpoint_ ? endpoint_->address.text : "") + ": " + upstream::error_name(e);
+  if (timeout) send_error(504, "upstream_timeout", msg, close_after_);
+  else send_error(502, "upstream_failed", msg, close_after_);
+}
+
+void DownstreamConn::send_error(int status, const char* code, const std::string& message, bool close_conn) {
+  if (up_) {
+    up_->close();
+    up_ = nullptr;
+  }
+  status_ = status;
+  error_code_ = code;
+  response_started_ = true;
+  response_done_ = true;
+  if (!request_done_ || close_conn) close_after_ = true;
+  if (close_after_) stop_reading();
+  if (to_client_.pending()) {  // an interim response is still going out; the error follows it
+    close_after_ = true;
+    return;
+  }
+  size_t from = to_client_.begin_copy();
+  http::build_error_response(status, code, message, close_after_, to_client_.scratch());
+  to_client_.end_copy(from);
+  int rc = flush_client();
+  if (rc == net::OutBatch::kPending) return;
+  if (rc < 0) {
+    close();
+    return;
+  }
+  finish_exchange();
+}
+
+void DownstreamConn::abort_exchange() {
+  record("aborted");
+  close();
+}
+
+void DownstreamConn::finish_exchange() {
+  record(error_code_);
+  if (up_) {
+    if (request_done_ && up_drained_) up_->release(w_.pool, upstreams_->cfg->timeouts.idle);
+    else up_->close();
+    up_ = nullptr;
+  }
+  if (close_after_ || upgrade_) {
+    close();
+    return;
+  }
+  reset_for_next();
+}
+
+void DownstreamConn::reset_for_next() {
+  req_.clear();
+  table_.reset();
+  upstreams_ = nullptr;
+  endpoint_ = nullptr;
+  req_framing_ = resp_framing_ = http::Framing::kNone;
+  req_content_length_ = body_in_ = bytes_out_ = 0;
+  status_ = attempts_ = error_status_ = 0;
+  head_done_ = request_done_ = response_started_ = response_done_ = false;
+  upgrade_ = is_head_ = idempotent_ = keep_alive_10_ = false;
+  paused_at_head_ = paused_at_end_ = false;
+  up_drained_ = true;
+  error_code_ = nullptr;
+  message_begun_ = false;
+  state_ = State::kReadingHead;
+  if (in_process_) return;  // the parsing loop below us goes on with the next request
+  if (rbuf_.pending() > 0) {
+    // A pipelined request is already here.
+    arm(ms(cfg_->client.header_timeout));
+    process_input();
+    return;
+  }
+  go_idle();
+}
+
+void DownstreamConn::go_idle() {
+  // Idle keep-alive: give the read buffer back, so idle clients cost no buffer memory.
+  w_.buffers.release(rbuf_.data);
+  rbuf_ = {};
+  state_ = State::kIdle;
+  arm(ms(cfg_->client.idle_timeout));
+  start_reading();
+}
+
+void DownstreamConn::record(const char* error) {
+  if (!w_.observer || !head_done_) return;
+  ExchangeObserver::Record r;
+  r.client = client_ip_;
+  r.method = llhttp_method_name(static_cast<llhttp_method_t>(req_.method));
+  r.path = req_.url();
+  req_.find("host", r.host);
+  r.status = status_;
+  r.bytes_in = body_in_;
+  r.bytes_out = bytes_out_;
+  r.seconds = static_cast<double>(uv_hrtime() - started_ns_) / 1e9;
+  r.service = upstreams_ ? std::string_view(upstreams_->service) : std::string_view();
+  r.instance = endpoint_ ? std::string_view(endpoint_->id) : std::string_view();
+  r.attempts = attempts_;
+  r.request_id = request_id_;
+  r.error = error ? error : "";
+  w_.observer->on_exchange(r);
+  head_done_ = false;  // once per exchange
+}
+
+}  // namespace sy::server

@@ -1,0 +1,138 @@
+// One client connection: parses requests (llhttp), routes them, forwards each to an upstream
+// connection and streams the response back. HTTP/1.1 keep-alive and pipelining (one exchange at
+// a time; pipelined requests wait, unparsed, in the read buffer), bodies streamed both ways with
+// backpressure, 1xx, Upgrade tunnels, and the proxy's own error responses.
+//
+// Threading: lives on its worker's loop only.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <memory>
+#include <string>
+
+#include "proxy/http/head.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/net/buffer_pool.h"
+#include "proxy/net/out_batch.h"
+#include "proxy/server/worker.h"
+#include "proxy/upstream/upstream_conn.h"
+
+namespace sy::server {
+
+class DownstreamConn final : public upstream::UpstreamOwner {
+ public:
+  enum class State {
+    kIdle,         // between requests: no bytes of the next one yet; idle (or first-request
+                   // header) timer armed; no read buffer held
+    kReadingHead,  // a request head is arriving; header timer armed
+    kConnecting,   // head parsed; an upstream connection is being made; client reads stopped
+    kForwarding,   // request body going up and/or response coming down
+    kTunnel,       // after a 101: raw bytes both ways
+    kClosed,       // uv_close issued; freed in the close callback
+  };
+
+  // Accepts one pending connection on `server`.
+  static void accept(Worker& w, uv_stream_t* server);
+  // Shutdown: close now if idle, else after the exchange in progress.
+  void shutdown();
+
+  DownstreamConn* prev = nullptr;  // Worker::conns list
+  DownstreamConn* next = nullptr;
+
+ private:
+  explicit DownstreamConn(Worker& w);
+  ~DownstreamConn() override;
+
+  // libuv
+  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_client_write(uv_write_t* req, int status);
+  static void on_timer(uv_timer_t* t);
+  static void on_close(uv_handle_t* h);
+
+  // llhttp (request parser)
+  static const llhttp_settings_t* settings();
+  static int cb_message_begin(llhttp_t* p);
+  static int cb_url(llhttp_t* p, const char* at, size_t n);
+  static int cb_header_field(llhttp_t* p, const char* at, size_t n);
+  static int cb_header_value(llhttp_t* p, const char* at, size_t n);
+  static int cb_headers_complete(llhttp_t* p);
+  static int cb_body(llhttp_t* p, const char* at, size_t n);
+  static int cb_message_complete(llhttp_t* p);
+
+  // UpstreamOwner
+  void on_upstream_connected(upstream::UpstreamConn* c) override;
+  void on_upstream_head(upstream::UpstreamConn* c, const http::MessageHead& head) override;
+  void on_upstream_body(upstream::UpstreamConn* c, const char* p, size_t n) override;
+  void on_upstream_complete(upstream::UpstreamConn* c) override;
+  bool on_upstream_read_done(upstream::UpstreamConn* c) override;
+  void on_upstream_error(upstream::UpstreamConn* c, upstream::UpstreamError e) override;
+  void on_upstream_drained(upstream::UpstreamConn* c) override;
+
+  void start_reading();
+  void stop_reading();
+  void process_input();       // parse what is in the read buffer, as far as the state allows
+  void begin_exchange();      // a request head is complete: route, pick, connect
+  void connect_upstream(bool fresh);
+  void send_request_head();
+  void flush_upstream();
+  int flush_client();         // OutBatch result
+  void finish_exchange();     // response fully written: release upstream, next request
+  void reset_for_next();
+  void go_idle();
+  void send_error(int status, const char* code, const std::string& message, bool close);
+  void abort_exchange();      // mid-response failure: drop both connections
+  void close();
+  void arm(int64_t ms);
+  void record(const char* error);
+
+  Worker& w_;
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  llhttp_t parser_{};
+  State state_ = State::kIdle;
+  int pending_closes_ = 0;
+  bool reading_ = false;
+
+  net::ReadBuffer rbuf_;
+  net::OutBatch to_client_;
+  std::string client_ip_;
+
+  // The exchange in progress (reset by reset_for_next; capacity kept).
+  http::MessageHead req_;
+  std::shared_ptr<const RoutingTable> table_;  // pins endpoints for this exchange
+  std::shared_ptr<const conf::Config> cfg_;
+  const Upstreams* upstreams_ = nullptr;
+  const Endpoint* endpoint_ = nullptr;
+  upstream::UpstreamConn* up_ = nullptr;
+  std::string target_;       // request-target sent upstream
+  std::string request_id_;
+  http::Framing req_framing_ = http::Framing::kNone;
+  http::Framing resp_framing_ = http::Framing::kNone;
+  uint64_t req_content_length_ = 0;
+  uint64_t body_in_ = 0;      // request body bytes received
+  uint64_t bytes_out_ = 0;    // response bytes sent to the client
+  uint64_t started_ns_ = 0;
+  int status_ = 0;
+  int attempts_ = 0;
+  int error_status_ = 0;      // set by parser callbacks for 413/414/431
+  bool head_done_ = false;
+  bool request_done_ = false;
+  bool response_started_ = false;
+  bool response_done_ = false;
+  bool close_after_ = false;   // close once the current response is written
+  bool upgrade_ = false;       // the request asks for a protocol upgrade
+  bool is_head_ = false;
+  bool idempotent_ = false;
+  bool keep_alive_10_ = false;
+  bool up_drained_ = true;     // nothing queued towards the upstream
+  bool paused_at_head_ = false;
+  bool paused_at_end_ = false;
+  bool message_begun_ = false;  // bytes of a request head have been parsed
+  bool in_process_ = false;
+  const char* error_code_ = nullptr;
+};
+
+}  // namespace sy::server

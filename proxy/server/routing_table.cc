@@ -1,0 +1,112 @@
+// Building the routing snapshot from the registry and the config.
+#include "proxy/server/routing_table.h"
+
+#include <algorithm>
+
+namespace sy::server {
+
+std::string normalize_host(std::string_view host) {
+  std::string h;
+  if (!host.empty() && host[0] == '[') {
+    size_t close = host.find(']');
+    h = std::string(host.substr(0, close == std::string_view::npos ? host.size() : close + 1));
+  } else {
+    size_t colon = host.find(':');
+    h = std::string(host.substr(0, colon));
+  }
+  if (!h.empty() && h.back() == '.') h.pop_back();
+  for (auto& c : h)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  return h;
+}
+
+namespace {
+
+bool has_tags(const registry::Instance& inst, const std::vector<std::string>& tags) {
+  for (const auto& t : tags)
+    if (std::find(inst.tags.begin(), inst.tags.end(), t) == inst.tags.end()) return false;
+  return true;
+}
+
+// Routable instances in tiers: healthy and fresh first; failing that, unknown (not yet probed)
+// and stale ones (lease lost in a mass expiry) rather than nothing.
+std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, const std::vector<std::string>& tags) {
+  auto u = std::make_shared<Upstreams>();
+  u->service = svc.cfg.name;
+  u->cfg = std::make_shared<const conf::Service>(svc.cfg);
+  std::vector<const registry::Instance*> best, fallback;
+  for (const auto& [id, inst] : svc.instances) {
+    if (!has_tags(inst, tags)) continue;
+    u->has_instances = true;
+    if (!inst.routable()) continue;
+    if (inst.health == registry::Health::kHealthy && !inst.stale) best.push_back(&inst);
+    else fallback.push_back(&inst);
+  }
+  const auto& chosen = best.empty() ? fallback : best;
+  std::vector<uint32_t> weights;
+  for (const auto* inst : chosen) {
+    u->endpoints.push_back(Endpoint{inst->uid, inst->id, inst->address, inst->weight});
+    weights.push_back(inst->weight);
+  }
+  u->policy = lb::make_policy(svc.cfg.lb, weights);
+  return u;
+}
+
+}  // namespace
+
+std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg) {
+  auto t = std::make_shared<RoutingTable>();
+  t->index = reg.index();
+  for (const auto& [name, svc] : reg.services()) t->services[name] = make_upstreams(svc, {});
+
+  auto add_route = [&](RouteEntry r) {
+    r.host = normalize_host(r.host);
+    auto sit = reg.services().find(r.service);
+    if (sit != reg.services().end()) r.upstreams = r.tags.empty() ? t->services[r.service] : make_upstreams(sit->second, r.tags);
+    t->routes.push_back(std::move(r));
+  };
+  for (const auto& r : cfg.routes) add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr});
+  // Routes carried by registrations. A config route with the same host and prefix wins (the
+  // operator's file is the authority); the registry's admin answer reports the conflict.
+  for (const auto& [name, svc] : reg.services()) {
+    for (const auto& [id, inst] : svc.instances) {
+      for (const auto& rs : inst.routes) {
+        std::string h = normalize_host(rs.host);
+        bool taken = std::any_of(t->routes.begin(), t->routes.end(),
+                                 [&](const RouteEntry& e) { return e.host == h && e.path_prefix == rs.path_prefix; });
+        if (!taken) add_route(RouteEntry{rs.host, rs.path_prefix, rs.strip_prefix, name, {}, nullptr});
+      }
+    }
+  }
+  std::stable_sort(t->routes.begin(), t->routes.end(), [](const RouteEntry& a, const RouteEntry& b) {
+    if (a.host.empty() != b.host.empty()) return !a.host.empty();
+    return a.path_prefix.size() > b.path_prefix.size();
+  });
+  return t;
+}
+
+bool RoutingTable::route(std::string_view host, std::string_view path, const RouteEntry*& route,
+                         const Upstreams*& upstreams) const {
+  route = nullptr;
+  upstreams = nullptr;
+  for (const auto& r : routes) {
+    if (!r.host.empty() && r.host != host) continue;
+    if (!r.path_prefix.empty()) {
+      if (path.substr(0, r.path_prefix.size()) != r.path_prefix) continue;
+      // "/api" matches "/api", "/api/x" and "/api?q", not "/apix" — unless the prefix ends in "/".
+      if (path.size() > r.path_prefix.size() && r.path_prefix.back() != '/') {
+        char next = path[r.path_prefix.size()];
+        if (next != '/' && next != '?') continue;
+      }
+    }
+    route = &r;
+    upstreams = r.upstreams.get();
+    return true;
+  }
+  auto it = services.find(host);
+  if (it == services.end()) return false;
+  upstreams = it->second.get();
+  return true;
+}
+
+}  // namespace sy::server

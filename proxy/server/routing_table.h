@@ -1,0 +1,79 @@
+// The immutable routing snapshot the request path reads: routes (most specific first) and, per
+// service, the routable endpoints with the load-balancing policy already built for them.
+// Built on the main loop after every registry change (build_routing_table), published with one
+// atomic store, read with one atomic load per request. Never modified after it is built.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "conf/config.h"
+#include "proxy/lb/policy.h"
+#include "registry/registry.h"
+
+namespace sy::server {
+
+struct Endpoint {
+  uint64_t uid = 0;
+  std::string id;
+  conf::Address address;
+  uint32_t weight = 1;
+};
+
+// The instances one route or service may send to, with the policy that chooses among them.
+struct Upstreams {
+  std::string service;
+  std::shared_ptr<const conf::Service> cfg;
+  std::vector<Endpoint> endpoints;
+  std::unique_ptr<lb::Policy> policy;
+  // Why `endpoints` is empty, for the 503 message.
+  bool has_instances = false;
+};
+
+struct RouteEntry {
+  std::string host;  // lower case, no port; "" = any
+  std::string path_prefix;
+  bool strip_prefix = false;
+  std::string service;
+  std::vector<std::string> tags;
+  std::shared_ptr<const Upstreams> upstreams;  // null when the service has no instances yet
+};
+
+// Lets the service map be searched with a string_view (no allocation per request).
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+struct RoutingTable {
+  uint64_t index = 0;
+  std::vector<RouteEntry> routes;  // sorted: exact host before any host, longer prefix first
+  std::unordered_map<std::string, std::shared_ptr<const Upstreams>, StringHash, std::equal_to<>> services;
+
+  // Routing (CONTRACT.md): explicit routes, then Host = service name. `host` without port.
+  // Returns the upstreams (may be null: route to a service with nothing registered) and the
+  // matched route (null for Host routing); false when nothing matches (404).
+  bool route(std::string_view host, std::string_view path, const RouteEntry*& route,
+             const Upstreams*& upstreams) const;
+};
+
+std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg);
+
+// "Host: Example.com:8080" → "example.com" (lower case, port and trailing dot removed).
+std::string normalize_host(std::string_view host);
+
+// Single writer (main loop), many readers (workers).
+class RoutingTableSlot {
+ public:
+  std::shared_ptr<const RoutingTable> load() const { return slot_.load(std::memory_order_acquire); }
+  void store(std::shared_ptr<const RoutingTable> t) { slot_.store(std::move(t), std::memory_order_release); }
+
+ private:
+  std::atomic<std::shared_ptr<const RoutingTable>> slot_;
+};
+
+}  // namespace sy::server

@@ -1,0 +1,385 @@
+// UpstreamConn: connect, request out, response in (llhttp), idle watch in the pool.
+#include "proxy/upstream/upstream_conn.h"
+
+#include "proxy/http/rewrite.h"
+#include "proxy/upstream/pool.h"
+
+namespace sy::upstream {
+
+namespace {
+
+// Idle pooled connections need no real buffer: any byte or EOF there means "close it".
+thread_local char idle_sink[256];
+
+constexpr size_t kMaxResponseHead = 64 * 1024;
+
+}  // namespace
+
+const char* error_name(UpstreamError e) {
+  switch (e) {
+    case UpstreamError::kConnectFailed: return "connect-failure";
+    case UpstreamError::kConnectTimeout: return "connect-timeout";
+    case UpstreamError::kReset: return "reset";
+    case UpstreamError::kResponseTimeout: return "timeout";
+    case UpstreamError::kIdleTimeout: return "idle-timeout";
+    case UpstreamError::kBadResponse: return "bad-response";
+  }
+  return "?";
+}
+
+UpstreamConn::UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers) : buffers_(buffers) {
+  uv_tcp_init(loop, &tcp_);
+  uv_timer_init(loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  connect_req_.data = this;
+  llhttp_init(&parser_, HTTP_RESPONSE, settings());
+  parser_.data = this;
+}
+
+UpstreamConn::~UpstreamConn() { drop_buffer(); }
+
+UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
+                                    uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner) {
+  auto* c = new UpstreamConn(loop, buffers);
+  c->owner_ = owner;
+  c->address_ = addr;
+  c->uid_ = uid;
+  c->state_ = State::kConnecting;
+  int rc = uv_tcp_connect(&c->connect_req_, &c->tcp_, addr.sa(), on_connect);
+  if (rc < 0) {
+    c->owner_ = nullptr;
+    c->close();
+    return nullptr;
+  }
+  c->arm(connect_timeout.count());
+  return c;
+}
+
+void UpstreamConn::on_connect(uv_connect_t* req, int status) {
+  auto* c = static_cast<UpstreamConn*>(req->data);
+  if (c->state_ == State::kClosed) return;
+  if (status < 0) {
+    c->fail(UpstreamError::kConnectFailed);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp_, 1);
+  c->state_ = State::kActive;
+  uv_timer_stop(&c->timer_);
+  if (c->owner_) c->owner_->on_upstream_connected(c);
+}
+
+void UpstreamConn::attach(UpstreamOwner* owner) {
+  owner_ = owner;
+  state_ = State::kActive;
+  uv_timer_stop(&timer_);
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void UpstreamConn::write() {
+  int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write, this);
+  if (rc == net::OutBatch::kPending) return;
+  if (rc < 0) {
+    fail(UpstreamError::kReset);
+    return;
+  }
+  if (owner_) owner_->on_upstream_drained(this);
+}
+
+void UpstreamConn::on_write(uv_write_t* req, int status) {
+  auto* c = static_cast<UpstreamConn*>(req->data);
+  c->out_.done();
+  if (c->state_ == State::kClosed) return;
+  if (status < 0) {
+    c->fail(UpstreamError::kReset);
+    return;
+  }
+  if (c->owner_) c->owner_->on_upstream_drained(c);
+}
+
+void UpstreamConn::expect_response(bool head_request, conf::Millis response_timeout, conf::Millis idle_timeout) {
+  llhttp_init(&parser_, HTTP_RESPONSE, settings());
+  parser_.data = this;
+  head_request_ = head_request;
+  response_started_ = false;
+  response_done_ = false;
+  awaiting_head_ = true;
+  reusable_ = true;
+  idle_ms_ = idle_timeout.count();
+  last_read_ms_ = static_cast<int64_t>(uv_now(tcp_.loop));
+  arm(response_timeout.count());
+  resume_reading();
+}
+
+void UpstreamConn::pause_reading() {
+  if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+  read_paused_ = true;
+}
+
+void UpstreamConn::resume_reading() {
+  read_paused_ = false;
+  if (state_ == State::kClosed) return;
+  // Whatever was read before the pause has been written downstream by now.
+  if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
+  if (!reading_) {
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
+  }
+  // Bytes parked behind a pause are parsed now.
+  if (state_ == State::kActive && rbuf_.pending() > 0 && !response_done_) parse();
+}
+
+void UpstreamConn::start_tunnel() {
+  state_ = State::kTunnel;
+  uv_timer_stop(&timer_);
+}
+
+void UpstreamConn::release(Pool& pool, conf::Millis idle_timeout) {
+  if (state_ != State::kActive || !reusable_ || !response_done_ || rbuf_.pending() > 0 || out_.pending()) {
+    close();
+    return;
+  }
+  owner_ = nullptr;
+  state_ = State::kIdle;
+  reused_ = true;
+  drop_buffer();
+  pool.put(this);
+  arm(idle_timeout.count());
+  if (!reading_ && uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
+}
+
+void UpstreamConn::close() {
+  if (state_ == State::kClosed) return;
+  if (pool_) pool_->remove(this);
+  state_ = State::kClosed;
+  owner_ = nullptr;
+  uv_timer_stop(&timer_);
+  pending_closes_ = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+void UpstreamConn::on_close(uv_handle_t* h) {
+  auto* c = static_cast<UpstreamConn*>(h->data);
+  if (--c->pending_closes_ == 0) delete c;
+}
+
+void UpstreamConn::drop_buffer() {
+  buffers_.release(rbuf_.data);
+  rbuf_ = {};
+}
+
+void UpstreamConn::fail(UpstreamError e) {
+  if (state_ == State::kClosed) return;
+  UpstreamOwner* o = owner_;
+  close();
+  if (o) o->on_upstream_error(this, e);
+}
+
+void UpstreamConn::arm(int64_t ms) {
+  deadline_ms_ = static_cast<int64_t>(uv_now(tcp_.loop)) + ms;
+  uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(ms), 0);
+}
+
+void UpstreamConn::on_timer(uv_timer_t* t) {
+  auto* c = static_cast<UpstreamConn*>(t->data);
+  const int64_t now = static_cast<int64_t>(uv_now(t->loop));
+  switch (c->state_) {
+    case State::kConnecting:
+      c->fail(UpstreamError::kConnectTimeout);
+      return;
+    case State::kIdle:
+      c->close();
+      return;
+    case State::kActive:
+      if (c->awaiting_head_) {
+        c->fail(UpstreamError::kResponseTimeout);
+        return;
+      }
+      // Body streaming: stalled only if the backend went quiet while we were willing to read.
+      if (!c->read_paused_ && now - c->last_read_ms_ >= c->idle_ms_) {
+        c->fail(UpstreamError::kIdleTimeout);
+        return;
+      }
+      uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(c->idle_ms_), 0);
+      return;
+    default:
+      return;
+  }
+}
+
+void UpstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* c = static_cast<UpstreamConn*>(h->data);
+  if (c->state_ == State::kIdle) {
+    *buf = uv_buf_init(idle_sink, sizeof idle_sink);
+    return;
+  }
+  if (!c->rbuf_.data) c->rbuf_.data = c->buffers_.acquire();
+  c->rbuf_.compact();
+  *buf = uv_buf_init(c->rbuf_.data + c->rbuf_.end, static_cast<unsigned>(c->rbuf_.space()));
+}
+
+void UpstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+  auto* c = static_cast<UpstreamConn*>(s->data);
+  if (n == 0 || c->state_ == State::kClosed) return;
+  if (c->state_ == State::kIdle) {
+    c->close();  // the backend closed it (or sent bytes nobody asked for)
+    return;
+  }
+  if (n < 0) {
+    if (c->state_ == State::kActive && n == UV_EOF && c->response_started_ && !c->response_done_ &&
+        llhttp_message_needs_eof(&c->parser_)) {
+      // A response delimited by the close of the connection ends here.
+      llhttp_finish(&c->parser_);
+      c->reusable_ = false;
+      if (c->state_ == State::kClosed) return;
+      if (c->owner_ && !c->owner_->on_upstream_read_done(c)) {
+        if (c->state_ != State::kClosed) c->close();
+      }
+      return;
+    }
+    if (c->state_ == State::kActive && c->response_done_) {
+      c->reusable_ = false;  // closed after a complete response: fine, just not reusable
+      return;
+    }
+    c->fail(UpstreamError::kReset);
+    return;
+  }
+  c->last_read_ms_ = static_cast<int64_t>(uv_now(s->loop));
+  c->rbuf_.end += static_cast<size_t>(n);
+  if (c->state_ == State::kTunnel) {
+    if (c->owner_) c->owner_->on_upstream_body(c, c->rbuf_.data + c->rbuf_.start, c->rbuf_.pending());
+    c->rbuf_.start = c->rbuf_.end;
+    if (c->state_ == State::kClosed) return;
+    if (c->owner_ && c->owner_->on_upstream_read_done(c)) {
+      if (c->state_ != State::kClosed) c->pause_reading();
+    } else {
+      c->rbuf_.start = c->rbuf_.end = 0;
+    }
+    return;
+  }
+  if (c->response_done_) {
+    // Bytes after a complete response, before the owner released us: not reusable.
+    c->reusable_ = false;
+    c->rbuf_.start = c->rbuf_.end;
+    return;
+  }
+  c->response_started_ = true;
+  c->parse();
+}
+
+void UpstreamConn::parse() {
+  const char* begin = rbuf_.data + rbuf_.start;
+  llhttp_errno_t err = llhttp_execute(&parser_, begin, rbuf_.pending());
+  if (state_ == State::kClosed) return;
+  if (err == HPE_OK) {
+    rbuf_.start = rbuf_.end;
+  } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    rbuf_.start = static_cast<size_t>(llhttp_get_error_pos(&parser_) - rbuf_.data);
+    if (err == HPE_PAUSED_UPGRADE) {
+      state_ = State::kTunnel;
+      uv_timer_stop(&timer_);
+      if (rbuf_.pending() > 0 && owner_) {
+        owner_->on_upstream_body(this, rbuf_.data + rbuf_.start, rbuf_.pending());
+        rbuf_.start = rbuf_.end;
+        if (state_ == State::kClosed) return;
+      }
+    } else if (rbuf_.pending() > 0) {
+      reusable_ = false;  // trailing bytes after the response
+      rbuf_.start = rbuf_.end;
+    }
+  } else {
+    fail(UpstreamError::kBadResponse);
+    return;
+  }
+  if (owner_ && owner_->on_upstream_read_done(this)) {
+    if (state_ != State::kClosed && state_ != State::kIdle) pause_reading();
+  } else if (state_ == State::kActive || state_ == State::kTunnel) {
+    if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
+  }
+}
+
+// ---- llhttp callbacks ----
+
+int UpstreamConn::cb_message_begin(llhttp_t* p) {
+  auto* c = static_cast<UpstreamConn*>(p->data);
+  c->head_.clear();
+  return 0;
+}
+
+int UpstreamConn::cb_status(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<UpstreamConn*>(p->data);
+  c->head_.add_reason(at, n);
+  return c->head_.bytes() > kMaxResponseHead ? -1 : 0;
+}
+
+int UpstreamConn::cb_header_field(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<UpstreamConn*>(p->data);
+  c->head_.add_field(at, n);
+  return c->head_.bytes() > kMaxResponseHead ? -1 : 0;
+}
+
+int UpstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<UpstreamConn*>(p->data);
+  c->head_.add_value(at, n);
+  return c->head_.bytes() > kMaxResponseHead ? -1 : 0;
+}
+
+int UpstreamConn::cb_headers_complete(llhttp_t* p) {
+  auto* c = static_cast<UpstreamConn*>(p->data);
+  c->head_.status = p->status_code;
+  c->head_.http_major = p->http_major;
+  c->head_.http_minor = p->http_minor;
+  for (size_t i = 0; i < c->head_.count(); ++i)
+    if (!http::valid_field_value(c->head_.value(i))) return -1;
+  // A response Transfer-Encoding other than plain chunked cannot be re-framed faithfully.
+  std::string_view te;
+  if (c->head_.find("transfer-encoding", te) && !http::iequals(te, "chunked")) return -1;
+  const int status = p->status_code;
+  if (status >= 200 || status == 101) {
+    c->awaiting_head_ = false;
+    uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(c->idle_ms_), 0);
+  }
+  if (c->owner_) c->owner_->on_upstream_head(c, c->head_);
+  if (c->state_ == State::kClosed || !c->owner_) return -1;
+  if (status == 101) return 2;                  // no body; the rest is the tunnel
+  if (c->head_request_ && status >= 200) return 1;  // HEAD: no body whatever the headers say
+  return 0;
+}
+
+int UpstreamConn::cb_body(llhttp_t* p, const char* at, size_t n) {
+  auto* c = static_cast<UpstreamConn*>(p->data);
+  if (c->owner_) c->owner_->on_upstream_body(c, at, n);
+  return c->state_ == State::kClosed ? -1 : 0;
+}
+
+int UpstreamConn::cb_message_complete(llhttp_t* p) {
+  auto* c = static_cast<UpstreamConn*>(p->data);
+  if (p->status_code < 200 && p->status_code != 101) return 0;  // 1xx: the final response follows
+  if (p->status_code == 101) return 0;
+  c->response_done_ = true;
+  c->reusable_ = c->reusable_ && llhttp_should_keep_alive(p);
+  uv_timer_stop(&c->timer_);
+  if (c->owner_) c->owner_->on_upstream_complete(c);
+  if (c->state_ == State::kClosed) return -1;
+  return HPE_PAUSED;
+}
+
+const llhttp_settings_t* UpstreamConn::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t x;
+    llhttp_settings_init(&x);
+    x.on_message_begin = cb_message_begin;
+    x.on_status = cb_status;
+    x.on_header_field = cb_header_field;
+    x.on_header_value = cb_header_value;
+    x.on_headers_complete = cb_headers_complete;
+    x.on_body = cb_body;
+    x.on_message_complete = cb_message_complete;
+    return x;
+  }();
+  return &s;
+}
+
+}  // namespace sy::upstream

@@ -1,0 +1,144 @@
+// One HTTP/1.1 connection to a backend instance: connect, send a request head and body handed in
+// by its owner, parse the response with llhttp and stream it to the owner. Idle connections wait
+// in the Pool. Used by the proxy (server/) and by health probes.
+//
+// Threading: lives on one loop; every method and callback runs on that loop.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+
+#include "conf/units.h"
+#include "proxy/http/head.h"
+#include "proxy/net/buffer_pool.h"
+#include "proxy/net/out_batch.h"
+
+namespace sy::upstream {
+
+class UpstreamConn;
+class Pool;
+
+enum class UpstreamError {
+  kConnectFailed,    // refused, unreachable
+  kConnectTimeout,
+  kReset,            // closed or reset before the response was complete
+  kResponseTimeout,  // no response head within timeouts.response
+  kIdleTimeout,      // a response body stalled for timeouts.idle
+  kBadResponse,      // unparseable response
+};
+const char* error_name(UpstreamError e);
+
+// What an UpstreamConn reports to whoever is using it. Each call runs on the loop; an owner may
+// close or release the connection inside any of them.
+class UpstreamOwner {
+ public:
+  virtual ~UpstreamOwner() = default;
+  virtual void on_upstream_connected(UpstreamConn* c) = 0;
+  // A response head (1xx heads come too, before the final one).
+  virtual void on_upstream_head(UpstreamConn* c, const http::MessageHead& head) = 0;
+  virtual void on_upstream_body(UpstreamConn* c, const char* p, size_t n) = 0;
+  virtual void on_upstream_complete(UpstreamConn* c) = 0;
+  // The bytes of one read have been parsed: time to flush them downstream. Return true when the
+  // flush is pending; the connection stops reading until resume_reading().
+  virtual bool on_upstream_read_done(UpstreamConn* c) = 0;
+  virtual void on_upstream_error(UpstreamConn* c, UpstreamError e) = 0;
+  // Everything queued with write() has been written.
+  virtual void on_upstream_drained(UpstreamConn* c) = 0;
+};
+
+class UpstreamConn {
+ public:
+  enum class State {
+    kConnecting,  // TCP connect in progress; connect timer armed
+    kActive,      // owned by a request: writing the request and/or reading its response
+    kTunnel,      // after a 101: raw bytes, no parsing
+    kIdle,        // in its Pool, watched for the backend closing it; idle timer armed
+    kClosed,      // uv_close issued; freed in the close callback
+  };
+
+  // Starts a connection; the owner hears on_upstream_connected or on_upstream_error.
+  static UpstreamConn* connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
+                               uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner);
+
+  void attach(UpstreamOwner* owner);  // taken from the pool
+  // Bytes to send: add to out() then call write().
+  net::OutBatch& out() { return out_; }
+  void write();
+  // Arms the response parser and timer. `head_request`: the response has no body.
+  void expect_response(bool head_request, conf::Millis response_timeout, conf::Millis idle_timeout);
+  void pause_reading();
+  void resume_reading();
+  void start_tunnel();  // after a 101; bytes after the response head go to on_upstream_body
+  // Back to its pool when the exchange ended cleanly, otherwise closed.
+  void release(Pool& pool, conf::Millis idle_timeout);
+  void close();
+
+  State state() const { return state_; }
+  bool reused() const { return reused_; }
+  bool response_started() const { return response_started_; }
+  bool reusable() const { return reusable_; }
+  uint64_t uid() const { return uid_; }
+  const llhttp_t& parser() const { return parser_; }
+  const conf::Address& address() const { return address_; }
+
+ private:
+  friend class Pool;
+  UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers);
+  ~UpstreamConn();
+
+  static void on_connect(uv_connect_t* req, int status);
+  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_timer(uv_timer_t* t);
+  static void on_close(uv_handle_t* h);
+
+  static const llhttp_settings_t* settings();
+  static int cb_message_begin(llhttp_t* p);
+  static int cb_status(llhttp_t* p, const char* at, size_t n);
+  static int cb_header_field(llhttp_t* p, const char* at, size_t n);
+  static int cb_header_value(llhttp_t* p, const char* at, size_t n);
+  static int cb_headers_complete(llhttp_t* p);
+  static int cb_body(llhttp_t* p, const char* at, size_t n);
+  static int cb_message_complete(llhttp_t* p);
+
+  void parse();
+  void fail(UpstreamError e);
+  void arm(int64_t ms);
+  void drop_buffer();
+
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_connect_t connect_req_{};
+  llhttp_t parser_{};
+  http::MessageHead head_;
+  net::ReadBuffer rbuf_;
+  net::OutBatch out_;
+  net::BufferPool& buffers_;
+  UpstreamOwner* owner_ = nullptr;
+  Pool* pool_ = nullptr;
+  conf::Address address_;
+  uint64_t uid_ = 0;
+  State state_ = State::kConnecting;
+  int pending_closes_ = 0;
+  bool reading_ = false;
+  bool read_paused_ = false;
+  bool head_request_ = false;
+  bool response_started_ = false;
+  bool response_done_ = false;
+  bool reused_ = false;
+  bool reusable_ = true;
+  bool awaiting_head_ = false;
+  int64_t idle_ms_ = 60000;
+  int64_t last_read_ms_ = 0;
+  int64_t deadline_ms_ = 0;
+
+ public:
+  // Intrusive links for the pool's idle list.
+  UpstreamConn* prev = nullptr;
+  UpstreamConn* next = nullptr;
+};
+
+}  // namespace sy::upstream

@@ -1,0 +1,282 @@
+// Registry: membership, leases, drain and the index.
+#include "registry/registry.h"
+
+#include <algorithm>
+
+namespace sy::registry {
+
+const char* Instance::state_name() const {
+  if (draining) return "draining";
+  if (stale) return "stale";
+  switch (health) {
+    case Health::kHealthy: return "healthy";
+    case Health::kUnhealthy: return "unhealthy";
+    case Health::kUnknown: return "unknown";
+  }
+  return "unknown";
+}
+
+void Registry::changed() {
+  ++index_;
+  if (listener_) listener_();
+}
+
+Service& Registry::service_for(const std::string& name) {
+  auto it = services_.find(name);
+  if (it != services_.end()) return it->second;
+  Service s;
+  s.cfg = conf::default_service(name);
+  return services_.emplace(name, std::move(s)).first->second;
+}
+
+void Registry::drop_service_if_empty(const std::string& name) {
+  auto it = services_.find(name);
+  if (it != services_.end() && !it->second.in_config && it->second.instances.empty()) services_.erase(it);
+}
+
+std::vector<std::string> Registry::apply_config(const conf::Config& c) {
+  std::vector<std::string> changes;
+  default_ttl_ = c.registry.default_ttl;
+  // Services that left the config: drop their static instances, keep dynamic ones.
+  for (auto& [name, svc] : services_) {
+    if (!svc.in_config || c.services.count(name)) continue;
+    svc.in_config = false;
+    svc.cfg = conf::default_service(name);
+    changes.push_back("service removed: " + name);
+    for (auto it = svc.instances.begin(); it != svc.instances.end();) {
+      if (it->second.source == Source::kStatic) {
+        changes.push_back("instance removed: " + name + "/" + it->first);
+        it = svc.instances.erase(it);
+        --total_;
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& [name, sc] : c.services) {
+    bool existed = services_.count(name) && services_[name].in_config;
+    Service& svc = service_for(name);
+    if (!existed) changes.push_back("service added: " + name);
+    svc.in_config = true;
+    svc.cfg = sc;
+    // Static instances: replace the set, keeping uid (and so pools) of unchanged ones.
+    std::map<std::string, Instance> kept;
+    for (const auto& si : sc.instances) {
+      Instance inst;
+      auto old = svc.instances.find(si.id);
+      bool same = old != svc.instances.end() && old->second.source == Source::kStatic &&
+                  old->second.address == si.address;
+      if (old != svc.instances.end() && old->second.source == Source::kDynamic) {
+        changes.push_back("instance " + name + "/" + si.id + ": a dynamic registration already uses this id; static one skipped");
+        continue;
+      }
+      if (same) {
+        inst = old->second;
+        if (inst.weight != si.weight || inst.tags != si.tags || inst.zone != si.zone)
+          changes.push_back("instance modified: " + name + "/" + si.id);
+      } else {
+        inst.uid = next_uid_++;
+        inst.health = sc.has_health_check && sc.health_check.type != conf::HealthCheck::Type::kNone
+                          ? Health::kUnknown
+                          : Health::kHealthy;
+        changes.push_back("instance added: " + name + "/" + si.id);
+      }
+      inst.id = si.id;
+      inst.service = name;
+      inst.address = si.address;
+      inst.weight = si.weight;
+      inst.tags = si.tags;
+      inst.zone = si.zone;
+      inst.source = Source::kStatic;
+      kept[si.id] = std::move(inst);
+    }
+    for (auto it = svc.instances.begin(); it != svc.instances.end();) {
+      if (it->second.source == Source::kStatic) {
+        if (!kept.count(it->first)) changes.push_back("instance removed: " + name + "/" + it->first);
+        it = svc.instances.erase(it);
+        --total_;
+      } else {
+        ++it;
+      }
+    }
+    for (auto& [id, inst] : kept) {
+      svc.instances.emplace(id, std::move(inst));
+      ++total_;
+    }
+  }
+  std::vector<std::string> empty;
+  for (const auto& [name, svc] : services_)
+    if (!svc.in_config && svc.instances.empty()) empty.push_back(name);
+  for (const auto& n : empty) services_.erase(n);
+  changed();
+  return changes;
+}
+
+Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
+  auto sit = services_.find(r.service);
+  bool exists = sit != services_.end() && sit->second.instances.count(r.id);
+  if (!exists) {
+    if (total_ >= limits_.max_instances_total) return PutResult::kRegistryFull;
+    if (sit != services_.end() && sit->second.instances.size() >= limits_.max_instances_per_service)
+      return PutResult::kServiceFull;
+  }
+  Service& svc = service_for(r.service);
+  Instance& inst = svc.instances[r.id];
+  if (!exists) {
+    inst.uid = next_uid_++;
+    ++total_;
+  } else if (!(inst.address == r.address)) {
+    inst.uid = next_uid_++;  // a new address is a new endpoint: fresh pools
+  }
+  inst.id = r.id;
+  inst.service = r.service;
+  inst.address = r.address;
+  inst.weight = r.weight;
+  inst.tags = r.tags;
+  inst.meta = r.meta;
+  inst.zone = r.zone;
+  inst.source = Source::kDynamic;
+  inst.routes = r.routes;
+  inst.has_health_check = r.has_health_check;
+  inst.health_check = r.health_check;
+  inst.ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
+  inst.lease_expires_ms = now_ms + inst.ttl.count();
+  inst.stale = false;
+  bool probed = r.has_health_check ? r.health_check.type != conf::HealthCheck::Type::kNone
+                                   : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
+  if (!exists) inst.health = probed ? Health::kUnknown : Health::kHealthy;
+  log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
+      r.address.text);
+  changed();
+  return exists ? PutResult::kUpdated : PutResult::kCreated;
+}
+
+bool Registry::remove(const std::string& service, const std::string& id) {
+  auto sit = services_.find(service);
+  if (sit == services_.end()) return false;
+  if (!sit->second.instances.erase(id)) return false;
+  --total_;
+  log("instance deregistered: " + service + "/" + id);
+  drop_service_if_empty(service);
+  changed();
+  return true;
+}
+
+bool Registry::heartbeat(const std::string& service, const std::string& id, int64_t now_ms) {
+  auto sit = services_.find(service);
+  if (sit == services_.end()) return false;
+  auto it = sit->second.instances.find(id);
+  if (it == sit->second.instances.end() || it->second.source != Source::kDynamic) return false;
+  if (it->second.ttl.count() == 0) return true;  // no lease to renew
+  it->second.lease_expires_ms = now_ms + it->second.ttl.count();
+  if (it->second.stale) {
+    it->second.stale = false;
+    log("instance fresh again after heartbeat: " + service + "/" + id);
+    changed();  // stale → fresh changes routing
+  }
+  return true;
+}
+
+bool Registry::set_drain(const std::string& service, const std::string& id, bool enabled) {
+  auto sit = services_.find(service);
+  if (sit == services_.end()) return false;
+  auto it = sit->second.instances.find(id);
+  if (it == sit->second.instances.end()) return false;
+  if (it->second.draining != enabled) {
+    it->second.draining = enabled;
+    log(std::string(enabled ? "instance draining: " : "instance no longer draining: ") + service + "/" + id);
+    changed();
+  }
+  return true;
+}
+
+bool Registry::set_health(const std::string& service, const std::string& id, Health h, const std::string& reason) {
+  auto sit = services_.find(service);
+  if (sit == services_.end()) return false;
+  auto it = sit->second.instances.find(id);
+  if (it == sit->second.instances.end()) return false;
+  it->second.health_reason = reason;
+  if (it->second.health != h) {
+    it->second.health = h;
+    changed();
+  }
+  return true;
+}
+
+int64_t Registry::expire(int64_t now_ms) {
+  int64_t next = -1;
+  bool any = false;
+  std::vector<std::string> emptied;
+  for (auto& [name, svc] : services_) {
+    // Forget expiries older than one lease window.
+    const int64_t window = default_ttl_.count();
+    std::erase_if(svc.recent_expiries, [&](int64_t t) { return t < now_ms - window; });
+    std::vector<std::string> due;
+    size_t dynamic = 0;
+    for (auto& [id, inst] : svc.instances) {
+      if (inst.source != Source::kDynamic) continue;
+      ++dynamic;
+      if (inst.stale || inst.ttl.count() == 0) continue;
+      if (inst.lease_expires_ms <= now_ms) due.push_back(id);
+      else if (next < 0 || inst.lease_expires_ms < next) next = inst.lease_expires_ms;
+    }
+    if (due.empty()) continue;
+    any = true;
+    // A mass expiry: more than one, and more than half of the service's dynamic instances, in one
+    // window. That looks like a partition between the services and us, not like the services
+    // dying, so keep them (stale) rather than emptying the service (Eureka's self-preservation).
+    size_t expiring = due.size() + svc.recent_expiries.size();
+    size_t population = dynamic + svc.recent_expiries.size();
+    bool mass = expiring >= 2 && expiring * 2 > population;
+    for (const auto& id : due) {
+      if (mass) {
+        svc.instances[id].stale = true;
+        log("lease expired in a mass expiry, keeping as stale: " + name + "/" + id + " (" + std::to_string(expiring) +
+            " of " + std::to_string(population) + " instances expired within one TTL)");
+      } else {
+        svc.instances.erase(id);
+        --total_;
+        svc.recent_expiries.push_back(now_ms);
+        log("lease expired, instance removed: " + name + "/" + id);
+      }
+    }
+    if (svc.instances.empty() && !svc.in_config) emptied.push_back(name);
+  }
+  for (const auto& n : emptied) services_.erase(n);
+  if (any) changed();
+  return next;
+}
+
+const Instance* Registry::find(const std::string& service, const std::string& id) const {
+  auto sit = services_.find(service);
+  if (sit == services_.end()) return nullptr;
+  auto it = sit->second.instances.find(id);
+  return it == sit->second.instances.end() ? nullptr : &it->second;
+}
+
+void Registry::restore(const Registration& r, bool draining, int64_t now_ms) {
+  Service& svc = service_for(r.service);
+  bool existed = svc.instances.count(r.id);
+  Instance& inst = svc.instances[r.id];
+  if (!existed) ++total_;
+  inst.uid = next_uid_++;
+  inst.id = r.id;
+  inst.service = r.service;
+  inst.address = r.address;
+  inst.weight = r.weight;
+  inst.tags = r.tags;
+  inst.meta = r.meta;
+  inst.zone = r.zone;
+  inst.source = Source::kDynamic;
+  inst.routes = r.routes;
+  inst.has_health_check = r.has_health_check;
+  inst.health_check = r.health_check;
+  inst.ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
+  inst.lease_expires_ms = now_ms + inst.ttl.count();
+  inst.draining = draining;
+  bool probed = r.has_health_check ? r.health_check.type != conf::HealthCheck::Type::kNone
+                                   : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
+  inst.health = probed ? Health::kUnknown : Health::kHealthy;
+}
+
+}  // namespace sy::registry

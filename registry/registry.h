@@ -1,0 +1,144 @@
+// The service registry: services (from the config file or first seen in a registration) and
+// their instances (static from the config, dynamic from the admin API), leases, drain, and the
+// registry index. No libuv: time is passed in.
+//
+// Threading: one writer, the main loop. Readers on the request path never touch this object; they
+// read the immutable routing snapshot built from it (proxy/server/routing_table.h) after each
+// change, which the registry announces through its change listener.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+
+namespace sy::registry {
+
+enum class Health { kHealthy, kUnhealthy, kUnknown };
+enum class Source { kStatic, kDynamic };
+
+// A route carried in a registration: it exists while an instance carrying it exists.
+struct RouteSpec {
+  std::string host;
+  std::string path_prefix;
+  bool strip_prefix = false;
+  bool operator==(const RouteSpec&) const = default;
+};
+
+struct Instance {
+  std::string id;
+  std::string service;
+  conf::Address address;
+  uint32_t weight = 1;
+  std::vector<std::string> tags;
+  std::map<std::string, std::string> meta;
+  std::string zone;
+  Source source = Source::kStatic;
+  std::vector<RouteSpec> routes;
+  bool has_health_check = false;  // a per-instance health_check from a registration
+  conf::HealthCheck health_check;
+
+  // Lease (dynamic instances only).
+  conf::Millis ttl{0};           // 0 = no lease
+  int64_t lease_expires_ms = 0;  // monotonic clock
+  bool stale = false;            // lease ran out in a mass expiry and was kept (self-preservation)
+
+  bool draining = false;
+  Health health = Health::kHealthy;
+  std::string health_reason;  // last probe's verdict, for the admin API's "why"
+
+  uint64_t uid = 0;  // never reused: keys per-loop state such as connection pools
+
+  // Whether new requests may go to it (a stale instance only when no fresh one exists).
+  bool routable() const { return !draining && health != Health::kUnhealthy; }
+  const char* state_name() const;
+};
+
+struct Service {
+  conf::Service cfg;
+  bool in_config = false;  // defined in the config file (kept when its last instance leaves)
+  std::map<std::string, Instance> instances;
+  std::vector<int64_t> recent_expiries;  // lease expiries within the last TTL window
+};
+
+// What a registration asked for; the registry fills in lease times and uid.
+struct Registration {
+  std::string service;
+  std::string id;
+  conf::Address address;
+  uint32_t weight = 1;
+  std::vector<std::string> tags;
+  std::map<std::string, std::string> meta;
+  std::string zone;
+  conf::Millis ttl{0};  // 0 = the registry's default
+  bool leased = true;   // false: no TTL (catalog registrations by plain services that never heartbeat)
+  std::vector<RouteSpec> routes;
+  bool has_health_check = false;
+  conf::HealthCheck health_check;
+};
+
+struct Limits {
+  size_t max_instances_per_service = 10000;
+  size_t max_instances_total = 100000;
+};
+
+class Registry {
+ public:
+  using Listener = std::function<void()>;
+  using Logger = std::function<void(const std::string&)>;
+
+  Registry() = default;
+
+  void set_listener(Listener l) { listener_ = std::move(l); }
+  void set_logger(Logger l) { logger_ = std::move(l); }
+  void set_default_ttl(conf::Millis ttl) { default_ttl_ = ttl; }
+  void set_limits(Limits l) { limits_ = l; }
+
+  // Replaces config-defined services and static instances; dynamic instances stay. Returns a
+  // human-readable list of what changed.
+  std::vector<std::string> apply_config(const conf::Config& c);
+
+  enum class PutResult { kCreated, kUpdated, kServiceFull, kRegistryFull };
+  PutResult put(const Registration& r, int64_t now_ms);
+  bool remove(const std::string& service, const std::string& id);
+  bool heartbeat(const std::string& service, const std::string& id, int64_t now_ms);
+  bool set_drain(const std::string& service, const std::string& id, bool enabled);
+  bool set_health(const std::string& service, const std::string& id, Health h, const std::string& reason);
+
+  // Removes instances whose lease ran out; a mass expiry keeps them as stale instead.
+  // Returns the earliest next expiry (ms) or -1 when no lease is running.
+  int64_t expire(int64_t now_ms);
+
+  const Instance* find(const std::string& service, const std::string& id) const;
+  const std::map<std::string, Service>& services() const { return services_; }
+  uint64_t index() const { return index_; }
+  size_t total_instances() const { return total_; }
+
+  // Bumps the index and tells the listener; every mutation ends here.
+  void changed();
+
+  // Restores a dynamic instance from a persisted snapshot (lease restarts at `now_ms`).
+  void restore(const Registration& r, bool draining, int64_t now_ms);
+
+ private:
+  Service& service_for(const std::string& name);
+  void drop_service_if_empty(const std::string& name);
+  void log(const std::string& s) {
+    if (logger_) logger_(s);
+  }
+
+  std::map<std::string, Service> services_;
+  uint64_t index_ = 1;
+  uint64_t next_uid_ = 1;
+  size_t total_ = 0;
+  conf::Millis default_ttl_{30000};
+  Limits limits_;
+  Listener listener_;
+  Logger logger_;
+};
+
+}  // namespace sy::registry
