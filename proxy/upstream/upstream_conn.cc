@@ -344,7 +344,9 @@ int UpstreamConn::cb_headers_complete(llhttp_t* p) {
   if (c->owner_) c->owner_->on_upstream_head(c, c->head_);
   if (c->state_ == State::kClosed || !c->owner_) return -1;
   if (status == 101) return 2;                  // no body; the rest is the tunnel
-  if (c->head_request_ && status >= 200) return 1;  // HEAD: no body whatever the headers say
+  // HEAD, 1xx, 204 and 304 have no body whatever Content-Length says (RFC 9112 §6.3); llhttp
+  // only knows that when told.
+  if ((c->head_request_ && status >= 200) || status < 200 || status == 204 || status == 304) return 1;
   return 0;
 }
 

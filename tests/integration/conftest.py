@@ -1,0 +1,50 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Backend, Proxy  # noqa: E402
+
+
+@pytest.fixture
+def backends():
+    made = []
+
+    def make(handler=None, name=None):
+        b = Backend(handler, name or f"b{len(made)}")
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def proxies(tmp_path):
+    """Starts switchyard processes; on teardown each must exit 0 on SIGTERM with no sanitizer report."""
+    made = []
+
+    def make(config_text="", **kw):
+        kw.setdefault("tmpdir", str(tmp_path))
+        p = Proxy(config_text, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        code = p.stop()
+        log = p.log()
+        assert "Sanitizer" not in log and "runtime error:" not in log, log
+        if not getattr(p, "killed", False):
+            assert code == 0, f"switchyard exited {code}:\n{log}"
+
+
+def service_config(name, backends, extra=""):
+    lines = [f"  {name}:", "    instances:"]
+    for b in backends:
+        lines.append(f"      - {{ address: {b.address} }}")
+    if extra:
+        lines.extend("    " + l for l in extra.strip("\n").split("\n"))
+    return "\n".join(lines) + "\n"

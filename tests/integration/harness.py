@@ -1,0 +1,381 @@
+"""Test harness: the real switchyard binary on loopback, scriptable backends, raw clients.
+
+Every server binds port 0 and reports the port it got; nothing waits a fixed time for
+readiness: the proxy is ready when it prints its "ready" line, a backend when bind() returned.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("SWITCHYARD_BIN", os.path.join(ROOT, "build", "switchyard"))
+
+
+def wait_until(pred, timeout=10.0, interval=0.01, what="condition"):
+    """Polls pred() until it returns a truthy value; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- HTTP parsing (client/backend)
+
+class Message:
+    def __init__(self, start, headers, body):
+        self.start = start          # request line or status line
+        self.headers = headers      # list of (name, value) as received
+        self.body = body
+
+    def header(self, name, default=None):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return default
+
+    def headers_named(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def status(self):
+        return int(self.start.split(" ")[1])
+
+    @property
+    def method(self):
+        return self.start.split(" ")[0]
+
+    @property
+    def target(self):
+        return self.start.split(" ")[1]
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Reader:
+    """Buffered reader over a socket that parses HTTP/1.1 messages."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def read_until(self, sep):
+        while sep not in self.buf:
+            self._fill()
+        i = self.buf.index(sep) + len(sep)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_to_eof(self):
+        while True:
+            try:
+                self._fill()
+            except EOFError:
+                break
+        out, self.buf = self.buf, b""
+        return out
+
+    def read_head(self):
+        raw = self.read_until(b"\r\n\r\n").decode("latin-1")
+        lines = raw.split("\r\n")[:-2]
+        headers = []
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers.append((k, v.strip()))
+        return lines[0], headers
+
+    def read_body(self, headers, no_body=False, until_eof_ok=True):
+        m = Message("", headers, b"")
+        if no_body:
+            return b""
+        te = m.header("transfer-encoding")
+        if te and te.lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self.read_until(b"\r\n")  # (no trailers from switchyard)
+                    return body
+                body += self.read_exact(size)
+                self.read_exact(2)
+        cl = m.header("content-length")
+        if cl is not None:
+            return self.read_exact(int(cl))
+        return self.read_to_eof() if until_eof_ok else b""
+
+    def read_request(self):
+        start, headers = self.read_head()
+        has_body = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers)
+        body = self.read_body(headers) if has_body else b""
+        return Message(start, headers, body)
+
+    def read_response(self, head_request=False):
+        while True:
+            start, headers = self.read_head()
+            status = int(start.split(" ")[1])
+            if 100 <= status < 200 and status != 101:
+                continue
+            no_body = head_request or status in (204, 304) or status == 101
+            return Message(start, headers, self.read_body(headers, no_body))
+
+
+def request_bytes(method="GET", path="/", host="svc", headers=None, body=b"", version="HTTP/1.1"):
+    lines = [f"{method} {path} {version}"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    for k, v in (headers or []):
+        lines.append(f"{k}: {v}")
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in (headers or [])):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class Client:
+    """A raw HTTP/1.1 client on one connection."""
+
+    def __init__(self, addr, timeout=10):
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.reader = Reader(self.sock)
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def request(self, method="GET", path="/", host="svc", headers=None, body=b"", version="HTTP/1.1"):
+        self.send(request_bytes(method, path, host, headers, body, version))
+        return self.reader.read_response(head_request=(method == "HEAD"))
+
+    def closed_by_peer(self, timeout=5):
+        """True when the peer closes the connection (EOF or reset) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def get(addr, path="/", host="svc", headers=None, method="GET", body=b""):
+    c = Client(addr)
+    try:
+        return c.request(method, path, host, headers, body)
+    finally:
+        c.close()
+
+
+def admin(addr, method, path, body=None, headers=None):
+    """One admin API call; returns (status, parsed JSON or text, headers)."""
+    hdrs = list(headers or [])
+    data = b""
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hdrs.append(("Content-Type", "application/json"))
+        hdrs.append(("Content-Length", str(len(data))))
+    elif method in ("POST", "PUT", "DELETE"):
+        hdrs.append(("Content-Length", "0"))
+    c = Client(addr)
+    try:
+        r = c.request(method, path, "admin", hdrs, data)
+    finally:
+        c.close()
+    try:
+        payload = json.loads(r.body) if r.body else None
+    except ValueError:
+        payload = r.body.decode()
+    return r.status, payload, r
+
+
+# ---------------------------------------------------------------- backends
+
+class Backend:
+    """A loopback HTTP backend whose behaviour is a Python function.
+
+    handler(conn, req, backend) is called for each request; it must write the response itself
+    (helpers: respond()). It returns False to close the connection. Each accepted connection
+    runs in its own thread. `requests` records every request; `connections` counts accepts.
+    """
+
+    def __init__(self, handler=None, name="backend"):
+        self.name = name
+        self.handler = handler or self.default
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.requests = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.open_conns = []
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def default(self, conn, req, backend):
+        respond(conn, 200, f"{self.name} {req.method} {req.target}".encode())
+        return True
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.open_conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        reader = Reader(conn)
+        try:
+            while True:
+                req = reader.read_request()
+                with self.lock:
+                    self.requests.append(req)
+                req.reader = reader
+                if self.handler(conn, req, self) is False:
+                    break
+        except (EOFError, OSError):
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        with self.lock:
+            for c in self.open_conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+
+
+def respond(conn, status=200, body=b"", headers=None, reason="OK"):
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    hdrs = list(headers or [])
+    if not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in hdrs):
+        hdrs.append(("Content-Length", str(len(body))))
+    for k, v in hdrs:
+        lines.append(f"{k}: {v}")
+    conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+
+
+# ---------------------------------------------------------------- the proxy
+
+class Proxy:
+    """The real binary, started on a generated config with port-0 listeners."""
+
+    def __init__(self, config_text="", extra_args=None, tmpdir=None, config_path=None, env=None):
+        self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="switchyard-test-")
+        self.config_path = config_path or os.path.join(self.tmpdir, "switchyard.yaml")
+        if config_path is None:
+            self.write_config(config_text)
+        self.extra_args = extra_args or []
+        self.env = env
+        self.lines = []
+        self.proc = None
+        self.start()
+
+    @staticmethod
+    def with_listeners(text):
+        out = text
+        if not re.search(r"^listen:", text, re.M):
+            out = "listen: 127.0.0.1:0\n" + out
+        if not re.search(r"^admin:", text, re.M):
+            out = "admin:\n  listen: 127.0.0.1:0\n" + out
+        return out
+
+    def write_config(self, text):
+        with open(self.config_path + ".tmp", "w") as f:
+            f.write(self.with_listeners(text))
+        os.replace(self.config_path + ".tmp", self.config_path)
+
+    def start(self):
+        self.lines = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen([BIN, "-c", self.config_path] + self.extra_args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=self.env)
+        threading.Thread(target=self._pump, daemon=True).start()
+        wait_until(lambda: self.ready.is_set() or self.proc.poll() is not None, 20, what="switchyard to start")
+        if not self.ready.is_set():
+            raise AssertionError("switchyard did not start:\n" + self.log())
+        self.addr = self._addr("proxy")
+        self.admin = self._addr("admin")
+
+    def _pump(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if " ready " in line:
+                self.ready.set()
+
+    def _addr(self, kind):
+        for line in self.lines:
+            m = re.search(kind + r"=(\S+):(\d+)$", line)
+            if m:
+                return (m.group(1), int(m.group(2)))
+        return None
+
+    def log(self):
+        return "\n".join(self.lines)
+
+    def wait_log(self, pattern, timeout=10):
+        return wait_until(lambda: any(re.search(pattern, l) for l in self.lines), timeout, what=f"log line /{pattern}/")
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def rss_peak_kb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
