@@ -248,8 +248,14 @@ void App::on_shutdown_timer(uv_timer_t* t) {
 }
 
 void App::finish_shutdown() {
+  if (finished_) return;
+  finished_ = true;
+  uv_timer_stop(&shutdown_timer_);
   if (!cfg_->registry.snapshot.empty() && persist_dirty_) registry::save_snapshot(registry_, cfg_->registry.snapshot);
+  while (worker_.conns) worker_.conns->close_now();
   worker_.pool.close_all();
+  admin::AdminConn::close_all();
+  if (admin_listener_) admin_listener_->close();
   uv_stop(loop_);
 }
 

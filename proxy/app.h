@@ -61,6 +61,7 @@ class App final : public server::ExchangeObserver {
   bool table_dirty_ = false;
   bool persist_dirty_ = false;
   bool stopping_ = false;
+  bool finished_ = false;
   int exit_code_ = 0;
 };
 

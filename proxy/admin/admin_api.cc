@@ -34,6 +34,15 @@ bool valid_name(const std::string& s) {
   });
 }
 
+// Instance ids may also hold ':', '[' and ']': a static instance's id defaults to its address.
+bool valid_id(const std::string& s) {
+  if (s.empty() || s.size() > 128) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+           c == '.' || c == ':' || c == '[' || c == ']';
+  });
+}
+
 std::vector<std::string> split_path(const std::string& path) {
   std::vector<std::string> parts;
   size_t i = 0;
@@ -253,7 +262,7 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
     }
     if (parts.size() >= 5 && parts[3] == "instances") {
       const std::string& id = parts[4];
-      if (!valid_name(id)) return error(400, "bad_request", "instance id must be 1-128 characters of [A-Za-z0-9._-]");
+      if (!valid_id(id)) return error(400, "bad_request", "instance id must be 1-128 characters of [A-Za-z0-9._:-]");
       if (parts.size() == 5) {
         if (m == "PUT") return register_instance(service, id, req.body, false);
         if (m == "DELETE") {

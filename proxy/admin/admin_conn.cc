@@ -57,7 +57,16 @@ std::string AdminRequest::query_param(const std::string& name) const {
   return "";
 }
 
+AdminConn* AdminConn::live_ = nullptr;
+
+void AdminConn::close_all() {
+  while (live_) live_->close();
+}
+
 AdminConn::AdminConn(uv_loop_t* loop, AdminHandler* h) : handler_(h) {
+  next_ = live_;
+  if (live_) live_->prev_ = this;
+  live_ = this;
   uv_tcp_init(loop, &tcp_);
   uv_timer_init(loop, &timer_);
   tcp_.data = timer_.data = wreq_.data = this;
@@ -157,6 +166,10 @@ void AdminConn::on_write(uv_write_t* w, int status) {
 void AdminConn::close() {
   if (closing_) return;
   closing_ = true;
+  if (prev_) prev_->next_ = next_;
+  else live_ = next_;
+  if (next_) next_->prev_ = prev_;
+  prev_ = next_ = nullptr;
   if (busy_ && handler_) handler_->forget(this);
   pending_closes_ = 2;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);

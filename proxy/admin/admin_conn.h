@@ -45,6 +45,8 @@ class AdminConn {
   static void accept(uv_stream_t* server, AdminHandler* handler);
   void respond(const AdminResponse& r);
   void close();
+  // Shutdown: closes every open admin connection (their memory is freed in the close callbacks).
+  static void close_all();
 
  private:
   explicit AdminConn(uv_loop_t* loop, AdminHandler* h);
@@ -73,6 +75,9 @@ class AdminConn {
   bool keep_alive_ = true;
   int error_ = 0;         // status for a request we refuse while parsing
   int pending_closes_ = 0;
+  AdminConn* prev_ = nullptr;  // every live connection, for close_all()
+  AdminConn* next_ = nullptr;
+  static AdminConn* live_;
 };
 
 }  // namespace sy::admin

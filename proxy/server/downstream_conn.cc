@@ -272,6 +272,11 @@ int DownstreamConn::cb_header_field(llhttp_t* p, const char* at, size_t n) {
 
 int DownstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
   auto* c = static_cast<DownstreamConn*>(p->data);
+  // llhttp accepts obs-fold (a value continued on the next line after SP/HTAB, RFC 9112 §5.2)
+  // and hands the continuation as another piece. A piece preceded by LF + whitespace is one.
+  const char* q = at;
+  while (q > c->rbuf_.data && (q[-1] == ' ' || q[-1] == '\t')) --q;
+  if (q > c->rbuf_.data && q[-1] == '\n') return -1;
   c->req_.add_value(at, n);
   if (c->req_.bytes() > c->cfg_->client.max_header_bytes) {
     c->error_status_ = 431;
@@ -295,7 +300,8 @@ int DownstreamConn::cb_headers_complete(llhttp_t* p) {
     if (http::iequals(name, "host")) ++hosts;
     if (http::iequals(name, "transfer-encoding") && !http::iequals(value, "chunked")) return -1;
   }
-  if (hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1)) return -1;
+  if (p->http_major != 1) return -1;  // HTTP/0.9 (no version) and 2.0+ are not spoken here
+  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) return -1;
   if (p->method == HTTP_CONNECT) return -1;
   if (p->flags & F_CHUNKED) {
     c->req_framing_ = http::Framing::kChunked;

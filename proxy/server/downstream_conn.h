@@ -37,6 +37,8 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   static void accept(Worker& w, uv_stream_t* server);
   // Shutdown: close now if idle, else after the exchange in progress.
   void shutdown();
+  // Shutdown timeout: close at once, whatever is in flight.
+  void close_now() { close(); }
 
   DownstreamConn* prev = nullptr;  // Worker::conns list
   DownstreamConn* next = nullptr;

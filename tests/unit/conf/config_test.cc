@@ -1,1 +1,114 @@
 #include <doctest.h>
+
+#include "conf/config.h"
+
+using namespace sy::conf;
+
+namespace {
+std::vector<std::string> errors_of(const std::string& text) {
+  Config c;
+  std::vector<std::string> e;
+  load_string(text, "t.yaml", c, e);
+  return e;
+}
+}  // namespace
+
+TEST_CASE("empty file gives the documented defaults") {
+  Config c;
+  std::vector<std::string> e;
+  REQUIRE(load_string("", "t.yaml", c, e));
+  CHECK(c.listen.at(0).text == "127.0.0.1:8080");
+  CHECK(c.admin.listen.text == "127.0.0.1:9901");
+  CHECK(c.workers == 1);
+  CHECK(c.client.max_header_bytes == 64 * 1024);
+  CHECK(c.client.max_uri_bytes == 8 * 1024);
+  CHECK(c.client.header_timeout.count() == 10000);
+  CHECK(c.registry.default_ttl.count() == 30000);
+}
+
+TEST_CASE("a full service block loads") {
+  Config c;
+  std::vector<std::string> e;
+  const char* text = R"(
+listen: [127.0.0.1:0, "[::1]:0"]
+routes:
+  - match: { host: api.example.com, path_prefix: /orders }
+    service: orders
+    strip_prefix: true
+    tags: [primary]
+services:
+  orders:
+    lb: least_request
+    hash_on: header:x-user-id
+    instances:
+      - { address: 127.0.0.1:9001, weight: 3, id: o1, tags: [primary] }
+    health_check: { type: tcp, interval: 2s, jitter: 5% }
+    retry: { attempts: 3, on: [reset, "503"], backoff: { base: 10ms, max: 1s } }
+    timeouts: { connect: 250ms }
+)";
+  REQUIRE_MESSAGE(load_string(text, "t.yaml", c, e), (e.empty() ? "" : e[0]));
+  CHECK(c.listen.size() == 2);
+  const auto& s = c.services.at("orders");
+  CHECK(s.lb == "least_request");
+  CHECK(s.instances.at(0).weight == 3);
+  CHECK(s.instances.at(0).id == "o1");
+  CHECK(s.has_health_check);
+  CHECK(s.health_check.type == HealthCheck::Type::kTcp);
+  CHECK(s.health_check.jitter == doctest::Approx(0.05));
+  CHECK(s.retry.attempts == 3);
+  CHECK(s.timeouts.connect.count() == 250);
+  CHECK(c.routes.at(0).strip_prefix);
+  CHECK(c.routes.at(0).tags == std::vector<std::string>{"primary"});
+}
+
+TEST_CASE("every problem is reported with its position") {
+  auto e = errors_of("listen: 1.2.3.4:70000\ncolor: red\nworkers: lots\n");
+  REQUIRE(e.size() == 3);
+  CHECK(e[0].rfind("t.yaml:1:9: ", 0) == 0);
+  CHECK(e[1].rfind("t.yaml:2:1: unknown key 'color'", 0) == 0);
+  CHECK(e[2].rfind("t.yaml:3:10: ", 0) == 0);
+}
+
+TEST_CASE("nested errors: durations, sizes, enums, ranges, types") {
+  auto e = errors_of(R"(client:
+  idle_timeout: forever
+  max_body_bytes: 1QB
+services:
+  s:
+    lb: best
+    circuit_breaker: { max_connections: 0 }
+    health_check: { expected_status: ["abc"] }
+    instances: { address: 1 }
+)");
+  CHECK(e.size() == 6);
+  auto has = [&](const std::string& needle) {
+    for (const auto& l : e)
+      if (l.find(needle) != std::string::npos) return true;
+    return false;
+  };
+  CHECK(has("t.yaml:2:17: 'client.idle_timeout'"));
+  CHECK(has("t.yaml:3:19: 'client.max_body_bytes'"));
+  CHECK(has("t.yaml:6:9: 'services.s.lb'"));
+  CHECK(has("max_connections' is 0, out of range"));
+  CHECK(has("must be a list"));
+  CHECK(has("expected_status' entry 'abc'"));
+}
+
+TEST_CASE("a route to an undefined service is allowed; a route without service is not") {
+  CHECK(errors_of("routes:\n  - match: { host: x }\n    service: later\n").empty());
+  auto e = errors_of("routes:\n  - match: { host: x }\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].find("needs a 'service'") != std::string::npos);
+}
+
+TEST_CASE("duplicate instance ids and invalid names") {
+  auto e = errors_of("services:\n  s:\n    instances:\n      - { address: 127.0.0.1:1 }\n      - { address: 127.0.0.1:1 }\n  'bad name': {}\n");
+  CHECK(e.size() == 2);
+}
+
+TEST_CASE("syntax errors carry a position") {
+  auto e = errors_of("a: [1, 2\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].find("YAML syntax error") != std::string::npos);
+  CHECK(e[0].rfind("t.yaml:", 0) == 0);
+}

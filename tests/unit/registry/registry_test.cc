@@ -1,1 +1,91 @@
 #include <doctest.h>
+
+#include "registry/registry.h"
+
+using namespace sy::registry;
+using sy::conf::Millis;
+
+namespace {
+Registration reg(const std::string& svc, const std::string& id, int port, Millis ttl = Millis(1000)) {
+  Registration r;
+  r.service = svc;
+  r.id = id;
+  sy::conf::parse_address("127.0.0.1:" + std::to_string(port), r.address, false);
+  r.ttl = ttl;
+  return r;
+}
+}  // namespace
+
+TEST_CASE("put, update, heartbeat, drain, remove bump the index") {
+  Registry r;
+  int changes = 0;
+  r.set_listener([&] { ++changes; });
+  uint64_t i0 = r.index();
+  CHECK(r.put(reg("a", "1", 9001), 0) == Registry::PutResult::kCreated);
+  CHECK(r.put(reg("a", "1", 9001), 0) == Registry::PutResult::kUpdated);
+  CHECK(r.index() == i0 + 2);
+  CHECK(r.heartbeat("a", "1", 500));
+  CHECK_FALSE(r.heartbeat("a", "2", 500));
+  CHECK(r.set_drain("a", "1", true));
+  CHECK(std::string(r.find("a", "1")->state_name()) == "draining");
+  CHECK(r.remove("a", "1"));
+  CHECK_FALSE(r.remove("a", "1"));
+  CHECK(r.services().count("a") == 0);  // a registry-only service leaves with its last instance
+  CHECK(changes == 4);
+}
+
+TEST_CASE("a single lease expiry removes the instance") {
+  Registry r;
+  r.put(reg("a", "1", 9001), 0);
+  r.put(reg("a", "2", 9002), 0);
+  r.put(reg("a", "3", 9003), 0);
+  r.heartbeat("a", "2", 900);
+  r.heartbeat("a", "3", 900);
+  r.expire(1000);
+  CHECK(r.find("a", "1") == nullptr);
+  CHECK(r.find("a", "2") != nullptr);
+}
+
+TEST_CASE("a mass expiry keeps the instances as stale until they heartbeat") {
+  Registry r;
+  for (int i = 0; i < 4; ++i) r.put(reg("a", std::to_string(i), 9000 + i), 0);
+  r.expire(1000);  // all four at once: a partition, not four deaths
+  for (int i = 0; i < 4; ++i) {
+    const Instance* inst = r.find("a", std::to_string(i));
+    REQUIRE(inst != nullptr);
+    CHECK(inst->stale);
+    CHECK(std::string(inst->state_name()) == "stale");
+  }
+  CHECK(r.heartbeat("a", "2", 1100));
+  CHECK_FALSE(r.find("a", "2")->stale);
+}
+
+TEST_CASE("config instances are static and survive dynamic churn") {
+  sy::conf::Config c;
+  sy::conf::Service s = sy::conf::default_service("web");
+  sy::conf::StaticInstance si;
+  sy::conf::parse_address("127.0.0.1:9100", si.address, false);
+  si.id = "w1";
+  s.instances.push_back(si);
+  c.services["web"] = s;
+  Registry r;
+  auto changes = r.apply_config(c);
+  CHECK(changes.size() == 2);
+  CHECK(r.find("web", "w1")->source == Source::kStatic);
+  r.put(reg("web", "d1", 9101), 0);
+  c.services["web"].instances.clear();
+  r.apply_config(c);
+  CHECK(r.find("web", "w1") == nullptr);
+  CHECK(r.find("web", "d1") != nullptr);
+}
+
+TEST_CASE("limits") {
+  Registry r;
+  r.set_limits({2, 3});
+  CHECK(r.put(reg("a", "1", 1), 0) == Registry::PutResult::kCreated);
+  CHECK(r.put(reg("a", "2", 2), 0) == Registry::PutResult::kCreated);
+  CHECK(r.put(reg("a", "3", 3), 0) == Registry::PutResult::kServiceFull);
+  CHECK(r.put(reg("b", "1", 4), 0) == Registry::PutResult::kCreated);
+  CHECK(r.put(reg("c", "1", 5), 0) == Registry::PutResult::kRegistryFull);
+  CHECK(r.put(reg("a", "1", 1), 0) == Registry::PutResult::kUpdated);  // updates always pass
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: unit (doctest) and integration (pytest
+# against the real binary on loopback), first in the plain build, then under AddressSanitizer +
+# UndefinedBehaviorSanitizer. Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/install-deps.sh
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+total_ok=0; total_fail=0
+for flavour in plain asan; do
+  dir=$(deploy/build.sh "$flavour")
+  echo "== tests: $flavour build ($dir)"
+  set +e
+  meson test -C "$dir" --print-errorlogs --num-processes 2
+  rc=$?
+  set -e
+  ok=$(grep -c '"result": "OK"' "$dir/meson-logs/testlog.json" || true)
+  fail=$(grep -c '"result": "\(FAIL\|TIMEOUT\|ERROR\)"' "$dir/meson-logs/testlog.json" || true)
+  total_ok=$((total_ok + ok)); total_fail=$((total_fail + fail))
+  if [[ $rc -ne 0 ]]; then
+    echo "$total_ok passed, $total_fail failed"
+    exit "$rc"
+  fi
+done
+echo "$total_ok passed, $total_fail failed"
