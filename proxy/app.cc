@@ -190,7 +190,8 @@ std::string App::reload(std::string& summary_json) {
     return all;
   }
   std::vector<std::string> notes;
-  const auto& old = *cfg_;
+  const auto old_cfg = cfg_;  // keeps the old config alive while it is compared below
+  const auto& old = *old_cfg;
   bool listen_same = old.listen.size() == next.listen.size();
   for (size_t i = 0; listen_same && i < old.listen.size(); ++i) listen_same = old.listen[i] == next.listen[i];
   if (!listen_same || !(old.admin.listen == next.admin.listen) || old.workers != next.workers)

@@ -76,7 +76,7 @@ std::vector<std::string> Registry::apply_config(const conf::Config& c) {
           changes.push_back("instance modified: " + name + "/" + si.id);
       } else {
         inst.uid = next_uid_++;
-        inst.health = sc.has_health_check && sc.health_check.type != conf::HealthCheck::Type::kNone
+        inst.health = probing_ && sc.has_health_check && sc.health_check.type != conf::HealthCheck::Type::kNone
                           ? Health::kUnknown
                           : Health::kHealthy;
         changes.push_back("instance added: " + name + "/" + si.id);
@@ -144,7 +144,7 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   inst.stale = false;
   bool probed = r.has_health_check ? r.health_check.type != conf::HealthCheck::Type::kNone
                                    : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
-  if (!exists) inst.health = probed ? Health::kUnknown : Health::kHealthy;
+  if (!exists) inst.health = probing_ && probed ? Health::kUnknown : Health::kHealthy;
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
       r.address.text);
   changed();
@@ -276,7 +276,7 @@ void Registry::restore(const Registration& r, bool draining, int64_t now_ms) {
   inst.draining = draining;
   bool probed = r.has_health_check ? r.health_check.type != conf::HealthCheck::Type::kNone
                                    : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
-  inst.health = probed ? Health::kUnknown : Health::kHealthy;
+  inst.health = probing_ && probed ? Health::kUnknown : Health::kHealthy;
 }
 
 }  // namespace sy::registry

@@ -97,6 +97,9 @@ class Registry {
   void set_logger(Logger l) { logger_ = std::move(l); }
   void set_default_ttl(conf::Millis ttl) { default_ttl_ = ttl; }
   void set_limits(Limits l) { limits_ = l; }
+  // With an active prober, instances that have a health check start `unknown` until probed
+  // healthy. Without one (this build: probes arrive with health/), they start healthy.
+  void set_probing(bool enabled) { probing_ = enabled; }
 
   // Replaces config-defined services and static instances; dynamic instances stay. Returns a
   // human-readable list of what changed.
@@ -137,6 +140,7 @@ class Registry {
   size_t total_ = 0;
   conf::Millis default_ttl_{30000};
   Limits limits_;
+  bool probing_ = false;
   Listener listener_;
   Logger logger_;
 };
