@@ -212,20 +212,25 @@ int64_t Registry::expire(int64_t now_ms) {
     const int64_t window = default_ttl_.count();
     std::erase_if(svc.recent_expiries, [&](int64_t t) { return t < now_ms - window; });
     std::vector<std::string> due;
-    size_t dynamic = 0;
+    size_t dynamic = 0, silent = 0;
     for (auto& [id, inst] : svc.instances) {
       if (inst.source != Source::kDynamic) continue;
       ++dynamic;
-      if (inst.stale || inst.ttl.count() == 0) continue;
+      if (inst.ttl.count() == 0) continue;
+      // Silent: no heartbeat for over half its TTL (a healthy client beats every TTL/3).
+      if (inst.stale || inst.lease_expires_ms - now_ms < inst.ttl.count() / 2) ++silent;
+      if (inst.stale) continue;
       if (inst.lease_expires_ms <= now_ms) due.push_back(id);
       else if (next < 0 || inst.lease_expires_ms < next) next = inst.lease_expires_ms;
     }
     if (due.empty()) continue;
     any = true;
-    // A mass expiry: more than one, and more than half of the service's dynamic instances, in one
-    // window. That looks like a partition between the services and us, not like the services
-    // dying, so keep them (stale) rather than emptying the service (Eureka's self-preservation).
-    size_t expiring = due.size() + svc.recent_expiries.size();
+    // A mass expiry: more than one, and more than half, of the service's dynamic instances gone
+    // silent (or expired) within one lease window. That looks like a partition between the
+    // services and us, not like the services dying, so keep them (stale) rather than emptying the
+    // service (Eureka's self-preservation). Counting the silent ones, not only those already due,
+    // keeps the verdict from depending on which lease happens to run out first.
+    size_t expiring = silent + svc.recent_expiries.size();
     size_t population = dynamic + svc.recent_expiries.size();
     bool mass = expiring >= 2 && expiring * 2 > population;
     for (const auto& id : due) {

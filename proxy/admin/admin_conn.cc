@@ -86,7 +86,7 @@ void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
 
 void AdminConn::on_timer(uv_timer_t* t) {
   auto* c = static_cast<AdminConn*>(t->data);
-  if (!c->busy_) c->close();
+  if (!c->busy_ || c->lingering_) c->close();
 }
 
 void AdminConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -101,8 +101,9 @@ void AdminConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     c->close();
     return;
   }
+  if (c->lingering_) return;  // discarded
   c->in_.append(c->rbuf_, static_cast<size_t>(n));
-  if (c->in_.size() > kMaxBody + kMaxHead) {
+  if (c->in_.size() > kMaxBody + kMaxHead && !c->busy_) {
     c->close();
     return;
   }
@@ -153,8 +154,23 @@ void AdminConn::respond(const AdminResponse& r) {
 void AdminConn::on_write(uv_write_t* w, int status) {
   auto* c = static_cast<AdminConn*>(w->data);
   if (c->closing_) return;
-  if (status < 0 || !c->keep_alive_) {
+  if (status < 0) {
     c->close();
+    return;
+  }
+  if (!c->keep_alive_) {
+    // Lingering close: FIN first and discard what the client still sends, so it reads our
+    // answer instead of a reset; close on its EOF or after a second.
+    c->lingering_ = true;
+    c->in_.clear();
+    c->shutdown_req_.data = c;
+    if (uv_shutdown(&c->shutdown_req_, reinterpret_cast<uv_stream_t*>(&c->tcp_), [](uv_shutdown_t* r, int st) {
+          if (st < 0) static_cast<AdminConn*>(r->data)->close();
+        }) != 0) {
+      c->close();
+      return;
+    }
+    uv_timer_start(&c->timer_, on_timer, 1000, 0);
     return;
   }
   c->busy_ = false;

@@ -61,6 +61,8 @@ class AdminConn {
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uv_write_t wreq_{};
+  uv_shutdown_t shutdown_req_{};
+  bool lingering_ = false;  // answer sent with "Connection: close": discard input, then close
   llhttp_t parser_{};
   AdminHandler* handler_;
   AdminRequest req_;

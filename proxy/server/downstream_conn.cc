@@ -12,6 +12,8 @@ namespace {
 
 int64_t ms(conf::Millis m) { return m.count(); }
 
+constexpr int64_t kLingerMs = 1000;
+
 bool method_idempotent(int m) {
   switch (m) {
     case HTTP_GET:
@@ -98,6 +100,31 @@ void DownstreamConn::close() {
   if (w_.shutting_down && w_.conn_count == 0 && w_.on_drained) w_.on_drained(&w_);
 }
 
+// Closing right after an error answer while the client is still sending would make the kernel
+// answer its next bytes with a reset, which can destroy our response before the client reads it.
+// So: shut down our write side once the answer is out, discard input until the client closes or
+// the linger timer runs out, then close (nginx's lingering close).
+void DownstreamConn::linger_close() {
+  if (state_ == State::kClosed || state_ == State::kLingering) return;
+  if (up_) {
+    up_->close();
+    up_ = nullptr;
+  }
+  state_ = State::kLingering;
+  shutdown_req_.data = this;
+  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), on_shutdown) != 0) {
+    close();
+    return;
+  }
+  arm(kLingerMs);
+  start_reading();
+}
+
+void DownstreamConn::on_shutdown(uv_shutdown_t* req, int status) {
+  auto* c = static_cast<DownstreamConn*>(req->data);
+  if (status < 0 && c->state_ == State::kLingering) c->close();
+}
+
 void DownstreamConn::on_close(uv_handle_t* h) {
   auto* c = static_cast<DownstreamConn*>(h->data);
   if (--c->pending_closes_ == 0) delete c;
@@ -109,7 +136,8 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
   auto* c = static_cast<DownstreamConn*>(t->data);
   switch (c->state_) {
     case State::kIdle:
-      c->close();  // idle keep-alive (or a connection that never sent a byte)
+    case State::kLingering:
+      c->close();  // idle keep-alive (or a connection that never sent a byte), or linger over
       return;
     case State::kReadingHead:
       c->send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
@@ -142,6 +170,11 @@ void DownstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
   auto* c = static_cast<DownstreamConn*>(s->data);
   if (n == 0 || c->state_ == State::kClosed) return;
+  if (c->state_ == State::kLingering) {
+    if (n < 0) c->close();
+    else c->rbuf_.start = c->rbuf_.end = 0;  // discarded
+    return;
+  }
   if (n < 0) {
     // The client went away (or half-closed). Nothing more will come: finish nothing, drop all.
     if (c->state_ == State::kForwarding && c->request_done_ && n == UV_EOF) {
@@ -644,7 +677,7 @@ void DownstreamConn::finish_exchange() {
     up_ = nullptr;
   }
   if (close_after_ || upgrade_) {
-    close();
+    linger_close();
     return;
   }
   reset_for_next();

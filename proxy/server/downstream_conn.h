@@ -30,6 +30,8 @@ class DownstreamConn final : public upstream::UpstreamOwner {
     kConnecting,   // head parsed; an upstream connection is being made; client reads stopped
     kForwarding,   // request body going up and/or response coming down
     kTunnel,       // after a 101: raw bytes both ways
+    kLingering,    // last response written, write side shut down; reading and discarding what
+                   // the client still sends (so it gets our answer, not a reset); linger timer
     kClosed,       // uv_close issued; freed in the close callback
   };
 
@@ -87,12 +89,15 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void send_error(int status, const char* code, const std::string& message, bool close);
   void abort_exchange();      // mid-response failure: drop both connections
   void close();
+  void linger_close();
+  static void on_shutdown(uv_shutdown_t* req, int status);
   void arm(int64_t ms);
   void record(const char* error);
 
   Worker& w_;
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
+  uv_shutdown_t shutdown_req_{};
   llhttp_t parser_{};
   State state_ = State::kIdle;
   int pending_closes_ = 0;

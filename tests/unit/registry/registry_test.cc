@@ -89,3 +89,13 @@ TEST_CASE("limits") {
   CHECK(r.put(reg("c", "1", 5), 0) == Registry::PutResult::kRegistryFull);
   CHECK(r.put(reg("a", "1", 1), 0) == Registry::PutResult::kUpdated);  // updates always pass
 }
+
+TEST_CASE("a mass expiry is seen even when the leases run out a few ms apart") {
+  Registry r;
+  for (int i = 0; i < 4; ++i) r.put(reg("a", std::to_string(i), 9000 + i), i * 5);
+  r.expire(1001);  // only lease 0 is due; the other three are silent and about to follow
+  REQUIRE(r.find("a", "0") != nullptr);
+  CHECK(r.find("a", "0")->stale);
+  r.expire(1100);
+  for (int i = 0; i < 4; ++i) CHECK(r.find("a", std::to_string(i))->stale);
+}
