@@ -67,7 +67,7 @@ std::string App::start() {
       server::DownstreamConn::accept(*static_cast<server::Worker*>(ctx), s);
     }, &worker_);
     if (!e.empty()) return e;
-    log::info("listening proxy=" + l->bound().text);
+    log::notice("listening proxy=" + l->bound().text);
     worker_.own_listeners.push_back(l->bound());
     proxy_listeners_.push_back(std::move(l));
   }
@@ -82,6 +82,7 @@ std::string App::start() {
     return v;
   };
   hooks.persistence_enabled = [this] { return !cfg_->registry.snapshot.empty(); };
+  hooks.config = [this]() -> const conf::Config& { return *cfg_; };
   hooks.before_ack = [this] {
     if (table_dirty_) publish();
   };
@@ -93,7 +94,7 @@ std::string App::start() {
     admin::AdminConn::accept(s, static_cast<admin::AdminApi*>(ctx));
   }, api_.get());
   if (!e.empty()) return e;
-  log::info("listening admin=" + admin_listener_->bound().text);
+  log::notice("listening admin=" + admin_listener_->bound().text);
 
   uv_signal_init(loop_, &sig_hup_);
   uv_signal_init(loop_, &sig_term_);
@@ -114,7 +115,7 @@ std::string App::start() {
   uv_check_init(loop_, &check_);
   check_.data = this;
   uv_check_start(&check_, on_check);
-  log::info(std::string("switchyard ") + SWITCHYARD_VERSION + " ready (config " + (config_path_.empty() ? "built-in defaults" : config_path_) + ")");
+  log::notice(std::string("switchyard ") + SWITCHYARD_VERSION + " ready (config " + (config_path_.empty() ? "built-in defaults" : config_path_) + ")");
   return "";
 }
 
@@ -136,9 +137,18 @@ int App::run() {
 }
 
 void App::publish() {
-  table_.store(server::build_routing_table(registry_, *cfg_));
+  auto dirty = registry_.take_dirty();
+  auto prev = table_.load();
+  table_.store(server::build_routing_table(registry_, *cfg_, prev.get(), &dirty));
   table_dirty_ = false;
-  // Idle connections to instances that left can go now.
+  pools_dirty_ = true;
+}
+
+void App::close_orphaned_pools() {
+  // Idle connections to instances that left are never picked again; close them on the next tick
+  // (not per registration: this walks every instance).
+  if (!pools_dirty_ || worker_.pool.idle_count() == 0) return;
+  pools_dirty_ = false;
   std::unordered_set<uint64_t> alive;
   for (const auto& [name, svc] : registry_.services())
     for (const auto& [id, inst] : svc.instances) alive.insert(inst.uid);
@@ -162,6 +172,7 @@ void App::on_tick(uv_timer_t* t) {
   auto* app = static_cast<App*>(t->data);
   app->registry_.expire(app->now_ms());
   app->api_->sweep(app->now_ms());
+  app->close_orphaned_pools();
   app->access_log_.flush();
 }
 

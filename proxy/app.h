@@ -39,6 +39,7 @@ class App final : public server::ExchangeObserver {
   std::string start();
   std::string reload(std::string& summary_json);
   void publish();
+  void close_orphaned_pools();
   void begin_shutdown();
   void finish_shutdown();
   int64_t now_ms() const { return static_cast<int64_t>(uv_now(loop_)); }
@@ -60,6 +61,7 @@ class App final : public server::ExchangeObserver {
   uv_check_t check_{};
   bool table_dirty_ = false;
   bool persist_dirty_ = false;
+  bool pools_dirty_ = false;
   bool stopping_ = false;
   bool finished_ = false;
   int exit_code_ = 0;

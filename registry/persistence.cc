@@ -70,7 +70,7 @@ std::string save_snapshot(const Registry& r, const std::string& path) {
     }
   }
   doc["instances"] = list;
-  std::string data = doc.dump(1) + "\n";
+  std::string data = doc.dump() + "\n";
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return errno_msg("cannot create", tmp);

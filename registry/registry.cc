@@ -17,6 +17,13 @@ const char* Instance::state_name() const {
 }
 
 void Registry::changed() {
+  dirty_.all = true;
+  ++index_;
+  if (listener_) listener_();
+}
+
+void Registry::changed(const std::string& service) {
+  dirty_.services.insert(service);
   ++index_;
   if (listener_) listener_();
 }
@@ -147,7 +154,7 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   if (!exists) inst.health = probing_ && probed ? Health::kUnknown : Health::kHealthy;
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
       r.address.text);
-  changed();
+  changed(r.service);
   return exists ? PutResult::kUpdated : PutResult::kCreated;
 }
 
@@ -158,7 +165,7 @@ bool Registry::remove(const std::string& service, const std::string& id) {
   --total_;
   log("instance deregistered: " + service + "/" + id);
   drop_service_if_empty(service);
-  changed();
+  changed(service);
   return true;
 }
 
@@ -172,7 +179,7 @@ bool Registry::heartbeat(const std::string& service, const std::string& id, int6
   if (it->second.stale) {
     it->second.stale = false;
     log("instance fresh again after heartbeat: " + service + "/" + id);
-    changed();  // stale → fresh changes routing
+    changed(service);  // stale → fresh changes routing
   }
   return true;
 }
@@ -185,7 +192,7 @@ bool Registry::set_drain(const std::string& service, const std::string& id, bool
   if (it->second.draining != enabled) {
     it->second.draining = enabled;
     log(std::string(enabled ? "instance draining: " : "instance no longer draining: ") + service + "/" + id);
-    changed();
+    changed(service);
   }
   return true;
 }
@@ -198,7 +205,7 @@ bool Registry::set_health(const std::string& service, const std::string& id, Hea
   it->second.health_reason = reason;
   if (it->second.health != h) {
     it->second.health = h;
-    changed();
+    changed(service);
   }
   return true;
 }
@@ -225,6 +232,7 @@ int64_t Registry::expire(int64_t now_ms) {
     }
     if (due.empty()) continue;
     any = true;
+    dirty_.services.insert(name);
     // A mass expiry: more than one, and more than half, of the service's dynamic instances gone
     // silent (or expired) within one lease window. That looks like a partition between the
     // services and us, not like the services dying, so keep them (stale) rather than emptying the
@@ -248,7 +256,10 @@ int64_t Registry::expire(int64_t now_ms) {
     if (svc.instances.empty() && !svc.in_config) emptied.push_back(name);
   }
   for (const auto& n : emptied) services_.erase(n);
-  if (any) changed();
+  if (any) {
+    ++index_;
+    if (listener_) listener_();
+  }
   return next;
 }
 

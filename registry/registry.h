@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
+#include <utility>
 #include <memory>
 #include <string>
 #include <vector>
@@ -121,8 +123,17 @@ class Registry {
   uint64_t index() const { return index_; }
   size_t total_instances() const { return total_; }
 
-  // Bumps the index and tells the listener; every mutation ends here.
+  // Bumps the index and tells the listener; every mutation ends here. With a service name only
+  // that service is marked for the next routing-snapshot rebuild; without, everything is.
   void changed();
+  void changed(const std::string& service);
+
+  // What changed since the last call: lets the routing snapshot rebuild only those services.
+  struct Dirty {
+    bool all = false;
+    std::set<std::string> services;
+  };
+  Dirty take_dirty() { return std::exchange(dirty_, Dirty{}); }
 
   // Restores a dynamic instance from a persisted snapshot (lease restarts at `now_ms`).
   void restore(const Registration& r, bool draining, int64_t now_ms);
@@ -140,6 +151,7 @@ class Registry {
   size_t total_ = 0;
   conf::Millis default_ttl_{30000};
   Limits limits_;
+  Dirty dirty_;
   bool probing_ = false;
   Listener listener_;
   Logger logger_;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "proxy/server/routing_table.h"
 #include "version.h"
 
 namespace sy::admin {
@@ -169,7 +170,6 @@ void AdminApi::forget(AdminConn* conn) {
 }
 
 void AdminApi::on_registry_changed() {
-  metrics_.sync_registry(reg_);
   if (waiters_.empty()) return;
   auto ready = std::partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return reg_.index() <= w.index; });
   std::vector<Waiter> done(std::make_move_iterator(ready), std::make_move_iterator(waiters_.end()));
@@ -202,6 +202,7 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
   if (req.path == "/metrics" && (m == "GET" || m == "HEAD")) {
     AdminResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    metrics_.sync_registry(reg_);  // registry gauges are computed per scrape, not per change
     r.body = metrics_.render();
     return r;
   }
@@ -424,6 +425,12 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
   const registry::Instance* inst = reg_.find(service, r.id);
   json out = instance_json(*inst);
   out["ttl_ms"] = inst->ttl.count();
+  json conflicts = json::array();
+  for (const auto& spec : r.routes) {
+    std::string why = hooks_.config ? server::route_owner(reg_, hooks_.config(), spec, service) : "";
+    if (!why.empty()) conflicts.push_back({{"host", spec.host}, {"path_prefix", spec.path_prefix}, {"conflict", why}});
+  }
+  if (!conflicts.empty()) out["route_conflicts"] = conflicts;
   out["index"] = reg_.index();
   return json_response(res == registry::Registry::PutResult::kCreated ? 201 : 200, out);
 }

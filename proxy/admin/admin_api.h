@@ -20,7 +20,8 @@ struct AdminHooks {
   std::function<bool()> ready;
   std::function<std::vector<conf::Address>()> own_addresses;
   std::function<bool()> persistence_enabled;
-  std::function<void()> before_ack;  // publish the routing snapshot before a change is acknowledged
+  std::function<void()> before_ack;
+  std::function<const conf::Config&()> config;  // current config (route conflicts)  // publish the routing snapshot before a change is acknowledged
 };
 
 class AdminApi final : public AdminHandler {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <queue>
 
 namespace sy::lb {
 
@@ -16,8 +17,29 @@ RoundRobin::RoundRobin(const std::vector<uint32_t>& weights_in) : endpoints_(wei
     for (auto& x : w) x = std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(x) * scale));
     total = std::accumulate(w.begin(), w.end(), uint64_t{0});
   }
-  std::vector<int64_t> current(w.size(), 0);
   cycle_.reserve(total);
+  // Equal weights: the smooth sequence is 0, 1, ..., n-1 (repeated w times, the same cycle).
+  if (std::all_of(w.begin(), w.end(), [&](uint64_t x) { return x == w[0]; })) {
+    for (size_t i = 0; i < w.size(); ++i) cycle_.push_back(static_cast<uint32_t>(i));
+    return;
+  }
+  // The exact algorithm costs n per step. Past a budget (thousands of unequal weights), use the
+  // same idea with a heap: each endpoint's k-th pick is due at (k + 1/2) / weight of the cycle,
+  // picked earliest first — equally smooth, O(total · log n) to build.
+  if (static_cast<double>(w.size()) * static_cast<double>(total) > (1 << 24)) {
+    using Due = std::pair<double, uint32_t>;
+    std::priority_queue<Due, std::vector<Due>, std::greater<Due>> heap;
+    std::vector<uint64_t> picks(w.size(), 0);
+    for (size_t i = 0; i < w.size(); ++i) heap.push({0.5 / static_cast<double>(w[i]), static_cast<uint32_t>(i)});
+    while (cycle_.size() < total) {
+      auto [due, i] = heap.top();
+      heap.pop();
+      cycle_.push_back(i);
+      if (++picks[i] < w[i]) heap.push({(static_cast<double>(picks[i]) + 0.5) / static_cast<double>(w[i]), i});
+    }
+    return;
+  }
+  std::vector<int64_t> current(w.size(), 0);
   for (uint64_t step = 0; step < total; ++step) {
     size_t best = 0;
     for (size_t i = 0; i < w.size(); ++i) {

@@ -32,17 +32,29 @@ Level parse_level(std::string_view s) {
 
 bool enabled(Level l) { return l >= g_level; }
 
+namespace {
+void emit(const char* level, std::string_view msg);
+}
+
+void notice(std::string_view msg) { emit("notice", msg); }
+
 void write(Level l, std::string_view msg) {
   if (!enabled(l)) return;
+  emit(name(l), msg);
+}
+
+namespace {
+void emit(const char* level, std::string_view msg) {
   timeval tv{};
   gettimeofday(&tv, nullptr);
   tm t{};
   gmtime_r(&tv.tv_sec, &t);
   char ts[32];
   std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &t);
-  std::fprintf(stderr, "%s.%03dZ %s %.*s\n", ts, static_cast<int>(tv.tv_usec / 1000), name(l), static_cast<int>(msg.size()),
+  std::fprintf(stderr, "%s.%03dZ %s %.*s\n", ts, static_cast<int>(tv.tv_usec / 1000), level, static_cast<int>(msg.size()),
                msg.data());
   std::fflush(stderr);
 }
+}  // namespace
 
 }  // namespace sy::log

@@ -17,5 +17,7 @@ inline void debug(std::string_view m) { write(Level::kDebug, m); }
 inline void info(std::string_view m) { write(Level::kInfo, m); }
 inline void warn(std::string_view m) { write(Level::kWarn, m); }
 inline void error(std::string_view m) { write(Level::kError, m); }
+// Start-up facts (where it listens, that it is ready): printed whatever the level.
+void notice(std::string_view m);
 
 }  // namespace sy::log

@@ -54,10 +54,21 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
 
 }  // namespace
 
-std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg) {
+std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
+                                                        const RoutingTable* prev, const registry::Registry::Dirty* dirty) {
   auto t = std::make_shared<RoutingTable>();
   t->index = reg.index();
-  for (const auto& [name, svc] : reg.services()) t->services[name] = make_upstreams(svc, {});
+  const bool incremental = prev && dirty && !dirty->all;
+  for (const auto& [name, svc] : reg.services()) {
+    if (incremental && !dirty->services.count(name)) {
+      auto it = prev->services.find(name);
+      if (it != prev->services.end()) {
+        t->services[name] = it->second;
+        continue;
+      }
+    }
+    t->services[name] = make_upstreams(svc, {});
+  }
 
   auto add_route = [&](RouteEntry r) {
     r.host = normalize_host(r.host);
@@ -66,16 +77,20 @@ std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry
     t->routes.push_back(std::move(r));
   };
   for (const auto& r : cfg.routes) add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr});
-  // Routes carried by registrations. A config route with the same host and prefix wins (the
-  // operator's file is the authority); the registry's admin answer reports the conflict.
-  for (const auto& [name, svc] : reg.services()) {
-    for (const auto& [id, inst] : svc.instances) {
-      for (const auto& rs : inst.routes) {
-        std::string h = normalize_host(rs.host);
-        bool taken = std::any_of(t->routes.begin(), t->routes.end(),
-                                 [&](const RouteEntry& e) { return e.host == h && e.path_prefix == rs.path_prefix; });
-        if (!taken) add_route(RouteEntry{rs.host, rs.path_prefix, rs.strip_prefix, name, {}, nullptr});
-      }
+  // Routes carried by registrations (route_owner() states the rule): a config route with the
+  // same host and prefix wins, the operator's file being the authority; between registrations of
+  // different services, the earliest registered instance's service keeps it.
+  std::vector<const registry::Instance*> carriers;
+  for (const auto& [name, svc] : reg.services())
+    for (const auto& [id, inst] : svc.instances)
+      if (!inst.routes.empty()) carriers.push_back(&inst);
+  std::sort(carriers.begin(), carriers.end(), [](auto* a, auto* b) { return a->uid < b->uid; });
+  for (const auto* inst : carriers) {
+    for (const auto& rs : inst->routes) {
+      std::string h = normalize_host(rs.host);
+      bool taken = std::any_of(t->routes.begin(), t->routes.end(),
+                               [&](const RouteEntry& e) { return e.host == h && e.path_prefix == rs.path_prefix; });
+      if (!taken) add_route(RouteEntry{rs.host, rs.path_prefix, rs.strip_prefix, inst->service, {}, nullptr});
     }
   }
   std::stable_sort(t->routes.begin(), t->routes.end(), [](const RouteEntry& a, const RouteEntry& b) {
@@ -83,6 +98,23 @@ std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry
     return a.path_prefix.size() > b.path_prefix.size();
   });
   return t;
+}
+
+std::string route_owner(const registry::Registry& reg, const conf::Config& cfg, const registry::RouteSpec& spec,
+                        const std::string& service) {
+  const std::string h = normalize_host(spec.host);
+  for (const auto& r : cfg.routes)
+    if (normalize_host(r.host) == h && r.path_prefix == spec.path_prefix && r.service != service)
+      return "the config file routes it to service '" + r.service + "' (config routes win)";
+  const registry::Instance* first = nullptr;
+  for (const auto& [name, svc] : reg.services())
+    for (const auto& [id, inst] : svc.instances)
+      for (const auto& rs : inst.routes)
+        if (normalize_host(rs.host) == h && rs.path_prefix == spec.path_prefix && (!first || inst.uid < first->uid))
+          first = &inst;
+  if (first && first->service != service)
+    return "service '" + first->service + "' registered it first and keeps it";
+  return "";
 }
 
 bool RoutingTable::route(std::string_view host, std::string_view path, const RouteEntry*& route,

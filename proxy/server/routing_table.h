@@ -61,7 +61,17 @@ struct RoutingTable {
              const Upstreams*& upstreams) const;
 };
 
-std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg);
+// Builds the snapshot. With `prev` and `dirty`, services not named in `dirty` reuse their
+// Upstreams (endpoints and policy tables) from `prev`: a registration costs the rebuild of its
+// own service, not of the whole registry.
+std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
+                                                        const RoutingTable* prev = nullptr,
+                                                        const registry::Registry::Dirty* dirty = nullptr);
+
+// Who serves a registration-carried route when another claims the same host and prefix: "" when
+// `service` does, else a sentence naming the winner (reported in the admin API's answer).
+std::string route_owner(const registry::Registry& reg, const conf::Config& cfg, const registry::RouteSpec& spec,
+                        const std::string& service);
 
 // "Host: Example.com:8080" → "example.com" (lower case, port and trailing dot removed).
 std::string normalize_host(std::string_view host);

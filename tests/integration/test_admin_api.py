@@ -242,8 +242,28 @@ def test_registration_routes(backends, proxies):
     admin(p.admin, "PUT", "/v1/services/blog/instances/a",
           {"address": b.address, "routes": [{"host": "www.example", "path_prefix": "/blog", "strip_prefix": True}]})
     assert get(p.addr, "/blog/post/1", host="www.example").body == b"r GET /post/1"
+    # Another service claiming the same host and prefix: the earlier registration keeps it, and
+    # the answer says so.
+    other = backends(name="o")
+    st, body, _ = admin(p.admin, "PUT", "/v1/services/other/instances/x",
+                        {"address": other.address, "routes": [{"host": "www.example", "path_prefix": "/blog"}]})
+    assert st == 201 and "registered it first" in body["route_conflicts"][0]["conflict"]
+    assert get(p.addr, "/blog/post/1", host="www.example").body == b"r GET /post/1"
     admin(p.admin, "DELETE", "/v1/services/blog/instances/a")
+    # The route left with the last instance that carried it; the other service's claim now holds.
+    assert get(p.addr, "/blog/post/1", host="www.example").body == b"o GET /blog/post/1"
+    admin(p.admin, "DELETE", "/v1/services/other/instances/x")
     assert get(p.addr, "/blog/post/1", host="www.example").status == 404
+
+
+def test_config_route_wins_over_registration(backends, proxies):
+    cfgd, reg = backends(name="cfg"), backends(name="reg")
+    p = proxies(f"routes:\n  - match: {{ host: www.example, path_prefix: /blog }}\n    service: blog\n"
+                f"services:\n  blog:\n    instances:\n      - {{ address: {cfgd.address} }}\n")
+    st, body, _ = admin(p.admin, "PUT", "/v1/services/intruder/instances/x",
+                        {"address": reg.address, "routes": [{"host": "www.example", "path_prefix": "/blog"}]})
+    assert st == 201 and "config routes win" in body["route_conflicts"][0]["conflict"]
+    assert get(p.addr, "/blog/1", host="www.example").body == b"cfg GET /blog/1"
 
 
 def test_healthz_readyz_metrics_reload(backends, proxies):

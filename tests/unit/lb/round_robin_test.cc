@@ -40,3 +40,13 @@ TEST_CASE("large total weights are scaled, proportions kept") {
   for (auto e : rr.cycle()) zeros += e == 0;
   CHECK(zeros >= 1);
 }
+
+TEST_CASE("thousands of unequal weights build quickly and keep proportions") {
+  std::vector<uint32_t> w(10000, 1);
+  for (size_t i = 0; i < w.size(); i += 2) w[i] = 3;
+  RoundRobin rr(w);
+  REQUIRE(rr.cycle().size() == 20000);
+  std::vector<int> count(w.size(), 0);
+  for (auto e : rr.cycle()) ++count[e];
+  for (size_t i = 0; i < w.size(); ++i) CHECK(count[i] == static_cast<int>(w[i]));
+}
