@@ -29,6 +29,10 @@ void App::on_exchange(const Record& r) {
 
 void App::on_connections(int64_t delta) { metrics_.on_connections(delta); }
 
+void App::on_upstream_response(std::string_view service, std::string_view instance, int status) {
+  metrics_.on_upstream_response(service, instance, status);
+}
+
 std::string App::start() {
   log::set_level(log::parse_level(cfg_->log_level));
   const auto& c = *cfg_;
@@ -36,6 +40,17 @@ std::string App::start() {
     return "admin.listen " + c.admin.listen.text + " is not a loopback address and admin.token is empty: refusing to expose an unauthenticated admin API";
 
   registry_.set_logger([](const std::string& m) { log::info(m); });
+  registry_.set_probing(true);
+  health::Runtime::Hooks rh;
+  rh.now_ms = [this] { return now_ms(); };
+  rh.log = [](const std::string& m) { log::warn(m); };
+  rh.make_metrics = [this](const std::string& s, const std::string& i) { return metrics_.instance_metrics(s, i); };
+  rh.drop_metrics = [this](const health::InstanceMetrics& m) { metrics_.drop_instance_metrics(m); };
+  runtime_ = std::make_unique<health::Runtime>(registry_, rh);
+  health::HealthChecker::Hooks hh;
+  hh.log = [](const std::string& m) { log::info(m); };
+  hh.on_probe = [this](const std::string& s, health::ProbeResult r) { metrics_.on_probe(s, r); };
+  checker_ = std::make_unique<health::HealthChecker>(loop_, worker_.buffers, registry_, hh);
   registry_.set_listener([this] {
     table_dirty_ = true;
     persist_dirty_ = true;
@@ -56,6 +71,7 @@ std::string App::start() {
   worker_.config = cfg_;
   worker_.table = &table_;
   worker_.observer = this;
+  worker_.health = runtime_.get();
   worker_.app = this;
   worker_.on_drained = on_worker_drained;
   worker_.rng_state ^= uv_hrtime();
@@ -139,7 +155,21 @@ int App::run() {
 void App::publish() {
   auto dirty = registry_.take_dirty();
   auto prev = table_.load();
-  table_.store(server::build_routing_table(registry_, *cfg_, prev.get(), &dirty));
+  if (runtime_) runtime_->sync();
+  if (checker_ && !stopping_) checker_->sync();
+  auto next = server::build_routing_table(registry_, *cfg_, prev.get(), &dirty, runtime_.get());
+  // Panic routing is loud: say when a service enters or leaves it.
+  for (const auto& [name, ups] : next->services) {
+    bool was = false;
+    if (prev) {
+      auto it = prev->services.find(name);
+      was = it != prev->services.end() && it->second->panic;
+    }
+    if (ups->panic && !was) log::warn("panic routing for service " + name + ": no instance is healthy; using all of them rather than refusing every request");
+    if (!ups->panic && was) log::info("service " + name + " has healthy instances again; panic routing over");
+    if (ups->runtime) ups->runtime->panic = ups->panic;
+  }
+  table_.store(std::move(next));
   table_dirty_ = false;
   pools_dirty_ = true;
 }
@@ -171,6 +201,7 @@ void App::on_check(uv_check_t* c) {
 void App::on_tick(uv_timer_t* t) {
   auto* app = static_cast<App*>(t->data);
   app->registry_.expire(app->now_ms());
+  app->runtime_->tick();
   app->api_->sweep(app->now_ms());
   app->close_orphaned_pools();
   app->access_log_.flush();
@@ -264,6 +295,7 @@ void App::finish_shutdown() {
   finished_ = true;
   uv_timer_stop(&shutdown_timer_);
   if (!cfg_->registry.snapshot.empty() && persist_dirty_) registry::save_snapshot(registry_, cfg_->registry.snapshot);
+  if (checker_) checker_->stop_all();
   while (worker_.conns) worker_.conns->close_now();
   worker_.pool.close_all();
   admin::AdminConn::close_all();

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "conf/config.h"
+#include "health/health_checker.h"
+#include "health/runtime.h"
 #include "proxy/admin/admin_api.h"
 #include "proxy/admin/metrics.h"
 #include "proxy/net/listener.h"
@@ -28,6 +30,7 @@ class App final : public server::ExchangeObserver {
 
   void on_exchange(const Record& r) override;
   void on_connections(int64_t delta) override;
+  void on_upstream_response(std::string_view service, std::string_view instance, int status) override;
 
  private:
   static void on_signal(uv_signal_t* s, int signum);
@@ -53,6 +56,8 @@ class App final : public server::ExchangeObserver {
   server::AccessLog access_log_;
   std::unique_ptr<admin::AdminApi> api_;
   server::Worker worker_;
+  std::unique_ptr<health::Runtime> runtime_;
+  std::unique_ptr<health::HealthChecker> checker_;
   std::vector<std::unique_ptr<net::Listener>> proxy_listeners_;
   std::unique_ptr<net::Listener> admin_listener_;
   uv_signal_t sig_hup_{}, sig_term_{}, sig_int_{}, sig_usr1_{};

@@ -7,6 +7,7 @@ namespace sy::registry {
 
 const char* Instance::state_name() const {
   if (draining) return "draining";
+  if (ejected || breaker_open) return "ejected";
   if (stale) return "stale";
   switch (health) {
     case Health::kHealthy: return "healthy";
@@ -205,6 +206,37 @@ bool Registry::set_health(const std::string& service, const std::string& id, Hea
   it->second.health_reason = reason;
   if (it->second.health != h) {
     it->second.health = h;
+    changed(service);
+  }
+  return true;
+}
+
+Instance* Registry::find_mutable(const std::string& service, const std::string& id) {
+  auto sit = services_.find(service);
+  if (sit == services_.end()) return nullptr;
+  auto it = sit->second.instances.find(id);
+  return it == sit->second.instances.end() ? nullptr : &it->second;
+}
+
+bool Registry::set_ejected(const std::string& service, const std::string& id, bool ejected, int64_t until_ms,
+                           uint32_t ejections) {
+  Instance* inst = find_mutable(service, id);
+  if (!inst) return false;
+  inst->ejected_until_ms = until_ms;
+  inst->ejections = ejections;
+  if (inst->ejected != ejected) {
+    inst->ejected = ejected;
+    changed(service);
+  }
+  return true;
+}
+
+bool Registry::set_breaker_open(const std::string& service, const std::string& id, bool open, int64_t until_ms) {
+  Instance* inst = find_mutable(service, id);
+  if (!inst) return false;
+  inst->breaker_open_until_ms = until_ms;
+  if (inst->breaker_open != open) {
+    inst->breaker_open = open;
     changed(service);
   }
   return true;

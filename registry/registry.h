@@ -53,10 +53,17 @@ struct Instance {
   Health health = Health::kHealthy;
   std::string health_reason;  // last probe's verdict, for the admin API's "why"
 
+  // Passive health and the circuit breaker (written by health/ through the setters below).
+  bool ejected = false;
+  int64_t ejected_until_ms = 0;
+  uint32_t ejections = 0;
+  bool breaker_open = false;
+  int64_t breaker_open_until_ms = 0;
+
   uint64_t uid = 0;  // never reused: keys per-loop state such as connection pools
 
   // Whether new requests may go to it (a stale instance only when no fresh one exists).
-  bool routable() const { return !draining && health != Health::kUnhealthy; }
+  bool routable() const { return !draining && health != Health::kUnhealthy && !ejected && !breaker_open; }
   const char* state_name() const;
 };
 
@@ -113,6 +120,9 @@ class Registry {
   bool heartbeat(const std::string& service, const std::string& id, int64_t now_ms);
   bool set_drain(const std::string& service, const std::string& id, bool enabled);
   bool set_health(const std::string& service, const std::string& id, Health h, const std::string& reason);
+  bool set_ejected(const std::string& service, const std::string& id, bool ejected, int64_t until_ms, uint32_t ejections);
+  bool set_breaker_open(const std::string& service, const std::string& id, bool open, int64_t until_ms);
+  Instance* find_mutable(const std::string& service, const std::string& id);
 
   // Removes instances whose lease ran out; a mass expiry keeps them as stale instead.
   // Returns the earliest next expiry (ms) or -1 when no lease is running.

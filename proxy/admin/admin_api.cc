@@ -80,6 +80,8 @@ json instance_json(const registry::Instance& inst) {
               {"meta", inst.meta},
               {"zone", inst.zone},
               {"state", inst.state_name()},
+              {"circuit_breaker", inst.breaker_open ? "open" : "closed"},
+              {"ejections", inst.ejections},
               {"source", inst.source == registry::Source::kStatic ? "static" : "dynamic"},
               {"routes", routes}};
 }
@@ -325,11 +327,20 @@ AdminResponse AdminApi::instance_view(const std::string& service, const std::str
   if (!inst) return error(404, "not_found", "no instance " + id + " in service " + service);
   json j = instance_json(*inst);
   std::string why;
+  const int64_t now = hooks_.now_ms();
   if (inst->draining) why = "not routable: draining (no new requests; in-flight ones finish)";
+  else if (inst->ejected)
+    why = "not routable: ejected by outlier detection (ejection #" + std::to_string(inst->ejections) + ") for another " +
+          std::to_string(std::max<int64_t>(0, inst->ejected_until_ms - now)) + " ms";
+  else if (inst->breaker_open)
+    why = "not routable: circuit breaker open for another " +
+          std::to_string(std::max<int64_t>(0, inst->breaker_open_until_ms - now)) + " ms, then half-open (trial requests)";
   else if (inst->stale) why = "routable only as a last resort: its lease expired in a mass expiry and it was kept (stale) until it heartbeats again";
   else if (inst->health == registry::Health::kUnhealthy) why = "not routable: failing health checks (" + inst->health_reason + ")";
-  else if (inst->health == registry::Health::kUnknown) why = "routable only when no instance is healthy: not yet probed healthy";
-  else why = "routable: healthy";
+  else if (inst->health == registry::Health::kUnknown)
+    why = "routable only when no instance is healthy: not yet probed healthy" +
+          (inst->health_reason.empty() ? std::string() : " (" + inst->health_reason + ")");
+  else why = "routable: healthy" + (inst->health_reason.empty() ? std::string() : " (last probe: " + inst->health_reason + ")");
   if (inst->source == registry::Source::kDynamic && inst->ttl.count() > 0) {
     int64_t left = inst->lease_expires_ms - hooks_.now_ms();
     why += "; lease " + (left > 0 ? "expires in " + std::to_string(left) + " ms" : std::string("expired"));
@@ -469,7 +480,9 @@ AdminResponse AdminApi::catalog_get() {
   for (const auto& [name, svc] : reg_.services())
     for (const auto& [id, inst] : svc.instances)
       list.push_back({{"service_name", name}, {"service_url", "http://" + inst.address.text}, {"id", id},
-                      {"state", inst.state_name()}, {"source", inst.source == registry::Source::kStatic ? "static" : "dynamic"}});
+                      {"state", inst.state_name()},
+              {"circuit_breaker", inst.breaker_open ? "open" : "closed"},
+              {"ejections", inst.ejections}, {"source", inst.source == registry::Source::kStatic ? "static" : "dynamic"}});
   return json_response(200, list);
 }
 

@@ -62,10 +62,34 @@ void Metrics::on_exchange(const Record& r) {
     s.by_code[static_cast<size_t>(code)] = &requests_.Add({{"service", std::string(svc)}, {"code", std::to_string(code)}});
   s.by_code[static_cast<size_t>(code)]->Increment();
   s.duration->Observe(r.seconds);
-  if (!r.instance.empty() && r.status > 0 && r.error.empty()) {
-    upstream_requests_.Add({{"service", std::string(svc)}, {"instance", std::string(r.instance)}, {"code", std::to_string(r.status)}}).Increment();
-  }
   if (r.attempts > 1) retries_.Add({{"service", std::string(svc)}}).Increment(r.attempts - 1);
+}
+
+void Metrics::on_upstream_response(std::string_view service, std::string_view instance, int status) {
+  upstream_requests_.Add({{"service", std::string(service)}, {"instance", std::string(instance)}, {"code", std::to_string(status)}})
+      .Increment();
+}
+
+health::InstanceMetrics Metrics::instance_metrics(const std::string& service, const std::string& id) {
+  const prometheus::Labels l{{"service", service}, {"instance", id}};
+  health::InstanceMetrics m;
+  m.active = &upstream_active_.Add(l);
+  m.breaker_open = &breaker_open_.Add(l);
+  m.ejections = &ejections_.Add(l);
+  m.connect_failures = &connect_failures_.Add(l);
+  return m;
+}
+
+void Metrics::drop_instance_metrics(const health::InstanceMetrics& m) {
+  if (m.active) upstream_active_.Remove(m.active);
+  if (m.breaker_open) breaker_open_.Remove(m.breaker_open);
+  if (m.ejections) ejections_.Remove(m.ejections);
+  if (m.connect_failures) connect_failures_.Remove(m.connect_failures);
+}
+
+void Metrics::on_probe(const std::string& service, health::ProbeResult r) {
+  const char* result = r == health::ProbeResult::kSuccess ? "success" : r == health::ProbeResult::kTimeout ? "timeout" : "failure";
+  health_checks_.Add({{"service", service}, {"result", result}}).Increment();
 }
 
 void Metrics::on_connections(int64_t delta) { downstream_connections_.Increment(static_cast<double>(delta)); }

@@ -17,6 +17,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "health/health_checker.h"
+#include "health/runtime.h"
 #include "proxy/server/worker.h"
 #include "registry/registry.h"
 
@@ -27,6 +29,12 @@ class Metrics final : public server::ExchangeObserver {
   Metrics();
   void on_exchange(const Record& r) override;
   void on_connections(int64_t delta) override;
+  void on_upstream_response(std::string_view service, std::string_view instance, int status) override;
+  // Per-instance handles, resolved once when the instance appears; dropped when it leaves (its
+  // series disappear).
+  health::InstanceMetrics instance_metrics(const std::string& service, const std::string& id);
+  void drop_instance_metrics(const health::InstanceMetrics& m);
+  void on_probe(const std::string& service, health::ProbeResult r);
   // Registry-derived gauges (instances by state, healthy per instance); called after changes.
   void sync_registry(const registry::Registry& reg);
   std::string render();

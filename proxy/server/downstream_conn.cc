@@ -1,6 +1,7 @@
 // DownstreamConn: the client side of the proxy and the exchange it drives.
 #include "proxy/server/downstream_conn.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace sy::server {
@@ -13,6 +14,33 @@ namespace {
 int64_t ms(conf::Millis m) { return m.count(); }
 
 constexpr int64_t kLingerMs = 1000;
+// A request body up to this size is kept while it streams, so a retry can send it again.
+constexpr size_t kReplayLimit = 64 * 1024;
+
+health::Outcome outcome_of(upstream::UpstreamError e) {
+  switch (e) {
+    case upstream::UpstreamError::kConnectFailed:
+    case upstream::UpstreamError::kConnectTimeout:
+      return health::Outcome::kConnectFailure;
+    case upstream::UpstreamError::kResponseTimeout:
+    case upstream::UpstreamError::kIdleTimeout:
+      return health::Outcome::kTimeout;
+    default:
+      return health::Outcome::kReset;
+  }
+}
+
+const char* retry_condition(upstream::UpstreamError e) {
+  switch (e) {
+    case upstream::UpstreamError::kConnectFailed:
+    case upstream::UpstreamError::kConnectTimeout:
+      return "connect-failure";
+    case upstream::UpstreamError::kResponseTimeout:
+      return "timeout";
+    default:
+      return "reset";
+  }
+}
 
 bool method_idempotent(int m) {
   switch (m) {
@@ -87,6 +115,7 @@ void DownstreamConn::close() {
     up_->close();
     up_ = nullptr;
   }
+  release_exchange();
   if (prev) prev->next = next;
   else if (w_.conns == this) w_.conns = next;
   if (next) next->prev = prev;
@@ -141,6 +170,12 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
       return;
     case State::kReadingHead:
       c->send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
+      return;
+    case State::kConnecting:
+      if (c->backoff_) {
+        c->backoff_ = false;
+        c->start_attempt();
+      }
       return;
     default:
       return;
@@ -367,6 +402,14 @@ int DownstreamConn::cb_body(llhttp_t* p, const char* at, size_t n) {
     c->error_code_ = "the request body is larger than client.max_body_bytes";
     return -1;
   }
+  if (c->replayable_) {
+    if (c->replay_.size() + n <= kReplayLimit) {
+      c->replay_.append(at, n);
+    } else {
+      c->replayable_ = false;  // streamed past the replay limit: this request is never replayed
+      c->replay_.clear();
+    }
+  }
   if (!c->up_) return 0;
   net::OutBatch& out = c->up_->out();
   if (c->req_framing_ == http::Framing::kChunked) {
@@ -431,13 +474,52 @@ void DownstreamConn::begin_exchange() {
   } else {
     request_id_.assign(rid);
   }
+  srt_ = upstreams_->runtime.get();
+  if (srt_) {
+    if (srt_->active_requests >= upstreams_->cfg->circuit_breaker.max_requests) {
+      send_error(503, "overloaded", "service '" + upstreams_->service + "' is at circuit_breaker.max_requests", close_after_);
+      return;
+    }
+    ++srt_->active_requests;
+    counted_request_ = true;
+  }
+  // Only idempotent requests are replayed after bytes reached a backend, and only when the whole
+  // body fits in the replay buffer (RFC 9110 §9.2.2).
+  replayable_ = idempotent_ && upstreams_->cfg->retry.attempts > 1 &&
+                (req_framing_ != http::Framing::kLength || req_content_length_ <= kReplayLimit);
+  start_attempt();
+}
+
+void DownstreamConn::start_attempt() {
+  const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
   lb::PickContext ctx;
-  int idx = upstreams_->policy->pick(ctx);
-  if (idx < 0) {
-    send_error(503, "no_healthy_upstream", "service '" + upstreams_->service + "' has no healthy instance", close_after_);
+  ctx.exclude_mask = tried_mask_;
+  const Endpoint* chosen = nullptr;
+  int chosen_idx = -1;
+  // An instance whose breaker is half-open takes only its trial requests; try another then.
+  for (size_t tries = 0; tries < 3 && !chosen; ++tries) {
+    int idx = upstreams_->policy->pick(ctx);
+    if (idx < 0) break;
+    const Endpoint& e = upstreams_->endpoints[static_cast<size_t>(idx)];
+    if (e.runtime && !e.runtime->breaker.allow(now)) {
+      if (idx < 64) ctx.exclude_mask |= uint64_t{1} << idx;
+      continue;
+    }
+    chosen = &e;
+    chosen_idx = idx;
+  }
+  if (!chosen) {
+    send_error(503, "overloaded", "every instance of '" + upstreams_->service + "' is refusing requests (circuit breakers)", close_after_);
     return;
   }
-  endpoint_ = &upstreams_->endpoints[static_cast<size_t>(idx)];
+  endpoint_ = chosen;
+  if (chosen_idx < 64) tried_mask_ |= uint64_t{1} << chosen_idx;
+  rt_ = chosen->runtime;
+  outcome_reported_ = false;
+  if (rt_) {
+    ++rt_->active;
+    if (rt_->metrics.active) rt_->metrics.active->Increment();
+  }
   connect_upstream(false);
 }
 
@@ -453,11 +535,103 @@ void DownstreamConn::connect_upstream(bool fresh) {
       return;
     }
   }
-  up_ = UpstreamConn::connect(w_.loop, w_.buffers, endpoint_->address, endpoint_->uid, upstreams_->cfg->timeouts.connect, this);
-  if (!up_) send_error(502, "upstream_failed", "cannot connect to " + endpoint_->address.text, close_after_);
+  const auto& cb = upstreams_->cfg->circuit_breaker;
+  if (srt_) {
+    // Past a limit the answer is an immediate 503: queues never grow without bound.
+    if (*srt_->connections >= cb.max_connections || srt_->pending >= cb.max_pending) {
+      report_outcome(health::Outcome::kSuccess);  // not the instance's fault: frees a half-open trial
+      send_error(503, "overloaded", "service '" + upstreams_->service + "' is at its connection limits", close_after_);
+      return;
+    }
+    ++srt_->pending;
+    counted_pending_ = true;
+  }
+  up_ = UpstreamConn::connect(w_.loop, w_.buffers, endpoint_->address, endpoint_->uid, upstreams_->cfg->timeouts.connect,
+                              this, srt_ ? srt_->connections : nullptr);
+  if (!up_) fail_attempt(upstream::UpstreamError::kConnectFailed);
 }
 
-void DownstreamConn::on_upstream_connected(UpstreamConn*) { send_request_head(); }
+void DownstreamConn::on_upstream_connected(UpstreamConn*) {
+  if (counted_pending_) {
+    --srt_->pending;
+    counted_pending_ = false;
+  }
+  send_request_head();
+}
+
+void DownstreamConn::report_outcome(health::Outcome o) {
+  if (outcome_reported_) return;
+  outcome_reported_ = true;
+  if (rt_ && w_.health) w_.health->record(*rt_, o);
+}
+
+void DownstreamConn::release_attempt() {
+  if (counted_pending_) {
+    --srt_->pending;
+    counted_pending_ = false;
+  }
+  if (in_retry_) {
+    --srt_->active_retries;
+    in_retry_ = false;
+  }
+  if (rt_) {
+    if (!outcome_reported_) report_outcome(health::Outcome::kSuccess);  // never judged: free its trial
+    --rt_->active;
+    if (rt_->metrics.active) rt_->metrics.active->Decrement();
+    rt_.reset();
+  }
+}
+
+void DownstreamConn::release_exchange() {
+  release_attempt();
+  if (counted_request_) {
+    --srt_->active_requests;
+    counted_request_ = false;
+  }
+}
+
+bool DownstreamConn::should_retry(const std::string& condition) const {
+  if (!upstreams_ || w_.shutting_down) return false;
+  const auto& r = upstreams_->cfg->retry;
+  if (static_cast<uint32_t>(attempts_) >= r.attempts) return false;
+  if (std::find(r.on.begin(), r.on.end(), condition) == r.on.end()) return false;
+  // Once bytes reached a backend, only a safe request whose whole body we kept may go again.
+  if (head_sent_ && !(idempotent_ && request_done_ && (req_framing_ == http::Framing::kNone || replayable_)))
+    return false;
+  if (srt_ && !health::Runtime::retry_allowed(*srt_)) return false;
+  return true;
+}
+
+void DownstreamConn::schedule_retry() {
+  release_attempt();
+  if (srt_) {
+    ++srt_->active_retries;
+    in_retry_ = true;
+  }
+  state_ = State::kConnecting;
+  stop_reading();
+  response_started_ = response_done_ = discarding_ = discard_done_ = false;
+  to_client_.clear();
+  // Exponential backoff with full jitter: uniform in [0, min(max, base · 2^(n-1))].
+  const auto& r = upstreams_->cfg->retry;
+  const int64_t cap = std::min<int64_t>(r.backoff_max.count(), r.backoff_base.count() << std::min(attempts_ - 1, 20));
+  const int64_t delay = cap > 0 ? static_cast<int64_t>(w_.next_random() % static_cast<uint64_t>(cap + 1)) : 0;
+  backoff_ = true;
+  arm(delay);
+}
+
+void DownstreamConn::fail_attempt(UpstreamError e) {
+  report_outcome(outcome_of(e));
+  if (should_retry(retry_condition(e))) {
+    schedule_retry();
+    return;
+  }
+  const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout;
+  std::string msg = std::string("upstream ") + (endpoint_ ? endpoint_->address.text : "") + ": " + upstream::error_name(e);
+  if (attempts_ > 1) msg += " (after " + std::to_string(attempts_) + " attempts)";
+  if (timeout) send_error(504, "upstream_timeout", msg, close_after_);
+  else send_error(502, "upstream_failed", msg, close_after_);
+}
 
 void DownstreamConn::send_request_head() {
   state_ = State::kForwarding;
@@ -469,13 +643,23 @@ void DownstreamConn::send_request_head() {
   f.framing = req_framing_;
   f.content_length = req_content_length_;
   f.upgrade = upgrade_;
+  // A replay (a retry after the body was consumed) sends the kept body with its length.
+  const bool replay = head_sent_ && req_framing_ != http::Framing::kNone;
+  if (replay) {
+    f.framing = http::Framing::kLength;
+    f.content_length = replay_.size();
+  }
   net::OutBatch& out = up_->out();
   size_t from = out.begin_copy();
   http::build_upstream_request(req_, f, out.scratch());
   out.end_copy(from);
-  if (request_done_ && req_framing_ == http::Framing::kChunked) out.copy("0\r\n\r\n");  // a retry
+  if (replay) out.copy(replay_);
+  head_sent_ = true;
   const auto& t = upstreams_->cfg->timeouts;
-  up_->expect_response(is_head_, t.response, t.idle);
+  const auto& r = upstreams_->cfg->retry;
+  // per_try_timeout bounds each attempt when retries are on.
+  const conf::Millis per_try = r.attempts > 1 ? std::min(t.response, r.per_try_timeout) : t.response;
+  up_->expect_response(is_head_, per_try, t.idle);
   if (state_ != State::kForwarding) return;
   // Body bytes already read follow the head in the same write.
   process_input();
@@ -514,6 +698,12 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
       http::build_downstream_response(head, f, to_client_.scratch());
       to_client_.end_copy(from);
     }
+    return;
+  }
+  if (w_.observer && endpoint_) w_.observer->on_upstream_response(upstreams_->service, endpoint_->id, st);
+  report_outcome(st >= 500 ? health::Outcome::kServerError : health::Outcome::kSuccess);
+  if (st >= 200 && should_retry(std::to_string(st))) {
+    discarding_ = true;  // read it to the end, throw it away, try elsewhere
     return;
   }
   response_started_ = true;
@@ -555,6 +745,7 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
 }
 
 void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
+  if (discarding_) return;
   bytes_out_ += n;
   if (resp_framing_ == http::Framing::kChunked && state_ != State::kTunnel) {
     char line[24];
@@ -568,6 +759,10 @@ void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
 }
 
 void DownstreamConn::on_upstream_complete(UpstreamConn*) {
+  if (discarding_) {
+    discard_done_ = true;
+    return;
+  }
   response_done_ = true;
   if (resp_framing_ == http::Framing::kChunked) to_client_.copy("0\r\n\r\n");
 }
@@ -578,6 +773,17 @@ int DownstreamConn::flush_client() {
 
 bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
   if (state_ == State::kClosed) return false;
+  if (discarding_) {
+    if (discard_done_) {
+      if (up_) {
+        if (up_drained_) up_->release(w_.pool, upstreams_->cfg->timeouts.idle);
+        else up_->close();
+        up_ = nullptr;
+      }
+      schedule_retry();
+    }
+    return false;
+  }
   int rc = flush_client();
   if (rc == net::OutBatch::kPending) return true;
   if (rc < 0) {
@@ -619,22 +825,27 @@ void DownstreamConn::on_upstream_error(UpstreamConn* c, UpstreamError e) {
   up_ = nullptr;  // `c` is closed already
   if (state_ == State::kClosed) return;
   if (state_ == State::kTunnel || response_started_) {
+    report_outcome(outcome_of(e));
     // Nothing honest can be said to the client mid-response: truncate by closing.
     if (state_ == State::kTunnel && to_client_.pending()) close_after_ = true;
     abort_exchange();
     return;
   }
+  if (counted_pending_) {
+    --srt_->pending;
+    counted_pending_ = false;
+  }
   // A pooled connection the backend closed under us before any response byte: the request never
-  // reached an application, so an idempotent one without a body goes once more on a fresh one.
-  if (c->reused() && e == UpstreamError::kReset && idempotent_ && req_framing_ == http::Framing::kNone &&
-      attempts_ < 2) {
+  // reached an application, so an idempotent one without a body goes once more on a fresh
+  // connection to the same instance (not counted against the instance or the retry budget).
+  if (c->reused() && !c->response_started() && e == UpstreamError::kReset && idempotent_ &&
+      req_framing_ == http::Framing::kNone && !stale_retried_) {
+    stale_retried_ = true;
+    --attempts_;
     connect_upstream(true);
     return;
   }
-  const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout;
-  std::string msg = std::string("upstream ") + (endpoint_ ? endpoint_->address.text : "") + ": " + upstream::error_name(e);
-  if (timeout) send_error(504, "upstream_timeout", msg, close_after_);
-  else send_error(502, "upstream_failed", msg, close_after_);
+  fail_attempt(e);
 }
 
 void DownstreamConn::send_error(int status, const char* code, const std::string& message, bool close_conn) {
@@ -671,6 +882,7 @@ void DownstreamConn::abort_exchange() {
 
 void DownstreamConn::finish_exchange() {
   record(error_code_);
+  release_exchange();
   if (up_) {
     if (request_done_ && up_drained_) up_->release(w_.pool, upstreams_->cfg->timeouts.idle);
     else up_->close();
@@ -695,6 +907,11 @@ void DownstreamConn::reset_for_next() {
   upgrade_ = is_head_ = idempotent_ = keep_alive_10_ = false;
   paused_at_head_ = paused_at_end_ = false;
   up_drained_ = true;
+  srt_ = nullptr;
+  tried_mask_ = 0;
+  replay_.clear();
+  if (replay_.capacity() > 4096) replay_.shrink_to_fit();  // idle connections keep no 64 KiB buffer
+  replayable_ = head_sent_ = outcome_reported_ = discarding_ = discard_done_ = backoff_ = stale_retried_ = false;
   error_code_ = nullptr;
   message_begun_ = false;
   state_ = State::kReadingHead;

@@ -78,8 +78,16 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void start_reading();
   void stop_reading();
   void process_input();       // parse what is in the read buffer, as far as the state allows
-  void begin_exchange();      // a request head is complete: route, pick, connect
+  void begin_exchange();      // a request head is complete: route, limits, first attempt
+  void start_attempt();       // pick an instance (not tried yet) and connect
   void connect_upstream(bool fresh);
+  void report_outcome(health::Outcome o);  // once per attempt: breaker, outlier detection
+  void release_attempt();     // the attempt's in-flight counters
+  void release_exchange();    // the exchange's service counters
+  // May the failed attempt be tried again? `condition` is a retry.on word or a status code.
+  bool should_retry(const std::string& condition) const;
+  void schedule_retry();
+  void fail_attempt(upstream::UpstreamError e);
   void send_request_head();
   void flush_upstream();
   int flush_client();         // OutBatch result
@@ -137,6 +145,21 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   bool up_drained_ = true;     // nothing queued towards the upstream
   bool paused_at_head_ = false;
   bool paused_at_end_ = false;
+  // Attempts and retries (issue 4).
+  std::shared_ptr<health::InstanceRuntime> rt_;  // the current attempt's instance
+  health::ServiceRuntime* srt_ = nullptr;         // pinned by table_
+  uint64_t tried_mask_ = 0;                       // endpoints (index < 64) already tried
+  std::string replay_;                            // body kept for a replay, up to kReplayLimit
+  bool replayable_ = false;
+  bool head_sent_ = false;        // bytes of this request reached an upstream
+  bool outcome_reported_ = false;
+  bool counted_request_ = false;  // srt_->active_requests holds this exchange
+  bool counted_pending_ = false;  // srt_->pending holds this attempt
+  bool in_retry_ = false;         // srt_->active_retries holds this attempt
+  bool discarding_ = false;       // reading a retryable response to throw it away
+  bool discard_done_ = false;
+  bool backoff_ = false;          // waiting out the retry backoff (state kConnecting)
+  bool stale_retried_ = false;    // re-sent once after a pooled connection died under it
   bool message_begun_ = false;  // bytes of a request head have been parsed
   bool in_process_ = false;
   const char* error_code_ = nullptr;

@@ -29,23 +29,30 @@ bool has_tags(const registry::Instance& inst, const std::vector<std::string>& ta
 }
 
 // Routable instances in tiers: healthy and fresh first; failing that, unknown (not yet probed)
-// and stale ones (lease lost in a mass expiry) rather than nothing.
-std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, const std::vector<std::string>& tags) {
+// and stale ones (lease lost in a mass expiry); failing that, panic: every non-draining instance,
+// since some answers beat none.
+std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, const std::vector<std::string>& tags,
+                                                const health::Runtime* runtime) {
   auto u = std::make_shared<Upstreams>();
   u->service = svc.cfg.name;
   u->cfg = std::make_shared<const conf::Service>(svc.cfg);
-  std::vector<const registry::Instance*> best, fallback;
+  if (runtime) u->runtime = runtime->service(svc.cfg.name);
+  std::vector<const registry::Instance*> best, fallback, panic;
   for (const auto& [id, inst] : svc.instances) {
     if (!has_tags(inst, tags)) continue;
     u->has_instances = true;
+    if (inst.draining) continue;
+    panic.push_back(&inst);
     if (!inst.routable()) continue;
     if (inst.health == registry::Health::kHealthy && !inst.stale) best.push_back(&inst);
     else fallback.push_back(&inst);
   }
-  const auto& chosen = best.empty() ? fallback : best;
+  u->panic = best.empty() && fallback.empty() && !panic.empty();
+  const auto& chosen = !best.empty() ? best : !fallback.empty() ? fallback : panic;
   std::vector<uint32_t> weights;
   for (const auto* inst : chosen) {
-    u->endpoints.push_back(Endpoint{inst->uid, inst->id, inst->address, inst->weight});
+    u->endpoints.push_back(Endpoint{inst->uid, inst->id, inst->address, inst->weight,
+                                    runtime ? runtime->instance(inst->uid) : nullptr});
     weights.push_back(inst->weight);
   }
   u->policy = lb::make_policy(svc.cfg.lb, weights);
@@ -55,7 +62,8 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
 }  // namespace
 
 std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
-                                                        const RoutingTable* prev, const registry::Registry::Dirty* dirty) {
+                                                        const RoutingTable* prev, const registry::Registry::Dirty* dirty,
+                                                        const health::Runtime* runtime) {
   auto t = std::make_shared<RoutingTable>();
   t->index = reg.index();
   const bool incremental = prev && dirty && !dirty->all;
@@ -67,13 +75,13 @@ std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry
         continue;
       }
     }
-    t->services[name] = make_upstreams(svc, {});
+    t->services[name] = make_upstreams(svc, {}, runtime);
   }
 
   auto add_route = [&](RouteEntry r) {
     r.host = normalize_host(r.host);
     auto sit = reg.services().find(r.service);
-    if (sit != reg.services().end()) r.upstreams = r.tags.empty() ? t->services[r.service] : make_upstreams(sit->second, r.tags);
+    if (sit != reg.services().end()) r.upstreams = r.tags.empty() ? t->services[r.service] : make_upstreams(sit->second, r.tags, runtime);
     t->routes.push_back(std::move(r));
   };
   for (const auto& r : cfg.routes) add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr});

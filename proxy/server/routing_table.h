@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "conf/config.h"
+#include "health/runtime.h"
 #include "proxy/lb/policy.h"
 #include "registry/registry.h"
 
@@ -22,6 +23,7 @@ struct Endpoint {
   std::string id;
   conf::Address address;
   uint32_t weight = 1;
+  std::shared_ptr<health::InstanceRuntime> runtime;  // live counters, breaker (may be null in tests)
 };
 
 // The instances one route or service may send to, with the policy that chooses among them.
@@ -30,8 +32,12 @@ struct Upstreams {
   std::shared_ptr<const conf::Service> cfg;
   std::vector<Endpoint> endpoints;
   std::unique_ptr<lb::Policy> policy;
+  std::shared_ptr<health::ServiceRuntime> runtime;  // limits, retry budget (may be null in tests)
   // Why `endpoints` is empty, for the 503 message.
   bool has_instances = false;
+  // Every instance is out (unhealthy, ejected, breaker open): `endpoints` holds them all anyway,
+  // least bad first in spirit (Envoy's panic routing): some answers beat none.
+  bool panic = false;
 };
 
 struct RouteEntry {
@@ -66,7 +72,8 @@ struct RoutingTable {
 // own service, not of the whole registry.
 std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
                                                         const RoutingTable* prev = nullptr,
-                                                        const registry::Registry::Dirty* dirty = nullptr);
+                                                        const registry::Registry::Dirty* dirty = nullptr,
+                                                        const health::Runtime* runtime = nullptr);
 
 // Who serves a registration-carried route when another claims the same host and prefix: "" when
 // `service` does, else a sentence naming the winner (reported in the admin API's answer).

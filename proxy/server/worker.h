@@ -11,6 +11,7 @@
 #include <random>
 
 #include "conf/config.h"
+#include "health/runtime.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/server/routing_table.h"
 #include "proxy/upstream/pool.h"
@@ -40,6 +41,8 @@ class ExchangeObserver {
     std::string_view error;
   };
   virtual void on_exchange(const Record& r) = 0;
+  // One upstream attempt got a response head (also those a retry throws away).
+  virtual void on_upstream_response(std::string_view service, std::string_view instance, int status) = 0;
   virtual void on_connections(int64_t delta) = 0;
 };
 
@@ -50,6 +53,7 @@ struct Worker {
   net::BufferPool buffers;
   upstream::Pool pool;
   ExchangeObserver* observer = nullptr;
+  health::Runtime* health = nullptr;  // outcomes feed breakers and outlier detection
   std::vector<conf::Address> own_listeners;
 
   // Live downstream connections, for shutdown.

@@ -40,8 +40,13 @@ UpstreamConn::UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers) : buffers_
 UpstreamConn::~UpstreamConn() { drop_buffer(); }
 
 UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
-                                    uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner) {
+                                    uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
+                                    std::shared_ptr<uint32_t> open_count) {
   auto* c = new UpstreamConn(loop, buffers);
+  if (open_count) {
+    ++*open_count;
+    c->open_count_ = std::move(open_count);
+  }
   c->owner_ = owner;
   c->address_ = addr;
   c->uid_ = uid;
@@ -154,6 +159,10 @@ void UpstreamConn::close() {
   if (pool_) pool_->remove(this);
   state_ = State::kClosed;
   owner_ = nullptr;
+  if (open_count_) {
+    --*open_count_;
+    open_count_.reset();
+  }
   uv_timer_stop(&timer_);
   pending_closes_ = 2;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);

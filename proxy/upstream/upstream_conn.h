@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 
 #include "conf/units.h"
 #include "proxy/http/head.h"
@@ -59,8 +60,11 @@ class UpstreamConn {
   };
 
   // Starts a connection; the owner hears on_upstream_connected or on_upstream_error.
+  // `open_count`, when given, is incremented now and decremented when the connection closes
+  // (a service's max_connections limit counts through it).
   static UpstreamConn* connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
-                               uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner);
+                               uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
+                               std::shared_ptr<uint32_t> open_count = nullptr);
 
   void attach(UpstreamOwner* owner);  // taken from the pool
   // Bytes to send: add to out() then call write().
@@ -119,6 +123,7 @@ class UpstreamConn {
   net::BufferPool& buffers_;
   UpstreamOwner* owner_ = nullptr;
   Pool* pool_ = nullptr;
+  std::shared_ptr<uint32_t> open_count_;
   conf::Address address_;
   uint64_t uid_ = 0;
   State state_ = State::kConnecting;

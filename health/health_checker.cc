@@ -1,0 +1,183 @@
+// HealthChecker and its probe sessions.
+#include "health/health_checker.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace sy::health {
+
+// One instance's probing. Owns a timer; a probe in flight owns one UpstreamConn. Freed from the
+// timer's close callback, never inside its own callbacks.
+class HealthChecker::Session final : public upstream::UpstreamOwner {
+ public:
+  Session(HealthChecker& hc, const registry::Instance& inst, const conf::HealthCheck& cfg)
+      : hc_(hc), uid_(inst.uid), service_(inst.service), id_(inst.id), address_(inst.address), cfg_(cfg) {
+    uv_timer_init(hc.loop_, &timer_);
+    timer_.data = this;
+    uv_timer_start(&timer_, on_timer, 0, 0);  // first probe at once
+  }
+
+  void update(const conf::HealthCheck& cfg) { cfg_ = cfg; }
+  bool same_config(const conf::HealthCheck& c) const {
+    return c.type == cfg_.type && c.path == cfg_.path && c.interval == cfg_.interval && c.timeout == cfg_.timeout;
+  }
+
+  void stop() {
+    stopped_ = true;
+    end_probe();
+    uv_timer_stop(&timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
+  }
+
+ private:
+  static void on_timer(uv_timer_t* t) {
+    auto* s = static_cast<Session*>(t->data);
+    if (s->probing_) s->done(ProbeResult::kTimeout, "no answer within " + std::to_string(s->cfg_.timeout.count()) + " ms");
+    else s->start_probe();
+  }
+
+  void start_probe() {
+    probing_ = true;
+    conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this);
+    if (!conn_) {
+      done(ProbeResult::kFailure, "cannot start a connection");
+      return;
+    }
+    uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.timeout.count()), 0);
+  }
+
+  void end_probe() {
+    if (conn_) {
+      conn_->close();
+      conn_ = nullptr;
+    }
+  }
+
+  // A probe finished: count it, maybe change the instance's health, schedule the next one.
+  void done(ProbeResult r, const std::string& reason) {
+    if (!probing_ || stopped_) return;
+    probing_ = false;
+    end_probe();
+    if (hc_.hooks_.on_probe) hc_.hooks_.on_probe(service_, r);
+    const registry::Instance* inst = hc_.reg_.find(service_, id_);
+    if (!inst || inst->uid != uid_) return;  // sync() will stop us
+    std::string why;
+    if (r == ProbeResult::kSuccess) {
+      fails_ = 0;
+      ++passes_;
+      why = reason + "; " + std::to_string(passes_) + " consecutive passes";
+      if (inst->health != registry::Health::kHealthy && passes_ >= cfg_.healthy_threshold) {
+        hc_.hooks_.log("health check: " + service_ + "/" + id_ + " is healthy (" + why + ")");
+        hc_.reg_.set_health(service_, id_, registry::Health::kHealthy, why);
+      } else {
+        hc_.reg_.set_health(service_, id_, inst->health, why);
+      }
+    } else {
+      passes_ = 0;
+      ++fails_;
+      why = reason + "; " + std::to_string(fails_) + " consecutive failures";
+      if (inst->health != registry::Health::kUnhealthy && fails_ >= cfg_.unhealthy_threshold) {
+        hc_.hooks_.log("health check: " + service_ + "/" + id_ + " is unhealthy (" + why + ")");
+        hc_.reg_.set_health(service_, id_, registry::Health::kUnhealthy, why);
+      } else {
+        hc_.reg_.set_health(service_, id_, inst->health, why);
+      }
+    }
+    // Next probe after interval ± jitter, so probes of many instances spread out.
+    const double j = cfg_.jitter * static_cast<double>(cfg_.interval.count());
+    std::uniform_real_distribution<double> d(-j, j);
+    const double next = std::max(1.0, static_cast<double>(cfg_.interval.count()) + d(hc_.rng_));
+    uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(next), 0);
+  }
+
+  bool status_expected(int st) const {
+    for (const auto& [lo, hi] : cfg_.expected_status)
+      if (st >= lo && st <= hi) return true;
+    return false;
+  }
+
+  // UpstreamOwner
+  void on_upstream_connected(upstream::UpstreamConn* c) override {
+    if (cfg_.type == conf::HealthCheck::Type::kTcp) {
+      done(ProbeResult::kSuccess, "TCP connect ok");
+      return;
+    }
+    std::string& out = c->out().scratch();
+    size_t from = c->out().begin_copy();
+    out.append("GET ").append(cfg_.path).append(" HTTP/1.1\r\nHost: ");
+    out.append(cfg_.host.empty() ? address_.text : cfg_.host);
+    out.append("\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n");
+    c->out().end_copy(from);
+    c->expect_response(false, cfg_.timeout, cfg_.timeout);
+    c->write();
+  }
+  void on_upstream_head(upstream::UpstreamConn*, const http::MessageHead& head) override {
+    if (head.status < 200) return;
+    status_ = head.status;
+  }
+  void on_upstream_body(upstream::UpstreamConn*, const char*, size_t) override {}
+  void on_upstream_complete(upstream::UpstreamConn*) override { complete_ = true; }
+  bool on_upstream_read_done(upstream::UpstreamConn*) override {
+    if (status_ > 0) {
+      int st = status_;
+      status_ = 0;
+      complete_ = false;
+      if (status_expected(st)) done(ProbeResult::kSuccess, "HTTP " + std::to_string(st));
+      else done(ProbeResult::kFailure, "HTTP " + std::to_string(st) + " not in expected_status");
+    }
+    return false;
+  }
+  void on_upstream_error(upstream::UpstreamConn*, upstream::UpstreamError e) override {
+    conn_ = nullptr;  // already closed
+    const bool timeout = e == upstream::UpstreamError::kConnectTimeout || e == upstream::UpstreamError::kResponseTimeout;
+    done(timeout ? ProbeResult::kTimeout : ProbeResult::kFailure, std::string("probe ") + upstream::error_name(e));
+  }
+  void on_upstream_drained(upstream::UpstreamConn*) override {}
+
+  HealthChecker& hc_;
+  uv_timer_t timer_{};
+  uint64_t uid_;
+  std::string service_, id_;
+  conf::Address address_;
+  conf::HealthCheck cfg_;
+  upstream::UpstreamConn* conn_ = nullptr;
+  uint32_t passes_ = 0, fails_ = 0;
+  int status_ = 0;
+  bool complete_ = false;
+  bool probing_ = false;
+  bool stopped_ = false;
+};
+
+HealthChecker::HealthChecker(uv_loop_t* loop, net::BufferPool& buffers, registry::Registry& reg, Hooks hooks)
+    : loop_(loop), buffers_(buffers), reg_(reg), hooks_(std::move(hooks)), rng_(uv_hrtime()) {}
+
+HealthChecker::~HealthChecker() { stop_all(); }
+
+void HealthChecker::sync() {
+  std::unordered_map<uint64_t, Session*> keep;
+  for (const auto& [name, svc] : reg_.services()) {
+    for (const auto& [id, inst] : svc.instances) {
+      const conf::HealthCheck* hc = inst.has_health_check ? &inst.health_check
+                                    : svc.cfg.has_health_check ? &svc.cfg.health_check
+                                                               : nullptr;
+      if (!hc || hc->type == conf::HealthCheck::Type::kNone) continue;
+      auto it = sessions_.find(inst.uid);
+      if (it != sessions_.end()) {
+        if (!it->second->same_config(*hc)) it->second->update(*hc);
+        keep[inst.uid] = it->second;
+        sessions_.erase(it);
+      } else {
+        keep[inst.uid] = new Session(*this, inst, *hc);
+      }
+    }
+  }
+  for (auto& [uid, s] : sessions_) s->stop();
+  sessions_ = std::move(keep);
+}
+
+void HealthChecker::stop_all() {
+  for (auto& [uid, s] : sessions_) s->stop();
+  sessions_.clear();
+}
+
+}  // namespace sy::health

@@ -1,0 +1,49 @@
+// Active health checks: one probe session per instance that has a health_check (its own, from a
+// registration, or its service's), each with its own timer on the main loop. HTTP probes go
+// through the project's UpstreamConn (the same client the proxy uses); TCP probes only connect.
+// healthy_threshold passes make an instance healthy, unhealthy_threshold failures unhealthy;
+// each change is written to the registry with its reason (which logs it and bumps the index).
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+
+#include "conf/config.h"
+#include "proxy/net/buffer_pool.h"
+#include "proxy/upstream/upstream_conn.h"
+#include "registry/registry.h"
+
+namespace sy::health {
+
+enum class ProbeResult { kSuccess, kFailure, kTimeout };
+
+class HealthChecker {
+ public:
+  struct Hooks {
+    std::function<void(const std::string&)> log;
+    std::function<void(const std::string& service, ProbeResult r)> on_probe;  // metrics
+  };
+  HealthChecker(uv_loop_t* loop, net::BufferPool& buffers, registry::Registry& reg, Hooks hooks);
+  ~HealthChecker();
+
+  // Starts sessions for instances that need probing and stops those that no longer do.
+  void sync();
+  void stop_all();
+  size_t sessions() const { return sessions_.size(); }
+
+ private:
+  class Session;
+  uv_loop_t* loop_;
+  net::BufferPool& buffers_;
+  registry::Registry& reg_;
+  Hooks hooks_;
+  std::mt19937_64 rng_;
+  std::unordered_map<uint64_t, Session*> sessions_;  // by instance uid
+};
+
+}  // namespace sy::health

@@ -1,0 +1,139 @@
+// Runtime: live counters, breaker and outlier decisions.
+#include "health/runtime.h"
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace sy::health {
+
+const char* outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::kSuccess: return "success";
+    case Outcome::kConnectFailure: return "connect-failure";
+    case Outcome::kReset: return "reset";
+    case Outcome::kTimeout: return "timeout";
+    case Outcome::kServerError: return "5xx";
+  }
+  return "?";
+}
+
+void Runtime::sync() {
+  std::unordered_set<uint64_t> alive;
+  for (const auto& [name, svc] : reg_.services()) {
+    auto& srt = services_[name];
+    if (!srt) {
+      srt = std::make_shared<ServiceRuntime>();
+      srt->name = name;
+    }
+    srt->cfg = svc.cfg;
+    for (const auto& [id, inst] : svc.instances) {
+      alive.insert(inst.uid);
+      auto& rt = instances_[inst.uid];
+      if (!rt) {
+        rt = std::make_shared<InstanceRuntime>();
+        rt->uid = inst.uid;
+        rt->service = name;
+        rt->id = id;
+        if (hooks_.make_metrics) rt->metrics = hooks_.make_metrics(name, id);
+      }
+      // The breaker and detector read the service's settings (owned by the ServiceRuntime).
+      rt->breaker.set_config(&srt->cfg.circuit_breaker);
+      rt->outlier.set_threshold(srt->cfg.outlier_detection.consecutive_failures);
+    }
+  }
+  for (auto it = instances_.begin(); it != instances_.end();) {
+    if (!alive.count(it->first)) {
+      if (hooks_.drop_metrics) hooks_.drop_metrics(it->second->metrics);
+      it->second->metrics = {};
+      // Old snapshots may still point here; they must not read the service's settings any more.
+      it->second->breaker.set_config(nullptr);
+      it = instances_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = services_.begin(); it != services_.end();) {
+    if (!reg_.services().count(it->first) && it->second.use_count() == 1) it = services_.erase(it);
+    else ++it;
+  }
+}
+
+std::shared_ptr<InstanceRuntime> Runtime::instance(uint64_t uid) const {
+  auto it = instances_.find(uid);
+  return it == instances_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<ServiceRuntime> Runtime::service(const std::string& name) const {
+  auto it = services_.find(name);
+  return it == services_.end() ? nullptr : it->second;
+}
+
+void Runtime::record(InstanceRuntime& rt, Outcome o) {
+  if (!instances_.count(rt.uid)) return;  // left the registry while this attempt ran
+  const int64_t now = hooks_.now_ms();
+  if (o == Outcome::kConnectFailure && rt.metrics.connect_failures) rt.metrics.connect_failures->Increment();
+  if (o == Outcome::kSuccess) {
+    rt.outlier.on_success();
+    if (rt.breaker.on_success()) {
+      if (rt.metrics.breaker_open) rt.metrics.breaker_open->Set(0);
+      hooks_.log("circuit breaker closed: " + rt.service + "/" + rt.id + " (trial request succeeded)");
+      reg_.set_breaker_open(rt.service, rt.id, false, 0);
+    }
+    return;
+  }
+  const auto sit = services_.find(rt.service);
+  if (rt.breaker.on_failure(now)) {
+    if (rt.metrics.breaker_open) rt.metrics.breaker_open->Set(1);
+    hooks_.log("circuit breaker open: " + rt.service + "/" + rt.id + " after " +
+               std::to_string(rt.breaker.consecutive_failures()) + " consecutive failures (last: " + outcome_name(o) +
+               "); open until +" + std::to_string(rt.breaker.open_until_ms() - now) + " ms");
+    reg_.set_breaker_open(rt.service, rt.id, true, rt.breaker.open_until_ms());
+  }
+  if (rt.outlier.on_failure() && sit != services_.end()) {
+    // Never eject more than max_ejection_percent of the service at once.
+    const auto* svc = &reg_.services().at(rt.service);
+    size_t total = svc->instances.size(), ejected = 0;
+    for (const auto& [id, inst] : svc->instances) ejected += inst.ejected;
+    const auto& od = sit->second->cfg.outlier_detection;
+    if ((ejected + 1) * 100 <= total * od.max_ejection_percent) {
+      rt.outlier.eject(now, od);
+      if (rt.metrics.ejections) rt.metrics.ejections->Increment();
+      hooks_.log("outlier ejected: " + rt.service + "/" + rt.id + " after " + std::to_string(od.consecutive_failures) +
+                 " consecutive failures (last: " + outcome_name(o) + "), ejection #" +
+                 std::to_string(rt.outlier.ejections()) + " for " +
+                 std::to_string(rt.outlier.ejected_until_ms() - now) + " ms");
+      reg_.set_ejected(rt.service, rt.id, true, rt.outlier.ejected_until_ms(), rt.outlier.ejections());
+    } else {
+      hooks_.log("outlier not ejected: " + rt.service + "/" + rt.id + " would exceed max_ejection_percent " +
+                 std::to_string(od.max_ejection_percent) + "%");
+    }
+  }
+}
+
+void Runtime::tick() {
+  const int64_t now = hooks_.now_ms();
+  for (auto& [uid, rt] : instances_) {
+    if (rt->outlier.maybe_return(now)) {
+      hooks_.log("outlier ejection over: " + rt->service + "/" + rt->id + " returns to routing");
+      reg_.set_ejected(rt->service, rt->id, false, 0, rt->outlier.ejections());
+    }
+    // An open breaker whose open_for has passed goes back into the snapshot, half-open: pick()
+    // then lets only half_open_requests trials through (CircuitBreaker::allow).
+    if (rt->breaker.state(now) == CircuitBreaker::State::kHalfOpen) {
+      const registry::Instance* inst = reg_.find(rt->service, rt->id);
+      if (inst && inst->breaker_open) {
+        hooks_.log("circuit breaker half-open: " + rt->service + "/" + rt->id + " takes trial requests");
+        reg_.set_breaker_open(rt->service, rt->id, false, 0);
+      }
+    }
+  }
+}
+
+bool Runtime::retry_allowed(const ServiceRuntime& s) {
+  const auto& c = s.cfg;
+  if (s.active_retries >= c.circuit_breaker.max_retries) return false;
+  uint64_t budget = std::max<uint64_t>(3, uint64_t{s.active_requests} * c.retry.budget_percent / 100);
+  return s.active_retries < budget;
+}
+
+}  // namespace sy::health
