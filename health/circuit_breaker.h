@@ -24,6 +24,10 @@ class CircuitBreaker {
   bool on_failure(int64_t now_ms);
 
   State state(int64_t now_ms) const;
+  // Active health checks vouch for the instance: stop waiting out open_for, take trials now.
+  void half_open_now(int64_t now_ms) {
+    if (state_ == State::kOpen) open_until_ms_ = now_ms;
+  }
   int64_t open_until_ms() const { return open_until_ms_; }
   uint32_t consecutive_failures() const { return failures_; }
   static const char* name(State s);

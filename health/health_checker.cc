@@ -69,6 +69,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
       if (inst->health != registry::Health::kHealthy && passes_ >= cfg_.healthy_threshold) {
         hc_.hooks_.log("health check: " + service_ + "/" + id_ + " is healthy (" + why + ")");
         hc_.reg_.set_health(service_, id_, registry::Health::kHealthy, why);
+        if (hc_.hooks_.on_healthy) hc_.hooks_.on_healthy(uid_);
       } else {
         hc_.reg_.set_health(service_, id_, inst->health, why);
       }

@@ -27,6 +27,7 @@ class HealthChecker {
   struct Hooks {
     std::function<void(const std::string&)> log;
     std::function<void(const std::string& service, ProbeResult r)> on_probe;  // metrics
+    std::function<void(uint64_t uid)> on_healthy;  // the instance became healthy
   };
   HealthChecker(uv_loop_t* loop, net::BufferPool& buffers, registry::Registry& reg, Hooks hooks);
   ~HealthChecker();

@@ -20,6 +20,7 @@ class OutlierDetector {
   void eject(int64_t now_ms, const conf::OutlierDetection& cfg);
   // True once when the ejection time has passed (the instance returns).
   bool maybe_return(int64_t now_ms);
+  void end_ejection() { ejected_ = false; failures_ = 0; }
 
   bool ejected() const { return ejected_; }
   int64_t ejected_until_ms() const { return until_ms_; }

@@ -129,6 +129,23 @@ void Runtime::tick() {
   }
 }
 
+void Runtime::on_probed_healthy(uint64_t uid) {
+  auto it = instances_.find(uid);
+  if (it == instances_.end()) return;
+  auto& rt = *it->second;
+  const int64_t now = hooks_.now_ms();
+  if (rt.outlier.ejected()) {
+    rt.outlier.end_ejection();
+    hooks_.log("outlier ejection ended early: " + rt.service + "/" + rt.id + " passes its health checks");
+    reg_.set_ejected(rt.service, rt.id, false, 0, rt.outlier.ejections());
+  }
+  if (rt.breaker.state(now) == CircuitBreaker::State::kOpen) {
+    rt.breaker.half_open_now(now);
+    hooks_.log("circuit breaker half-open early: " + rt.service + "/" + rt.id + " passes its health checks");
+    reg_.set_breaker_open(rt.service, rt.id, false, 0);
+  }
+}
+
 bool Runtime::retry_allowed(const ServiceRuntime& s) {
   const auto& c = s.cfg;
   if (s.active_retries >= c.circuit_breaker.max_retries) return false;

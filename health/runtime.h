@@ -75,6 +75,9 @@ class Runtime {
   void record(InstanceRuntime& rt, Outcome o);
   // Periodic: ejections and open breakers whose time is up return to routing.
   void tick();
+  // An active health check found the instance healthy again: passive ejection ends too (as in
+  // Envoy's successful_active_health_check_uneject_host).
+  void on_probed_healthy(uint64_t uid);
 
   // The retry budget: may one more retry start now? (budget_percent of active requests, with a
   // floor of 3, and circuit_breaker.max_retries concurrent retries.)

@@ -50,6 +50,7 @@ std::string App::start() {
   health::HealthChecker::Hooks hh;
   hh.log = [](const std::string& m) { log::info(m); };
   hh.on_probe = [this](const std::string& s, health::ProbeResult r) { metrics_.on_probe(s, r); };
+  hh.on_healthy = [this](uint64_t uid) { runtime_->on_probed_healthy(uid); };
   checker_ = std::make_unique<health::HealthChecker>(loop_, worker_.buffers, registry_, hh);
   registry_.set_listener([this] {
     table_dirty_ = true;

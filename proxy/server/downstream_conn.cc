@@ -598,13 +598,16 @@ bool DownstreamConn::should_retry(const std::string& condition) const {
   // Once bytes reached a backend, only a safe request whose whole body we kept may go again.
   if (head_sent_ && !(idempotent_ && request_done_ && (req_framing_ == http::Framing::kNone || replayable_)))
     return false;
-  if (srt_ && !health::Runtime::retry_allowed(*srt_)) return false;
+  // The budget bounds retries that add load. A request that never reached any backend (connect
+  // failure) only moves to another instance: it multiplies nothing, so it is not budgeted.
+  if (condition != "connect-failure" && srt_ && !health::Runtime::retry_allowed(*srt_)) return false;
   return true;
 }
 
 void DownstreamConn::schedule_retry() {
+  const bool budgeted = head_sent_;  // see should_retry(): connect failures are not budgeted
   release_attempt();
-  if (srt_) {
+  if (srt_ && budgeted) {
     ++srt_->active_retries;
     in_retry_ = true;
   }

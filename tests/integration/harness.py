@@ -223,12 +223,12 @@ class Backend:
     runs in its own thread. `requests` records every request; `connections` counts accepts.
     """
 
-    def __init__(self, handler=None, name="backend"):
+    def __init__(self, handler=None, name="backend", port=0):
         self.name = name
         self.handler = handler or self.default
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
