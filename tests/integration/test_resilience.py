@@ -292,3 +292,25 @@ def test_kill_and_restart_under_wrk_load_gives_no_errors(backends, proxies, tmp_
     total = int(out.split(" requests in")[0].split()[-1])
     print(f"kill/restart under load: {total} requests, 0 non-2xx")
     assert total > 100
+
+
+def test_flapping_health_does_not_flap_routing(backends, proxies):
+    (a, ha), (b, hb) = make(backends, "a"), make(backends, "b")
+    probes = {"n": 0}
+
+    def flappy(conn, req, backend):
+        if req.target == "/health":
+            probes["n"] += 1
+            ok = probes["n"] % 2 == 0  # pass, fail, pass, fail, ...
+            respond(conn, 200 if ok else 500)
+            return True
+        respond(conn, 200, b"b flappy")
+        return True
+
+    b.handler = flappy
+    p = proxies("services:\n" + svc("s", [a, b], HC))
+    wait_until(lambda: probes["n"] >= 12, 5, what="a dozen probes")
+    # Never two results in a row the same way: thresholds of 2 keep b where it was (unknown).
+    assert not any("s/b is" in l for l in p.lines), p.log()
+    assert admin(p.admin, "GET", "/v1/services/s/instances/b")[1]["state"] == "unknown"
+    assert {who for _, who in served_by(p, n=6)} == {"a"}
