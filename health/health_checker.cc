@@ -84,10 +84,15 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
         hc_.reg_.set_health(service_, id_, inst->health, why);
       }
     }
-    // Next probe after interval ± jitter, so probes of many instances spread out.
-    const double j = cfg_.jitter * static_cast<double>(cfg_.interval.count());
+    // Next probe after interval ± jitter. After the first probe (at once, so a new instance is
+    // judged quickly) the second comes at a random point of the interval: instances registered
+    // together would otherwise be probed together, in a burst every interval.
+    const double interval = static_cast<double>(cfg_.interval.count());
+    const double j = cfg_.jitter * interval;
     std::uniform_real_distribution<double> d(-j, j);
-    const double next = std::max(1.0, static_cast<double>(cfg_.interval.count()) + d(hc_.rng_));
+    std::uniform_real_distribution<double> spread(0.0, interval);
+    const double next = std::max(1.0, first_done_ ? interval + d(hc_.rng_) : spread(hc_.rng_));
+    first_done_ = true;
     uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(next), 0);
   }
 
@@ -147,6 +152,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   bool complete_ = false;
   bool probing_ = false;
   bool stopped_ = false;
+  bool first_done_ = false;
 };
 
 HealthChecker::HealthChecker(uv_loop_t* loop, net::BufferPool& buffers, registry::Registry& reg, Hooks hooks)

@@ -110,8 +110,28 @@ std::string parse_health_check(const json& j, conf::HealthCheck& h) {
       if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 1000)
         return "health_check." + k + " must be a number 1..1000";
       (k == "healthy_threshold" ? h.healthy_threshold : h.unhealthy_threshold) = v.get<uint32_t>();
-    } else if (k == "expected_status" || k == "jitter" || k == "host") {
-      continue;  // accepted; the config's defaults apply (validated where probes use them)
+    } else if (k == "host") {
+      if (!v.is_string()) return "health_check.host must be a string";
+      h.host = v.get<std::string>();
+    } else if (k == "jitter") {
+      if (!v.is_string() || !conf::parse_percent(v.get<std::string>(), h.jitter).empty())
+        return "health_check.jitter must be a percentage such as \"10%\"";
+    } else if (k == "expected_status") {
+      if (!v.is_array() || v.empty()) return "health_check.expected_status must be a list such as [\"200-399\"]";
+      h.expected_status.clear();
+      for (const auto& item : v) {
+        std::string t = item.is_string() ? item.get<std::string>() : item.is_number_unsigned() ? std::to_string(item.get<unsigned>()) : "";
+        int lo = 0, hi = 0;
+        size_t dash = t.find('-');
+        try {
+          lo = std::stoi(t.substr(0, dash));
+          hi = dash == std::string::npos ? lo : std::stoi(t.substr(dash + 1));
+        } catch (...) {
+          lo = 0;
+        }
+        if (lo < 100 || hi > 599 || lo > hi) return "health_check.expected_status entries must be statuses or ranges like \"200-399\"";
+        h.expected_status.push_back({lo, hi});
+      }
     } else {
       return "unknown field health_check." + k;
     }
