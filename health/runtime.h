@@ -18,6 +18,7 @@
 
 #include "health/circuit_breaker.h"
 #include "health/outlier.h"
+#include "proxy/lb/load.h"
 #include "registry/registry.h"
 
 namespace sy::health {
@@ -37,7 +38,7 @@ struct InstanceRuntime {
   uint64_t uid = 0;
   std::string service;
   std::string id;
-  uint32_t active = 0;  // requests in flight to it
+  lb::LoadStats load;  // requests in flight, latency estimate (read by least_request, ewma)
   CircuitBreaker breaker;
   OutlierDetector outlier;
   InstanceMetrics metrics;

@@ -41,6 +41,7 @@ std::string App::start() {
 
   registry_.set_logger([](const std::string& m) { log::info(m); });
   registry_.set_probing(true);
+  registry_.set_clock([this] { return now_ms(); });
   health::Runtime::Hooks rh;
   rh.now_ms = [this] { return now_ms(); };
   rh.log = [](const std::string& m) { log::warn(m); };
@@ -158,7 +159,7 @@ void App::publish() {
   auto prev = table_.load();
   if (runtime_) runtime_->sync();
   if (checker_ && !stopping_) checker_->sync();
-  auto next = server::build_routing_table(registry_, *cfg_, prev.get(), &dirty, runtime_.get());
+  auto next = server::build_routing_table(registry_, *cfg_, prev.get(), &dirty, runtime_.get(), now_ms());
   // Panic routing is loud: say when a service enters or leaves it.
   for (const auto& [name, ups] : next->services) {
     bool was = false;
@@ -173,6 +174,25 @@ void App::publish() {
   table_.store(std::move(next));
   table_dirty_ = false;
   pools_dirty_ = true;
+}
+
+void App::ramp_slow_starts() {
+  // Instances inside their slow_start window get a larger share each tick (at most every 500 ms
+  // a rebuild of their service's routing; nothing for services without slow_start).
+  const int64_t now = now_ms();
+  if (now - last_ramp_ms_ < 500) return;
+  last_ramp_ms_ = now;
+  for (const auto& [name, svc] : registry_.services()) {
+    const int64_t window = svc.cfg.slow_start.count();
+    if (window <= 0) continue;
+    for (const auto& [id, inst] : svc.instances) {
+      if (now - inst.routable_since_ms < window + 500) {
+        registry_.touch(name);
+        table_dirty_ = true;
+        break;
+      }
+    }
+  }
 }
 
 void App::close_orphaned_pools() {
@@ -203,6 +223,7 @@ void App::on_tick(uv_timer_t* t) {
   auto* app = static_cast<App*>(t->data);
   app->registry_.expire(app->now_ms());
   app->runtime_->tick();
+  app->ramp_slow_starts();
   app->api_->sweep(app->now_ms());
   app->close_orphaned_pools();
   app->access_log_.flush();

@@ -43,6 +43,7 @@ class App final : public server::ExchangeObserver {
   std::string reload(std::string& summary_json);
   void publish();
   void close_orphaned_pools();
+  void ramp_slow_starts();
   void begin_shutdown();
   void finish_shutdown();
   int64_t now_ms() const { return static_cast<int64_t>(uv_now(loop_)); }
@@ -67,6 +68,7 @@ class App final : public server::ExchangeObserver {
   bool table_dirty_ = false;
   bool persist_dirty_ = false;
   bool pools_dirty_ = false;
+  int64_t last_ramp_ms_ = 0;
   bool stopping_ = false;
   bool finished_ = false;
   int exit_code_ = 0;

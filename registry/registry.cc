@@ -84,6 +84,7 @@ std::vector<std::string> Registry::apply_config(const conf::Config& c) {
           changes.push_back("instance modified: " + name + "/" + si.id);
       } else {
         inst.uid = next_uid_++;
+        inst.routable_since_ms = now();
         inst.health = probing_ && sc.has_health_check && sc.health_check.type != conf::HealthCheck::Type::kNone
                           ? Health::kUnknown
                           : Health::kHealthy;
@@ -132,6 +133,7 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   Instance& inst = svc.instances[r.id];
   if (!exists) {
     inst.uid = next_uid_++;
+    inst.routable_since_ms = now_ms;
     ++total_;
   } else if (!(inst.address == r.address)) {
     inst.uid = next_uid_++;  // a new address is a new endpoint: fresh pools
@@ -205,6 +207,7 @@ bool Registry::set_health(const std::string& service, const std::string& id, Hea
   if (it == sit->second.instances.end()) return false;
   it->second.health_reason = reason;
   if (it->second.health != h) {
+    if (h == Health::kHealthy) it->second.routable_since_ms = now();
     it->second.health = h;
     changed(service);
   }
@@ -225,6 +228,7 @@ bool Registry::set_ejected(const std::string& service, const std::string& id, bo
   inst->ejected_until_ms = until_ms;
   inst->ejections = ejections;
   if (inst->ejected != ejected) {
+    if (!ejected) inst->routable_since_ms = now();
     inst->ejected = ejected;
     changed(service);
   }
@@ -236,6 +240,7 @@ bool Registry::set_breaker_open(const std::string& service, const std::string& i
   if (!inst) return false;
   inst->breaker_open_until_ms = until_ms;
   if (inst->breaker_open != open) {
+    if (!open) inst->routable_since_ms = now();
     inst->breaker_open = open;
     changed(service);
   }
@@ -308,6 +313,7 @@ void Registry::restore(const Registration& r, bool draining, int64_t now_ms) {
   Instance& inst = svc.instances[r.id];
   if (!existed) ++total_;
   inst.uid = next_uid_++;
+  inst.routable_since_ms = now_ms;
   inst.id = r.id;
   inst.service = r.service;
   inst.address = r.address;

@@ -61,6 +61,7 @@ struct Instance {
   int64_t breaker_open_until_ms = 0;
 
   uint64_t uid = 0;  // never reused: keys per-loop state such as connection pools
+  int64_t routable_since_ms = 0;  // became routable (new, recovered): slow start ramps from here
 
   // Whether new requests may go to it (a stale instance only when no fresh one exists).
   bool routable() const { return !draining && health != Health::kUnhealthy && !ejected && !breaker_open; }
@@ -144,6 +145,10 @@ class Registry {
     std::set<std::string> services;
   };
   Dirty take_dirty() { return std::exchange(dirty_, Dirty{}); }
+  // Asks for a rebuild of one service's routing without a registry change (slow-start ramps).
+  void touch(const std::string& service) { dirty_.services.insert(service); }
+  // The clock used to stamp routable_since_ms on changes that make an instance routable.
+  void set_clock(std::function<int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
   // Restores a dynamic instance from a persisted snapshot (lease restarts at `now_ms`).
   void restore(const Registration& r, bool draining, int64_t now_ms);
@@ -162,6 +167,8 @@ class Registry {
   conf::Millis default_ttl_{30000};
   Limits limits_;
   Dirty dirty_;
+  std::function<int64_t()> now_ms_;
+  int64_t now() const { return now_ms_ ? now_ms_() : 0; }
   bool probing_ = false;
   Listener listener_;
   Logger logger_;

@@ -2,31 +2,51 @@
 //
 // Threading contract: a policy is built on the main loop whenever the routable instance set of a
 // service changes (never per request) and published inside an immutable routing snapshot. pick()
-// may then be called from any worker loop at once: it must be allocation-free and touch only
-// atomics for its mutable state.
+// may then be called from any worker loop at once: it must be allocation-free, O(1) or O(log n),
+// and touch only atomics for its own mutable state. Randomness comes in through the context, so
+// a policy holds no generator and tests can replay exact sequences.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "proxy/lb/load.h"
 
 namespace sy::lb {
 
+// What a policy is told about each endpoint when it is built.
+struct EndpointInfo {
+  uint32_t weight = 1;
+  std::string key;                // stable identity for hashing policies (the instance id)
+  const LoadStats* load = nullptr;  // live counters (least_request, ewma); may be null
+};
+
 struct PickContext {
-  uint64_t hash = 0;               // for hashing policies (ring_hash, maglev)
-  uint64_t exclude_mask = 0;       // endpoints 0..63 already tried by this request (retries)
+  uint64_t random = 0;        // fresh random bits for this pick
+  bool has_hash = false;      // hashing policies: the request carried the hash_on key
+  uint64_t hash = 0;
+  uint64_t exclude_mask = 0;  // endpoints 0..63 already tried by this request (retries)
+  int64_t now_ns = 0;         // for time-decayed load (ewma)
+
+  bool excluded(size_t i) const { return i < 64 && (exclude_mask >> i) & 1; }
 };
 
 class Policy {
  public:
   virtual ~Policy() = default;
-  // Index of the chosen endpoint, or -1 when there is none.
+  // Index of the chosen endpoint, or -1 when there is none. With every endpoint excluded, a
+  // policy may return an excluded one rather than none.
   virtual int pick(const PickContext& ctx) const = 0;
 };
 
-// `weights[i]` is endpoint i's weight (≥ 1). Unknown names fall back to round_robin (config
-// validation has already refused them).
+// round_robin | least_request | random | ring_hash | maglev | ewma (unknown → round_robin;
+// config validation refuses those already).
+std::unique_ptr<Policy> make_policy(const std::string& name, const std::vector<EndpointInfo>& endpoints);
+
+// Weights only (round robin, tests).
 std::unique_ptr<Policy> make_policy(const std::string& name, const std::vector<uint32_t>& weights);
 
 }  // namespace sy::lb

@@ -64,8 +64,5 @@ int RoundRobin::pick(const PickContext& ctx) const {
   return static_cast<int>(cycle_[start % cycle_.size()]);  // all tried: reuse one
 }
 
-std::unique_ptr<Policy> make_policy(const std::string&, const std::vector<uint32_t>& weights) {
-  return std::make_unique<RoundRobin>(weights);
-}
 
 }  // namespace sy::lb

@@ -494,11 +494,16 @@ void DownstreamConn::start_attempt() {
   const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
   lb::PickContext ctx;
   ctx.exclude_mask = tried_mask_;
+  ctx.now_ns = static_cast<int64_t>(uv_hrtime());
+  if (upstreams_->hash_on.kind != HashOn::Kind::kNone) {
+    ctx.has_hash = request_hash(ctx.hash);
+  }
   const Endpoint* chosen = nullptr;
   int chosen_idx = -1;
   // An instance whose breaker is half-open takes only its trial requests; try another then.
   for (size_t tries = 0; tries < 3 && !chosen; ++tries) {
-    int idx = upstreams_->policy->pick(ctx);
+    ctx.random = w_.next_random();
+    int idx = upstreams_->pick(ctx);
     if (idx < 0) break;
     const Endpoint& e = upstreams_->endpoints[static_cast<size_t>(idx)];
     if (e.runtime && !e.runtime->breaker.allow(now)) {
@@ -517,10 +522,45 @@ void DownstreamConn::start_attempt() {
   rt_ = chosen->runtime;
   outcome_reported_ = false;
   if (rt_) {
-    ++rt_->active;
+    ++rt_->load.active;
     if (rt_->metrics.active) rt_->metrics.active->Increment();
   }
   connect_upstream(false);
+}
+
+bool DownstreamConn::request_hash(uint64_t& out) const {
+  const HashOn& h = upstreams_->hash_on;
+  std::string_view key;
+  switch (h.kind) {
+    case HashOn::Kind::kSourceIp:
+      key = client_ip_;
+      break;
+    case HashOn::Kind::kHeader:
+      if (!req_.find(h.name, key)) return false;
+      break;
+    case HashOn::Kind::kCookie: {
+      std::string_view cookies;
+      if (!req_.find("cookie", cookies)) return false;
+      // "a=1; b=2": find NAME= at the start of a pair.
+      while (!cookies.empty()) {
+        size_t semi = cookies.find(';');
+        std::string_view pair = cookies.substr(0, semi);
+        while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+        if (pair.size() > h.name.size() && pair.substr(0, h.name.size()) == h.name && pair[h.name.size()] == '=') {
+          key = pair.substr(h.name.size() + 1);
+          break;
+        }
+        if (semi == std::string_view::npos) break;
+        cookies.remove_prefix(semi + 1);
+      }
+      if (key.empty()) return false;
+      break;
+    }
+    default:
+      return false;
+  }
+  out = lb::hash_bytes(key.data(), key.size());
+  return true;
 }
 
 void DownstreamConn::connect_upstream(bool fresh) {
@@ -576,7 +616,7 @@ void DownstreamConn::release_attempt() {
   }
   if (rt_) {
     if (!outcome_reported_) report_outcome(health::Outcome::kSuccess);  // never judged: free its trial
-    --rt_->active;
+    --rt_->load.active;
     if (rt_->metrics.active) rt_->metrics.active->Decrement();
     rt_.reset();
   }
@@ -658,6 +698,7 @@ void DownstreamConn::send_request_head() {
   out.end_copy(from);
   if (replay) out.copy(replay_);
   head_sent_ = true;
+  attempt_started_ns_ = static_cast<int64_t>(uv_hrtime());
   const auto& t = upstreams_->cfg->timeouts;
   const auto& r = upstreams_->cfg->retry;
   // per_try_timeout bounds each attempt when retries are on.
@@ -704,6 +745,10 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
     return;
   }
   if (w_.observer && endpoint_) w_.observer->on_upstream_response(upstreams_->service, endpoint_->id, st);
+  if (rt_) {
+    const int64_t now_ns = static_cast<int64_t>(uv_hrtime());
+    rt_->load.observe(now_ns, static_cast<double>(now_ns - attempt_started_ns_));
+  }
   report_outcome(st >= 500 ? health::Outcome::kServerError : health::Outcome::kSuccess);
   if (st >= 200 && should_retry(std::to_string(st))) {
     discarding_ = true;  // read it to the end, throw it away, try elsewhere

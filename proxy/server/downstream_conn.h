@@ -88,6 +88,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   bool should_retry(const std::string& condition) const;
   void schedule_retry();
   void fail_attempt(upstream::UpstreamError e);
+  bool request_hash(uint64_t& out) const;  // the hash_on key of this request, if present
   void send_request_head();
   void flush_upstream();
   int flush_client();         // OutBatch result
@@ -149,6 +150,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   std::shared_ptr<health::InstanceRuntime> rt_;  // the current attempt's instance
   health::ServiceRuntime* srt_ = nullptr;         // pinned by table_
   uint64_t tried_mask_ = 0;                       // endpoints (index < 64) already tried
+  int64_t attempt_started_ns_ = 0;                // request head sent (latency for ewma)
   std::string replay_;                            // body kept for a replay, up to kReplayLimit
   bool replayable_ = false;
   bool head_sent_ = false;        // bytes of this request reached an upstream

@@ -32,38 +32,110 @@ bool has_tags(const registry::Instance& inst, const std::vector<std::string>& ta
 // and stale ones (lease lost in a mass expiry); failing that, panic: every non-draining instance,
 // since some answers beat none.
 std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, const std::vector<std::string>& tags,
-                                                const health::Runtime* runtime) {
+                                                const health::Runtime* runtime, const std::string& zone,
+                                                int64_t now_ms) {
   auto u = std::make_shared<Upstreams>();
   u->service = svc.cfg.name;
   u->cfg = std::make_shared<const conf::Service>(svc.cfg);
+  u->hash_on = HashOn::parse(svc.cfg.hash_on);
   if (runtime) u->runtime = runtime->service(svc.cfg.name);
   std::vector<const registry::Instance*> best, fallback, panic;
+  double local_total = 0, local_up = 0;
   for (const auto& [id, inst] : svc.instances) {
     if (!has_tags(inst, tags)) continue;
     u->has_instances = true;
     if (inst.draining) continue;
     panic.push_back(&inst);
+    if (!zone.empty() && inst.zone == zone) local_total += inst.weight;
     if (!inst.routable()) continue;
     if (inst.health == registry::Health::kHealthy && !inst.stale) best.push_back(&inst);
     else fallback.push_back(&inst);
   }
   u->panic = best.empty() && fallback.empty() && !panic.empty();
-  const auto& chosen = !best.empty() ? best : !fallback.empty() ? fallback : panic;
-  std::vector<uint32_t> weights;
-  for (const auto* inst : chosen) {
-    u->endpoints.push_back(Endpoint{inst->uid, inst->id, inst->address, inst->weight,
-                                    runtime ? runtime->instance(inst->uid) : nullptr});
-    weights.push_back(inst->weight);
+  std::vector<const registry::Instance*> chosen = !best.empty() ? best : !fallback.empty() ? fallback : panic;
+  // Zone awareness: the local zone's instances first.
+  if (!zone.empty()) {
+    std::stable_partition(chosen.begin(), chosen.end(), [&](const registry::Instance* i) { return i->zone == zone; });
+    for (const auto* i : chosen)
+      if (i->zone == zone) {
+        ++u->local_count;
+        local_up += i->weight;
+      }
+    // Enough local capacity (70 % of the zone's weight routable) keeps everything local; below
+    // that, the local share shrinks in proportion and the rest spills to the other zones.
+    constexpr double kEnough = 0.7;
+    const double h = local_total > 0 ? local_up / local_total : 0;
+    u->local_share = u->local_count == 0 ? 0.0 : u->local_count == chosen.size() ? 1.0 : std::min(1.0, h / kEnough);
+  } else {
+    u->local_count = chosen.size();
   }
-  u->policy = lb::make_policy(svc.cfg.lb, weights);
+  const bool ramp = svc.cfg.slow_start.count() > 0;
+  std::vector<lb::EndpointInfo> local, remote;
+  for (size_t k = 0; k < chosen.size(); ++k) {
+    const auto* inst = chosen[k];
+    auto rt = runtime ? runtime->instance(inst->uid) : nullptr;
+    u->endpoints.push_back(Endpoint{inst->uid, inst->id, inst->address, inst->weight, rt});
+    uint32_t w = inst->weight;
+    if (ramp) {  // weights × 10 so a ramping instance can hold a fraction of a unit
+      const double f = slow_start_factor(inst->routable_since_ms, now_ms, svc.cfg.slow_start);
+      w = std::max<uint32_t>(1, static_cast<uint32_t>(std::lround(inst->weight * 10 * f)));
+    }
+    (k < u->local_count ? local : remote).push_back(lb::EndpointInfo{w, inst->id, rt ? &rt->load : nullptr});
+  }
+  u->policy = lb::make_policy(svc.cfg.lb, local);
+  if (!remote.empty()) u->remote_policy = lb::make_policy(svc.cfg.lb, remote);
   return u;
 }
 
 }  // namespace
 
+HashOn HashOn::parse(const std::string& spec) {
+  HashOn h;
+  if (spec.rfind("header:", 0) == 0) {
+    h.kind = Kind::kHeader;
+    h.name = spec.substr(7);
+  } else if (spec.rfind("cookie:", 0) == 0) {
+    h.kind = Kind::kCookie;
+    h.name = spec.substr(7);
+  } else if (spec == "source_ip") {
+    h.kind = Kind::kSourceIp;
+  }
+  return h;
+}
+
+double slow_start_factor(int64_t since_ms, int64_t now_ms, conf::Millis window) {
+  if (window.count() <= 0) return 1.0;
+  const double f = static_cast<double>(now_ms - since_ms) / static_cast<double>(window.count());
+  return std::clamp(f, 0.1, 1.0);
+}
+
+int Upstreams::pick(const lb::PickContext& ctx) const {
+  const size_t n = endpoints.size();
+  if (n == 0) return -1;
+  const bool have_local = local_count > 0, have_remote = local_count < n && remote_policy;
+  // A share below 1: this request spills to another zone with probability 1 - share.
+  bool remote = !have_local || (have_remote && local_share < 1.0 &&
+                                static_cast<double>(lb::mix64(ctx.random) >> 11) * 0x1.0p-53 >= local_share);
+  if (remote && have_remote) {
+    lb::PickContext r = ctx;
+    r.exclude_mask = local_count < 64 ? ctx.exclude_mask >> local_count : 0;
+    int i = remote_policy->pick(r);
+    return i < 0 ? -1 : static_cast<int>(local_count) + i;
+  }
+  int i = policy->pick(ctx);
+  // Every local endpoint already tried (a retry): go remote rather than repeat one.
+  if (i >= 0 && ctx.excluded(static_cast<size_t>(i)) && have_remote) {
+    lb::PickContext r = ctx;
+    r.exclude_mask = local_count < 64 ? ctx.exclude_mask >> local_count : 0;
+    int j = remote_policy->pick(r);
+    if (j >= 0) return static_cast<int>(local_count) + j;
+  }
+  return i;
+}
+
 std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
                                                         const RoutingTable* prev, const registry::Registry::Dirty* dirty,
-                                                        const health::Runtime* runtime) {
+                                                        const health::Runtime* runtime, int64_t now_ms) {
   auto t = std::make_shared<RoutingTable>();
   t->index = reg.index();
   const bool incremental = prev && dirty && !dirty->all;
@@ -75,13 +147,13 @@ std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry
         continue;
       }
     }
-    t->services[name] = make_upstreams(svc, {}, runtime);
+    t->services[name] = make_upstreams(svc, {}, runtime, cfg.zone, now_ms);
   }
 
   auto add_route = [&](RouteEntry r) {
     r.host = normalize_host(r.host);
     auto sit = reg.services().find(r.service);
-    if (sit != reg.services().end()) r.upstreams = r.tags.empty() ? t->services[r.service] : make_upstreams(sit->second, r.tags, runtime);
+    if (sit != reg.services().end()) r.upstreams = r.tags.empty() ? t->services[r.service] : make_upstreams(sit->second, r.tags, runtime, cfg.zone, now_ms);
     t->routes.push_back(std::move(r));
   };
   for (const auto& r : cfg.routes) add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr});

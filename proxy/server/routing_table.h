@@ -26,12 +26,29 @@ struct Endpoint {
   std::shared_ptr<health::InstanceRuntime> runtime;  // live counters, breaker (may be null in tests)
 };
 
+// hash_on, parsed once per snapshot (not per request).
+struct HashOn {
+  enum class Kind { kNone, kHeader, kCookie, kSourceIp };
+  Kind kind = Kind::kNone;
+  std::string name;  // header name or cookie name
+  static HashOn parse(const std::string& spec);
+};
+
 // The instances one route or service may send to, with the policy that chooses among them.
 struct Upstreams {
+  // Chooses an endpoint: zone-aware when the proxy has a zone (local endpoints first, spilling to
+  // the others in proportion to missing local capacity), else the policy alone.
+  int pick(const lb::PickContext& ctx) const;
+
   std::string service;
   std::shared_ptr<const conf::Service> cfg;
-  std::vector<Endpoint> endpoints;
-  std::unique_ptr<lb::Policy> policy;
+  std::vector<Endpoint> endpoints;  // zone-aware: the local zone's first, then the others
+  std::unique_ptr<lb::Policy> policy;  // over endpoints[0, local_count) (all of them without zones)
+  HashOn hash_on;
+  // Zone awareness (proxy `zone:` set, instances with zones).
+  size_t local_count = 0;
+  double local_share = 1.0;  // fraction of requests that stay in the local zone
+  std::unique_ptr<lb::Policy> remote_policy;  // over endpoints[local_count, n)
   std::shared_ptr<health::ServiceRuntime> runtime;  // limits, retry budget (may be null in tests)
   // Why `endpoints` is empty, for the 503 message.
   bool has_instances = false;
@@ -73,7 +90,11 @@ struct RoutingTable {
 std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
                                                         const RoutingTable* prev = nullptr,
                                                         const registry::Registry::Dirty* dirty = nullptr,
-                                                        const health::Runtime* runtime = nullptr);
+                                                        const health::Runtime* runtime = nullptr, int64_t now_ms = 0);
+
+// Slow start: the share of its weight an instance routable since `since_ms` gets at `now_ms`
+// (from 10 % up to 100 % over the window).
+double slow_start_factor(int64_t since_ms, int64_t now_ms, conf::Millis window);
 
 // Who serves a registration-carried route when another claims the same host and prefix: "" when
 // `service` does, else a sentence naming the winner (reported in the admin API's answer).
