@@ -41,7 +41,6 @@ std::string App::start() {
 
   registry_.set_logger([](const std::string& m) { log::info(m); });
   registry_.set_probing(true);
-  registry_.set_clock([this] { return now_ms(); });
   health::Runtime::Hooks rh;
   rh.now_ms = [this] { return now_ms(); };
   rh.log = [](const std::string& m) { log::warn(m); };
@@ -65,6 +64,9 @@ std::string App::start() {
     log::info("registry snapshot loaded from " + c.registry.snapshot + " (" + std::to_string(registry_.total_instances()) + " instances)");
   }
   persist_dirty_ = false;
+  // From here on, instances that become routable are stamped (slow start). Those present at start
+  // are not: they all start together, so there is nothing to ramp against.
+  registry_.set_clock([this] { return now_ms(); });
   publish();
 
   if (std::string e = access_log_.open(c.access_log); !e.empty()) return e;

@@ -313,7 +313,7 @@ void Registry::restore(const Registration& r, bool draining, int64_t now_ms) {
   Instance& inst = svc.instances[r.id];
   if (!existed) ++total_;
   inst.uid = next_uid_++;
-  inst.routable_since_ms = now_ms;
+  inst.routable_since_ms = 0;  // present at start: nothing to ramp against
   inst.id = r.id;
   inst.service = r.service;
   inst.address = r.address;

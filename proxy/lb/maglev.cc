@@ -41,13 +41,15 @@ Maglev::Maglev(const std::vector<EndpointInfo>& endpoints) : endpoints_(endpoint
 
 int Maglev::pick(const PickContext& ctx) const {
   if (table_.empty()) return -1;
-  uint64_t h = ctx.has_hash ? ctx.hash : ctx.random;
-  for (int tries = 0; tries < 8; ++tries) {
-    uint32_t e = table_[h % kTableSize];
+  const uint64_t h = ctx.has_hash ? ctx.hash : ctx.random;
+  const size_t pos = h % kTableSize;
+  if (!ctx.excluded(table_[pos])) return static_cast<int>(table_[pos]);
+  // A retry: the next slots of the table (the same for the same key) until an untried endpoint.
+  for (size_t k = 1; k < kTableSize && k < 64 * endpoints_ + 64; ++k) {
+    uint32_t e = table_[(pos + k) % kTableSize];
     if (!ctx.excluded(e)) return static_cast<int>(e);
-    h = mix64(h + 1);  // a retry: the next candidate for the same key
   }
-  return static_cast<int>(table_[h % kTableSize]);
+  return static_cast<int>(table_[pos]);
 }
 
 }  // namespace sy::lb

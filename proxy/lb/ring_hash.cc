@@ -10,14 +10,9 @@ namespace sy::lb {
 RingHash::RingHash(const std::vector<EndpointInfo>& endpoints) : endpoints_(endpoints.size()) {
   if (endpoints.empty()) return;
   uint64_t total = 0;
-  uint32_t min_w = UINT32_MAX;
-  for (const auto& e : endpoints) {
-    total += e.weight;
-    min_w = std::min(min_w, e.weight);
-  }
-  // Enough nodes that the lightest endpoint still gets ~100 (smooth shares), within bounds.
-  const double per_unit = std::clamp(100.0 / min_w, static_cast<double>(kMinRing) / static_cast<double>(total),
-                                     static_cast<double>(kMaxRing) / static_cast<double>(total));
+  for (const auto& e : endpoints) total += e.weight;
+  // Very large sets are scaled down to bound memory (then shares shift a little more on change).
+  const double per_unit = std::min<double>(kNodesPerWeight, static_cast<double>(kMaxRing) / static_cast<double>(total));
   for (size_t i = 0; i < endpoints.size(); ++i) {
     const size_t vnodes = std::max<size_t>(1, static_cast<size_t>(std::llround(endpoints[i].weight * per_unit)));
     const uint64_t base = hash_bytes(endpoints[i].key.data(), endpoints[i].key.size());

@@ -10,8 +10,10 @@ namespace sy::lb {
 
 class RingHash final : public Policy {
  public:
-  static constexpr size_t kMinRing = 1024;
-  static constexpr size_t kMaxRing = 1 << 20;
+  // Virtual nodes per unit of weight. Fixed — not derived from the endpoint count — so that an
+  // endpoint joining or leaving does not re-place everybody else's nodes.
+  static constexpr size_t kNodesPerWeight = 160;
+  static constexpr size_t kMaxRing = 1 << 21;
   explicit RingHash(const std::vector<EndpointInfo>& endpoints);
   int pick(const PickContext& ctx) const override;
   size_t ring_size() const { return ring_.size(); }

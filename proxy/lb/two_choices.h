@@ -20,7 +20,7 @@ int two_choices(size_t n, const PickContext& ctx, Cost cost) {
   for (size_t k = 0; k < n && ctx.excluded(a); ++k) a = (a + 1) % n;
   for (size_t k = 0; k < n && (ctx.excluded(b) || b == a); ++k) b = (b + 1) % n;
   if (ctx.excluded(a) && !ctx.excluded(b)) return static_cast<int>(b);
-  if (b == a) return static_cast<int>(a);
+  if (b == a || ctx.excluded(b)) return static_cast<int>(a);
   return static_cast<int>(cost(b) < cost(a) ? b : a);
 }
 

@@ -44,9 +44,11 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
   for (const auto& [id, inst] : svc.instances) {
     if (!has_tags(inst, tags)) continue;
     u->has_instances = true;
+    // The local zone's capacity counts every instance it has, drained ones included: a drained
+    // instance is capacity that is missing.
+    if (!zone.empty() && inst.zone == zone) local_total += inst.weight;
     if (inst.draining) continue;
     panic.push_back(&inst);
-    if (!zone.empty() && inst.zone == zone) local_total += inst.weight;
     if (!inst.routable()) continue;
     if (inst.health == registry::Health::kHealthy && !inst.stale) best.push_back(&inst);
     else fallback.push_back(&inst);
