@@ -201,6 +201,7 @@ void Loader::load(const YAML::Node& root, Config& c) {
                    [&](const YAML::Node& v) { duration(v, "registry.default_ttl", c.registry.default_ttl, false); }}});
            }},
           {"access_log", [&](const YAML::Node& n) { str(n, "access_log", c.access_log); }},
+          {"metrics", [&](const YAML::Node& n) { boolean(n, "metrics", c.metrics); }},
           {"routes",
            [&](const YAML::Node& n) {
              if (n.IsNull()) return;

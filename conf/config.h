@@ -125,6 +125,7 @@ struct Config {
   Admin admin;
   RegistryConf registry;
   std::string access_log;
+  bool metrics = true;  // false: the request path updates no metrics (to measure what they cost)
   std::vector<Route> routes;
   std::map<std::string, Service> services;  // ordered: stable output and reload diffs
 };

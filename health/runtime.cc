@@ -24,6 +24,7 @@ void Runtime::sync() {
     if (!srt) {
       srt = std::make_shared<ServiceRuntime>();
       srt->name = name;
+      if (hooks_.service_stats) srt->stats = hooks_.service_stats(name);
     }
     srt->cfg = svc.cfg;
     for (const auto& [id, inst] : svc.instances) {

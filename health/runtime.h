@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "health/circuit_breaker.h"
 #include "health/outlier.h"
@@ -32,6 +33,9 @@ struct InstanceMetrics {
   prometheus::Gauge* breaker_open = nullptr;
   prometheus::Counter* ejections = nullptr;
   prometheus::Counter* connect_failures = nullptr;
+  // switchyard_upstream_requests_total by status code, resolved the first time a code is seen
+  // (a handful per instance; a linear scan beats any map here).
+  std::vector<std::pair<int, prometheus::Counter*>> by_code;
 };
 
 struct InstanceRuntime {
@@ -52,6 +56,7 @@ struct ServiceRuntime {
   std::shared_ptr<uint32_t> connections = std::make_shared<uint32_t>(0);  // upstream connections open
   uint32_t active_retries = 0;
   bool panic = false;            // every instance is out; the least-bad ones are used
+  void* stats = nullptr;         // the metrics module's per-service handles (resolved once)
 };
 
 class Runtime {
@@ -62,6 +67,7 @@ class Runtime {
     // Metric handles for a new instance / forgetting them (the app owns the metric families).
     std::function<InstanceMetrics(const std::string& service, const std::string& id)> make_metrics;
     std::function<void(const InstanceMetrics&)> drop_metrics;
+    std::function<void*(const std::string& service)> service_stats;
   };
 
   Runtime(registry::Registry& reg, Hooks hooks) : reg_(reg), hooks_(std::move(hooks)) {}

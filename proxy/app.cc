@@ -23,14 +23,15 @@ App::App(std::string config_path, conf::Config cfg)
 App::~App() = default;
 
 void App::on_exchange(const Record& r) {
-  metrics_.on_exchange(r);
+  if (cfg_->metrics) metrics_.on_exchange(r);
   access_log_.append(r);
 }
 
 void App::on_connections(int64_t delta) { metrics_.on_connections(delta); }
 
-void App::on_upstream_response(std::string_view service, std::string_view instance, int status) {
-  metrics_.on_upstream_response(service, instance, status);
+void App::on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
+                               int status) {
+  if (cfg_->metrics) metrics_.on_upstream_response(rt, service, instance, status);
 }
 
 std::string App::start() {
@@ -46,6 +47,7 @@ std::string App::start() {
   rh.log = [](const std::string& m) { log::warn(m); };
   rh.make_metrics = [this](const std::string& s, const std::string& i) { return metrics_.instance_metrics(s, i); };
   rh.drop_metrics = [this](const health::InstanceMetrics& m) { metrics_.drop_instance_metrics(m); };
+  rh.service_stats = [this](const std::string& s) { return metrics_.service_stats(s); };
   runtime_ = std::make_unique<health::Runtime>(registry_, rh);
   health::HealthChecker::Hooks hh;
   hh.log = [](const std::string& m) { log::info(m); };

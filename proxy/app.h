@@ -30,7 +30,8 @@ class App final : public server::ExchangeObserver {
 
   void on_exchange(const Record& r) override;
   void on_connections(int64_t delta) override;
-  void on_upstream_response(std::string_view service, std::string_view instance, int status) override;
+  void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
+                            int status) override;
 
  private:
   static void on_signal(uv_signal_t* s, int signum);

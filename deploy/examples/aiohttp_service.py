@@ -16,10 +16,29 @@ import signal
 from aiohttp import ClientSession, web
 
 
+def advertised_ip(args):
+    """switchyard registers IP addresses (it does no DNS): find the one to announce."""
+    if args.advertise:
+        return args.advertise
+    if args.host not in ("0.0.0.0", ""):
+        return args.host
+    import socket
+    import urllib.parse
+    target = urllib.parse.urlparse(args.admin)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((socket.gethostbyname(target.hostname), target.port or 80))  # no packet is sent
+        return s.getsockname()[0]
+    finally:
+        s.close()
+
+
 def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ap.add_argument("--advertise", default="", help="IP to register (default: --host, or when that is "
+                    "0.0.0.0, the local address that reaches the admin API)")
     ap.add_argument("--name", default="orders", help="service name to register under")
     ap.add_argument("--id", default=None, help="instance id (default NAME-PORT)")
     ap.add_argument("--admin", default="http://127.0.0.1:9901", help="switchyard admin URL")
@@ -51,7 +70,7 @@ async def main():
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
 
-    registration = {"address": f"{args.host}:{args.port}", "ttl": f"{args.ttl}s",
+    registration = {"address": f"{advertised_ip(args)}:{args.port}", "ttl": f"{args.ttl}s",
                     "health_check": {"type": "http", "path": "/health", "interval": "2s"},
                     "meta": {"framework": "aiohttp"}}
     async with ClientSession(headers=headers) as http:

@@ -50,24 +50,42 @@ Metrics::ServiceStats& Metrics::service(std::string_view name) {
   auto it = services_.find(std::string(name));
   if (it != services_.end()) return it->second;
   ServiceStats& s = services_[std::string(name)];
-  s.duration = &duration_.Add({{"service", std::string(name)}}, buckets());
+  s.name = std::string(name);
+  s.duration = &duration_.Add({{"service", s.name}}, buckets());
+  s.retries = &retries_.Add({{"service", s.name}});
   return s;
 }
 
 void Metrics::on_exchange(const Record& r) {
-  std::string_view svc = r.service.empty() ? std::string_view("none") : r.service;
-  ServiceStats& s = service(svc);
+  // Handles resolved once per service (ServiceRuntime::stats); a label look-up only for requests
+  // that reached no known service (404s), cached too.
+  ServiceStats* s = static_cast<ServiceStats*>(r.service_stats);
+  if (!s && r.service.empty()) {
+    if (!none_) none_ = &service("none");
+    s = none_;
+  } else if (!s) {
+    s = &service(r.service);
+  }
   int code = r.status >= 100 && r.status < 600 ? r.status : 0;
-  if (!s.by_code[static_cast<size_t>(code)])
-    s.by_code[static_cast<size_t>(code)] = &requests_.Add({{"service", std::string(svc)}, {"code", std::to_string(code)}});
-  s.by_code[static_cast<size_t>(code)]->Increment();
-  s.duration->Observe(r.seconds);
-  if (r.attempts > 1) retries_.Add({{"service", std::string(svc)}}).Increment(r.attempts - 1);
+  prometheus::Counter*& c = s->by_code[static_cast<size_t>(code)];
+  if (!c) c = &requests_.Add({{"service", s->name}, {"code", std::to_string(code)}});
+  c->Increment();
+  s->duration->Observe(r.seconds);
+  if (r.attempts > 1) s->retries->Increment(r.attempts - 1);
 }
 
-void Metrics::on_upstream_response(std::string_view service, std::string_view instance, int status) {
-  upstream_requests_.Add({{"service", std::string(service)}, {"instance", std::string(instance)}, {"code", std::to_string(status)}})
-      .Increment();
+void Metrics::on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
+                                   int status) {
+  if (!rt || !rt->metrics.active) return;  // instance already gone: its series are gone too
+  for (auto& [code, counter] : rt->metrics.by_code) {
+    if (code == status) {
+      counter->Increment();
+      return;
+    }
+  }
+  auto& c = upstream_requests_.Add({{"service", std::string(service)}, {"instance", std::string(instance)}, {"code", std::to_string(status)}});
+  rt->metrics.by_code.emplace_back(status, &c);
+  c.Increment();
 }
 
 health::InstanceMetrics Metrics::instance_metrics(const std::string& service, const std::string& id) {
@@ -85,6 +103,7 @@ void Metrics::drop_instance_metrics(const health::InstanceMetrics& m) {
   if (m.breaker_open) breaker_open_.Remove(m.breaker_open);
   if (m.ejections) ejections_.Remove(m.ejections);
   if (m.connect_failures) connect_failures_.Remove(m.connect_failures);
+  for (const auto& [code, c] : m.by_code) upstream_requests_.Remove(c);
 }
 
 void Metrics::on_probe(const std::string& service, health::ProbeResult r) {

@@ -29,7 +29,10 @@ class Metrics final : public server::ExchangeObserver {
   Metrics();
   void on_exchange(const Record& r) override;
   void on_connections(int64_t delta) override;
-  void on_upstream_response(std::string_view service, std::string_view instance, int status) override;
+  void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
+                            int status) override;
+  // Per-service handles for ServiceRuntime::stats (stable address; never freed while we live).
+  void* service_stats(const std::string& service) { return &this->service(service); }
   // Per-instance handles, resolved once when the instance appears; dropped when it leaves (its
   // series disappear).
   health::InstanceMetrics instance_metrics(const std::string& service, const std::string& id);
@@ -41,7 +44,9 @@ class Metrics final : public server::ExchangeObserver {
 
  private:
   struct ServiceStats {
+    std::string name;
     prometheus::Histogram* duration = nullptr;
+    prometheus::Counter* retries = nullptr;
     std::array<prometheus::Counter*, 600> by_code{};
   };
   ServiceStats& service(std::string_view name);
@@ -60,6 +65,7 @@ class Metrics final : public server::ExchangeObserver {
   prometheus::Family<prometheus::Gauge>& registry_instances_;
   prometheus::Gauge& downstream_connections_;
   std::unordered_map<std::string, ServiceStats> services_;
+  ServiceStats* none_ = nullptr;
   std::vector<prometheus::Gauge*> registry_gauges_;
   std::vector<prometheus::Gauge*> healthy_gauges_;
   double start_time_;

@@ -744,7 +744,7 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
     }
     return;
   }
-  if (w_.observer && endpoint_) w_.observer->on_upstream_response(upstreams_->service, endpoint_->id, st);
+  if (w_.observer && endpoint_) w_.observer->on_upstream_response(rt_.get(), upstreams_->service, endpoint_->id, st);
   if (rt_) {
     const int64_t now_ns = static_cast<int64_t>(uv_hrtime());
     rt_->load.observe(now_ns, static_cast<double>(now_ns - attempt_started_ns_));
@@ -998,6 +998,7 @@ void DownstreamConn::record(const char* error) {
   r.attempts = attempts_;
   r.request_id = request_id_;
   r.error = error ? error : "";
+  r.service_stats = upstreams_ && upstreams_->runtime ? upstreams_->runtime->stats : nullptr;
   w_.observer->on_exchange(r);
   head_done_ = false;  // once per exchange
 }

@@ -39,10 +39,12 @@ class ExchangeObserver {
     int attempts = 0;
     std::string_view request_id;
     std::string_view error;
+    void* service_stats = nullptr;  // health::ServiceRuntime::stats, when the service is known
   };
   virtual void on_exchange(const Record& r) = 0;
   // One upstream attempt got a response head (also those a retry throws away).
-  virtual void on_upstream_response(std::string_view service, std::string_view instance, int status) = 0;
+  virtual void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
+                                    int status) = 0;
   virtual void on_connections(int64_t delta) = 0;
 };
 
