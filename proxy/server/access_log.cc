@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -18,6 +19,19 @@ namespace {
 
 void json_string(std::string& out, std::string_view s) {
   out.push_back('"');
+  // Fast path: most values need no escaping at all.
+  bool plain = true;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) {
+    out.append(s);
+    out.push_back('"');
+    return;
+  }
   for (unsigned char c : s) {
     if (c == '"' || c == '\\') {
       out.push_back('\\');
@@ -67,14 +81,21 @@ void AccessLog::append(const ExchangeObserver::Record& r) {
   if (fd_ < 0) return;
   timeval tv{};
   gettimeofday(&tv, nullptr);
-  tm t{};
-  gmtime_r(&tv.tv_sec, &t);
-  char ts[40];
-  size_t n = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &t);
-  std::snprintf(ts + n, sizeof ts - n, ".%03dZ", static_cast<int>(tv.tv_usec / 1000));
+  // The calendar part changes once a second: format it then, not per line.
+  if (tv.tv_sec != second_) {
+    second_ = tv.tv_sec;
+    tm t{};
+    gmtime_r(&tv.tv_sec, &t);
+    second_text_len_ = std::strftime(second_text_, sizeof second_text_, "%Y-%m-%dT%H:%M:%S.", &t);
+  }
+  const int ms = static_cast<int>(tv.tv_usec / 1000);
   char num[160];
   buf_.append("{\"time\":\"");
-  buf_.append(ts);
+  buf_.append(second_text_, second_text_len_);
+  buf_.push_back(static_cast<char>('0' + ms / 100));
+  buf_.push_back(static_cast<char>('0' + ms / 10 % 10));
+  buf_.push_back(static_cast<char>('0' + ms % 10));
+  buf_.push_back('Z');
   buf_.append("\",\"client\":");
   json_string(buf_, r.client);
   buf_.append(",\"method\":");
@@ -83,10 +104,21 @@ void AccessLog::append(const ExchangeObserver::Record& r) {
   json_string(buf_, r.path);
   buf_.append(",\"host\":");
   json_string(buf_, r.host);
-  std::snprintf(num, sizeof num, ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration\":%.6f,\"attempts\":%d",
-                r.status, static_cast<unsigned long long>(r.bytes_in), static_cast<unsigned long long>(r.bytes_out),
-                r.seconds, r.attempts);
-  buf_.append(num);
+  auto number = [&](const char* key, uint64_t v) {
+    buf_.append(key);
+    auto [end, ec] = std::to_chars(num, num + sizeof num, v);
+    buf_.append(num, static_cast<size_t>(end - num));
+  };
+  number(",\"status\":", static_cast<uint64_t>(r.status));
+  number(",\"bytes_in\":", r.bytes_in);
+  number(",\"bytes_out\":", r.bytes_out);
+  // Duration in seconds with microsecond precision, without printf.
+  const uint64_t us = static_cast<uint64_t>(r.seconds * 1e6 + 0.5);
+  number(",\"duration\":", us / 1000000);
+  char frac[7] = {'.'};
+  for (uint64_t i = 6, f = us % 1000000; i >= 1; --i, f /= 10) frac[i] = static_cast<char>('0' + f % 10);
+  buf_.append(frac, 7);
+  number(",\"attempts\":", static_cast<uint64_t>(r.attempts));
   buf_.append(",\"service\":");
   json_string(buf_, r.service);
   buf_.append(",\"instance\":");

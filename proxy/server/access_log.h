@@ -27,6 +27,9 @@ class AccessLog {
   std::string buf_;
   int fd_ = -1;
   uint64_t dropped_ = 0;
+  long second_ = -1;          // the second second_text_ was formatted for
+  char second_text_[32] = {};  // "2026-11-21T20:51:37."
+  size_t second_text_len_ = 0;
   bool warned_ = false;
 };
 
