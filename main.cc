@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <vector>
 
@@ -65,6 +66,12 @@ int main(int argc, char** argv) {
   if (check) {
     std::printf("%s: ok\n", use_defaults ? "(built-in defaults)" : path.c_str());
     return 0;
+  }
+  // Every connection is a file descriptor: take the hard limit (as nginx and HAProxy do).
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
   }
   sy::App app(use_defaults ? "" : path, std::move(cfg));
   return app.run();

@@ -14,11 +14,7 @@ namespace sy::net {
 
 class OutBatch {
  public:
-  OutBatch() {
-    segs_.reserve(16);
-    iov_.reserve(16);
-    scratch_.reserve(1024);
-  }
+  OutBatch() = default;
 
   // `p` must stay valid until the flush completes.
   void ref(const char* p, size_t n) {

@@ -68,11 +68,19 @@ DownstreamConn::DownstreamConn(Worker& w) : w_(w) {
   timer_.data = this;
   llhttp_init(&parser_, HTTP_REQUEST, settings());
   parser_.data = this;
-  target_.reserve(256);
-  request_id_.reserve(40);
 }
 
-DownstreamConn::~DownstreamConn() { w_.buffers.release(rbuf_.data); }
+DownstreamConn::~DownstreamConn() {
+  w_.buffers.release(rbuf_.data);
+  if (x_) {
+    x_->to_client.clear();
+    w_.exchanges.release(std::move(x_));
+  }
+}
+
+void DownstreamConn::take_exchange() {
+  if (!x_) x_ = w_.exchanges.acquire();
+}
 
 void DownstreamConn::accept(Worker& w, uv_stream_t* server) {
   auto* c = new DownstreamConn(w);
@@ -223,6 +231,7 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     return;
   }
   c->rbuf_.end += static_cast<size_t>(n);
+  c->take_exchange();
   if (c->state_ == State::kTunnel) {
     if (c->up_) {
       c->up_->out().ref(c->rbuf_.data + c->rbuf_.start, c->rbuf_.pending());
@@ -304,7 +313,7 @@ const llhttp_settings_t* DownstreamConn::settings() {
 
 int DownstreamConn::cb_message_begin(llhttp_t* p) {
   auto* c = static_cast<DownstreamConn*>(p->data);
-  c->req_.clear();
+  c->x_->req.clear();
   c->message_begun_ = true;
   c->started_ns_ = uv_hrtime();
   c->state_ = State::kReadingHead;
@@ -314,8 +323,8 @@ int DownstreamConn::cb_message_begin(llhttp_t* p) {
 
 int DownstreamConn::cb_url(llhttp_t* p, const char* at, size_t n) {
   auto* c = static_cast<DownstreamConn*>(p->data);
-  c->req_.add_url(at, n);
-  if (c->req_.url().size() > c->cfg_->client.max_uri_bytes) {
+  c->x_->req.add_url(at, n);
+  if (c->x_->req.url().size() > c->cfg_->client.max_uri_bytes) {
     c->error_status_ = 414;
     c->error_code_ = "the request-target is longer than client.max_uri_bytes";
     return -1;
@@ -325,13 +334,13 @@ int DownstreamConn::cb_url(llhttp_t* p, const char* at, size_t n) {
 
 int DownstreamConn::cb_header_field(llhttp_t* p, const char* at, size_t n) {
   auto* c = static_cast<DownstreamConn*>(p->data);
-  c->req_.add_field(at, n);
-  if (c->req_.count() > c->cfg_->client.max_headers) {
+  c->x_->req.add_field(at, n);
+  if (c->x_->req.count() > c->cfg_->client.max_headers) {
     c->error_status_ = 431;
     c->error_code_ = "more header fields than client.max_headers";
     return -1;
   }
-  if (c->req_.bytes() > c->cfg_->client.max_header_bytes) {
+  if (c->x_->req.bytes() > c->cfg_->client.max_header_bytes) {
     c->error_status_ = 431;
     c->error_code_ = "the request head is larger than client.max_header_bytes";
     return -1;
@@ -346,8 +355,8 @@ int DownstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
   const char* q = at;
   while (q > c->rbuf_.data && (q[-1] == ' ' || q[-1] == '\t')) --q;
   if (q > c->rbuf_.data && q[-1] == '\n') return -1;
-  c->req_.add_value(at, n);
-  if (c->req_.bytes() > c->cfg_->client.max_header_bytes) {
+  c->x_->req.add_value(at, n);
+  if (c->x_->req.bytes() > c->cfg_->client.max_header_bytes) {
     c->error_status_ = 431;
     c->error_code_ = "the request head is larger than client.max_header_bytes";
     return -1;
@@ -357,14 +366,14 @@ int DownstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
 
 int DownstreamConn::cb_headers_complete(llhttp_t* p) {
   auto* c = static_cast<DownstreamConn*>(p->data);
-  c->req_.http_major = p->http_major;
-  c->req_.http_minor = p->http_minor;
-  c->req_.method = p->method;
+  c->x_->req.http_major = p->http_major;
+  c->x_->req.http_minor = p->http_minor;
+  c->x_->req.method = p->method;
   // Smuggling and framing checks beyond llhttp's strict mode: one Host, sane values, and a
   // Transfer-Encoding that is exactly "chunked" (anything else cannot be re-framed safely).
   int hosts = 0;
-  for (size_t i = 0; i < c->req_.count(); ++i) {
-    std::string_view name = c->req_.name(i), value = c->req_.value(i);
+  for (size_t i = 0; i < c->x_->req.count(); ++i) {
+    std::string_view name = c->x_->req.name(i), value = c->x_->req.value(i);
     if (!http::valid_field_value(value)) return -1;
     if (http::iequals(name, "host")) ++hosts;
     if (http::iequals(name, "transfer-encoding") && !http::iequals(value, "chunked")) return -1;
@@ -404,11 +413,11 @@ int DownstreamConn::cb_body(llhttp_t* p, const char* at, size_t n) {
     return -1;
   }
   if (c->replayable_) {
-    if (c->replay_.size() + n <= kReplayLimit) {
-      c->replay_.append(at, n);
+    if (c->x_->replay.size() + n <= kReplayLimit) {
+      c->x_->replay.append(at, n);
     } else {
       c->replayable_ = false;  // streamed past the replay limit: this request is never replayed
-      c->replay_.clear();
+      c->x_->replay.clear();
     }
   }
   if (!c->up_) return 0;
@@ -442,15 +451,15 @@ void DownstreamConn::begin_exchange() {
   head_done_ = true;
   uv_timer_stop(&timer_);
   cfg_ = w_.config;
-  is_head_ = req_.method == HTTP_HEAD;
-  idempotent_ = method_idempotent(req_.method);
+  is_head_ = x_->req.method == HTTP_HEAD;
+  idempotent_ = method_idempotent(x_->req.method);
   if (!llhttp_should_keep_alive(&parser_) || w_.shutting_down) close_after_ = true;
-  keep_alive_10_ = req_.http_minor == 0 && !close_after_;
+  keep_alive_10_ = x_->req.http_minor == 0 && !close_after_;
 
   std::string_view host_header;
-  req_.find("host", host_header);
+  x_->req.find("host", host_header);
   std::string host = normalize_host(host_header);
-  std::string_view url = req_.url();
+  std::string_view url = x_->req.url();
   table_ = w_.table->load();
   const RouteEntry* route = nullptr;
   if (!table_ || !table_->route(host, url, route, upstreams_)) {
@@ -462,13 +471,13 @@ void DownstreamConn::begin_exchange() {
     send_error(503, "no_healthy_upstream", "service '" + svc + "' has no healthy instance", close_after_);
     return;
   }
-  target_.assign(url);
+  x_->target.assign(url);
   if (route && route->strip_prefix && !route->path_prefix.empty()) {
-    target_.assign(url.substr(std::min(url.size(), route->path_prefix.size())));
-    if (target_.empty() || target_[0] != '/') target_.insert(0, "/");
+    x_->target.assign(url.substr(std::min(url.size(), route->path_prefix.size())));
+    if (x_->target.empty() || x_->target[0] != '/') x_->target.insert(0, "/");
   }
   std::string_view rid;
-  if (!req_.find("x-request-id", rid) || rid.empty()) {
+  if (!x_->req.find("x-request-id", rid) || rid.empty()) {
     // 128 random bits as 32 hex digits (snprintf here cost more than the rest of the head).
     static constexpr char kHex[] = "0123456789abcdef";
     char buf[32];
@@ -477,9 +486,9 @@ void DownstreamConn::begin_exchange() {
       buf[i] = kHex[a & 15];
       buf[16 + i] = kHex[b & 15];
     }
-    request_id_.assign(buf, 32);
+    x_->request_id.assign(buf, 32);
   } else {
-    request_id_.assign(rid);
+    x_->request_id.assign(rid);
   }
   srt_ = upstreams_->runtime.get();
   if (srt_) {
@@ -543,11 +552,11 @@ bool DownstreamConn::request_hash(uint64_t& out) const {
       key = client_ip_;
       break;
     case HashOn::Kind::kHeader:
-      if (!req_.find(h.name, key)) return false;
+      if (!x_->req.find(h.name, key)) return false;
       break;
     case HashOn::Kind::kCookie: {
       std::string_view cookies;
-      if (!req_.find("cookie", cookies)) return false;
+      if (!x_->req.find("cookie", cookies)) return false;
       // "a=1; b=2": find NAME= at the start of a pair.
       while (!cookies.empty()) {
         size_t semi = cookies.find(';');
@@ -661,7 +670,7 @@ void DownstreamConn::schedule_retry() {
   state_ = State::kConnecting;
   stop_reading();
   response_started_ = response_done_ = discarding_ = discard_done_ = false;
-  to_client_.clear();
+  x_->to_client.clear();
   // Exponential backoff with full jitter: uniform in [0, min(max, base · 2^(n-1))].
   const auto& r = upstreams_->cfg->retry;
   const int64_t cap = std::min<int64_t>(r.backoff_max.count(), r.backoff_base.count() << std::min(attempts_ - 1, 20));
@@ -686,10 +695,10 @@ void DownstreamConn::fail_attempt(UpstreamError e) {
 void DownstreamConn::send_request_head() {
   state_ = State::kForwarding;
   http::RequestForward f;
-  f.method = llhttp_method_name(static_cast<llhttp_method_t>(req_.method));
-  f.target = target_;
+  f.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
+  f.target = x_->target;
   f.client_ip = client_ip_;
-  f.request_id = request_id_;
+  f.request_id = x_->request_id;
   f.framing = req_framing_;
   f.content_length = req_content_length_;
   f.upgrade = upgrade_;
@@ -697,13 +706,13 @@ void DownstreamConn::send_request_head() {
   const bool replay = head_sent_ && req_framing_ != http::Framing::kNone;
   if (replay) {
     f.framing = http::Framing::kLength;
-    f.content_length = replay_.size();
+    f.content_length = x_->replay.size();
   }
   net::OutBatch& out = up_->out();
   size_t from = out.begin_copy();
-  http::build_upstream_request(req_, f, out.scratch());
+  http::build_upstream_request(x_->req, f, out.scratch());
   out.end_copy(from);
-  if (replay) out.copy(replay_);
+  if (replay) out.copy(x_->replay);
   head_sent_ = true;
   attempt_started_ns_ = static_cast<int64_t>(uv_hrtime());
   const auto& t = upstreams_->cfg->timeouts;
@@ -742,12 +751,12 @@ void DownstreamConn::on_upstream_drained(UpstreamConn*) {
 void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& head) {
   const int st = head.status;
   http::ResponseForward f;
-  size_t from = to_client_.begin_copy();
+  size_t from = x_->to_client.begin_copy();
   if (st < 200 && st != 101) {
     // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they come.
-    if (req_.http_minor >= 1) {
-      http::build_downstream_response(head, f, to_client_.scratch());
-      to_client_.end_copy(from);
+    if (x_->req.http_minor >= 1) {
+      http::build_downstream_response(head, f, x_->to_client.scratch());
+      x_->to_client.end_copy(from);
     }
     return;
   }
@@ -769,15 +778,15 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
       return;
     }
     f.upgrade = true;
-    http::build_downstream_response(head, f, to_client_.scratch());
-    to_client_.end_copy(from);
+    http::build_downstream_response(head, f, x_->to_client.scratch());
+    x_->to_client.end_copy(from);
     state_ = State::kTunnel;
     c->start_tunnel();
     return;
   }
   if (upgrade_ || !request_done_) close_after_ = true;  // the rest of the request is not ours to read
   const llhttp_t& p = c->parser();
-  const bool client11 = req_.http_minor >= 1;
+  const bool client11 = x_->req.http_minor >= 1;
   uint64_t length = 0;
   if (is_head_ || st == 204 || st == 304) {
     resp_framing_ = http::Framing::kNone;
@@ -795,8 +804,8 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
   f.close = close_after_;
   f.keep_alive_10 = keep_alive_10_ && !close_after_;
   f.head_or_304 = is_head_ || st == 304;
-  http::build_downstream_response(head, f, to_client_.scratch());
-  to_client_.end_copy(from);
+  http::build_downstream_response(head, f, x_->to_client.scratch());
+  x_->to_client.end_copy(from);
 }
 
 void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
@@ -807,11 +816,11 @@ void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
     auto [end, ec] = std::to_chars(line, line + 20, n, 16);
     *end++ = '\r';
     *end++ = '\n';
-    to_client_.copy(std::string_view(line, static_cast<size_t>(end - line)));
-    to_client_.ref(p, n);
-    to_client_.copy("\r\n");
+    x_->to_client.copy(std::string_view(line, static_cast<size_t>(end - line)));
+    x_->to_client.ref(p, n);
+    x_->to_client.copy("\r\n");
   } else {
-    to_client_.ref(p, n);
+    x_->to_client.ref(p, n);
   }
 }
 
@@ -821,11 +830,11 @@ void DownstreamConn::on_upstream_complete(UpstreamConn*) {
     return;
   }
   response_done_ = true;
-  if (resp_framing_ == http::Framing::kChunked) to_client_.copy("0\r\n\r\n");
+  if (resp_framing_ == http::Framing::kChunked) x_->to_client.copy("0\r\n\r\n");
 }
 
 int DownstreamConn::flush_client() {
-  return to_client_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_client_write, this);
+  return x_->to_client.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_client_write, this);
 }
 
 bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
@@ -864,7 +873,7 @@ bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
 
 void DownstreamConn::on_client_write(uv_write_t* req, int status) {
   auto* c = static_cast<DownstreamConn*>(req->data);
-  c->to_client_.done();
+  c->x_->to_client.done();
   if (c->state_ == State::kClosed) return;
   if (status < 0) {
     c->abort_exchange();
@@ -884,7 +893,7 @@ void DownstreamConn::on_upstream_error(UpstreamConn* c, UpstreamError e) {
   if (state_ == State::kTunnel || response_started_) {
     report_outcome(outcome_of(e));
     // Nothing honest can be said to the client mid-response: truncate by closing.
-    if (state_ == State::kTunnel && to_client_.pending()) close_after_ = true;
+    if (state_ == State::kTunnel && x_->to_client.pending()) close_after_ = true;
     abort_exchange();
     return;
   }
@@ -916,13 +925,13 @@ void DownstreamConn::send_error(int status, const char* code, const std::string&
   response_done_ = true;
   if (!request_done_ || close_conn) close_after_ = true;
   if (close_after_) stop_reading();
-  if (to_client_.pending()) {  // an interim response is still going out; the error follows it
+  if (x_->to_client.pending()) {  // an interim response is still going out; the error follows it
     close_after_ = true;
     return;
   }
-  size_t from = to_client_.begin_copy();
-  http::build_error_response(status, code, message, close_after_, to_client_.scratch());
-  to_client_.end_copy(from);
+  size_t from = x_->to_client.begin_copy();
+  http::build_error_response(status, code, message, close_after_, x_->to_client.scratch());
+  x_->to_client.end_copy(from);
   int rc = flush_client();
   if (rc == net::OutBatch::kPending) return;
   if (rc < 0) {
@@ -953,7 +962,7 @@ void DownstreamConn::finish_exchange() {
 }
 
 void DownstreamConn::reset_for_next() {
-  req_.clear();
+  x_->req.clear();
   table_.reset();
   upstreams_ = nullptr;
   endpoint_ = nullptr;
@@ -966,8 +975,8 @@ void DownstreamConn::reset_for_next() {
   up_drained_ = true;
   srt_ = nullptr;
   tried_mask_ = 0;
-  replay_.clear();
-  if (replay_.capacity() > 4096) replay_.shrink_to_fit();  // idle connections keep no 64 KiB buffer
+  x_->replay.clear();
+  if (x_->replay.capacity() > 4096) x_->replay.shrink_to_fit();  // idle connections keep no 64 KiB buffer
   replayable_ = head_sent_ = outcome_reported_ = discarding_ = discard_done_ = backoff_ = stale_retried_ = false;
   error_code_ = nullptr;
   message_begun_ = false;
@@ -983,21 +992,28 @@ void DownstreamConn::reset_for_next() {
 }
 
 void DownstreamConn::go_idle() {
-  // Idle keep-alive: give the read buffer back, so idle clients cost no buffer memory.
+  // Idle keep-alive: give the read buffer and the exchange storage back, so idle clients cost
+  // only their connection object.
   w_.buffers.release(rbuf_.data);
   rbuf_ = {};
+  if (x_) {
+    x_->req.clear();
+    x_->to_client.clear();
+    x_->replay.clear();
+    w_.exchanges.release(std::move(x_));
+  }
   state_ = State::kIdle;
   arm(ms(cfg_->client.idle_timeout));
   start_reading();
 }
 
 void DownstreamConn::record(const char* error) {
-  if (!w_.observer || !head_done_) return;
+  if (!w_.observer || !head_done_ || !x_) return;
   ExchangeObserver::Record r;
   r.client = client_ip_;
-  r.method = llhttp_method_name(static_cast<llhttp_method_t>(req_.method));
-  r.path = req_.url();
-  req_.find("host", r.host);
+  r.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
+  r.path = x_->req.url();
+  x_->req.find("host", r.host);
   r.status = status_;
   r.bytes_in = body_in_;
   r.bytes_out = bytes_out_;
@@ -1005,7 +1021,7 @@ void DownstreamConn::record(const char* error) {
   r.service = upstreams_ ? std::string_view(upstreams_->service) : std::string_view();
   r.instance = endpoint_ ? std::string_view(endpoint_->id) : std::string_view();
   r.attempts = attempts_;
-  r.request_id = request_id_;
+  r.request_id = x_->request_id;
   r.error = error ? error : "";
   r.service_stats = upstreams_ && upstreams_->runtime ? upstreams_->runtime->stats : nullptr;
   w_.observer->on_exchange(r);

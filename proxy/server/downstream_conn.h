@@ -95,6 +95,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void finish_exchange();     // response fully written: release upstream, next request
   void reset_for_next();
   void go_idle();
+  void take_exchange();  // x_ from the worker's pool, if not held yet
   void send_error(int status, const char* code, const std::string& message, bool close);
   void abort_exchange();      // mid-response failure: drop both connections
   void close();
@@ -113,18 +114,15 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   bool reading_ = false;
 
   net::ReadBuffer rbuf_;
-  net::OutBatch to_client_;
+  std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)
   std::string client_ip_;
 
-  // The exchange in progress (reset by reset_for_next; capacity kept).
-  http::MessageHead req_;
+  // The exchange in progress (reset by reset_for_next).
   std::shared_ptr<const RoutingTable> table_;  // pins endpoints for this exchange
   std::shared_ptr<const conf::Config> cfg_;
   const Upstreams* upstreams_ = nullptr;
   const Endpoint* endpoint_ = nullptr;
   upstream::UpstreamConn* up_ = nullptr;
-  std::string target_;       // request-target sent upstream
-  std::string request_id_;
   http::Framing req_framing_ = http::Framing::kNone;
   http::Framing resp_framing_ = http::Framing::kNone;
   uint64_t req_content_length_ = 0;
@@ -151,7 +149,6 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   health::ServiceRuntime* srt_ = nullptr;         // pinned by table_
   uint64_t tried_mask_ = 0;                       // endpoints (index < 64) already tried
   int64_t attempt_started_ns_ = 0;                // request head sent (latency for ewma)
-  std::string replay_;                            // body kept for a replay, up to kReplayLimit
   bool replayable_ = false;
   bool head_sent_ = false;        // bytes of this request reached an upstream
   bool outcome_reported_ = false;

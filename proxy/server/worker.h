@@ -13,6 +13,7 @@
 #include "conf/config.h"
 #include "health/runtime.h"
 #include "proxy/net/buffer_pool.h"
+#include "proxy/server/exchange.h"
 #include "proxy/server/routing_table.h"
 #include "proxy/upstream/pool.h"
 
@@ -53,6 +54,7 @@ struct Worker {
   std::shared_ptr<const conf::Config> config;
   RoutingTableSlot* table = nullptr;
   net::BufferPool buffers;
+  ExchangePool exchanges;
   upstream::Pool pool;
   ExchangeObserver* observer = nullptr;
   health::Runtime* health = nullptr;  // outcomes feed breakers and outlier detection

@@ -1,0 +1,44 @@
+// Per-exchange working storage and its per-loop pool (see Exchange).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/http/head.h"
+#include "proxy/net/out_batch.h"
+
+namespace sy::server {
+
+// The working storage of one exchange: the parsed request head, the output batch towards the client,
+// the rewritten target, the request id and the replay buffer. Taken from the worker's pool when a
+// request's first byte arrives and given back when the connection goes idle, so an idle keep-alive
+// connection holds none of it (and a busy one reuses warm capacity: no allocation per request).
+struct Exchange {
+  http::MessageHead req;
+  net::OutBatch to_client;
+  std::string target;
+  std::string request_id;
+  std::string replay;
+};
+
+class ExchangePool {
+ public:
+  std::unique_ptr<Exchange> acquire() {
+    if (free_.empty()) return std::make_unique<Exchange>();
+    auto x = std::move(free_.back());
+    free_.pop_back();
+    return x;
+  }
+  void release(std::unique_ptr<Exchange> x) {
+    if (!x) return;
+    if (x->replay.capacity() > 4096) std::string().swap(x->replay);  // keep no 64 KiB replay buffers parked
+    if (free_.size() < kKeep) free_.push_back(std::move(x));
+  }
+
+ private:
+  static constexpr size_t kKeep = 1024;
+  std::vector<std::unique_ptr<Exchange>> free_;
+};
+
+}  // namespace sy::server

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The benchmark: switchyard against HAProxy 2.6 and nginx 1.22 (Debian's), side by side.
+# Installs what is missing, builds the release binary, runs tests/bench/bench.py, writes
+# tests/bench/results.md and the README's performance table.   ~10 minutes on 2 cores.
+#   tests/bench/run.sh [--quick] [--rounds N] [--secs S]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+deploy/install-deps.sh --bench
+dir=$(deploy/build.sh release)
+SWITCHYARD_BIN="$PWD/$dir/switchyard" exec /usr/bin/python3 tests/bench/bench.py "$@"
