@@ -369,12 +369,12 @@ int DownstreamConn::cb_headers_complete(llhttp_t* p) {
   c->x_->req.http_major = p->http_major;
   c->x_->req.http_minor = p->http_minor;
   c->x_->req.method = p->method;
-  // Smuggling and framing checks beyond llhttp's strict mode: one Host, sane values, and a
-  // Transfer-Encoding that is exactly "chunked" (anything else cannot be re-framed safely).
+  // Smuggling and framing checks beyond llhttp's strict mode (which already refuses control
+  // characters and bare CR/LF in fields): one Host, and a Transfer-Encoding that is exactly
+  // "chunked" (anything else cannot be re-framed safely).
   int hosts = 0;
   for (size_t i = 0; i < c->x_->req.count(); ++i) {
     std::string_view name = c->x_->req.name(i), value = c->x_->req.value(i);
-    if (!http::valid_field_value(value)) return -1;
     if (http::iequals(name, "host")) ++hosts;
     if (http::iequals(name, "transfer-encoding") && !http::iequals(value, "chunked")) return -1;
   }

@@ -236,8 +236,8 @@ def instance_scaling(sy, secs):
     """requests/s of switchyard with 10, 1,000 and 10,000 instances in the routed service."""
     out = {}
     registered = 2
-    a = Client(sy.admin)
     for target in (10, 1000, 10000):
+        a = Client(sy.admin)  # a fresh one per batch: the admin API closes connections idle for 60 s
         while registered < target:
             addr = f"127.0.0.1:{sy.b1 if registered % 2 else sy.b2}"
             body = json.dumps({"address": addr, "ttl": "1h", "health_check": {"type": "none"}}).encode()
@@ -248,8 +248,8 @@ def instance_scaling(sy, secs):
         # Warm every instance's connection pool once (each has its own), then measure.
         subprocess.run(["ab", "-q", "-k", "-n", str(target * 2), "-c", "50", "-H", "Host: bench", f"http://{sy.addr}/"],
                        capture_output=True)
+        a.close()
         out[target] = statistics.median(wrk(sy.addr, secs)["rps"] for _ in range(3))
-    a.close()
     for i in range(2, registered):
         admin_call(sy.admin, "DELETE", f"/v1/services/bench/instances/extra-{i}")
     return out
