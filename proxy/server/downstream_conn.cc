@@ -240,10 +240,7 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     }
     return;
   }
-  if (c->state_ == State::kIdle) {
-    c->state_ = State::kReadingHead;
-    c->arm(ms(c->cfg_->client.header_timeout));
-  }
+  if (c->state_ == State::kIdle) c->state_ = State::kReadingHead;  // cb_message_begin arms the header timer
   c->process_input();
 }
 
@@ -449,7 +446,8 @@ int DownstreamConn::cb_message_complete(llhttp_t* p) {
 
 void DownstreamConn::begin_exchange() {
   head_done_ = true;
-  uv_timer_stop(&timer_);
+  // The header timer is left to run out: on_timer ignores it in the exchange's states, and not
+  // stopping it saves a timer-heap operation per request.
   cfg_ = w_.config;
   is_head_ = x_->req.method == HTTP_HEAD;
   idempotent_ = method_idempotent(x_->req.method);

@@ -1,6 +1,8 @@
 // UpstreamConn: connect, request out, response in (llhttp), idle watch in the pool.
 #include "proxy/upstream/upstream_conn.h"
 
+#include <algorithm>
+
 #include "proxy/http/rewrite.h"
 #include "proxy/upstream/pool.h"
 
@@ -76,8 +78,7 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
 
 void UpstreamConn::attach(UpstreamOwner* owner) {
   owner_ = owner;
-  state_ = State::kActive;
-  uv_timer_stop(&timer_);
+  state_ = State::kActive;  // the pool's idle timer is re-armed by expect_response()
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   reading_ = false;
 }
@@ -113,7 +114,10 @@ void UpstreamConn::expect_response(bool head_request, conf::Millis response_time
   reusable_ = true;
   idle_ms_ = idle_timeout.count();
   last_read_ms_ = static_cast<int64_t>(uv_now(tcp_.loop));
-  arm(response_timeout.count());
+  // One timer for the whole response: it fires at the earlier of the two limits and on_timer()
+  // works out which applies, so nothing is re-armed when the head or body bytes arrive.
+  response_deadline_ms_ = last_read_ms_ + response_timeout.count();
+  arm(std::min(response_timeout.count(), idle_ms_));
   resume_reading();
 }
 
@@ -201,18 +205,26 @@ void UpstreamConn::on_timer(uv_timer_t* t) {
     case State::kIdle:
       c->close();
       return;
-    case State::kActive:
+    case State::kActive: {
+      if (c->response_done_) return;  // waiting to be released or closed: nothing to time
       if (c->awaiting_head_) {
-        c->fail(UpstreamError::kResponseTimeout);
+        if (now >= c->response_deadline_ms_) {
+          c->fail(UpstreamError::kResponseTimeout);
+          return;
+        }
+        uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(std::min(c->response_deadline_ms_ - now, c->idle_ms_)), 0);
         return;
       }
       // Body streaming: stalled only if the backend went quiet while we were willing to read.
-      if (!c->read_paused_ && now - c->last_read_ms_ >= c->idle_ms_) {
+      const int64_t quiet = now - c->last_read_ms_;
+      if (!c->read_paused_ && quiet >= c->idle_ms_) {
         c->fail(UpstreamError::kIdleTimeout);
         return;
       }
-      uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(c->idle_ms_), 0);
+      const int64_t next = c->read_paused_ ? c->idle_ms_ : c->idle_ms_ - quiet;
+      uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(std::max<int64_t>(1, next)), 0);
       return;
+    }
     default:
       return;
   }
@@ -345,10 +357,7 @@ int UpstreamConn::cb_headers_complete(llhttp_t* p) {
   std::string_view te;
   if (c->head_.find("transfer-encoding", te) && !http::iequals(te, "chunked")) return -1;
   const int status = p->status_code;
-  if (status >= 200 || status == 101) {
-    c->awaiting_head_ = false;
-    uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(c->idle_ms_), 0);
-  }
+  if (status >= 200 || status == 101) c->awaiting_head_ = false;  // from now on the idle limit applies
   if (c->owner_) c->owner_->on_upstream_head(c, c->head_);
   if (c->state_ == State::kClosed || !c->owner_) return -1;
   if (status == 101) return 2;                  // no body; the rest is the tunnel
@@ -370,7 +379,6 @@ int UpstreamConn::cb_message_complete(llhttp_t* p) {
   if (p->status_code == 101) return 0;
   c->response_done_ = true;
   c->reusable_ = c->reusable_ && llhttp_should_keep_alive(p);
-  uv_timer_stop(&c->timer_);
   if (c->owner_) c->owner_->on_upstream_complete(c);
   if (c->state_ == State::kClosed) return -1;
   return HPE_PAUSED;

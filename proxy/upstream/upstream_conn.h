@@ -139,6 +139,7 @@ class UpstreamConn {
   int64_t idle_ms_ = 60000;
   int64_t last_read_ms_ = 0;
   int64_t deadline_ms_ = 0;
+  int64_t response_deadline_ms_ = 0;  // the response head must have arrived by then
 
  public:
   // Intrusive links for the pool's idle list.
