@@ -953,7 +953,10 @@ void DownstreamConn::finish_exchange() {
     up_ = nullptr;
   }
   if (close_after_ || upgrade_) {
-    linger_close();
+    // Linger only when the client may still be sending (its request not wholly read, or bytes
+    // behind it): closing then would answer those bytes with a reset. Otherwise close at once.
+    if (!request_done_ || rbuf_.pending() > 0) linger_close();
+    else close();
     return;
   }
   reset_for_next();
