@@ -130,14 +130,13 @@ def test_least_request_avoids_a_backend_holding_requests(backends, proxies):
 def test_slow_start_ramps_a_new_instance(backends, proxies):
     old = named(backends, 2, "old")
     new = backends(name="new")
-    p = proxies(config(old, "round_robin", "slow_start: 3s"))
-    time.sleep(0.1)
+    p = proxies(config(old, "round_robin", "slow_start: 3s"))  # instances present at start do not ramp
     assert admin(p.admin, "PUT", "/v1/services/s/instances/new", {"address": new.address})[0] == 201
     shares = []
     for _ in range(3):
         counts = spread(p, 200)
         shares.append(counts["new"] / 200)
-        time.sleep(1.0)
+        time.sleep(1.0)  # the ramp is a function of time: sample it once a second
     print(f"slow start: share of the new instance per second: {shares}")
     assert shares[0] < 0.15  # starts near 10 % of its weight (≈ 5 % of traffic)
     assert shares[-1] > shares[0]  # and rises
