@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 os.environ.setdefault("SWITCHYARD_BIN", os.path.join(HERE, "..", "..", "build-release", "switchyard"))
 from harness import Proxy, wait_until  # noqa: E402
-from probe_load import free_port  # noqa: E402
+from upstream import start_nginx_backend  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -39,14 +39,8 @@ def wrk(p, secs):
 
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 5
-    work = tempfile.mkdtemp()
-    port = free_port()
-    conf = open(os.path.join(HERE, "backend-nginx.conf.in")).read().replace("@PORT@", str(port)).replace("@DIR@", work)
-    os.makedirs(f"{work}/tmp-{port}", exist_ok=True)
-    open(f"{work}/nginx.conf", "w").write(conf)
-    nginx = subprocess.Popen(["nginx", "-c", f"{work}/nginx.conf", "-p", work])
+    nginx, work, port = start_nginx_backend()
     try:
-        wait_until(lambda: subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/"], capture_output=True).returncode == 0)
         svc = f"services:\n  bench:\n    instances: [{{ address: 127.0.0.1:{port} }}]\n"
         variants = {
             "metrics off": Proxy("log_level: warn\nmetrics: false\n" + svc, tmpdir=tempfile.mkdtemp()),
@@ -105,14 +99,8 @@ def callgrind_per_request(config_text, requests=(2000, 12000)):
 
 
 def callgrind_main():
-    work = tempfile.mkdtemp()
-    port = free_port()
-    conf = open(os.path.join(HERE, "backend-nginx.conf.in")).read().replace("@PORT@", str(port)).replace("@DIR@", work)
-    os.makedirs(f"{work}/tmp-{port}", exist_ok=True)
-    open(f"{work}/nginx.conf", "w").write(conf)
-    nginx = subprocess.Popen(["nginx", "-c", f"{work}/nginx.conf", "-p", work])
+    nginx, work, port = start_nginx_backend()
     try:
-        wait_until(lambda: subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/"], capture_output=True).returncode == 0)
         svc = f"log_level: warn\nservices:\n  bench:\n    instances: [{{ address: 127.0.0.1:{port} }}]\n"
         off = callgrind_per_request("metrics: false\n" + svc)
         on = callgrind_per_request(svc)

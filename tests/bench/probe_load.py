@@ -16,15 +16,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 os.environ.setdefault("SWITCHYARD_BIN", os.path.join(HERE, "..", "..", "build-release", "switchyard"))
 from harness import Client, Proxy, request_bytes, wait_until  # noqa: E402
 import json  # noqa: E402
-import socket  # noqa: E402
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from upstream import start_nginx_backend  # noqa: E402
 
 
 def wrk(addr, secs=5):
@@ -37,14 +29,8 @@ def wrk(addr, secs=5):
 
 
 def main():
-    work = tempfile.mkdtemp()
-    port = free_port()
-    conf = open(os.path.join(HERE, "backend-nginx.conf.in")).read().replace("@PORT@", str(port)).replace("@DIR@", work)
-    os.makedirs(f"{work}/tmp-{port}", exist_ok=True)
-    open(f"{work}/nginx.conf", "w").write(conf)
-    nginx = subprocess.Popen(["nginx", "-c", f"{work}/nginx.conf", "-p", work])
+    nginx, work, port = start_nginx_backend()
     try:
-        wait_until(lambda: subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/"], capture_output=True).returncode == 0)
         p = Proxy(f"log_level: warn\nservices:\n  bench:\n    instances: [{{ address: 127.0.0.1:{port} }}]\n", tmpdir=work)
         a = Client(p.admin)
 
