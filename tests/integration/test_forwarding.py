@@ -307,19 +307,23 @@ def test_backend_closing_idle_pooled_connection_is_never_reused(backends, proxie
     assert b.connections == 6
 
 
-def test_idempotent_request_resent_when_pooled_connection_dies_under_it(backends, proxies):
-    state = {"n": 0}
+def dies_on_second_request(state):
+    """A backend handler that answers, then drops the second request (on the reused connection)
+    without a byte. state["n"] counts requests seen."""
 
     def h(conn, req, _):
         state["n"] += 1
         if state["n"] == 2:
-            # The second request arrives on the reused connection: drop it without a byte.
             conn.shutdown(socket.SHUT_RDWR)
             return False
         respond(conn, 200, b"ok")
         return True
 
-    b = backends(h)
+    return h
+
+
+def test_idempotent_request_resent_when_pooled_connection_dies_under_it(backends, proxies):
+    b = backends(dies_on_second_request({"n": 0}))
     p = proxies(config_for([b]))
     c = Client(p.addr)
     assert c.request().body == b"ok"
@@ -331,16 +335,7 @@ def test_idempotent_request_resent_when_pooled_connection_dies_under_it(backends
 
 def test_non_idempotent_request_not_resent(backends, proxies):
     state = {"n": 0}
-
-    def h(conn, req, _):
-        state["n"] += 1
-        if state["n"] == 2:
-            conn.shutdown(socket.SHUT_RDWR)
-            return False
-        respond(conn, 200, b"ok")
-        return True
-
-    b = backends(h)
+    b = backends(dies_on_second_request(state))
     p = proxies(config_for([b]))
     c = Client(p.addr)
     assert c.request().body == b"ok"
