@@ -1,21 +1,12 @@
 """Shared by the benchmark scripts: a free loopback port and a fast nginx upstream (backend-nginx.conf.in)."""
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from harness import wait_until  # noqa: E402
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from harness import free_port, wait_until  # noqa: E402,F401 (free_port is re-exported)
 
 
 def start_nginx_backend():

@@ -17,6 +17,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("SWITCHYARD_BIN", os.path.join(ROOT, "build", "switchyard"))
 
 
+def free_port():
+    """A port that was free a moment ago, for servers that cannot bind port 0 and report it
+    (Prometheus, the example services)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def wait_until(pred, timeout=10.0, interval=0.01, what="condition"):
     """Polls pred() until it returns a truthy value; fails after timeout seconds."""
     deadline = time.monotonic() + timeout

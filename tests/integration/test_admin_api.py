@@ -135,7 +135,7 @@ def test_heartbeat_and_ttl_expiry(backends, proxies):
     while time.monotonic() - t0 < 1.5:
         status, body, _ = admin(p.admin, "PUT", "/v1/services/s/instances/i/heartbeat")
         assert status == 200
-        time.sleep(0.2)
+        time.sleep(0.2)  # a client heartbeating every 200 ms against a 1 s lease (behaviour, not readiness)
     assert admin(p.admin, "GET", "/v1/services/s/instances/i")[0] == 200  # kept alive by heartbeats
     wait_until(lambda: admin(p.admin, "GET", "/v1/services/s/instances/i")[0] == 404, 5, what="lease expiry")
     p.wait_log("lease expired, instance removed: s/i")
@@ -198,7 +198,7 @@ def test_long_poll_waits_for_a_change(backends, proxies):
 
     t = threading.Thread(target=poll)
     t.start()
-    time.sleep(0.3)
+    time.sleep(0.3)  # proving a negative: after 300 ms the long poll must still be blocked
     assert t.is_alive()
     admin(p.admin, "PUT", "/v1/services/s/instances/b", {"address": b.address})
     t.join(5)

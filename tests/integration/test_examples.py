@@ -2,22 +2,13 @@
 they register, serve traffic through the proxy, and on SIGTERM leave with no failed request."""
 import os
 import signal
-import socket
 import subprocess
 import threading
 
-from harness import ROOT, Client, admin, wait_until
+from harness import ROOT, Client, admin, free_port, wait_until
 
 PY = "/usr/bin/python3"
 EXAMPLES = os.path.join(ROOT, "deploy", "examples")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start(script, port, p, iid):

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import yaml
 
-from harness import ROOT, Client, admin, get, respond, wait_until
+from harness import ROOT, Client, admin, free_port, get, respond, wait_until
 
 DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "switchyard.json")
 EXPR_METRIC = re.compile(r"\b((?:switchyard|process)_[a-z_]+)\b")
@@ -95,14 +95,6 @@ def test_deregistered_instance_series_disappear(backends, proxies):
     assert 'instance="gone"' not in text
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start_prometheus(tmp, targets, interval="1s"):
     port = free_port()
     cfg = os.path.join(tmp, "prometheus.yml")
@@ -147,7 +139,7 @@ def test_real_prometheus_scrapes_switchyard_and_dashboard_renders(backends, prox
         t_end = time.monotonic() + 4
         while time.monotonic() < t_end:
             get(p.addr, host="s")
-            time.sleep(0.02)
+            time.sleep(0.02)  # pacing the traffic (~50 req/s), not waiting for anything
         wait_until(lambda: prom_query(base, 'rate(switchyard_requests_total{service="s"}[1m]) > 0'), 15, 0.2,
                    what="a rate")
         sys.path.insert(0, os.path.join(ROOT, "deploy", "grafana"))
