@@ -3,6 +3,7 @@
 #   deploy/build.sh release   → build-release/  (the binary users run; also the benchmark's)
 #   deploy/build.sh plain     → build/          (debug-optimized, what the tests use)
 #   deploy/build.sh asan      → build-asan/     (AddressSanitizer + UndefinedBehaviorSanitizer)
+#   deploy/build.sh tsan      → build-tsan/     (ThreadSanitizer; tests run with worker threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flavour=${1:-plain}
@@ -10,7 +11,8 @@ case "$flavour" in
   release) dir=build-release; opts=(--buildtype=release -Doptimization=2) ;;  # -O3 trips GCC 12 false -Wrestrict
   plain)   dir=build;         opts=(--buildtype=debugoptimized) ;;
   asan)    dir=build-asan;    opts=(--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false) ;;
-  *) echo "usage: $0 release|plain|asan" >&2; exit 2 ;;
+  tsan)    dir=build-tsan;    opts=(--buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
+  *) echo "usage: $0 release|plain|asan|tsan" >&2; exit 2 ;;
 esac
 if [[ ! -f "$dir/build.ninja" ]]; then
   meson setup "$dir" "${opts[@]}" >/dev/null

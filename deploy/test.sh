@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: unit (doctest) and integration (pytest
 # against the real binary on loopback), first in the plain build, then under AddressSanitizer +
-# UndefinedBehaviorSanitizer. Exits non-zero if anything fails.
+# UndefinedBehaviorSanitizer, then under ThreadSanitizer with every proxy started at `workers: 2`
+# (SWITCHYARD_TEST_WORKERS). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 total_ok=0; total_fail=0
-for flavour in plain asan; do
+for flavour in plain asan tsan; do
   dir=$(deploy/build.sh "$flavour")
-  echo "== tests: $flavour build ($dir)"
+  workers=1; [[ $flavour == tsan ]] && workers=2
+  echo "== tests: $flavour build ($dir), workers: $workers"
   set +e
-  meson test -C "$dir" --print-errorlogs --num-processes 2
+  SWITCHYARD_TEST_WORKERS=$workers meson test -C "$dir" --print-errorlogs --num-processes 2
   rc=$?
   set -e
   ok=$(grep -c '"result": "OK"' "$dir/meson-logs/testlog.json" || true)

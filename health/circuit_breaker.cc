@@ -3,13 +3,6 @@
 
 namespace sy::health {
 
-namespace {
-const conf::CircuitBreaker& defaults() {
-  static const conf::CircuitBreaker d;
-  return d;
-}
-}  // namespace
-
 const char* CircuitBreaker::name(State s) {
   switch (s) {
     case State::kClosed: return "closed";
@@ -19,42 +12,60 @@ const char* CircuitBreaker::name(State s) {
   return "?";
 }
 
+void CircuitBreaker::set_config(const conf::CircuitBreaker* cfg) {
+  static const conf::CircuitBreaker defaults;
+  const auto& c = cfg ? *cfg : defaults;
+  failure_threshold_ = c.failure_threshold;
+  open_for_ms_ = c.open_for.count();
+  half_open_requests_.store(c.half_open_requests, std::memory_order_relaxed);
+}
+
 CircuitBreaker::State CircuitBreaker::state(int64_t now_ms) const {
-  if (state_ == State::kOpen && now_ms >= open_until_ms_) return State::kHalfOpen;
-  return state_;
+  const State s = state_.load(std::memory_order_acquire);
+  if (s == State::kOpen && now_ms >= open_until_ms_.load(std::memory_order_acquire)) return State::kHalfOpen;
+  return s;
 }
 
 bool CircuitBreaker::allow(int64_t now_ms) {
-  const auto& c = cfg_ ? *cfg_ : defaults();
-  if (state_ == State::kOpen) {
-    if (now_ms < open_until_ms_) return false;
-    state_ = State::kHalfOpen;  // open_for has passed: let trials through
-    trials_in_flight_ = 0;
+  State s = state_.load(std::memory_order_acquire);
+  if (s == State::kClosed) return true;
+  if (s == State::kOpen) {
+    if (now_ms < open_until_ms_.load(std::memory_order_acquire)) return false;
+    // open_for has passed: let trials through. Whoever loses this race sees half-open anyway.
+    // trials_in_flight_ was zeroed when the breaker opened.
+    state_.compare_exchange_strong(s, State::kHalfOpen, std::memory_order_acq_rel);
+    s = state_.load(std::memory_order_acquire);
+    if (s == State::kClosed) return true;
+    if (s == State::kOpen) return false;
   }
-  if (state_ == State::kHalfOpen) {
-    if (trials_in_flight_ >= c.half_open_requests) return false;
-    ++trials_in_flight_;
+  // Half-open: take a trial slot if one is free.
+  const uint32_t limit = half_open_requests_.load(std::memory_order_relaxed);
+  if (trials_in_flight_.fetch_add(1, std::memory_order_acq_rel) >= limit) {
+    trials_in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    return false;
   }
   return true;
 }
 
 bool CircuitBreaker::on_success() {
   failures_ = 0;
-  if (state_ == State::kHalfOpen) {
-    state_ = State::kClosed;
-    trials_in_flight_ = 0;
+  State s = State::kHalfOpen;
+  if (state_.compare_exchange_strong(s, State::kClosed, std::memory_order_acq_rel)) {
+    trials_in_flight_.store(0, std::memory_order_release);
     return true;
   }
   return false;
 }
 
 bool CircuitBreaker::on_failure(int64_t now_ms) {
-  const auto& c = cfg_ ? *cfg_ : defaults();
   ++failures_;
-  if (state_ == State::kHalfOpen || (state_ == State::kClosed && failures_ >= c.failure_threshold)) {
-    state_ = State::kOpen;
-    open_until_ms_ = now_ms + c.open_for.count();
-    trials_in_flight_ = 0;
+  const State s = state_.load(std::memory_order_acquire);
+  if (s == State::kHalfOpen || (s == State::kClosed && failures_ >= failure_threshold_)) {
+    // Zero the trials before the state says open: the worker that moves it to half-open later
+    // must find no stale trials.
+    trials_in_flight_.store(0, std::memory_order_release);
+    open_until_ms_.store(now_ms + open_for_ms_, std::memory_order_release);
+    state_.store(State::kOpen, std::memory_order_release);
     return true;
   }
   return false;

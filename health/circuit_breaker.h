@@ -1,8 +1,14 @@
 // Per-instance circuit breaker: closed → (failure_threshold consecutive failures) → open for
 // `open_for` → half-open (up to `half_open_requests` trial requests) → closed on a success, open
 // again on a failure. A pure state machine: time is passed in; no I/O.
+//
+// Threading: outcomes (on_success, on_failure, half_open_now, set_config) are applied by one thread,
+// the main loop; allow() is called by every worker on the request path. So the state a worker reads
+// is atomic: the closed fast path is one relaxed load, half-open trials are counted with one
+// fetch_add, and the open → half-open step (when open_for has passed) is a compare-exchange.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "conf/config.h"
@@ -11,13 +17,14 @@ namespace sy::health {
 
 class CircuitBreaker {
  public:
-  enum class State { kClosed, kOpen, kHalfOpen };
+  enum class State : uint8_t { kClosed, kOpen, kHalfOpen };
 
-  explicit CircuitBreaker(const conf::CircuitBreaker* cfg = nullptr) : cfg_(cfg) {}
-  void set_config(const conf::CircuitBreaker* cfg) { cfg_ = cfg; }
+  explicit CircuitBreaker(const conf::CircuitBreaker* cfg = nullptr) { set_config(cfg); }
+  // Copies the settings (nullptr: the defaults). The config object may go away afterwards.
+  void set_config(const conf::CircuitBreaker* cfg);
 
   // May a new request go to this instance now? In half-open, each allowed request takes a trial
-  // slot, given back by on_success/on_failure.
+  // slot; the slots are given back when the breaker closes or opens again.
   bool allow(int64_t now_ms);
   // Outcome of a request that allow() let through. Returns true when the state changed.
   bool on_success();
@@ -26,18 +33,22 @@ class CircuitBreaker {
   State state(int64_t now_ms) const;
   // Active health checks vouch for the instance: stop waiting out open_for, take trials now.
   void half_open_now(int64_t now_ms) {
-    if (state_ == State::kOpen) open_until_ms_ = now_ms;
+    if (state_.load(std::memory_order_acquire) == State::kOpen) open_until_ms_.store(now_ms, std::memory_order_release);
   }
-  int64_t open_until_ms() const { return open_until_ms_; }
+  int64_t open_until_ms() const { return open_until_ms_.load(std::memory_order_acquire); }
   uint32_t consecutive_failures() const { return failures_; }
   static const char* name(State s);
 
  private:
-  const conf::CircuitBreaker* cfg_;
-  State state_ = State::kClosed;
+  // Main-loop only.
+  uint32_t failure_threshold_ = 5;
+  int64_t open_for_ms_ = 30000;
   uint32_t failures_ = 0;
-  uint32_t trials_in_flight_ = 0;
-  int64_t open_until_ms_ = 0;
+  // Read by workers.
+  std::atomic<uint32_t> half_open_requests_{1};
+  std::atomic<State> state_{State::kClosed};
+  std::atomic<uint32_t> trials_in_flight_{0};
+  std::atomic<int64_t> open_until_ms_{0};
 };
 
 }  // namespace sy::health

@@ -35,7 +35,7 @@ void Runtime::sync() {
         rt->uid = inst.uid;
         rt->service = name;
         rt->id = id;
-        if (hooks_.make_metrics) rt->metrics = hooks_.make_metrics(name, id);
+        if (hooks_.make_metrics) hooks_.make_metrics(rt->metrics, name, id);
       }
       // The breaker and detector read the service's settings (owned by the ServiceRuntime).
       rt->breaker.set_config(&srt->cfg.circuit_breaker);
@@ -44,10 +44,7 @@ void Runtime::sync() {
   }
   for (auto it = instances_.begin(); it != instances_.end();) {
     if (!alive.count(it->first)) {
-      if (hooks_.drop_metrics) hooks_.drop_metrics(it->second->metrics);
-      it->second->metrics = {};
-      // Old snapshots may still point here; they must not read the service's settings any more.
-      it->second->breaker.set_config(nullptr);
+      // Old snapshots may still point here; its metric series go when the last of them lets go.
       it = instances_.erase(it);
     } else {
       ++it;
@@ -71,6 +68,14 @@ std::shared_ptr<ServiceRuntime> Runtime::service(const std::string& name) const 
 
 void Runtime::record(InstanceRuntime& rt, Outcome o) {
   if (!instances_.count(rt.uid)) return;  // left the registry while this attempt ran
+  record_one(rt, o);
+  // Successes matter while there is a streak to reset or a breaker to close.
+  rt.wants_successes.store(rt.breaker.consecutive_failures() > 0 || rt.outlier.consecutive_failures() > 0 ||
+                               rt.breaker.state(hooks_.now_ms()) != CircuitBreaker::State::kClosed,
+                           std::memory_order_relaxed);
+}
+
+void Runtime::record_one(InstanceRuntime& rt, Outcome o) {
   const int64_t now = hooks_.now_ms();
   if (o == Outcome::kConnectFailure && rt.metrics.connect_failures) rt.metrics.connect_failures->Increment();
   if (o == Outcome::kSuccess) {
@@ -147,8 +152,7 @@ void Runtime::on_probed_healthy(uint64_t uid) {
   }
 }
 
-bool Runtime::retry_allowed(const ServiceRuntime& s) {
-  const auto& c = s.cfg;
+bool Runtime::retry_allowed(const ServiceRuntime& s, const conf::Service& c) {
   if (s.active_retries >= c.circuit_breaker.max_retries) return false;
   uint64_t budget = std::max<uint64_t>(3, uint64_t{s.active_requests} * c.retry.budget_percent / 100);
   return s.active_retries < budget;

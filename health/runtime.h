@@ -3,14 +3,19 @@
 // Decisions that change routing (eject, breaker open, return) are written to the registry, which
 // then publishes a new routing snapshot.
 //
-// Threading: main loop (workers: 1, where the main loop is the worker). Objects are shared_ptr so a
-// routing snapshot still held by an in-flight exchange keeps its runtimes alive after the instance
-// leaves; a departed instance's metric handles are cleared first, so its series disappear.
+// Threading: the Runtime object itself (sync, record, tick) lives on the main loop. Workers reach
+// InstanceRuntime/ServiceRuntime through routing snapshots and touch only their atomics (load
+// stats, breaker trials, limit counters, metric handles); outcomes travel to the main loop in
+// batches (server::Worker) and are applied there by record(). Objects are shared_ptr so a snapshot
+// still held by an in-flight exchange keeps its runtimes alive after the instance leaves; the
+// instance's metric series are removed when the last holder lets go (InstanceMetrics::drop).
 #pragma once
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 
+#include <array>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,13 +34,28 @@ enum class Outcome { kSuccess, kConnectFailure, kReset, kTimeout, kServerError }
 const char* outcome_name(Outcome o);
 
 struct InstanceMetrics {
+  InstanceMetrics() = default;
+  InstanceMetrics(const InstanceMetrics&) = delete;
+  InstanceMetrics& operator=(const InstanceMetrics&) = delete;
+  ~InstanceMetrics() {
+    if (drop) drop(*this);
+  }
   prometheus::Gauge* active = nullptr;
   prometheus::Gauge* breaker_open = nullptr;
   prometheus::Counter* ejections = nullptr;
   prometheus::Counter* connect_failures = nullptr;
-  // switchyard_upstream_requests_total by status code, resolved the first time a code is seen
-  // (a handful per instance; a linear scan beats any map here).
-  std::vector<std::pair<int, prometheus::Counter*>> by_code;
+  // switchyard_upstream_requests_total by status code, resolved the first time a code is seen by
+  // any worker (a handful per instance; a linear scan beats any map here). A slot is published by
+  // storing `counter` after `code`; codes beyond the slots are looked up by label (rare).
+  struct CodeSlot {
+    std::atomic<int> code{0};
+    std::atomic<prometheus::Counter*> counter{nullptr};
+  };
+  std::array<CodeSlot, 8> by_code;
+  std::vector<prometheus::Counter*> overflow;  // further codes; only under the metrics module's lock
+  // Removes the series from the exposition; runs when the instance's runtime is destroyed, that is
+  // after the last snapshot and exchange using it let go (so no worker can touch a freed metric).
+  std::function<void(InstanceMetrics&)> drop;
 };
 
 struct InstanceRuntime {
@@ -44,18 +64,23 @@ struct InstanceRuntime {
   std::string id;
   lb::LoadStats load;  // requests in flight, latency estimate (read by least_request, ewma)
   CircuitBreaker breaker;
-  OutlierDetector outlier;
+  OutlierDetector outlier;  // main loop only
+  // Set by the main loop while a success would change something (a failure streak, a breaker
+  // not closed): workers report successes only then, so a healthy instance costs no messages.
+  std::atomic<bool> wants_successes{false};
   InstanceMetrics metrics;
 };
 
+// Limits and the retry budget of one service, counted across all workers (relaxed atomics: a
+// limit may be overshot by the number of workers racing for its last slot, as in Envoy).
 struct ServiceRuntime {
   std::string name;
-  conf::Service cfg;
-  uint32_t active_requests = 0;  // client requests being served (any attempt)
-  uint32_t pending = 0;          // requests waiting for an upstream connection
-  std::shared_ptr<uint32_t> connections = std::make_shared<uint32_t>(0);  // upstream connections open
-  uint32_t active_retries = 0;
-  bool panic = false;            // every instance is out; the least-bad ones are used
+  conf::Service cfg;  // main loop only: workers read the snapshot's copy (Upstreams::cfg)
+  std::atomic<uint32_t> active_requests{0};  // client requests being served (any attempt)
+  std::atomic<uint32_t> pending{0};          // requests waiting for an upstream connection
+  std::shared_ptr<std::atomic<uint32_t>> connections = std::make_shared<std::atomic<uint32_t>>(0);  // upstream connections open
+  std::atomic<uint32_t> active_retries{0};
+  bool panic = false;            // main loop only: every instance is out; the least-bad ones are used
   void* stats = nullptr;         // the metrics module's per-service handles (resolved once)
 };
 
@@ -65,8 +90,7 @@ class Runtime {
     std::function<int64_t()> now_ms;
     std::function<void(const std::string&)> log;
     // Metric handles for a new instance / forgetting them (the app owns the metric families).
-    std::function<InstanceMetrics(const std::string& service, const std::string& id)> make_metrics;
-    std::function<void(const InstanceMetrics&)> drop_metrics;
+    std::function<void(InstanceMetrics&, const std::string& service, const std::string& id)> make_metrics;
     std::function<void*(const std::string& service)> service_stats;
   };
 
@@ -80,6 +104,11 @@ class Runtime {
   // An attempt ended. Feeds the breaker and outlier detection; may eject the instance or open its
   // breaker (both written to the registry).
   void record(InstanceRuntime& rt, Outcome o);
+  // A worker's batch of outcomes, in the order they happened.
+  using Report = std::pair<std::shared_ptr<InstanceRuntime>, Outcome>;
+  void record_all(const std::vector<Report>& batch) {
+    for (const auto& [rt, o] : batch) record(*rt, o);
+  }
   // Periodic: ejections and open breakers whose time is up return to routing.
   void tick();
   // An active health check found the instance healthy again: passive ejection ends too (as in
@@ -87,10 +116,11 @@ class Runtime {
   void on_probed_healthy(uint64_t uid);
 
   // The retry budget: may one more retry start now? (budget_percent of active requests, with a
-  // floor of 3, and circuit_breaker.max_retries concurrent retries.)
-  static bool retry_allowed(const ServiceRuntime& s);
+  // floor of 3, and circuit_breaker.max_retries concurrent retries.) `cfg` is the snapshot's.
+  static bool retry_allowed(const ServiceRuntime& s, const conf::Service& cfg);
 
  private:
+  void record_one(InstanceRuntime& rt, Outcome o);
   registry::Registry& reg_;
   Hooks hooks_;
   std::unordered_map<uint64_t, std::shared_ptr<InstanceRuntime>> instances_;

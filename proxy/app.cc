@@ -2,8 +2,8 @@
 #include "proxy/app.h"
 
 #include <csignal>
-#include <unordered_set>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "proxy/admin/admin_conn.h"
 #include "proxy/net/log.h"
@@ -22,17 +22,32 @@ App::App(std::string config_path, conf::Config cfg)
 
 App::~App() = default;
 
-void App::on_exchange(const Record& r) {
-  if (cfg_->metrics) metrics_.on_exchange(r);
-  access_log_.append(r);
-}
+// What one worker reports after each exchange: metrics (shared, atomic) and its own access-log
+// buffer. Runs on that worker's loop.
+class App::Reporter final : public server::ExchangeObserver {
+ public:
+  Reporter(admin::Metrics& m, server::AccessLogFile& f, const std::atomic<bool>& on, int worker)
+      : metrics_(m), log_(f), on_(on), accepted_(m.worker_connections(worker)) {}
+  void on_exchange(const Record& r) override {
+    if (on_.load(std::memory_order_relaxed)) metrics_.on_exchange(r);
+    log_.append(r);
+  }
+  void on_connections(int64_t delta) override {
+    metrics_.on_connections(delta);
+    if (delta > 0) accepted_->Increment();
+  }
+  void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
+                            int status) override {
+    if (on_.load(std::memory_order_relaxed)) metrics_.on_upstream_response(rt, service, instance, status);
+  }
+  void flush() override { log_.flush(); }
 
-void App::on_connections(int64_t delta) { metrics_.on_connections(delta); }
-
-void App::on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
-                               int status) {
-  if (cfg_->metrics) metrics_.on_upstream_response(rt, service, instance, status);
-}
+ private:
+  admin::Metrics& metrics_;
+  server::AccessLog log_;
+  const std::atomic<bool>& on_;
+  prometheus::Counter* accepted_;
+};
 
 std::string App::start() {
   log::set_level(log::parse_level(cfg_->log_level));
@@ -45,15 +60,16 @@ std::string App::start() {
   health::Runtime::Hooks rh;
   rh.now_ms = [this] { return now_ms(); };
   rh.log = [](const std::string& m) { log::warn(m); };
-  rh.make_metrics = [this](const std::string& s, const std::string& i) { return metrics_.instance_metrics(s, i); };
-  rh.drop_metrics = [this](const health::InstanceMetrics& m) { metrics_.drop_instance_metrics(m); };
+  rh.make_metrics = [this](health::InstanceMetrics& m, const std::string& s, const std::string& i) {
+    metrics_.instance_metrics(m, s, i);
+  };
   rh.service_stats = [this](const std::string& s) { return metrics_.service_stats(s); };
   runtime_ = std::make_unique<health::Runtime>(registry_, rh);
   health::HealthChecker::Hooks hh;
   hh.log = [](const std::string& m) { log::info(m); };
   hh.on_probe = [this](const std::string& s, health::ProbeResult r) { metrics_.on_probe(s, r); };
   hh.on_healthy = [this](uint64_t uid) { runtime_->on_probed_healthy(uid); };
-  checker_ = std::make_unique<health::HealthChecker>(loop_, worker_.buffers, registry_, hh);
+  checker_ = std::make_unique<health::HealthChecker>(loop_, probe_buffers_, registry_, hh);
   registry_.set_listener([this] {
     table_dirty_ = true;
     persist_dirty_ = true;
@@ -73,33 +89,16 @@ std::string App::start() {
 
   if (std::string e = access_log_.open(c.access_log); !e.empty()) return e;
 
-  worker_.loop = loop_;
-  worker_.config = cfg_;
-  worker_.table = &table_;
-  worker_.observer = this;
-  worker_.health = runtime_.get();
-  worker_.app = this;
-  worker_.on_drained = on_worker_drained;
-  worker_.rng_state ^= uv_hrtime();
-  if (c.workers != 1) log::warn("workers: " + std::to_string(c.workers) + " requested; this build runs one event loop (workers: 1)");
-
-  for (const auto& addr : c.listen) {
-    auto l = std::make_unique<net::Listener>();
-    std::string e = l->open(loop_, addr, false, [](void* ctx, uv_stream_t* s) {
-      server::DownstreamConn::accept(*static_cast<server::Worker*>(ctx), s);
-    }, &worker_);
-    if (!e.empty()) return e;
-    log::notice("listening proxy=" + l->bound().text);
-    worker_.own_listeners.push_back(l->bound());
-    proxy_listeners_.push_back(std::move(l));
-  }
+  metrics_on_.store(c.metrics, std::memory_order_relaxed);
+  const int workers = c.workers > 0 ? c.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (std::string e = start_workers(workers); !e.empty()) return e;
 
   admin::AdminHooks hooks;
   hooks.now_ms = [this] { return now_ms(); };
   hooks.reload = [this](std::string& summary) { return reload(summary); };
   hooks.ready = [this] { return !stopping_; };
   hooks.own_addresses = [this] {
-    std::vector<conf::Address> v = worker_.own_listeners;
+    std::vector<conf::Address> v = proxy_addresses_;
     if (admin_listener_) v.push_back(admin_listener_->bound());
     return v;
   };
@@ -137,8 +136,68 @@ std::string App::start() {
   uv_check_init(loop_, &check_);
   check_.data = this;
   uv_check_start(&check_, on_check);
+  for (auto& t : threads_) t->start();
   log::notice(std::string("switchyard ") + SWITCHYARD_VERSION + " ready (config " + (config_path_.empty() ? "built-in defaults" : config_path_) + ")");
   return "";
+}
+
+std::string App::start_workers(int n) {
+  const auto& c = *cfg_;
+  if (n == 1) {
+    // The main loop is the worker: no threads, outcomes applied directly.
+    reporters_.push_back(std::make_unique<Reporter>(metrics_, access_log_, metrics_on_, 0));
+    worker_.loop = loop_;
+    worker_.table = &table_;
+    worker_.observer = reporters_.back().get();
+    worker_.health = runtime_.get();
+    worker_.app = this;
+    worker_.on_drained = on_worker_drained;
+    worker_.rng_state ^= uv_hrtime();
+    for (const auto& addr : c.listen) {
+      auto l = std::make_unique<net::Listener>();
+      std::string e = l->open(loop_, addr, false, [](void* ctx, uv_stream_t* s) {
+        server::DownstreamConn::accept(*static_cast<server::Worker*>(ctx), s);
+      }, &worker_);
+      if (!e.empty()) return e;
+      log::notice("listening proxy=" + l->bound().text);
+      worker_.own_listeners.push_back(l->bound());
+      worker_.listeners.push_back(std::move(l));
+    }
+    proxy_addresses_ = worker_.own_listeners;
+    return "";
+  }
+  uv_async_init(loop_, &inbox_wake_, on_inbox);
+  inbox_wake_.data = this;
+  inbox_ = std::make_unique<server::Inbox>(&inbox_wake_);
+  for (int i = 0; i < n; ++i) {
+    reporters_.push_back(std::make_unique<Reporter>(metrics_, access_log_, metrics_on_, i));
+    threads_.push_back(std::make_unique<server::WorkerThread>(i, table_, *reporters_.back(), *inbox_));
+  }
+  // Every worker listens on every address with SO_REUSEPORT; a port-0 address takes the port the
+  // first worker was given, so all of them share it.
+  for (const auto& addr : c.listen) {
+    conf::Address target = addr, bound;
+    for (auto& t : threads_) {
+      if (std::string e = t->listen(target, bound); !e.empty()) return e;
+      target = bound;
+    }
+    log::notice("listening proxy=" + bound.text);
+    proxy_addresses_.push_back(bound);
+  }
+  log::info(std::to_string(n) + " workers (one event loop each, SO_REUSEPORT listeners)");
+  return "";
+}
+
+void App::on_inbox(uv_async_t* a) {
+  auto* app = static_cast<App*>(a->data);
+  if (app->runtime_) app->runtime_->record_all(app->inbox_->take());
+  if (app->stopping_ && app->inbox_->drained_count() == app->threads_.size()) app->finish_shutdown();
+}
+
+size_t App::open_connections() const {
+  size_t n = worker_.conn_count;
+  for (const auto& t : threads_) n += t->connections();
+  return n;
 }
 
 int App::run() {
@@ -153,7 +212,7 @@ int App::run() {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);
   uv_run(loop_, UV_RUN_DEFAULT);
-  access_log_.flush();
+  for (auto& r : reporters_) r->flush();
   log::info("stopped");
   return exit_code_;
 }
@@ -175,9 +234,13 @@ void App::publish() {
     if (!ups->panic && was) log::info("service " + name + " has healthy instances again; panic routing over");
     if (ups->runtime) ups->runtime->panic = ups->panic;
   }
+  next->config = cfg_;
   table_.store(std::move(next));
   table_dirty_ = false;
-  pools_dirty_ = true;
+  // Workers switch now (not at their next request), so the old snapshot and departed instances'
+  // runtimes and metric series go at once.
+  if (worker_.table) worker_.snapshot();
+  for (auto& t : threads_) t->notify_snapshot();
 }
 
 void App::ramp_slow_starts() {
@@ -199,17 +262,6 @@ void App::ramp_slow_starts() {
   }
 }
 
-void App::close_orphaned_pools() {
-  // Idle connections to instances that left are never picked again; close them on the next tick
-  // (not per registration: this walks every instance).
-  if (!pools_dirty_ || worker_.pool.idle_count() == 0) return;
-  pools_dirty_ = false;
-  std::unordered_set<uint64_t> alive;
-  for (const auto& [name, svc] : registry_.services())
-    for (const auto& [id, inst] : svc.instances) alive.insert(inst.uid);
-  worker_.pool.close_if([&](uint64_t uid) { return !alive.count(uid); });
-}
-
 void App::on_check(uv_check_t* c) {
   auto* app = static_cast<App*>(c->data);
   if (app->table_dirty_) app->publish();
@@ -229,8 +281,10 @@ void App::on_tick(uv_timer_t* t) {
   app->runtime_->tick();
   app->ramp_slow_starts();
   app->api_->sweep(app->now_ms());
-  app->close_orphaned_pools();
-  app->access_log_.flush();
+  if (app->worker_.table) {
+    app->worker_.close_orphaned_pools();
+    app->worker_.observer->flush();
+  }
 }
 
 void App::on_signal(uv_signal_t* s, int signum) {
@@ -266,7 +320,7 @@ std::string App::reload(std::string& summary_json) {
     notes.push_back("listen, admin.listen and workers take effect at the next restart");
   size_t old_routes = old.routes.size();
   cfg_ = std::make_shared<const conf::Config>(std::move(next));
-  worker_.config = cfg_;
+  metrics_on_.store(cfg_->metrics, std::memory_order_relaxed);
   api_->set_token(cfg_->admin.token);
   log::set_level(log::parse_level(cfg_->log_level));
   if (cfg_->access_log != old.access_log) {
@@ -290,19 +344,11 @@ void App::begin_shutdown() {
   stopping_ = true;
   log::info("shutting down: no new connections; in-flight requests have up to " +
             std::to_string(cfg_->shutdown_timeout.count()) + " ms");
-  for (auto& l : proxy_listeners_) l->close();
-  worker_.shutting_down = true;
-  // Idle connections go now; busy ones after their exchange.
-  for (server::DownstreamConn* c = worker_.conns; c;) {
-    server::DownstreamConn* next = c->next;
-    c->shutdown();
-    c = next;
-  }
-  if (worker_.conn_count == 0) {
-    finish_shutdown();
-    return;
-  }
   uv_timer_start(&shutdown_timer_, on_shutdown_timer, static_cast<uint64_t>(cfg_->shutdown_timeout.count()), 0);
+  // Each worker stops accepting; idle connections go now, busy ones after their exchange. The
+  // main loop finishes when every worker has drained (on_worker_drained / on_inbox) or at the timeout.
+  for (auto& t : threads_) t->begin_shutdown();
+  if (worker_.table) worker_.begin_shutdown();
 }
 
 void App::on_worker_drained(server::Worker* w) {
@@ -312,7 +358,7 @@ void App::on_worker_drained(server::Worker* w) {
 
 void App::on_shutdown_timer(uv_timer_t* t) {
   auto* app = static_cast<App*>(t->data);
-  log::warn("shutdown_timeout reached with " + std::to_string(app->worker_.conn_count) + " connections still open; closing them");
+  log::warn("shutdown_timeout reached with " + std::to_string(app->open_connections()) + " connections still open; closing them");
   app->finish_shutdown();
 }
 
@@ -322,8 +368,8 @@ void App::finish_shutdown() {
   uv_timer_stop(&shutdown_timer_);
   if (!cfg_->registry.snapshot.empty() && persist_dirty_) registry::save_snapshot(registry_, cfg_->registry.snapshot);
   if (checker_) checker_->stop_all();
-  while (worker_.conns) worker_.conns->close_now();
-  worker_.pool.close_all();
+  if (worker_.table) worker_.close_all();
+  for (auto& t : threads_) t->stop();  // closes its connections and joins
   admin::AdminConn::close_all();
   if (admin_listener_) admin_listener_->close();
   uv_stop(loop_);

@@ -1,9 +1,11 @@
-// The only wiring: config → registry, routing snapshot, worker, listeners, admin API, signals,
-// reload, lease expiry and persistence. Everything here runs on the main loop.
+// The only wiring: config → registry, routing snapshot, workers, listeners, admin API, signals,
+// reload, lease expiry and persistence. Everything here runs on the main loop; with `workers: 1`
+// the main loop also serves proxy traffic, with more the WorkerThreads do.
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,23 +19,21 @@
 #include "proxy/server/access_log.h"
 #include "proxy/server/routing_table.h"
 #include "proxy/server/worker.h"
+#include "proxy/server/worker_thread.h"
 #include "registry/registry.h"
 
 namespace sy {
 
-class App final : public server::ExchangeObserver {
+class App {
  public:
   App(std::string config_path, conf::Config cfg);
-  ~App() override;
+  ~App();
   // Runs until SIGTERM/SIGINT and the drain that follows. Returns the exit code.
   int run();
 
-  void on_exchange(const Record& r) override;
-  void on_connections(int64_t delta) override;
-  void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
-                            int status) override;
-
  private:
+  class Reporter;  // one per worker: metrics + that worker's access-log buffer
+  static void on_inbox(uv_async_t* a);
   static void on_signal(uv_signal_t* s, int signum);
   static void on_tick(uv_timer_t* t);
   static void on_check(uv_check_t* c);
@@ -41,9 +41,10 @@ class App final : public server::ExchangeObserver {
   static void on_worker_drained(server::Worker* w);
 
   std::string start();
+  std::string start_workers(int n);
   std::string reload(std::string& summary_json);
   void publish();
-  void close_orphaned_pools();
+  size_t open_connections() const;
   void ramp_slow_starts();
   void begin_shutdown();
   void finish_shutdown();
@@ -52,15 +53,25 @@ class App final : public server::ExchangeObserver {
   std::string config_path_;
   std::shared_ptr<const conf::Config> cfg_;
   uv_loop_t* loop_;
+  // Declared before everything that holds routing snapshots: an instance's runtime removes its
+  // metric series when the last snapshot holding it goes.
+  admin::Metrics metrics_;
+  std::atomic<bool> metrics_on_{true};
+  server::AccessLogFile access_log_;
   registry::Registry registry_;
   server::RoutingTableSlot table_;
-  admin::Metrics metrics_;
-  server::AccessLog access_log_;
   std::unique_ptr<admin::AdminApi> api_;
-  server::Worker worker_;
+  net::BufferPool probe_buffers_;
   std::unique_ptr<health::Runtime> runtime_;
   std::unique_ptr<health::HealthChecker> checker_;
-  std::vector<std::unique_ptr<net::Listener>> proxy_listeners_;
+  std::vector<std::unique_ptr<Reporter>> reporters_;
+  // workers: 1 — the main loop's own worker.
+  server::Worker worker_;
+  // workers > 1 — threads, and the way back from them.
+  uv_async_t inbox_wake_{};
+  std::unique_ptr<server::Inbox> inbox_;
+  std::vector<std::unique_ptr<server::WorkerThread>> threads_;
+  std::vector<conf::Address> proxy_addresses_;
   std::unique_ptr<net::Listener> admin_listener_;
   uv_signal_t sig_hup_{}, sig_term_{}, sig_int_{}, sig_usr1_{};
   uv_timer_t tick_{};
@@ -68,7 +79,6 @@ class App final : public server::ExchangeObserver {
   uv_check_t check_{};
   bool table_dirty_ = false;
   bool persist_dirty_ = false;
-  bool pools_dirty_ = false;
   int64_t last_ramp_ms_ = 0;
   bool stopping_ = false;
   bool finished_ = false;

@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -39,7 +40,8 @@ Metrics::Metrics()
       ejections_(prometheus::BuildCounter().Name("switchyard_outlier_ejections_total").Help("Outlier ejections of the instance").Register(*reg_)),
       health_checks_(prometheus::BuildCounter().Name("switchyard_health_checks_total").Help("Active health probes by result").Register(*reg_)),
       registry_instances_(prometheus::BuildGauge().Name("switchyard_registry_instances").Help("Registered instances by service and state").Register(*reg_)),
-      downstream_connections_(prometheus::BuildGauge().Name("switchyard_downstream_connections").Help("Open client connections").Register(*reg_).Add({})) {
+      downstream_connections_(prometheus::BuildGauge().Name("switchyard_downstream_connections").Help("Open client connections").Register(*reg_).Add({})),
+      worker_connections_(prometheus::BuildCounter().Name("switchyard_worker_connections_total").Help("Client connections accepted, by worker (event-loop thread)").Register(*reg_)) {
   prometheus::BuildGauge().Name("switchyard_build_info").Help("Build information").Register(*reg_).Add({{"version", SWITCHYARD_VERSION}}).Set(1);
   start_time_ = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
@@ -47,6 +49,7 @@ Metrics::Metrics()
 }
 
 Metrics::ServiceStats& Metrics::service(std::string_view name) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = services_.find(std::string(name));
   if (it != services_.end()) return it->second;
   ServiceStats& s = services_[std::string(name)];
@@ -61,14 +64,23 @@ void Metrics::on_exchange(const Record& r) {
   // that reached no known service (404s), cached too.
   ServiceStats* s = static_cast<ServiceStats*>(r.service_stats);
   if (!s && r.service.empty()) {
-    if (!none_) none_ = &service("none");
-    s = none_;
+    s = none_.load(std::memory_order_acquire);
+    if (!s) {
+      s = &service("none");
+      none_.store(s, std::memory_order_release);
+    }
   } else if (!s) {
     s = &service(r.service);
   }
   int code = r.status >= 100 && r.status < 600 ? r.status : 0;
-  prometheus::Counter*& c = s->by_code[static_cast<size_t>(code)];
-  if (!c) c = &requests_.Add({{"service", s->name}, {"code", std::to_string(code)}});
+  auto& slot = s->by_code[static_cast<size_t>(code)];
+  prometheus::Counter* c = slot.load(std::memory_order_acquire);
+  if (!c) {
+    // Two workers may race here; Family::Add hands both the same counter.
+    std::lock_guard<std::mutex> lock(mu_);
+    c = &requests_.Add({{"service", s->name}, {"code", std::to_string(code)}});
+    slot.store(c, std::memory_order_release);
+  }
   c->Increment();
   s->duration->Observe(r.seconds);
   if (r.attempts > 1) s->retries->Increment(r.attempts - 1);
@@ -76,39 +88,66 @@ void Metrics::on_exchange(const Record& r) {
 
 void Metrics::on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
                                    int status) {
-  if (!rt || !rt->metrics.active) return;  // instance already gone: its series are gone too
-  for (auto& [code, counter] : rt->metrics.by_code) {
-    if (code == status) {
-      counter->Increment();
+  if (!rt || !rt->metrics.active) return;  // an instance from a test without metrics
+  for (auto& slot : rt->metrics.by_code) {
+    prometheus::Counter* c = slot.counter.load(std::memory_order_acquire);
+    if (!c) break;
+    if (slot.code.load(std::memory_order_relaxed) == status) {
+      c->Increment();
       return;
     }
   }
+  // First time this code is seen for the instance (or the slots are full): create and publish.
+  std::lock_guard<std::mutex> lock(mu_);
   auto& c = upstream_requests_.Add({{"service", std::string(service)}, {"instance", std::string(instance)}, {"code", std::to_string(status)}});
-  rt->metrics.by_code.emplace_back(status, &c);
+  bool placed = false;
+  for (auto& slot : rt->metrics.by_code) {
+    prometheus::Counter* have = slot.counter.load(std::memory_order_acquire);
+    if (have == &c) placed = true;
+    if (placed) break;
+    if (!have) {
+      slot.code.store(status, std::memory_order_relaxed);
+      slot.counter.store(&c, std::memory_order_release);
+      placed = true;
+      break;
+    }
+  }
+  auto& ov = rt->metrics.overflow;
+  if (!placed && std::find(ov.begin(), ov.end(), &c) == ov.end()) ov.push_back(&c);
   c.Increment();
 }
 
-health::InstanceMetrics Metrics::instance_metrics(const std::string& service, const std::string& id) {
+void Metrics::instance_metrics(health::InstanceMetrics& m, const std::string& service, const std::string& id) {
   const prometheus::Labels l{{"service", service}, {"instance", id}};
-  health::InstanceMetrics m;
+  std::lock_guard<std::mutex> lock(mu_);
   m.active = &upstream_active_.Add(l);
   m.breaker_open = &breaker_open_.Add(l);
   m.ejections = &ejections_.Add(l);
   m.connect_failures = &connect_failures_.Add(l);
-  return m;
+  m.drop = [this](health::InstanceMetrics& x) { drop_instance_metrics(x); };
 }
 
-void Metrics::drop_instance_metrics(const health::InstanceMetrics& m) {
+void Metrics::drop_instance_metrics(health::InstanceMetrics& m) {
+  // Runs on whichever thread let go of the instance last.
+  std::lock_guard<std::mutex> lock(mu_);
   if (m.active) upstream_active_.Remove(m.active);
   if (m.breaker_open) breaker_open_.Remove(m.breaker_open);
   if (m.ejections) ejections_.Remove(m.ejections);
   if (m.connect_failures) connect_failures_.Remove(m.connect_failures);
-  for (const auto& [code, c] : m.by_code) upstream_requests_.Remove(c);
+  for (auto& slot : m.by_code) {
+    if (auto* c = slot.counter.load(std::memory_order_acquire)) upstream_requests_.Remove(c);
+  }
+  for (auto* c : m.overflow) upstream_requests_.Remove(c);
 }
 
 void Metrics::on_probe(const std::string& service, health::ProbeResult r) {
   const char* result = r == health::ProbeResult::kSuccess ? "success" : r == health::ProbeResult::kTimeout ? "timeout" : "failure";
   health_checks_.Add({{"service", service}, {"result", result}}).Increment();
+}
+
+prometheus::Counter* Metrics::worker_connections(int worker) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return &worker_connections_.Add({{"worker", std::to_string(worker)}});
 }
 
 void Metrics::on_connections(int64_t delta) { downstream_connections_.Increment(static_cast<double>(delta)); }

@@ -2,8 +2,10 @@
 // by the admin listener on our own loop. Per-service handles are resolved once per service and
 // per status code, not looked up by label on every request.
 //
-// Threading: main loop (workers: 1). Counters are prometheus-cpp atomics, so a later multi-worker
-// build may increment them from several loops.
+// Threading: every worker reports exchanges here. Counters, gauges and histograms are
+// prometheus-cpp atomics; handles are created at most once per label set under `mu_` (a slow
+// path: a service's or status code's first request) and published through atomic slots, so the
+// request path takes no lock. Registry gauges and rendering run on the main loop.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -13,7 +15,9 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 
@@ -35,9 +39,10 @@ class Metrics final : public server::ExchangeObserver {
   void* service_stats(const std::string& service) { return &this->service(service); }
   // Per-instance handles, resolved once when the instance appears; dropped when it leaves (its
   // series disappear).
-  health::InstanceMetrics instance_metrics(const std::string& service, const std::string& id);
-  void drop_instance_metrics(const health::InstanceMetrics& m);
+  void instance_metrics(health::InstanceMetrics& m, const std::string& service, const std::string& id);
   void on_probe(const std::string& service, health::ProbeResult r);
+  // switchyard_worker_connections_total{worker}: how the kernel spread connections over workers.
+  prometheus::Counter* worker_connections(int worker);
   // Registry-derived gauges (instances by state, healthy per instance); called after changes.
   void sync_registry(const registry::Registry& reg);
   std::string render();
@@ -47,10 +52,12 @@ class Metrics final : public server::ExchangeObserver {
     std::string name;
     prometheus::Histogram* duration = nullptr;
     prometheus::Counter* retries = nullptr;
-    std::array<prometheus::Counter*, 600> by_code{};
+    std::array<std::atomic<prometheus::Counter*>, 600> by_code{};
   };
   ServiceStats& service(std::string_view name);
+  void drop_instance_metrics(health::InstanceMetrics& m);
 
+  std::mutex mu_;  // creation of handles and the maps below; never held while counting
   std::shared_ptr<prometheus::Registry> reg_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& duration_;
@@ -64,8 +71,9 @@ class Metrics final : public server::ExchangeObserver {
   prometheus::Family<prometheus::Counter>& health_checks_;
   prometheus::Family<prometheus::Gauge>& registry_instances_;
   prometheus::Gauge& downstream_connections_;
+  prometheus::Family<prometheus::Counter>& worker_connections_;
   std::unordered_map<std::string, ServiceStats> services_;
-  ServiceStats* none_ = nullptr;
+  std::atomic<ServiceStats*> none_{nullptr};
   std::vector<prometheus::Gauge*> registry_gauges_;
   std::vector<prometheus::Gauge*> healthy_gauges_;
   double start_time_;

@@ -16,8 +16,8 @@ int Ewma::pick(const PickContext& ctx) const {
   return two_choices(weight_.size(), ctx, [&](size_t i) {
     if (!load_[i]) return 0.0;
     // An endpoint with no sample yet costs nothing, so it gets tried (and measured) at once.
-    const double lat = load_[i]->stamp_ns ? load_[i]->cost(ctx.now_ns) : 0.0;
-    return (lat + 1) * (load_[i]->active + 1) / static_cast<double>(weight_[i]);
+    const double lat = load_[i]->measured() ? load_[i]->cost(ctx.now_ns) : 0.0;
+    return (lat + 1) * (load_[i]->in_flight() + 1) / static_cast<double>(weight_[i]);
   });
 }
 

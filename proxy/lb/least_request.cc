@@ -14,7 +14,7 @@ LeastRequest::LeastRequest(const std::vector<EndpointInfo>& endpoints) {
 
 int LeastRequest::pick(const PickContext& ctx) const {
   return two_choices(weight_.size(), ctx, [&](size_t i) {
-    const double active = load_[i] ? static_cast<double>(load_[i]->active) : 0.0;
+    const double active = load_[i] ? static_cast<double>(load_[i]->in_flight()) : 0.0;
     return (active + 1) / static_cast<double>(weight_[i]);
   });
 }

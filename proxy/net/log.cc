@@ -3,13 +3,14 @@
 
 #include <sys/time.h>
 
+#include <atomic>
 #include <cstdio>
 #include <ctime>
 
 namespace sy::log {
 
 namespace {
-Level g_level = Level::kInfo;
+std::atomic<Level> g_level{Level::kInfo};  // set on the main loop, read by every worker
 const char* name(Level l) {
   switch (l) {
     case Level::kDebug: return "debug";
@@ -21,7 +22,7 @@ const char* name(Level l) {
 }
 }  // namespace
 
-void set_level(Level l) { g_level = l; }
+void set_level(Level l) { g_level.store(l, std::memory_order_relaxed); }
 
 Level parse_level(std::string_view s) {
   if (s == "debug") return Level::kDebug;
@@ -30,7 +31,7 @@ Level parse_level(std::string_view s) {
   return Level::kInfo;
 }
 
-bool enabled(Level l) { return l >= g_level; }
+bool enabled(Level l) { return l >= g_level.load(std::memory_order_relaxed); }
 
 namespace {
 void emit(const char* level, std::string_view msg);

@@ -51,34 +51,64 @@ constexpr size_t kFlushAt = 64 * 1024;
 
 }  // namespace
 
-AccessLog::~AccessLog() {
-  flush();
-  close_fd();
-}
+AccessLogFile::~AccessLogFile() { close_fd(); }
 
-void AccessLog::close_fd() {
+void AccessLogFile::close_fd() {
   if (fd_ > 2) ::close(fd_);
   fd_ = -1;
+  enabled_.store(false, std::memory_order_relaxed);
 }
 
-std::string AccessLog::open(const std::string& target) {
-  flush();
+std::string AccessLogFile::open(const std::string& target) {
+  std::lock_guard<std::mutex> lock(mu_);
   close_fd();
   target_ = target;
   if (target.empty()) return "";
   if (target == "-") {
     fd_ = 1;
-    return "";
+  } else {
+    fd_ = ::open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd_ < 0) return "cannot open access log " + target + ": " + std::strerror(errno);
   }
-  fd_ = ::open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (fd_ < 0) return "cannot open access log " + target + ": " + std::strerror(errno);
+  enabled_.store(true, std::memory_order_relaxed);
   return "";
 }
 
-std::string AccessLog::reopen() { return open(target_); }
+std::string AccessLogFile::reopen() {
+  std::string target;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    target = target_;
+  }
+  return open(target);
+}
+
+uint64_t AccessLogFile::dropped() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return dropped_;
+}
+
+void AccessLogFile::write(const std::string& batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ < 0) return;
+  size_t off = 0;
+  while (off < batch.size()) {
+    ssize_t w = ::write(fd_, batch.data() + off, batch.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      ++dropped_;
+      if (!warned_) {
+        warned_ = true;
+        log::warn(std::string("access log write failed (") + std::strerror(errno) + "); dropping lines until it works again");
+      }
+      break;
+    }
+    off += static_cast<size_t>(w);
+  }
+}
 
 void AccessLog::append(const ExchangeObserver::Record& r) {
-  if (fd_ < 0) return;
+  if (!file_.enabled()) return;
   timeval tv{};
   gettimeofday(&tv, nullptr);
   // The calendar part changes once a second: format it then, not per line.
@@ -134,24 +164,8 @@ void AccessLog::append(const ExchangeObserver::Record& r) {
 }
 
 void AccessLog::flush() {
-  if (buf_.empty() || fd_ < 0) {
-    buf_.clear();
-    return;
-  }
-  size_t off = 0;
-  while (off < buf_.size()) {
-    ssize_t w = ::write(fd_, buf_.data() + off, buf_.size() - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      ++dropped_;
-      if (!warned_) {
-        warned_ = true;
-        log::warn(std::string("access log write failed (") + std::strerror(errno) + "); dropping lines until it works again");
-      }
-      break;
-    }
-    off += static_cast<size_t>(w);
-  }
+  if (buf_.empty()) return;
+  file_.write(buf_);
   buf_.clear();
 }
 

@@ -106,7 +106,7 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server) {
   w.conns = c;
   ++w.conn_count;
   if (w.observer) w.observer->on_connections(1);
-  c->cfg_ = w.config;
+  c->cfg_ = w.snapshot()->config;
   c->state_ = State::kIdle;
   c->arm(ms(c->cfg_->client.header_timeout));
   c->start_reading();
@@ -448,7 +448,8 @@ void DownstreamConn::begin_exchange() {
   head_done_ = true;
   // The header timer is left to run out: on_timer ignores it in the exchange's states, and not
   // stopping it saves a timer-heap operation per request.
-  cfg_ = w_.config;
+  table_ = w_.snapshot();
+  cfg_ = table_->config;
   is_head_ = x_->req.method == HTTP_HEAD;
   idempotent_ = method_idempotent(x_->req.method);
   if (!llhttp_should_keep_alive(&parser_) || w_.shutting_down) close_after_ = true;
@@ -458,9 +459,8 @@ void DownstreamConn::begin_exchange() {
   x_->req.find("host", host_header);
   std::string host = normalize_host(host_header);
   std::string_view url = x_->req.url();
-  table_ = w_.table->load();
   const RouteEntry* route = nullptr;
-  if (!table_ || !table_->route(host, url, route, upstreams_)) {
+  if (!table_->route(host, url, route, upstreams_)) {
     send_error(404, "no_route", "no route or service matches host '" + host + "'", close_after_);
     return;
   }
@@ -616,7 +616,7 @@ void DownstreamConn::on_upstream_connected(UpstreamConn*) {
 void DownstreamConn::report_outcome(health::Outcome o) {
   if (outcome_reported_) return;
   outcome_reported_ = true;
-  if (rt_ && w_.health) w_.health->record(*rt_, o);
+  if (rt_) w_.report(rt_, o);
 }
 
 void DownstreamConn::release_attempt() {
@@ -654,7 +654,7 @@ bool DownstreamConn::should_retry(const std::string& condition) const {
     return false;
   // The budget bounds retries that add load. A request that never reached any backend (connect
   // failure) only moves to another instance: it multiplies nothing, so it is not budgeted.
-  if (condition != "connect-failure" && srt_ && !health::Runtime::retry_allowed(*srt_)) return false;
+  if (condition != "connect-failure" && srt_ && !health::Runtime::retry_allowed(*srt_, *upstreams_->cfg)) return false;
   return true;
 }
 

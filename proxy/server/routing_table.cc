@@ -135,9 +135,9 @@ int Upstreams::pick(const lb::PickContext& ctx) const {
   return i;
 }
 
-std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
-                                                        const RoutingTable* prev, const registry::Registry::Dirty* dirty,
-                                                        const health::Runtime* runtime, int64_t now_ms) {
+std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
+                                                  const RoutingTable* prev, const registry::Registry::Dirty* dirty,
+                                                  const health::Runtime* runtime, int64_t now_ms) {
   auto t = std::make_shared<RoutingTable>();
   t->index = reg.index();
   const bool incremental = prev && dirty && !dirty->all;

@@ -1,7 +1,7 @@
 // The immutable routing snapshot the request path reads: routes (most specific first) and, per
 // service, the routable endpoints with the load-balancing policy already built for them.
 // Built on the main loop after every registry change (build_routing_table), published with one
-// atomic store, read with one atomic load per request. Never modified after it is built.
+// atomic store, read with one atomic load per request (RoutingTableSlot). Never modified after it is built.
 #pragma once
 
 #include <atomic>
@@ -74,6 +74,9 @@ struct StringHash {
 
 struct RoutingTable {
   uint64_t index = 0;
+  // The config this snapshot was built from: workers take client limits and timeouts from it, so
+  // a reload reaches every worker with the same atomic load as the routes.
+  std::shared_ptr<const conf::Config> config;
   std::vector<RouteEntry> routes;  // sorted: exact host before any host, longer prefix first
   std::unordered_map<std::string, std::shared_ptr<const Upstreams>, StringHash, std::equal_to<>> services;
 
@@ -87,10 +90,10 @@ struct RoutingTable {
 // Builds the snapshot. With `prev` and `dirty`, services not named in `dirty` reuse their
 // Upstreams (endpoints and policy tables) from `prev`: a registration costs the rebuild of its
 // own service, not of the whole registry.
-std::shared_ptr<const RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
-                                                        const RoutingTable* prev = nullptr,
-                                                        const registry::Registry::Dirty* dirty = nullptr,
-                                                        const health::Runtime* runtime = nullptr, int64_t now_ms = 0);
+std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
+                                                  const RoutingTable* prev = nullptr,
+                                                  const registry::Registry::Dirty* dirty = nullptr,
+                                                  const health::Runtime* runtime = nullptr, int64_t now_ms = 0);
 
 // Slow start: the share of its weight an instance routable since `since_ms` gets at `now_ms`
 // (from 10 % up to 100 % over the window).
@@ -104,14 +107,21 @@ std::string route_owner(const registry::Registry& reg, const conf::Config& cfg, 
 // "Host: Example.com:8080" → "example.com" (lower case, port and trailing dot removed).
 std::string normalize_host(std::string_view host);
 
-// Single writer (main loop), many readers (workers).
+// Single writer (main loop), many readers (workers). Readers poll `generation()` (one relaxed
+// load) and re-read the shared pointer only when it moved, so the request path never touches the
+// slot's lock or the snapshot's reference count shared by all workers (Worker::snapshot()).
 class RoutingTableSlot {
  public:
   std::shared_ptr<const RoutingTable> load() const { return slot_.load(std::memory_order_acquire); }
-  void store(std::shared_ptr<const RoutingTable> t) { slot_.store(std::move(t), std::memory_order_release); }
+  void store(std::shared_ptr<const RoutingTable> t) {
+    slot_.store(std::move(t), std::memory_order_release);
+    gen_.fetch_add(1, std::memory_order_release);
+  }
+  uint64_t generation() const { return gen_.load(std::memory_order_acquire); }
 
  private:
   std::atomic<std::shared_ptr<const RoutingTable>> slot_;
+  std::atomic<uint64_t> gen_{0};
 };
 
 }  // namespace sy::server

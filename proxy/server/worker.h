@@ -1,7 +1,7 @@
-// Everything one event loop's proxy traffic shares: its loop, read buffers, upstream pool, the
-// routing snapshot slot, counters. One per worker thread; all of it is touched only by that
-// loop's thread except `table` (an atomic slot written by the main loop) and `config`, which is
-// swapped only on the worker's own loop.
+// Everything one event loop's proxy traffic shares: its loop, listeners, read buffers, upstream
+// pool, the routing snapshot it uses, counters. One per worker (the main loop's own with
+// `workers: 1`, else one per WorkerThread); all of it is touched only by that loop's thread
+// except `table`, an atomic slot written by the main loop.
 #pragma once
 
 #include <uv.h>
@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <vector>
 
 #include "conf/config.h"
 #include "health/runtime.h"
 #include "proxy/net/buffer_pool.h"
+#include "proxy/net/listener.h"
 #include "proxy/server/exchange.h"
 #include "proxy/server/routing_table.h"
 #include "proxy/upstream/pool.h"
@@ -47,24 +49,55 @@ class ExchangeObserver {
   virtual void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
                                     int status) = 0;
   virtual void on_connections(int64_t delta) = 0;
+  // Periodic, on the worker's loop: write out what is batched (the access log).
+  virtual void flush() {}
 };
 
 struct Worker {
   uv_loop_t* loop = nullptr;
-  std::shared_ptr<const conf::Config> config;
   RoutingTableSlot* table = nullptr;
   net::BufferPool buffers;
   ExchangePool exchanges;
   upstream::Pool pool;
   ExchangeObserver* observer = nullptr;
-  health::Runtime* health = nullptr;  // outcomes feed breakers and outlier detection
-  std::vector<conf::Address> own_listeners;
+  std::vector<std::unique_ptr<net::Listener>> listeners;
+  std::vector<conf::Address> own_listeners;  // their bound addresses (requests to them are loops)
+
+  // Outcomes of upstream attempts feed breakers and outlier detection, which live on the main
+  // loop. On the main loop (`health` set) they are applied at once; a worker thread collects them
+  // in `outcomes` and its loop hands the batch over once per iteration (WorkerThread).
+  health::Runtime* health = nullptr;
+  std::vector<health::Runtime::Report> outcomes;
+  void report(const std::shared_ptr<health::InstanceRuntime>& rt, health::Outcome o) {
+    // A success changes nothing unless there is a failure streak to reset or a breaker to close:
+    // then it is not worth a message (the main loop raises the flag when it matters).
+    if (o == health::Outcome::kSuccess && !rt->wants_successes.load(std::memory_order_relaxed)) return;
+    if (health) health->record(*rt, o);
+    else outcomes.emplace_back(rt, o);
+  }
+
+  // The latest routing snapshot (and the config it carries). One load of the slot's generation
+  // per call; the shared pointer is copied only when a new snapshot was published.
+  const std::shared_ptr<const RoutingTable>& snapshot() {
+    const uint64_t g = table->generation();
+    if (g != snapshot_gen_) {
+      snapshot_ = table->load();
+      snapshot_gen_ = g;
+    }
+    return snapshot_;
+  }
+  // Periodic: closes idle upstream connections to instances no longer in the snapshot.
+  void close_orphaned_pools();
 
   // Live downstream connections, for shutdown.
   DownstreamConn* conns = nullptr;
   size_t conn_count = 0;
   bool shutting_down = false;
-  // Called when the last connection closes during shutdown.
+  // Stops accepting; idle connections close now, busy ones after their exchange. on_drained runs
+  // when the last one is gone (at once if there are none).
+  void begin_shutdown();
+  // Closes every connection, listener and pooled connection now.
+  void close_all();
   void (*on_drained)(Worker*) = nullptr;
   void* app = nullptr;
 
@@ -76,6 +109,11 @@ struct Worker {
     rng_state ^= rng_state >> 27;
     return rng_state * 2685821657736338717ull;
   }
+
+ private:
+  std::shared_ptr<const RoutingTable> snapshot_;
+  uint64_t snapshot_gen_ = ~uint64_t{0};
+  uint64_t pools_checked_gen_ = ~uint64_t{0};
 };
 
 }  // namespace sy::server

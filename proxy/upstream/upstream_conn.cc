@@ -43,7 +43,7 @@ UpstreamConn::~UpstreamConn() { drop_buffer(); }
 
 UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                     uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
-                                    std::shared_ptr<uint32_t> open_count) {
+                                    std::shared_ptr<std::atomic<uint32_t>> open_count) {
   auto* c = new UpstreamConn(loop, buffers);
   if (open_count) {
     ++*open_count;

@@ -8,6 +8,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -64,7 +65,7 @@ class UpstreamConn {
   // (a service's max_connections limit counts through it).
   static UpstreamConn* connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
-                               std::shared_ptr<uint32_t> open_count = nullptr);
+                               std::shared_ptr<std::atomic<uint32_t>> open_count = nullptr);
 
   void attach(UpstreamOwner* owner);  // taken from the pool
   // Bytes to send: add to out() then call write().
@@ -123,7 +124,7 @@ class UpstreamConn {
   net::BufferPool& buffers_;
   UpstreamOwner* owner_ = nullptr;
   Pool* pool_ = nullptr;
-  std::shared_ptr<uint32_t> open_count_;
+  std::shared_ptr<std::atomic<uint32_t>> open_count_;
   conf::Address address_;
   uint64_t uid_ = 0;
   State state_ = State::kConnecting;

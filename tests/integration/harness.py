@@ -15,6 +15,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("SWITCHYARD_BIN", os.path.join(ROOT, "build", "switchyard"))
+WORKERS = os.environ.get("SWITCHYARD_TEST_WORKERS", "")
 
 
 def free_port():
@@ -331,6 +332,10 @@ class Proxy:
             out = "listen: 127.0.0.1:0\n" + out
         if not re.search(r"^admin:", text, re.M):
             out = "admin:\n  listen: 127.0.0.1:0\n" + out
+        # SWITCHYARD_TEST_WORKERS runs the whole suite with that many worker threads (the
+        # ThreadSanitizer pass of deploy/test.sh sets it); a test's own `workers:` wins.
+        if WORKERS and not re.search(r"^workers:", text, re.M):
+            out = f"workers: {WORKERS}\n" + out
         return out
 
     def write_config(self, text):
