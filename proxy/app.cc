@@ -282,9 +282,10 @@ void App::on_tick(uv_timer_t* t) {
   app->ramp_slow_starts();
   app->api_->sweep(app->now_ms());
   if (app->worker_.table) {
-    app->worker_.close_orphaned_pools();
+    app->worker_.upkeep();
     app->worker_.observer->flush();
   }
+  if (++app->ticks_ % 10 == 0) app->probe_buffers_.trim();
 }
 
 void App::on_signal(uv_signal_t* s, int signum) {

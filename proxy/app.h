@@ -80,6 +80,7 @@ class App {
   bool table_dirty_ = false;
   bool persist_dirty_ = false;
   int64_t last_ramp_ms_ = 0;
+  unsigned ticks_ = 0;
   bool stopping_ = false;
   bool finished_ = false;
   int exit_code_ = 0;

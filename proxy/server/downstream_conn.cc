@@ -206,7 +206,10 @@ void DownstreamConn::stop_reading() {
 
 void DownstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* c = static_cast<DownstreamConn*>(h->data);
-  if (!c->rbuf_.data) c->rbuf_.data = c->w_.buffers.acquire();
+  if (!c->rbuf_.data && !(c->rbuf_.data = c->w_.buffers.acquire())) {
+    *buf = uv_buf_init(nullptr, 0);  // out of memory: libuv reports UV_ENOBUFS, the read fails
+    return;
+  }
   c->rbuf_.compact();
   *buf = uv_buf_init(c->rbuf_.data + c->rbuf_.end, static_cast<unsigned>(c->rbuf_.space()));
 }

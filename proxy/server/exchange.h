@@ -1,6 +1,7 @@
 // Per-exchange working storage and its per-loop pool (see Exchange).
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,9 +26,13 @@ struct Exchange {
 class ExchangePool {
  public:
   std::unique_ptr<Exchange> acquire() {
-    if (free_.empty()) return std::make_unique<Exchange>();
+    if (free_.empty()) {
+      low_ = 0;
+      return std::make_unique<Exchange>();
+    }
     auto x = std::move(free_.back());
     free_.pop_back();
+    low_ = std::min(low_, free_.size());
     return x;
   }
   void release(std::unique_ptr<Exchange> x) {
@@ -35,10 +40,18 @@ class ExchangePool {
     if (x->replay.capacity() > 4096) std::string().swap(x->replay);  // keep no 64 KiB replay buffers parked
     if (free_.size() < kKeep) free_.push_back(std::move(x));
   }
+  // Frees the exchanges nobody took since the last call (as BufferPool::trim).
+  void trim() {
+    size_t drop = std::min(low_, free_.size() > kFloor ? free_.size() - kFloor : 0);
+    free_.resize(free_.size() - drop);
+    low_ = free_.size();
+  }
 
  private:
   static constexpr size_t kKeep = 1024;
+  static constexpr size_t kFloor = 8;
   std::vector<std::unique_ptr<Exchange>> free_;
+  size_t low_ = 0;
 };
 
 }  // namespace sy::server

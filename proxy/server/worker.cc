@@ -7,6 +7,14 @@
 
 namespace sy::server {
 
+void Worker::upkeep() {
+  close_orphaned_pools();
+  if (++ticks_ % 10 == 0) {
+    buffers.trim();
+    exchanges.trim();
+  }
+}
+
 void Worker::close_orphaned_pools() {
   // Idle connections to instances that left are never picked again. Walks the snapshot, so only
   // when a new one arrived and there is something pooled (not per registration).

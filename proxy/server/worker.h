@@ -86,8 +86,9 @@ struct Worker {
     }
     return snapshot_;
   }
-  // Periodic: closes idle upstream connections to instances no longer in the snapshot.
-  void close_orphaned_pools();
+  // Periodic (every tick): closes idle upstream connections to instances no longer in the
+  // snapshot; about once a second gives back buffers and exchanges a burst left parked.
+  void upkeep();
 
   // Live downstream connections, for shutdown.
   DownstreamConn* conns = nullptr;
@@ -114,6 +115,8 @@ struct Worker {
   std::shared_ptr<const RoutingTable> snapshot_;
   uint64_t snapshot_gen_ = ~uint64_t{0};
   uint64_t pools_checked_gen_ = ~uint64_t{0};
+  unsigned ticks_ = 0;
+  void close_orphaned_pools();
 };
 
 }  // namespace sy::server

@@ -137,7 +137,7 @@ void WorkerThread::on_check(uv_check_t* c) {
 void WorkerThread::on_tick(uv_timer_t* tm) {
   auto* t = static_cast<WorkerThread*>(tm->data);
   t->observer_.flush();
-  t->worker_.close_orphaned_pools();
+  t->worker_.upkeep();
   t->conns_.store(t->worker_.conn_count, std::memory_order_relaxed);
 }
 

@@ -236,7 +236,10 @@ void UpstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
     *buf = uv_buf_init(idle_sink, sizeof idle_sink);
     return;
   }
-  if (!c->rbuf_.data) c->rbuf_.data = c->buffers_.acquire();
+  if (!c->rbuf_.data && !(c->rbuf_.data = c->buffers_.acquire())) {
+    *buf = uv_buf_init(nullptr, 0);  // out of memory: libuv reports UV_ENOBUFS, the read fails
+    return;
+  }
   c->rbuf_.compact();
   *buf = uv_buf_init(c->rbuf_.data + c->rbuf_.end, static_cast<unsigned>(c->rbuf_.space()));
 }
