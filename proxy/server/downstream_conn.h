@@ -77,6 +77,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
 
   void start_reading();
   void stop_reading();
+  void stop_reading_now();
   void process_input();       // parse what is in the read buffer, as far as the state allows
   void begin_exchange();      // a request head is complete: route, limits, first attempt
   void start_attempt();       // pick an instance (not tried yet) and connect
@@ -111,7 +112,8 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   llhttp_t parser_{};
   State state_ = State::kIdle;
   int pending_closes_ = 0;
-  bool reading_ = false;
+  bool reading_ = false;    // armed in libuv
+  bool want_read_ = false;  // bytes are welcome now (see stop_reading())
 
   net::ReadBuffer rbuf_;
   std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)

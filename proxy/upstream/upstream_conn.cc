@@ -78,9 +78,9 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
 
 void UpstreamConn::attach(UpstreamOwner* owner) {
   owner_ = owner;
+  // Reading stays armed (no epoll_ctl): the owner writes the request and calls expect_response()
+  // before the loop runs again, so no byte can arrive in between unparsed.
   state_ = State::kActive;  // the pool's idle timer is re-armed by expect_response()
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-  reading_ = false;
 }
 
 void UpstreamConn::write() {
