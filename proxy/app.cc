@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "proxy/admin/admin_conn.h"
+#include "proxy/net/close.h"
 #include "proxy/net/log.h"
 #include "proxy/server/downstream_conn.h"
 #include "registry/persistence.h"
@@ -209,7 +210,7 @@ int App::run() {
   uv_run(loop_, UV_RUN_DEFAULT);
   // Close whatever is left so every handle's memory is released (and sanitizers see no leak).
   uv_walk(loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
+    if (!uv_is_closing(h)) net::close_socket(h, nullptr);  // (uv_fileno fails for timers and the like)
   }, nullptr);
   uv_run(loop_, UV_RUN_DEFAULT);
   for (auto& r : reporters_) r->flush();

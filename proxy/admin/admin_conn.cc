@@ -1,5 +1,6 @@
 // AdminConn: request in, whole; response out.
 #include "proxy/admin/admin_conn.h"
+#include "proxy/net/close.h"
 
 #include "proxy/http/rewrite.h"
 
@@ -188,7 +189,7 @@ void AdminConn::close() {
   prev_ = next_ = nullptr;
   if (busy_ && handler_) handler_->forget(this);
   pending_closes_ = 2;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
 }
 

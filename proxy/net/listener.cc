@@ -1,5 +1,6 @@
 // Listener: bind, listen, hand connections on.
 #include "proxy/net/listener.h"
+#include "proxy/net/close.h"
 
 namespace sy::net {
 
@@ -33,7 +34,7 @@ std::string Listener::open(uv_loop_t* loop, const conf::Address& addr, bool reus
 void Listener::close() {
   if (!open_) return;
   open_ = false;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+  close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
 }
 
 void Listener::on_connection(uv_stream_t* s, int status) {

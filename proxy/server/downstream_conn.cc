@@ -1,5 +1,6 @@
 // DownstreamConn: the client side of the proxy and the exchange it drives.
 #include "proxy/server/downstream_conn.h"
+#include "proxy/net/close.h"
 
 #include <algorithm>
 #include <charconv>
@@ -87,7 +88,7 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server) {
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
     c->state_ = State::kClosed;
     c->pending_closes_ = 2;
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), on_close);
+    net::close_socket(reinterpret_cast<uv_handle_t*>(&c->tcp_), on_close);
     uv_close(reinterpret_cast<uv_handle_t*>(&c->timer_), on_close);
     return;
   }
@@ -133,7 +134,7 @@ void DownstreamConn::close() {
   if (w_.observer) w_.observer->on_connections(-1);
   uv_timer_stop(&timer_);
   pending_closes_ = 2;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
   if (w_.shutting_down && w_.conn_count == 0 && w_.on_drained) w_.on_drained(&w_);
 }
@@ -867,6 +868,9 @@ bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
     }
     return false;
   }
+  // The upstream's part is over: give the limit slots back before the client can see the last
+  // byte, so its next request (on whichever worker) finds them free.
+  if (response_done_ && request_done_ && state_ == State::kForwarding) release_exchange();
   int rc = flush_client();
   if (rc == net::OutBatch::kPending) return true;
   if (rc < 0) {

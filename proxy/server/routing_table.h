@@ -1,11 +1,12 @@
 // The immutable routing snapshot the request path reads: routes (most specific first) and, per
 // service, the routable endpoints with the load-balancing policy already built for them.
-// Built on the main loop after every registry change (build_routing_table), published with one
-// atomic store, read with one atomic load per request (RoutingTableSlot). Never modified after it is built.
+// Built on the main loop after every registry change (build_routing_table), published through a
+// RoutingTableSlot; the request path reads it with one atomic load. Never modified after it is built.
 #pragma once
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -107,20 +108,30 @@ std::string route_owner(const registry::Registry& reg, const conf::Config& cfg, 
 // "Host: Example.com:8080" → "example.com" (lower case, port and trailing dot removed).
 std::string normalize_host(std::string_view host);
 
-// Single writer (main loop), many readers (workers). Readers poll `generation()` (one relaxed
-// load) and re-read the shared pointer only when it moved, so the request path never touches the
-// slot's lock or the snapshot's reference count shared by all workers (Worker::snapshot()).
+// Single writer (main loop), many readers (workers). Readers poll `generation()` (one acquire
+// load per request) and take the pointer, under the lock, only when it moved: once per publish per
+// worker, never per request (Worker::snapshot()). A plain mutex rather than
+// std::atomic<std::shared_ptr>: libstdc++ 12's version unlocks its internal spin bit with relaxed
+// ordering, which ThreadSanitizer rightly cannot prove safe, and it buys nothing at this rate.
 class RoutingTableSlot {
  public:
-  std::shared_ptr<const RoutingTable> load() const { return slot_.load(std::memory_order_acquire); }
+  std::shared_ptr<const RoutingTable> load() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return slot_;
+  }
   void store(std::shared_ptr<const RoutingTable> t) {
-    slot_.store(std::move(t), std::memory_order_release);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      slot_.swap(t);
+    }
     gen_.fetch_add(1, std::memory_order_release);
+    // `t` (the previous snapshot) is released here, outside the lock.
   }
   uint64_t generation() const { return gen_.load(std::memory_order_acquire); }
 
  private:
-  std::atomic<std::shared_ptr<const RoutingTable>> slot_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const RoutingTable> slot_;
   std::atomic<uint64_t> gen_{0};
 };
 

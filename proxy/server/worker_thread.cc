@@ -1,6 +1,7 @@
 // WorkerThread: a proxy loop on its own thread; the Inbox back to the main loop.
 #include "proxy/server/worker_thread.h"
 
+#include "proxy/net/close.h"
 #include "proxy/net/log.h"
 #include "proxy/server/downstream_conn.h"
 
@@ -81,7 +82,7 @@ void WorkerThread::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Close whatever is left so every handle's memory is released before the loop is.
   uv_walk(&loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
+    if (!uv_is_closing(h)) net::close_socket(h, nullptr);  // (uv_fileno fails for timers and the like)
   }, nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
   observer_.flush();
@@ -104,7 +105,7 @@ void WorkerThread::stop() {
     // Never started (start-up failed after the listeners were bound): close its handles here.
     worker_.close_all();
     uv_walk(&loop_, [](uv_handle_t* h, void*) {
-      if (!uv_is_closing(h)) uv_close(h, nullptr);
+      if (!uv_is_closing(h)) net::close_socket(h, nullptr);  // (uv_fileno fails for timers and the like)
     }, nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
     return;

@@ -1,5 +1,6 @@
 // UpstreamConn: connect, request out, response in (llhttp), idle watch in the pool.
 #include "proxy/upstream/upstream_conn.h"
+#include "proxy/net/close.h"
 
 #include <algorithm>
 
@@ -169,7 +170,7 @@ void UpstreamConn::close() {
   }
   uv_timer_stop(&timer_);
   pending_closes_ = 2;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
 }
 
