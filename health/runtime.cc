@@ -116,6 +116,11 @@ void Runtime::record_one(InstanceRuntime& rt, Outcome o) {
   }
 }
 
+void Runtime::export_gauges() {
+  for (auto& [uid, rt] : instances_)
+    if (rt->metrics.active) rt->metrics.active->Set(static_cast<double>(rt->load.in_flight()));
+}
+
 void Runtime::tick() {
   const int64_t now = hooks_.now_ms();
   for (auto& [uid, rt] : instances_) {

@@ -109,6 +109,9 @@ class Runtime {
   void record_all(const std::vector<Report>& batch) {
     for (const auto& [rt, o] : batch) record(*rt, o);
   }
+  // Before a scrape: gauges that mirror live counters (requests in flight per instance) are set
+  // from them, so the request path updates one counter, not two.
+  void export_gauges();
   // Periodic: ejections and open breakers whose time is up return to routing.
   void tick();
   // An active health check found the instance healthy again: passive ejection ends too (as in

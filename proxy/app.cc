@@ -105,6 +105,7 @@ std::string App::start() {
   };
   hooks.persistence_enabled = [this] { return !cfg_->registry.snapshot.empty(); };
   hooks.config = [this]() -> const conf::Config& { return *cfg_; };
+  hooks.before_scrape = [this] { runtime_->export_gauges(); };
   hooks.before_ack = [this] {
     if (table_dirty_) publish();
   };

@@ -20,8 +20,9 @@ struct AdminHooks {
   std::function<bool()> ready;
   std::function<std::vector<conf::Address>()> own_addresses;
   std::function<bool()> persistence_enabled;
-  std::function<void()> before_ack;
-  std::function<const conf::Config&()> config;  // current config (route conflicts)  // publish the routing snapshot before a change is acknowledged
+  std::function<void()> before_ack;              // publish the routing snapshot before a change is acknowledged
+  std::function<const conf::Config&()> config;  // current config (route conflicts)
+  std::function<void()> before_scrape;           // gauges read from live state, per scrape
 };
 
 class AdminApi final : public AdminHandler {

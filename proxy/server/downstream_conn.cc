@@ -556,8 +556,7 @@ void DownstreamConn::start_attempt() {
   rt_ = chosen->runtime;
   outcome_reported_ = false;
   if (rt_) {
-    ++rt_->load.active;
-    if (rt_->metrics.active) rt_->metrics.active->Increment();
+    ++rt_->load.active;  // also switchyard_upstream_active_requests (Runtime::export_gauges)
   }
   connect_upstream(false);
 }
@@ -651,7 +650,6 @@ void DownstreamConn::release_attempt() {
   if (rt_) {
     if (!outcome_reported_) report_outcome(health::Outcome::kSuccess);  // never judged: free its trial
     --rt_->load.active;
-    if (rt_->metrics.active) rt_->metrics.active->Decrement();
     rt_.reset();
   }
 }

@@ -264,6 +264,23 @@ def instance_scaling(work, b1, b2, secs, rounds):
             sy.stop()
 
 
+def scaling_instructions(b1):
+    """Instructions per request (callgrind: repeatable, unlike wall-clock throughput on a shared VM)
+    with 10 and with 10,000 instances in the registry (the routed service has 10 either way; the
+    rest are static instances of 100 other services)."""
+    from observability_cost import callgrind_per_request
+
+    def config(total):
+        lines = ["log_level: warn", "services:", "  bench:", "    instances:"]
+        lines += [f"      - {{ id: b{i}, address: 127.0.0.1:{b1} }}" for i in range(10)]
+        for svc in range(100 if total > 10 else 0):
+            lines += [f"  other-{svc}:", "    instances:"]
+            lines += [f"      - {{ id: o{i}, address: 127.0.0.1:{b1} }}" for i in range((total - 10) // 100)]
+        return "\n".join(lines) + "\n"
+
+    return {n: callgrind_per_request(config(n)) for n in (10, 10000)}
+
+
 def probe_impact(sy, secs, rounds=3):
     base, probed = [], []
     a = Client(sy.admin)
@@ -377,10 +394,14 @@ def main():
                     sy = cs[0]
                     scale = instance_scaling(work, b1, b2, a.secs, a.rounds)
                     probes = probe_impact(sy, a.secs, a.rounds)
+                    instr = scaling_instructions(b1) if shutil.which("valgrind") else None
                     reg_med, reg_max = registration_latency(sy)
                     lines += ["| switchyard only | |", "|---|---:|"]
                     for n, rps in scale.items():
                         lines.append(f"| keep-alive req/s with {n:,} registered instances (10 in the routed service) | {rps:,.0f} ({rps / scale[10]:.2f} of 10) |")
+                    if instr:
+                        lines.append(f"| instructions per request (callgrind) with 10 / 10,000 registered instances | "
+                                     f"{instr[10]:,.0f} / {instr[10000]:,.0f} ({instr[10000] / instr[10]:.3f}) |")
                     lines.append(f"| req/s and p99 while 5,000 instances are TCP-probed every 1 s | {probes['probed_rps']:,.0f} "
                                  f"({probes['probed_rps'] / probes['base_rps']:.2f} of {probes['base_rps']:,.0f}), p99 "
                                  f"{probes['probed_p99']:.0f} µs (vs {probes['base_p99']:.0f}) |")

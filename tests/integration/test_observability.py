@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -81,6 +82,39 @@ def test_every_dashboard_metric_is_exported(backends, proxies):
     for name in used:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert name in exported or base in exported, f"dashboard uses {name}, which /metrics does not export"
+
+
+def gauge(p, name, labels=""):
+    text = admin(p.admin, "GET", "/metrics")[1]
+    m = re.search(r"^" + re.escape(name) + (r"\{" + labels + r"\}" if labels else "") + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_in_flight_and_connection_gauges_follow_live_traffic(backends, proxies):
+    release = threading.Event()
+
+    def slow(conn, req, backend):
+        release.wait(10)
+        respond(conn, 200, b"slow")
+        return True
+
+    b = backends(slow, name="slow")
+    p = proxies("")
+    admin(p.admin, "PUT", "/v1/services/s/instances/i1", {"address": b.address})
+    clients = [Client(p.addr) for _ in range(3)]
+    for c in clients:
+        c.send(b"GET / HTTP/1.1\r\nHost: s\r\n\r\n")
+    wait_until(lambda: len(b.requests) == 3, 5, what="three requests at the backend")
+    active = 'instance="i1",service="s"'
+    assert gauge(p, "switchyard_upstream_active_requests", active) == 3
+    assert gauge(p, "switchyard_downstream_connections") >= 3
+    release.set()
+    for c in clients:
+        assert c.reader.read_response().status == 200
+        c.close()
+    wait_until(lambda: gauge(p, "switchyard_upstream_active_requests", active) == 0, 5, what="in-flight gauge back to 0")
+    wait_until(lambda: gauge(p, "switchyard_downstream_connections") <= 1, 5,  # (the scrape's own admin connection is not a proxy one)
+               what="connection gauge back down")
 
 
 def test_deregistered_instance_series_disappear(backends, proxies):
