@@ -1,8 +1,8 @@
 // AdminConn: request in, whole; response out.
 #include "proxy/admin/admin_conn.h"
-#include "proxy/net/close.h"
 
 #include "proxy/http/rewrite.h"
+#include "proxy/net/close.h"
 
 namespace sy::admin {
 

@@ -1,5 +1,6 @@
 // Listener: bind, listen, hand connections on.
 #include "proxy/net/listener.h"
+
 #include "proxy/net/close.h"
 
 namespace sy::net {

@@ -1,10 +1,14 @@
 // DownstreamConn: the client side of the proxy and the exchange it drives.
 #include "proxy/server/downstream_conn.h"
-#include "proxy/net/close.h"
+
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
+
+#include "proxy/net/close.h"
 
 namespace sy::server {
 
@@ -96,11 +100,12 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server) {
   sockaddr_storage ss{};
   int len = sizeof ss;
   if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    std::string a = conf::format_address(reinterpret_cast<sockaddr*>(&ss));
-    // XFF carries the address without the port.
-    size_t colon = a.rfind(':');
-    c->client_ip_ = a.substr(0, colon);
-    if (!c->client_ip_.empty() && c->client_ip_[0] == '[') c->client_ip_ = c->client_ip_.substr(1, c->client_ip_.size() - 2);
+    // XFF and the access log carry the address without the port (fits the string's inline
+    // storage: no allocation per connection).
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ss.ss_family == AF_INET) uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
+    else if (ss.ss_family == AF_INET6) uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
+    c->client_ip_.assign(ip);
   }
   c->next = w.conns;
   if (w.conns) w.conns->prev = c;
@@ -110,7 +115,30 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server) {
   c->cfg_ = w.snapshot()->config;
   c->state_ = State::kIdle;
   c->arm(ms(c->cfg_->client.header_timeout));
-  c->start_reading();
+  if (!c->read_now()) c->start_reading();
+}
+
+// The request usually arrives with the connection: reading it at once (as HAProxy does) saves
+// registering the socket with epoll and a loop turn, and a connection that closes after one
+// exchange is never registered at all. Returns false when nothing was there yet.
+bool DownstreamConn::read_now() {
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return false;
+  if (!(rbuf_.data = w_.buffers.acquire())) return false;
+  ssize_t n;
+  do {
+    n = ::recv(fd, rbuf_.data, net::BufferPool::kSize, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) {  // EAGAIN; or end/error, which libuv's own read then reports
+    w_.buffers.release(rbuf_.data);
+    rbuf_ = {};
+    return false;
+  }
+  want_read_ = true;
+  on_read(reinterpret_cast<uv_stream_t*>(&tcp_), n, nullptr);
+  // A partial head needs more bytes: watch the socket now. (Later states arm it when they want.)
+  if (want_read_) start_reading();
+  return true;
 }
 
 void DownstreamConn::shutdown() {
@@ -250,7 +278,7 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     c->close();
     return;
   }
-  c->rbuf_.end += static_cast<size_t>(n);
+  c->rbuf_.end += static_cast<size_t>(n);  // (read_now() and libuv both read at rbuf_.end)
   c->take_exchange();
   if (c->state_ == State::kTunnel) {
     if (c->up_) {

@@ -78,6 +78,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void start_reading();
   void stop_reading();
   void stop_reading_now();
+  bool read_now();
   void process_input();       // parse what is in the read buffer, as far as the state allows
   void begin_exchange();      // a request head is complete: route, limits, first attempt
   void start_attempt();       // pick an instance (not tried yet) and connect

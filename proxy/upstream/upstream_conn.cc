@@ -1,10 +1,10 @@
 // UpstreamConn: connect, request out, response in (llhttp), idle watch in the pool.
 #include "proxy/upstream/upstream_conn.h"
-#include "proxy/net/close.h"
 
 #include <algorithm>
 
 #include "proxy/http/rewrite.h"
+#include "proxy/net/close.h"
 #include "proxy/upstream/pool.h"
 
 namespace sy::upstream {
