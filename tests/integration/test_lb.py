@@ -113,13 +113,16 @@ def test_least_request_avoids_a_backend_holding_requests(backends, proxies):
     bs = named(backends, 2)
     held = backends(stuck, name="stuck")
     p = proxies(config(bs + [held], "least_request"))
-    # Pin requests on the stuck backend until it is clearly the busiest.
+    # Send requests one at a time until one is held by the stuck backend (the fast ones answer at
+    # once, so while all are idle each pick is a coin toss; bounded, not hoped for).
     pinned = []
-    for _ in range(6):
+    while not held.requests and len(pinned) < 40:
+        seen = sum(len(b.requests) for b in bs + [held])
         c = Client(p.addr)
         c.send(b"GET / HTTP/1.1\r\nHost: s\r\n\r\n")
         pinned.append(c)
-    wait_until(lambda: len(held.requests) >= 1, what="a request at the stuck backend")
+        wait_until(lambda: sum(len(b.requests) for b in bs + [held]) > seen, what="the request at a backend")
+    assert held.requests, "40 requests and none went to the stuck backend"
     counts = spread(p, 60)
     gate.set()
     for c in pinned:
