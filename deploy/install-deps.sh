@@ -2,14 +2,14 @@
 # Installs, with apt-get, every Debian package switchyard needs to build, test and benchmark.
 # Idempotent: packages already present are skipped; with nothing missing it touches nothing.
 #   deploy/install-deps.sh            build + test dependencies
-#   deploy/install-deps.sh --bench    also the benchmark's contenders (haproxy, nginx, wrk, ab) and valgrind
+#   deploy/install-deps.sh --bench    also the benchmark's contenders (haproxy, nginx, wrk, ab), valgrind and perf
 set -euo pipefail
 
 build_pkgs=(g++ pkg-config meson ninja-build libuv1-dev libyaml-cpp-dev prometheus-cpp-dev
             nlohmann-json3-dev doctest-dev node-llhttp)
 test_pkgs=(curl python3 python3-pytest python3-yaml python3-aiohttp python3-tornado python3-matplotlib
            prometheus docker-compose wrk)
-bench_pkgs=(apache2-utils haproxy nginx-light valgrind)
+bench_pkgs=(apache2-utils haproxy nginx-light valgrind linux-perf)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
 [[ "${1:-}" == "--bench" ]] && want+=("${bench_pkgs[@]}")

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -162,14 +163,36 @@ def ab(addr, n=20000, conc=20):
     return {"rps": float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1)), "failed": failed}
 
 
+def perf_stat(pids, secs):
+    """CPU cycles and instructions (user + kernel) the processes spend over `secs`, from the
+    hardware counters (perf stat): unlike wall-clock rates, barely moved by other tenants' load."""
+    if not shutil.which("perf"):
+        return None
+    out = subprocess.run(["perf", "stat", "-x,", "-e", "cycles,instructions", "-p", ",".join(map(str, pids)), "--",
+                          "sleep", str(secs)], capture_output=True, text=True).stderr
+    vals = {}
+    for line in out.splitlines():
+        f = line.split(",")
+        if len(f) > 2 and f[0].isdigit():
+            vals[f[2].split(":")[0]] = int(f[0])
+    return vals if "cycles" in vals else None
+
+
 def throughput_table(contenders, rounds, secs, wrk_threads=1):
     res = {c.name: [] for c in contenders}
     for _ in range(rounds):
         for c in contenders:
             pids = c.pids()
             c0 = cpu_seconds(pids)
+            # Hardware counters over the middle of the run (1 s in, secs - 2 long).
+            box = {}
+            t = threading.Thread(target=lambda: (time.sleep(1), box.update(perf=perf_stat(pids, max(1, secs - 2)))))
+            t.start()
             r = wrk(c.addr, secs, threads=wrk_threads)
+            t.join()
             r["cpu_per_100k"] = (cpu_seconds(pids) - c0) / r["total"] * 1e5
+            perf = box.get("perf")
+            r["cycles"] = perf["cycles"] / (r["rps"] * max(1, secs - 2)) if perf else float("nan")
             res[c.name].append(r)
     ab_res = {c.name: [] for c in contenders}
     for _ in range(rounds):
@@ -181,6 +204,7 @@ def throughput_table(contenders, rounds, secs, wrk_threads=1):
         rows[c.name] = {
             "rps": statistics.median(r["rps"] for r in rs), "p50": statistics.median(r["p50"] for r in rs),
             "p99": statistics.median(r["p99"] for r in rs), "cpu": statistics.median(r["cpu_per_100k"] for r in rs),
+            "cycles": statistics.median(r["cycles"] for r in rs),
             "errors": sum(r["errors"] for r in rs), "ab": statistics.median(r["rps"] for r in ab_res[c.name]),
             "ab_failed": sum(r["failed"] for r in ab_res[c.name]),
         }
@@ -325,7 +349,8 @@ def registration_latency(sy, rounds=200):
 
 def fmt_row(name, r, ref):
     return (f"| {name} | {r['rps']:,.0f} | {r['rps'] / ref['rps']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | "
-            f"{r['cpu']:.2f} | {r['ab']:,.0f} | {r['ab'] / ref['ab']:.2f} | {r['errors'] + r['ab_failed']} |")
+            f"{r['cpu']:.2f} | {r['cycles']:,.0f} | {r['cycles'] / ref['cycles']:.2f} | "
+            f"{r['ab']:,.0f} | {r['ab'] / ref['ab']:.2f} | {r['errors'] + r['ab_failed']} |")
 
 
 def main():
@@ -376,8 +401,8 @@ def main():
                 ref = rows["haproxy"]
                 lines += [f"**{workers} worker{'s' if workers > 1 else ''}/thread{'s' if workers > 1 else ''} each**"
                           + (f" (wrk -t{workers})" if workers > 1 else ""), "",
-                          "| proxy | keep-alive req/s | vs HAProxy | p50 µs | p99 µs | CPU s per 100k req | conn-per-request req/s | vs HAProxy | errors |",
-                          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                          "| proxy | keep-alive req/s | vs HAProxy | p50 µs | p99 µs | CPU s per 100k req | CPU cycles per req | vs HAProxy | conn-per-request req/s | vs HAProxy | errors |",
+                          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
                 for c in cs:
                     lines.append(fmt_row(c.name, rows[c.name], ref))
                 lines.append("")
