@@ -100,44 +100,48 @@ void Metrics::on_upstream_response(health::InstanceRuntime* rt, std::string_view
   // First time this code is seen for the instance (or the slots are full): create and publish.
   std::lock_guard<std::mutex> lock(mu_);
   auto& c = upstream_requests_.Add({{"service", std::string(service)}, {"instance", std::string(instance)}, {"code", std::to_string(status)}});
-  bool placed = false;
+  bool held = false;  // this instance already holds a reference to the series
   for (auto& slot : rt->metrics.by_code) {
     prometheus::Counter* have = slot.counter.load(std::memory_order_acquire);
-    if (have == &c) placed = true;
-    if (placed) break;
+    if (have == &c) {
+      held = true;
+      break;
+    }
     if (!have) {
       slot.code.store(status, std::memory_order_relaxed);
       slot.counter.store(&c, std::memory_order_release);
-      placed = true;
+      ++refs_[&c];
+      held = true;
       break;
     }
   }
   auto& ov = rt->metrics.overflow;
-  if (!placed && std::find(ov.begin(), ov.end(), &c) == ov.end()) ov.push_back(&c);
+  if (!held && std::find(ov.begin(), ov.end(), &c) == ov.end()) {
+    ov.push_back(&c);
+    ++refs_[&c];
+  }
   c.Increment();
 }
 
 void Metrics::instance_metrics(health::InstanceMetrics& m, const std::string& service, const std::string& id) {
   const prometheus::Labels l{{"service", service}, {"instance", id}};
   std::lock_guard<std::mutex> lock(mu_);
-  m.active = &upstream_active_.Add(l);
-  m.breaker_open = &breaker_open_.Add(l);
-  m.ejections = &ejections_.Add(l);
-  m.connect_failures = &connect_failures_.Add(l);
+  m.active = hold(upstream_active_, l);
+  m.breaker_open = hold(breaker_open_, l);
+  m.ejections = hold(ejections_, l);
+  m.connect_failures = hold(connect_failures_, l);
   m.drop = [this](health::InstanceMetrics& x) { drop_instance_metrics(x); };
 }
 
 void Metrics::drop_instance_metrics(health::InstanceMetrics& m) {
   // Runs on whichever thread let go of the instance last.
   std::lock_guard<std::mutex> lock(mu_);
-  if (m.active) upstream_active_.Remove(m.active);
-  if (m.breaker_open) breaker_open_.Remove(m.breaker_open);
-  if (m.ejections) ejections_.Remove(m.ejections);
-  if (m.connect_failures) connect_failures_.Remove(m.connect_failures);
-  for (auto& slot : m.by_code) {
-    if (auto* c = slot.counter.load(std::memory_order_acquire)) upstream_requests_.Remove(c);
-  }
-  for (auto* c : m.overflow) upstream_requests_.Remove(c);
+  release(upstream_active_, m.active);
+  release(breaker_open_, m.breaker_open);
+  release(ejections_, m.ejections);
+  release(connect_failures_, m.connect_failures);
+  for (auto& slot : m.by_code) release(upstream_requests_, slot.counter.load(std::memory_order_acquire));
+  for (auto* c : m.overflow) release(upstream_requests_, c);
 }
 
 void Metrics::on_probe(const std::string& service, health::ProbeResult r) {

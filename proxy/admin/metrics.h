@@ -56,6 +56,23 @@ class Metrics final : public server::ExchangeObserver {
   };
   ServiceStats& service(std::string_view name);
   void drop_instance_metrics(health::InstanceMetrics& m);
+  // Per-instance series are shared when an instance id leaves and comes back while the old
+  // runtime is still held (same labels → prometheus-cpp returns the same metric): counted, and
+  // removed with the last holder. Under mu_.
+  template <typename T>
+  T* hold(prometheus::Family<T>& f, const prometheus::Labels& l) {
+    T* m = &f.Add(l);
+    ++refs_[m];
+    return m;
+  }
+  template <typename T>
+  void release(prometheus::Family<T>& f, T* m) {
+    if (!m) return;
+    auto it = refs_.find(m);
+    if (it == refs_.end() || --it->second > 0) return;
+    refs_.erase(it);
+    f.Remove(m);
+  }
 
   std::mutex mu_;  // creation of handles and the maps below; never held while counting
   std::shared_ptr<prometheus::Registry> reg_;
@@ -73,6 +90,7 @@ class Metrics final : public server::ExchangeObserver {
   prometheus::Gauge& downstream_connections_;
   prometheus::Family<prometheus::Counter>& worker_connections_;
   std::unordered_map<std::string, ServiceStats> services_;
+  std::unordered_map<const void*, int> refs_;
   std::atomic<ServiceStats*> none_{nullptr};
   std::vector<prometheus::Gauge*> registry_gauges_;
   std::vector<prometheus::Gauge*> healthy_gauges_;

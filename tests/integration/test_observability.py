@@ -117,6 +117,34 @@ def test_in_flight_and_connection_gauges_follow_live_traffic(backends, proxies):
                what="connection gauge back down")
 
 
+def test_instance_back_under_its_old_id_while_the_old_one_is_still_busy(backends, proxies):
+    """Same labels → the same series: the departing runtime (kept alive by its in-flight request)
+    must not remove the series the returning instance now shares."""
+    release = threading.Event()
+
+    def slow(conn, req, backend):
+        if req.target == "/hold":
+            release.wait(10)
+        respond(conn, 200, b"ok")
+        return True
+
+    b = backends(slow, name="slow")
+    p = proxies("")
+    admin(p.admin, "PUT", "/v1/services/s/instances/e0", {"address": b.address})
+    held = Client(p.addr)
+    held.send(b"GET /hold HTTP/1.1\r\nHost: s\r\n\r\n")
+    wait_until(lambda: len(b.requests) == 1, 5, what="the held request at the backend")
+    assert admin(p.admin, "DELETE", "/v1/services/s/instances/e0")[0] == 204
+    assert admin(p.admin, "PUT", "/v1/services/s/instances/e0", {"address": b.address})[0] == 201
+    release.set()
+    assert held.reader.read_response().status == 200
+    held.close()
+    series = 'switchyard_upstream_active_requests{instance="e0",service="s"}'
+    for _ in range(3):
+        assert get(p.addr, host="s").status == 200
+        assert series in admin(p.admin, "GET", "/metrics")[1]
+
+
 def test_deregistered_instance_series_disappear(backends, proxies):
     b = backends(name="x")
     p = proxies("")
