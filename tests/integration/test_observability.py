@@ -90,15 +90,21 @@ def gauge(p, name, labels=""):
     return float(m.group(1)) if m else None
 
 
-def test_in_flight_and_connection_gauges_follow_live_traffic(backends, proxies):
+def holding_backend(backends, only=None):
+    """A backend that holds requests (all, or those for path `only`) until the event is set."""
     release = threading.Event()
 
-    def slow(conn, req, backend):
-        release.wait(10)
-        respond(conn, 200, b"slow")
+    def handler(conn, req, backend):
+        if only is None or req.target == only:
+            release.wait(10)
+        respond(conn, 200, b"ok")
         return True
 
-    b = backends(slow, name="slow")
+    return backends(handler, name="slow"), release
+
+
+def test_in_flight_and_connection_gauges_follow_live_traffic(backends, proxies):
+    b, release = holding_backend(backends)
     p = proxies("")
     admin(p.admin, "PUT", "/v1/services/s/instances/i1", {"address": b.address})
     clients = [Client(p.addr) for _ in range(3)]
@@ -120,15 +126,7 @@ def test_in_flight_and_connection_gauges_follow_live_traffic(backends, proxies):
 def test_instance_back_under_its_old_id_while_the_old_one_is_still_busy(backends, proxies):
     """Same labels → the same series: the departing runtime (kept alive by its in-flight request)
     must not remove the series the returning instance now shares."""
-    release = threading.Event()
-
-    def slow(conn, req, backend):
-        if req.target == "/hold":
-            release.wait(10)
-        respond(conn, 200, b"ok")
-        return True
-
-    b = backends(slow, name="slow")
+    b, release = holding_backend(backends, only="/hold")
     p = proxies("")
     admin(p.admin, "PUT", "/v1/services/s/instances/e0", {"address": b.address})
     held = Client(p.addr)
