@@ -408,8 +408,14 @@ def main():
                 lines.append("")
                 if workers == 1:
                     mem = {c.name: idle_memory(c, a.idle) for c in cs}
-                    direct = statistics.median(stream_1gib(f"127.0.0.1:{b1}") for _ in range(3))
-                    streamed = {c.name: statistics.median(stream_1gib(c.addr) for _ in range(3)) for c in cs}
+                    # Interleaved like the rest: direct, then each proxy, three rounds.
+                    runs = {n: [] for n in ["direct"] + [c.name for c in cs]}
+                    for _ in range(3):
+                        runs["direct"].append(stream_1gib(f"127.0.0.1:{b1}"))
+                        for c in cs:
+                            runs[c.name].append(stream_1gib(c.addr))
+                    direct = statistics.median(runs["direct"])
+                    streamed = {c.name: statistics.median(runs[c.name]) for c in cs}
                     lines += ["| proxy | memory per idle keep-alive connection | 1 GiB download through it | vs direct |",
                               "|---|---:|---:|---:|"]
                     for c in cs:
