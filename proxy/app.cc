@@ -241,7 +241,7 @@ void App::publish() {
   table_dirty_ = false;
   // Workers switch now (not at their next request), so the old snapshot and departed instances'
   // runtimes and metric series go at once.
-  if (worker_.table) worker_.snapshot();
+  if (main_is_worker()) worker_.snapshot();
   for (auto& t : threads_) t->notify_snapshot();
 }
 
@@ -283,7 +283,7 @@ void App::on_tick(uv_timer_t* t) {
   app->runtime_->tick();
   app->ramp_slow_starts();
   app->api_->sweep(app->now_ms());
-  if (app->worker_.table) {
+  if (app->main_is_worker()) {
     app->worker_.upkeep();
     app->worker_.observer->flush();
   }
@@ -351,7 +351,7 @@ void App::begin_shutdown() {
   // Each worker stops accepting; idle connections go now, busy ones after their exchange. The
   // main loop finishes when every worker has drained (on_worker_drained / on_inbox) or at the timeout.
   for (auto& t : threads_) t->begin_shutdown();
-  if (worker_.table) worker_.begin_shutdown();
+  if (main_is_worker()) worker_.begin_shutdown();
 }
 
 void App::on_worker_drained(server::Worker* w) {
@@ -371,7 +371,7 @@ void App::finish_shutdown() {
   uv_timer_stop(&shutdown_timer_);
   if (!cfg_->registry.snapshot.empty() && persist_dirty_) registry::save_snapshot(registry_, cfg_->registry.snapshot);
   if (checker_) checker_->stop_all();
-  if (worker_.table) worker_.close_all();
+  if (main_is_worker()) worker_.close_all();
   for (auto& t : threads_) t->stop();  // closes its connections and joins
   admin::AdminConn::close_all();
   if (admin_listener_) admin_listener_->close();

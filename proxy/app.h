@@ -49,6 +49,8 @@ class App {
   void begin_shutdown();
   void finish_shutdown();
   int64_t now_ms() const { return static_cast<int64_t>(uv_now(loop_)); }
+  // workers: 1 — the main loop serves proxy traffic through worker_ (set up by start_workers).
+  bool main_is_worker() const { return worker_.table != nullptr; }
 
   std::string config_path_;
   std::shared_ptr<const conf::Config> cfg_;

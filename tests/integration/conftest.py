@@ -4,7 +4,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Backend, Proxy  # noqa: E402
+from harness import Backend, Proxy, respond  # noqa: E402
 
 
 @pytest.fixture
@@ -39,6 +39,22 @@ def proxies(tmp_path):
         assert "Sanitizer" not in log and "runtime error:" not in log, log
         if not getattr(p, "killed", False):
             assert code == 0, f"switchyard exited {code}:\n{log}"
+
+
+def holding_backend(backends, name=None, body=b"ok", only=None):
+    """A backend that holds requests (all, or those for path `only`) until the returned event is
+    set, then answers 200 with `body`. Returns (backend, event)."""
+    import threading
+
+    release = threading.Event()
+
+    def handler(conn, req, backend):
+        if only is None or req.target == only:
+            release.wait(10)
+        respond(conn, 200, body)
+        return True
+
+    return backends(handler, name=name), release
 
 
 def service_config(name, backends, extra=""):

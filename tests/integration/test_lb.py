@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from conftest import holding_backend  # noqa: E402
 from harness import Client, admin, get, respond, wait_until
 
 
@@ -103,15 +104,8 @@ def test_ewma_sheds_a_slow_backend(backends, proxies):
 
 
 def test_least_request_avoids_a_backend_holding_requests(backends, proxies):
-    gate = threading.Event()
-
-    def stuck(conn, req, backend):
-        gate.wait(10)
-        respond(conn, 200, b"stuck")
-        return True
-
     bs = named(backends, 2)
-    held = backends(stuck, name="stuck")
+    held, gate = holding_backend(backends, name="stuck", body=b"stuck")
     p = proxies(config(bs + [held], "least_request"))
     # Send requests one at a time until one is held by the stuck backend (the fast ones answer at
     # once, so while all are idle each pick is a coin toss; bounded, not hoped for).

@@ -5,7 +5,7 @@ import subprocess
 import threading
 import time
 
-from conftest import service_config
+from conftest import holding_backend, service_config
 from harness import BIN, Client, get, respond, wait_until
 
 
@@ -114,14 +114,7 @@ def test_sighup_reload_adds_routes_keeps_in_flight_and_rejects_bad_file(backends
 
 
 def test_sigterm_drains_in_flight_then_exits_zero(backends, proxies):
-    release = threading.Event()
-
-    def slow(conn, req, _):
-        release.wait(10)
-        respond(conn, 200, b"done")
-        return True
-
-    b = backends(slow)
+    b, release = holding_backend(backends, body=b"done")
     p = proxies("shutdown_timeout: 10s\nservices:\n" + service_config("svc", [b]))
     idle = Client(p.addr)
     busy = Client(p.addr)

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -16,6 +15,7 @@ import urllib.request
 import pytest
 import yaml
 
+from conftest import holding_backend  # noqa: E402
 from harness import ROOT, Client, admin, free_port, get, respond, wait_until
 
 DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "switchyard.json")
@@ -90,21 +90,8 @@ def gauge(p, name, labels=""):
     return float(m.group(1)) if m else None
 
 
-def holding_backend(backends, only=None):
-    """A backend that holds requests (all, or those for path `only`) until the event is set."""
-    release = threading.Event()
-
-    def handler(conn, req, backend):
-        if only is None or req.target == only:
-            release.wait(10)
-        respond(conn, 200, b"ok")
-        return True
-
-    return backends(handler, name="slow"), release
-
-
 def test_in_flight_and_connection_gauges_follow_live_traffic(backends, proxies):
-    b, release = holding_backend(backends)
+    b, release = holding_backend(backends, name="slow")
     p = proxies("")
     admin(p.admin, "PUT", "/v1/services/s/instances/i1", {"address": b.address})
     clients = [Client(p.addr) for _ in range(3)]
@@ -126,7 +113,7 @@ def test_in_flight_and_connection_gauges_follow_live_traffic(backends, proxies):
 def test_instance_back_under_its_old_id_while_the_old_one_is_still_busy(backends, proxies):
     """Same labels → the same series: the departing runtime (kept alive by its in-flight request)
     must not remove the series the returning instance now shares."""
-    b, release = holding_backend(backends, only="/hold")
+    b, release = holding_backend(backends, name="slow", only="/hold")
     p = proxies("")
     admin(p.admin, "PUT", "/v1/services/s/instances/e0", {"address": b.address})
     held = Client(p.addr)

@@ -3,11 +3,11 @@ failing health checks, flapping. Every wait polls; thresholds are small so the t
 import shutil
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
+from conftest import holding_backend  # noqa: E402
 from harness import Backend, Client, admin, get, respond, wait_until
 
 
@@ -236,14 +236,7 @@ def test_panic_routing_when_every_instance_is_out(backends, proxies):
 
 
 def test_limits_answer_503_overloaded(backends, proxies):
-    release = threading.Event()
-
-    def slow(conn, req, _):
-        release.wait(10)
-        respond(conn, 200, b"slow")
-        return True
-
-    a = backends(slow, name="a")
+    a, release = holding_backend(backends, name="a", body=b"slow")
     p = proxies("services:\n" + svc("s", [a], "circuit_breaker: { max_requests: 1 }"))
     c = Client(p.addr)
     c.send(b"GET / HTTP/1.1\r\nHost: s\r\n\r\n")

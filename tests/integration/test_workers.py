@@ -6,7 +6,7 @@ import signal
 import subprocess
 import threading
 
-from conftest import service_config
+from conftest import holding_backend, service_config
 from harness import Client, admin, get, respond, wait_until
 
 
@@ -78,13 +78,7 @@ def test_reload_and_registrations_reach_every_worker(backends, proxies):
 
 
 def test_drain_waits_for_requests_on_every_worker(backends, proxies):
-    release = threading.Event()
-
-    def slow(conn, req, backend):
-        release.wait(10)
-        respond(conn, 200, b"done")
-
-    b = backends(slow)
+    b, release = holding_backend(backends, body=b"done")
     p = proxies("workers: 2\nshutdown_timeout: 10s\nservices:\n" + service_config("svc", [b]))
     clients = [Client(p.addr) for _ in range(8)]  # spread over both workers
     results = [None] * len(clients)
