@@ -46,6 +46,7 @@ class ExchangePool {
     free_.resize(free_.size() - drop);
     low_ = free_.size();
   }
+  size_t parked() const { return free_.size(); }
 
  private:
   static constexpr size_t kKeep = 1024;
