@@ -517,10 +517,15 @@ void DownstreamConn::begin_exchange() {
     send_error(503, "no_healthy_upstream", "service '" + svc + "' has no healthy instance", close_after_);
     return;
   }
-  x_->target.assign(url);
   if (route && route->strip_prefix && !route->path_prefix.empty()) {
-    x_->target.assign(url.substr(std::min(url.size(), route->path_prefix.size())));
-    if (x_->target.empty() || x_->target[0] != '/') x_->target.insert(0, "/");
+    // What follows the prefix, always starting with '/'. (Built by appending: GCC 12 at -O3 warns
+    // falsely, -Wrestrict, on std::string::insert at the front.)
+    std::string_view rest = url.substr(std::min(url.size(), route->path_prefix.size()));
+    x_->target.clear();
+    if (rest.empty() || rest[0] != '/') x_->target.push_back('/');
+    x_->target.append(rest);
+  } else {
+    x_->target.assign(url);
   }
   std::string_view rid;
   if (!x_->req.find("x-request-id", rid) || rid.empty()) {

@@ -38,7 +38,7 @@ std::vector<health::Runtime::Report> Inbox::take() {
 // ---- WorkerThread ----
 
 WorkerThread::WorkerThread(int index, RoutingTableSlot& table, ExchangeObserver& observer, Inbox& inbox)
-    : index_(index), observer_(observer), inbox_(inbox) {
+    : observer_(observer), inbox_(inbox) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &wake_, on_wake);
   wake_.data = this;

@@ -66,7 +66,6 @@ class WorkerThread {
   void run();
 
   enum : uint32_t { kSnapshot = 1, kShutdown = 2, kStop = 4 };
-  int index_;
   ExchangeObserver& observer_;
   Inbox& inbox_;
   uv_loop_t loop_{};
