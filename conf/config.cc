@@ -255,7 +255,8 @@ void Loader::load_client(const YAML::Node& n, ClientLimits& c) {
        {"max_uri_bytes",
         [&](const YAML::Node& v) { size(v, "client.max_uri_bytes", c.max_uri_bytes, 16, 1024 * 1024); }},
        {"max_body_bytes",
-        [&](const YAML::Node& v) { size(v, "client.max_body_bytes", c.max_body_bytes, 0, UINT64_C(1) << 50); }}});
+        [&](const YAML::Node& v) { size(v, "client.max_body_bytes", c.max_body_bytes, 0, UINT64_C(1) << 50); }},
+       {"body_timeout", [&](const YAML::Node& v) { duration(v, "client.body_timeout", c.body_timeout, false); }}});
 }
 
 void Loader::load_health(const YAML::Node& n, HealthCheck& h) {
@@ -407,7 +408,7 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
                       {{"base", [&](const YAML::Node& y) { duration(y, "retry.backoff.base", r.backoff_base); }},
                        {"max", [&](const YAML::Node& y) { duration(y, "retry.backoff.max", r.backoff_max); }}});
                 }},
-               {"per_try_timeout", [&](const YAML::Node& x) { duration(x, "retry.per_try_timeout", r.per_try_timeout, false); }},
+               {"per_try_timeout", [&](const YAML::Node& x) { duration(x, "retry.per_try_timeout", r.per_try_timeout); }},
                {"budget_percent", [&](const YAML::Node& x) { uint(x, "retry.budget_percent", r.budget_percent, 0, 100); }}});
         }},
        {"timeouts",

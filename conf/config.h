@@ -61,14 +61,17 @@ struct Retry {
   std::vector<std::string> on{"connect-failure", "reset", "502", "503", "504"};
   Millis backoff_base{25};
   Millis backoff_max{250};
-  Millis per_try_timeout{2000};
+  Millis per_try_timeout{0};  // 0 = none: a try may use all of timeouts.response
   uint32_t budget_percent = 20;
 };
 
+// What starts and stops each (docs/configuration.md, "Timeouts"). No timer counts time the
+// client spends sending.
 struct Timeouts {
-  Millis connect{1000};
-  Millis response{30000};
-  Millis idle{60000};
+  Millis connect{1000};    // TCP connect to an instance
+  Millis response{30000};  // request's last byte written upstream → response head
+  Millis idle{60000};      // silence between reads of a response body (or a backend not taking
+                           // request bytes it was sent)
 };
 
 struct Service {
@@ -102,6 +105,7 @@ struct ClientLimits {
   uint32_t max_headers = 100;
   uint64_t max_uri_bytes = 8 * 1024;
   uint64_t max_body_bytes = 0;  // 0 = unlimited
+  Millis body_timeout{60000};   // silence between two reads of a request body (while we read)
 };
 
 struct Admin {

@@ -114,7 +114,8 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     out.append(cfg_.host.empty() ? address_.text : cfg_.host);
     out.append("\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n");
     c->out().end_copy(from);
-    c->expect_response(false, cfg_.timeout, cfg_.timeout);
+    c->expect_response(false, cfg_.timeout);
+    c->request_sent(cfg_.timeout);  // a probe is a few bytes: timed from now
     c->write();
   }
   void on_upstream_head(upstream::UpstreamConn*, const http::MessageHead& head) override {
@@ -135,7 +136,8 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   }
   void on_upstream_error(upstream::UpstreamConn*, upstream::UpstreamError e) override {
     conn_ = nullptr;  // already closed
-    const bool timeout = e == upstream::UpstreamError::kConnectTimeout || e == upstream::UpstreamError::kResponseTimeout;
+    const bool timeout = e == upstream::UpstreamError::kConnectTimeout || e == upstream::UpstreamError::kResponseTimeout ||
+                         e == upstream::UpstreamError::kIdleTimeout;
     done(timeout ? ProbeResult::kTimeout : ProbeResult::kFailure, std::string("probe ") + upstream::error_name(e));
   }
   void on_upstream_drained(upstream::UpstreamConn*) override {}

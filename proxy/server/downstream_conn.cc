@@ -30,6 +30,7 @@ health::Outcome outcome_of(upstream::UpstreamError e) {
       return health::Outcome::kConnectFailure;
     case upstream::UpstreamError::kResponseTimeout:
     case upstream::UpstreamError::kIdleTimeout:
+    case upstream::UpstreamError::kSendTimeout:
       return health::Outcome::kTimeout;
     default:
       return health::Outcome::kReset;
@@ -42,6 +43,7 @@ const char* retry_condition(upstream::UpstreamError e) {
     case upstream::UpstreamError::kConnectTimeout:
       return "connect-failure";
     case upstream::UpstreamError::kResponseTimeout:
+    case upstream::UpstreamError::kSendTimeout:
       return "timeout";
     default:
       return "reset";
@@ -215,14 +217,38 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
         c->start_attempt();
       }
       return;
+    case State::kForwarding:
+      c->check_body_timeout();
+      return;
     default:
       return;
   }
 }
 
+// client.body_timeout: the longest silence between two reads of the request body, counted only
+// while the proxy wants the bytes (a backend slow to take them is timed on the upstream side).
+// Timestamps, not timer restarts per read: the timer fires at the earliest possible expiry and
+// re-arms for what is left.
+void DownstreamConn::check_body_timeout() {
+  if (request_done_ || !head_done_) return;  // (a header timer left to run out)
+  const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
+  const int64_t limit = ms(cfg_->client.body_timeout);
+  const int64_t quiet = want_read_ ? now - body_quiet_since_ms_ : 0;
+  if (quiet < limit) {
+    arm(limit - quiet);
+    return;
+  }
+  if (response_started_) {
+    abort_exchange();  // the answer is already on its way: nothing else can be said
+    return;
+  }
+  send_error(408, "request_timeout", "no request body bytes for client.body_timeout", true);
+}
+
 // ---- reading ----
 
 void DownstreamConn::start_reading() {
+  if (!want_read_) body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));  // silence so far was ours
   want_read_ = true;
   if (reading_ || state_ == State::kClosed) return;
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
@@ -279,6 +305,7 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     return;
   }
   c->rbuf_.end += static_cast<size_t>(n);  // (read_now() and libuv both read at rbuf_.end)
+  c->body_quiet_since_ms_ = static_cast<int64_t>(uv_now(c->w_.loop));
   c->take_exchange();
   if (c->state_ == State::kTunnel) {
     if (c->up_) {
@@ -734,7 +761,8 @@ void DownstreamConn::fail_attempt(UpstreamError e) {
     schedule_retry();
     return;
   }
-  const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout;
+  const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout ||
+                       e == UpstreamError::kSendTimeout;
   std::string msg = std::string("upstream ") + (endpoint_ ? endpoint_->address.text : "") + ": " + upstream::error_name(e);
   if (attempts_ > 1) msg += " (after " + std::to_string(attempts_) + " attempts)";
   if (timeout) send_error(504, "upstream_timeout", msg, close_after_);
@@ -764,11 +792,13 @@ void DownstreamConn::send_request_head() {
   if (replay) out.copy(x_->replay);
   head_sent_ = true;
   attempt_started_ns_ = static_cast<int64_t>(uv_hrtime());
-  const auto& t = upstreams_->cfg->timeouts;
-  const auto& r = upstreams_->cfg->retry;
-  // per_try_timeout bounds each attempt when retries are on.
-  const conf::Millis per_try = r.attempts > 1 ? std::min(t.response, r.per_try_timeout) : t.response;
-  up_->expect_response(is_head_, per_try, t.idle);
+  // The response timer starts when the request's last byte is written (on_upstream_drained);
+  // until then the client's pace is timed on this side, by client.body_timeout.
+  up_->expect_response(is_head_, upstreams_->cfg->timeouts.idle);
+  if (!request_done_) {
+    body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));
+    arm(ms(cfg_->client.body_timeout));
+  }
   if (state_ != State::kForwarding) return;
   // Body bytes already read follow the head in the same write.
   process_input();
@@ -786,9 +816,17 @@ void DownstreamConn::flush_upstream() {
   if (up_ && up_->out().pending()) stop_reading();  // backpressure: the backend is slower than the client
 }
 
+// timeouts.response for one try, or retry.per_try_timeout when that is set and shorter.
+conf::Millis DownstreamConn::try_timeout() const {
+  const auto& t = upstreams_->cfg->timeouts;
+  const auto& r = upstreams_->cfg->retry;
+  return r.per_try_timeout.count() > 0 ? std::min(t.response, r.per_try_timeout) : t.response;
+}
+
 void DownstreamConn::on_upstream_drained(UpstreamConn*) {
   up_drained_ = true;
   if (state_ == State::kClosed) return;
+  if (state_ == State::kForwarding && request_done_ && up_) up_->request_sent(try_timeout());
   if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
   if (state_ == State::kTunnel) {
     start_reading();

@@ -104,6 +104,8 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void linger_close();
   static void on_shutdown(uv_shutdown_t* req, int status);
   void arm(int64_t ms);
+  void check_body_timeout();
+  conf::Millis try_timeout() const;
   void record(const char* error);
 
   Worker& w_;
@@ -115,6 +117,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   int pending_closes_ = 0;
   bool reading_ = false;    // armed in libuv
   bool want_read_ = false;  // bytes are welcome now (see stop_reading())
+  int64_t body_quiet_since_ms_ = 0;  // last client read, or when we last became willing to read
 
   net::ReadBuffer rbuf_;
   std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)

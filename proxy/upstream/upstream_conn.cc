@@ -15,6 +15,7 @@ namespace {
 thread_local char idle_sink[256];
 
 constexpr size_t kMaxResponseHead = 64 * 1024;
+constexpr int64_t kNoDeadline = INT64_MAX;
 
 }  // namespace
 
@@ -25,6 +26,7 @@ const char* error_name(UpstreamError e) {
     case UpstreamError::kReset: return "reset";
     case UpstreamError::kResponseTimeout: return "timeout";
     case UpstreamError::kIdleTimeout: return "idle-timeout";
+    case UpstreamError::kSendTimeout: return "send-timeout";
     case UpstreamError::kBadResponse: return "bad-response";
   }
   return "?";
@@ -86,7 +88,10 @@ void UpstreamConn::attach(UpstreamOwner* owner) {
 
 void UpstreamConn::write() {
   int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write, this);
-  if (rc == net::OutBatch::kPending) return;
+  if (rc == net::OutBatch::kPending) {
+    write_since_ms_ = static_cast<int64_t>(uv_now(tcp_.loop));
+    return;
+  }
   if (rc < 0) {
     fail(UpstreamError::kReset);
     return;
@@ -105,7 +110,7 @@ void UpstreamConn::on_write(uv_write_t* req, int status) {
   if (c->owner_) c->owner_->on_upstream_drained(c);
 }
 
-void UpstreamConn::expect_response(bool head_request, conf::Millis response_timeout, conf::Millis idle_timeout) {
+void UpstreamConn::expect_response(bool head_request, conf::Millis idle_timeout) {
   llhttp_init(&parser_, HTTP_RESPONSE, settings());
   parser_.data = this;
   head_request_ = head_request;
@@ -115,11 +120,20 @@ void UpstreamConn::expect_response(bool head_request, conf::Millis response_time
   reusable_ = true;
   idle_ms_ = idle_timeout.count();
   last_read_ms_ = static_cast<int64_t>(uv_now(tcp_.loop));
+  response_deadline_ms_ = kNoDeadline;
+  // A pooled connection's idle timer is still armed; a fresh one has none. Either way on_timer()
+  // works out what applies when it fires; request_sent() (a timer start per request) sets the
+  // real limit, and until then only a backend that refuses request bytes is timed.
+  if (state_ == State::kActive && !uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_))) arm(idle_ms_);
+  resume_reading();
+}
+
+void UpstreamConn::request_sent(conf::Millis response_timeout) {
+  if (state_ != State::kActive || !awaiting_head_ || response_deadline_ms_ != kNoDeadline) return;
   // One timer for the whole response: it fires at the earlier of the two limits and on_timer()
   // works out which applies, so nothing is re-armed when the head or body bytes arrive.
-  response_deadline_ms_ = last_read_ms_ + response_timeout.count();
+  response_deadline_ms_ = static_cast<int64_t>(uv_now(tcp_.loop)) + response_timeout.count();
   arm(std::min(response_timeout.count(), idle_ms_));
-  resume_reading();
 }
 
 void UpstreamConn::pause_reading() {
@@ -208,12 +222,23 @@ void UpstreamConn::on_timer(uv_timer_t* t) {
       return;
     case State::kActive: {
       if (c->response_done_) return;  // waiting to be released or closed: nothing to time
-      if (c->awaiting_head_) {
+      if (c->awaiting_head_ && c->response_deadline_ms_ != kNoDeadline) {
         if (now >= c->response_deadline_ms_) {
           c->fail(UpstreamError::kResponseTimeout);
           return;
         }
         uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(std::min(c->response_deadline_ms_ - now, c->idle_ms_)), 0);
+        return;
+      }
+      if (c->awaiting_head_) {
+        // The request is still going up. A client slow to send is not timed here (that is
+        // client.body_timeout); only a backend that stopped taking the bytes we hand it.
+        const int64_t stuck = c->out_.pending() ? now - c->write_since_ms_ : 0;
+        if (stuck >= c->idle_ms_) {
+          c->fail(UpstreamError::kSendTimeout);
+          return;
+        }
+        uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(std::max<int64_t>(1, c->idle_ms_ - stuck)), 0);
         return;
       }
       // Body streaming: stalled only if the backend went quiet while we were willing to read.

@@ -26,8 +26,9 @@ enum class UpstreamError {
   kConnectFailed,    // refused, unreachable
   kConnectTimeout,
   kReset,            // closed or reset before the response was complete
-  kResponseTimeout,  // no response head within timeouts.response
+  kResponseTimeout,  // no response head within timeouts.response of the request's last byte
   kIdleTimeout,      // a response body stalled for timeouts.idle
+  kSendTimeout,      // the backend took no request bytes for timeouts.idle (it stopped reading)
   kBadResponse,      // unparseable response
 };
 const char* error_name(UpstreamError e);
@@ -71,8 +72,13 @@ class UpstreamConn {
   // Bytes to send: add to out() then call write().
   net::OutBatch& out() { return out_; }
   void write();
-  // Arms the response parser and timer. `head_request`: the response has no body.
-  void expect_response(bool head_request, conf::Millis response_timeout, conf::Millis idle_timeout);
+  // Arms the response parser. `head_request`: the response has no body. `idle_timeout` bounds a
+  // stalled response body and, while the request is still going up, a backend that stops taking
+  // its bytes. No time limit runs for the response head until request_sent().
+  void expect_response(bool head_request, conf::Millis idle_timeout);
+  // The request's last byte is written: the response head must come within `response_timeout`
+  // (nginx's proxy_read_timeout, HAProxy's timeout server). No effect once the head is here.
+  void request_sent(conf::Millis response_timeout);
   void pause_reading();
   void resume_reading();
   void start_tunnel();  // after a 101; bytes after the response head go to on_upstream_body
@@ -140,7 +146,9 @@ class UpstreamConn {
   int64_t idle_ms_ = 60000;
   int64_t last_read_ms_ = 0;
   int64_t deadline_ms_ = 0;
-  int64_t response_deadline_ms_ = 0;  // the response head must have arrived by then
+  int64_t response_deadline_ms_ = 0;  // the response head must have arrived by then (kNoDeadline:
+                                      // the request is still being sent)
+  int64_t write_since_ms_ = 0;        // when the write now pending was queued
 
  public:
   // Intrusive links for the pool's idle list.
