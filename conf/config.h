@@ -38,6 +38,7 @@ struct HealthCheck {
   double jitter = 0.10;  // fraction of interval
   uint32_t healthy_threshold = 2;
   uint32_t unhealthy_threshold = 3;
+  bool operator==(const HealthCheck&) const = default;  // every field: a change restarts the probe
 };
 
 struct OutlierDetection {

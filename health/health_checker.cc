@@ -17,10 +17,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     uv_timer_start(&timer_, on_timer, 0, 0);  // first probe at once
   }
 
-  void update(const conf::HealthCheck& cfg) { cfg_ = cfg; }
-  bool same_config(const conf::HealthCheck& c) const {
-    return c.type == cfg_.type && c.path == cfg_.path && c.interval == cfg_.interval && c.timeout == cfg_.timeout;
-  }
+  const conf::HealthCheck& config() const { return cfg_; }
 
   void stop() {
     stopped_ = true;
@@ -172,8 +169,14 @@ void HealthChecker::sync() {
       if (!hc || hc->type == conf::HealthCheck::Type::kNone) continue;
       auto it = sessions_.find(inst.uid);
       if (it != sessions_.end()) {
-        if (!it->second->same_config(*hc)) it->second->update(*hc);
-        keep[inst.uid] = it->second;
+        if (it->second->config() == *hc) {
+          keep[inst.uid] = it->second;
+        } else {
+          // Any field changed (HealthCheck compares all of them): a new session probes at once
+          // with the new settings, its pass/fail streaks starting over.
+          it->second->stop();
+          keep[inst.uid] = new Session(*this, inst, *hc);
+        }
         sessions_.erase(it);
       } else {
         keep[inst.uid] = new Session(*this, inst, *hc);

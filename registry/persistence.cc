@@ -1,6 +1,8 @@
 // Registry snapshot file: JSON, atomic replace.
 #include "registry/persistence.h"
 
+#include "registry/codec.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,6 +22,34 @@ std::string errno_msg(const std::string& what, const std::string& path) {
   return what + " " + path + ": " + std::strerror(errno);
 }
 
+// Version 2: each entry is a stored registration (registry/codec.h), the same document the admin
+// API takes and shows. Version 1 (switchyard before 0.2) wrote its own shape with *_ms numbers.
+constexpr int kSnapshotVersion = 2;
+
+// A version-1 entry in the version-2 shape, so the one decoder reads both. (Version 1 did not
+// keep a health check's host, expected_status or jitter: those get the defaults.)
+json from_version_1(const json& j) {
+  if (!j.is_object()) return j;
+  json out = json::object();
+  for (const auto& [k, v] : j.items()) {
+    if (k == "ttl_ms" && v.is_number_integer()) {
+      out["ttl"] = format_duration(conf::Millis(v.get<int64_t>()));
+    } else if (k == "health_check" && v.is_object()) {
+      json h = json::object();
+      for (const auto& [hk, hv] : v.items()) {
+        if ((hk == "interval_ms" || hk == "timeout_ms") && hv.is_number_integer())
+          h[hk.substr(0, hk.size() - 3)] = format_duration(conf::Millis(hv.get<int64_t>()));
+        else
+          h[hk] = hv;
+      }
+      out["health_check"] = h;
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
 bool write_all(int fd, const std::string& data) {
   size_t off = 0;
   while (off < data.size()) {
@@ -36,40 +66,11 @@ bool write_all(int fd, const std::string& data) {
 }  // namespace
 
 std::string save_snapshot(const Registry& r, const std::string& path) {
-  json doc;
-  doc["version"] = 1;
-  doc["index"] = r.index();
   json list = json::array();
-  for (const auto& [name, svc] : r.services()) {
-    for (const auto& [id, inst] : svc.instances) {
-      if (inst.source != Source::kDynamic) continue;
-      json j;
-      j["service"] = name;
-      j["id"] = id;
-      j["address"] = inst.address.text;
-      j["weight"] = inst.weight;
-      j["tags"] = inst.tags;
-      j["meta"] = inst.meta;
-      j["zone"] = inst.zone;
-      j["ttl_ms"] = inst.ttl.count();
-      j["draining"] = inst.draining;
-      json routes = json::array();
-      for (const auto& rt : inst.routes)
-        routes.push_back({{"host", rt.host}, {"path_prefix", rt.path_prefix}, {"strip_prefix", rt.strip_prefix}});
-      j["routes"] = routes;
-      if (inst.has_health_check) {
-        const auto& h = inst.health_check;
-        j["health_check"] = {{"type", h.type == conf::HealthCheck::Type::kTcp ? "tcp" : h.type == conf::HealthCheck::Type::kNone ? "none" : "http"},
-                             {"path", h.path},
-                             {"interval_ms", h.interval.count()},
-                             {"timeout_ms", h.timeout.count()},
-                             {"healthy_threshold", h.healthy_threshold},
-                             {"unhealthy_threshold", h.unhealthy_threshold}};
-      }
-      list.push_back(j);
-    }
-  }
-  doc["instances"] = list;
+  for (const auto& [name, svc] : r.services())
+    for (const auto& [id, inst] : svc.instances)
+      if (inst.source == Source::kDynamic) list.push_back(encode_registration(registration_of(inst), DocKind::kStored));
+  json doc = {{"version", kSnapshotVersion}, {"index", r.index()}, {"instances", std::move(list)}};
   std::string data = doc.dump() + "\n";
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -102,42 +103,18 @@ std::string load_snapshot(Registry& r, const std::string& path, int64_t now_ms) 
   ss << f.rdbuf();
   json doc = json::parse(ss.str(), nullptr, false);
   if (doc.is_discarded()) return "registry snapshot " + path + " is corrupt: not valid JSON";
-  if (!doc.is_object() || doc.value("version", 0) != 1 || !doc.contains("instances") || !doc["instances"].is_array())
-    return "registry snapshot " + path + " is corrupt: expected {\"version\": 1, \"instances\": [...]}";
+  const int version = doc.is_object() && doc.contains("version") && doc["version"].is_number_integer() ? doc["version"].get<int>() : 0;
+  if (!doc.is_object() || (version != 1 && version != kSnapshotVersion) || !doc.contains("instances") || !doc["instances"].is_array())
+    return "registry snapshot " + path + " is corrupt: expected {\"version\": " + std::to_string(kSnapshotVersion) +
+           ", \"instances\": [...]}";
   size_t n = 0;
   for (const auto& j : doc["instances"]) {
     ++n;
-    try {
-      Registration reg;
-      reg.service = j.at("service").get<std::string>();
-      reg.id = j.at("id").get<std::string>();
-      std::string e = conf::parse_address(j.at("address").get<std::string>(), reg.address, false);
-      if (!e.empty()) throw std::runtime_error(e);
-      reg.weight = j.value("weight", 1u);
-      reg.tags = j.value("tags", std::vector<std::string>{});
-      reg.meta = j.value("meta", std::map<std::string, std::string>{});
-      reg.zone = j.value("zone", std::string());
-      reg.ttl = conf::Millis(j.value("ttl_ms", int64_t{0}));
-      reg.leased = reg.ttl.count() > 0;
-      for (const auto& rt : j.value("routes", json::array()))
-        reg.routes.push_back({rt.value("host", ""), rt.value("path_prefix", ""), rt.value("strip_prefix", false)});
-      if (j.contains("health_check")) {
-        const auto& h = j["health_check"];
-        reg.has_health_check = true;
-        std::string t = h.value("type", "http");
-        reg.health_check.type = t == "tcp" ? conf::HealthCheck::Type::kTcp
-                                : t == "none" ? conf::HealthCheck::Type::kNone
-                                              : conf::HealthCheck::Type::kHttp;
-        reg.health_check.path = h.value("path", "/health");
-        reg.health_check.interval = conf::Millis(h.value("interval_ms", int64_t{5000}));
-        reg.health_check.timeout = conf::Millis(h.value("timeout_ms", int64_t{1000}));
-        reg.health_check.healthy_threshold = h.value("healthy_threshold", 2u);
-        reg.health_check.unhealthy_threshold = h.value("unhealthy_threshold", 3u);
-      }
-      r.restore(reg, j.value("draining", false), now_ms);
-    } catch (const std::exception& e) {
-      return "registry snapshot " + path + " is corrupt: instance #" + std::to_string(n) + ": " + e.what();
-    }
+    Registration reg;
+    DecodeError err;
+    if (!decode_registration(version == 1 ? from_version_1(j) : j, reg, DocKind::kStored, err))
+      return "registry snapshot " + path + " is corrupt: instance #" + std::to_string(n) + ": " + err.message;
+    r.restore(reg, now_ms);
   }
   r.changed();
   return "";

@@ -5,6 +5,16 @@
 
 namespace sy::registry {
 
+namespace {
+
+// Whether an active health check will probe this instance (its own check, else its service's).
+bool probed(const Service& svc, const Instance& inst) {
+  return inst.has_health_check ? inst.health_check.type != conf::HealthCheck::Type::kNone
+                               : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
+}
+
+}  // namespace
+
 const char* Instance::state_name() const {
   if (draining) return "draining";
   if (ejected || breaker_open) return "ejected";
@@ -138,23 +148,8 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   } else if (!(inst.address == r.address)) {
     inst.uid = next_uid_++;  // a new address is a new endpoint: fresh pools
   }
-  inst.id = r.id;
-  inst.service = r.service;
-  inst.address = r.address;
-  inst.weight = r.weight;
-  inst.tags = r.tags;
-  inst.meta = r.meta;
-  inst.zone = r.zone;
-  inst.source = Source::kDynamic;
-  inst.routes = r.routes;
-  inst.has_health_check = r.has_health_check;
-  inst.health_check = r.health_check;
-  inst.ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
-  inst.lease_expires_ms = now_ms + inst.ttl.count();
-  inst.stale = false;
-  bool probed = r.has_health_check ? r.health_check.type != conf::HealthCheck::Type::kNone
-                                   : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
-  if (!exists) inst.health = probing_ && probed ? Health::kUnknown : Health::kHealthy;
+  assign(inst, r, now_ms);
+  if (!exists) inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
       r.address.text);
   changed(r.service);
@@ -307,13 +302,19 @@ const Instance* Registry::find(const std::string& service, const std::string& id
   return it == sit->second.instances.end() ? nullptr : &it->second;
 }
 
-void Registry::restore(const Registration& r, bool draining, int64_t now_ms) {
+void Registry::restore(const Registration& r, int64_t now_ms) {
   Service& svc = service_for(r.service);
   bool existed = svc.instances.count(r.id);
   Instance& inst = svc.instances[r.id];
   if (!existed) ++total_;
   inst.uid = next_uid_++;
   inst.routable_since_ms = 0;  // present at start: nothing to ramp against
+  assign(inst, r, now_ms);
+  inst.draining = r.draining;
+  inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
+}
+
+void Registry::assign(Instance& inst, const Registration& r, int64_t now_ms) const {
   inst.id = r.id;
   inst.service = r.service;
   inst.address = r.address;
@@ -327,10 +328,7 @@ void Registry::restore(const Registration& r, bool draining, int64_t now_ms) {
   inst.health_check = r.health_check;
   inst.ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
   inst.lease_expires_ms = now_ms + inst.ttl.count();
-  inst.draining = draining;
-  bool probed = r.has_health_check ? r.health_check.type != conf::HealthCheck::Type::kNone
-                                   : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
-  inst.health = probing_ && probed ? Health::kUnknown : Health::kHealthy;
+  inst.stale = false;
 }
 
 }  // namespace sy::registry

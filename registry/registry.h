@@ -89,6 +89,7 @@ struct Registration {
   std::vector<RouteSpec> routes;
   bool has_health_check = false;
   conf::HealthCheck health_check;
+  bool draining = false;  // stored documents only (restore()); put() leaves an instance's drain alone
 };
 
 struct Limits {
@@ -150,11 +151,14 @@ class Registry {
   // The clock used to stamp routable_since_ms on changes that make an instance routable.
   void set_clock(std::function<int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
-  // Restores a dynamic instance from a persisted snapshot (lease restarts at `now_ms`).
-  void restore(const Registration& r, bool draining, int64_t now_ms);
+  // Restores a dynamic instance from a persisted snapshot (lease restarts at `now_ms`; drain as
+  // stored in `r`).
+  void restore(const Registration& r, int64_t now_ms);
 
  private:
   Service& service_for(const std::string& name);
+  // The registration's fields onto the instance (put and restore).
+  void assign(Instance& inst, const Registration& r, int64_t now_ms) const;
   void drop_service_if_empty(const std::string& name);
   void log(const std::string& s) {
     if (logger_) logger_(s);

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "proxy/server/routing_table.h"
+#include "registry/codec.h"
 #include "version.h"
 
 namespace sy::admin {
@@ -28,21 +29,9 @@ AdminResponse error(int status, const std::string& code, const std::string& mess
   return json_response(status, json{{"error", code}, {"message", message}});
 }
 
-bool valid_name(const std::string& s) {
-  if (s.empty() || s.size() > 128) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
-  });
-}
-
-// Instance ids may also hold ':', '[' and ']': a static instance's id defaults to its address.
-bool valid_id(const std::string& s) {
-  if (s.empty() || s.size() > 128) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-           c == '.' || c == ':' || c == '[' || c == ']';
-  });
-}
+// One definition of what a name is, shared with the stored documents (registry/codec.h).
+bool valid_name(const std::string& s) { return registry::valid_service_name(s); }
+bool valid_id(const std::string& s) { return registry::valid_instance_id(s); }
 
 std::vector<std::string> split_path(const std::string& path) {
   std::vector<std::string> parts;
@@ -68,75 +57,12 @@ bool constant_time_equal(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-json instance_json(const registry::Instance& inst) {
-  json routes = json::array();
-  for (const auto& r : inst.routes)
-    routes.push_back({{"host", r.host}, {"path_prefix", r.path_prefix}, {"strip_prefix", r.strip_prefix}});
-  return json{{"id", inst.id},
-              {"service", inst.service},
-              {"address", inst.address.text},
-              {"weight", inst.weight},
-              {"tags", inst.tags},
-              {"meta", inst.meta},
-              {"zone", inst.zone},
-              {"state", inst.state_name()},
-              {"circuit_breaker", inst.breaker_open ? "open" : "closed"},
-              {"ejections", inst.ejections},
-              {"source", inst.source == registry::Source::kStatic ? "static" : "dynamic"},
-              {"routes", routes}};
-}
-
-// Parses a health_check object of a registration into `h`; returns "" or the bad field.
-std::string parse_health_check(const json& j, conf::HealthCheck& h) {
-  if (!j.is_object()) return "health_check must be an object";
-  for (const auto& [k, v] : j.items()) {
-    if (k == "type") {
-      if (!v.is_string()) return "health_check.type must be a string";
-      std::string t = v.get<std::string>();
-      if (t == "http") h.type = conf::HealthCheck::Type::kHttp;
-      else if (t == "tcp") h.type = conf::HealthCheck::Type::kTcp;
-      else if (t == "none") h.type = conf::HealthCheck::Type::kNone;
-      else return "health_check.type must be http, tcp or none";
-    } else if (k == "path") {
-      if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>()[0] != '/')
-        return "health_check.path must be a string starting with '/'";
-      h.path = v.get<std::string>();
-    } else if (k == "interval" || k == "timeout") {
-      conf::Millis m;
-      if (!v.is_string() || !conf::parse_duration(v.get<std::string>(), m).empty() || m.count() <= 0)
-        return "health_check." + k + " must be a duration such as \"5s\"";
-      (k == "interval" ? h.interval : h.timeout) = m;
-    } else if (k == "healthy_threshold" || k == "unhealthy_threshold") {
-      if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 1000)
-        return "health_check." + k + " must be a number 1..1000";
-      (k == "healthy_threshold" ? h.healthy_threshold : h.unhealthy_threshold) = v.get<uint32_t>();
-    } else if (k == "host") {
-      if (!v.is_string()) return "health_check.host must be a string";
-      h.host = v.get<std::string>();
-    } else if (k == "jitter") {
-      if (!v.is_string() || !conf::parse_percent(v.get<std::string>(), h.jitter).empty())
-        return "health_check.jitter must be a percentage such as \"10%\"";
-    } else if (k == "expected_status") {
-      if (!v.is_array() || v.empty()) return "health_check.expected_status must be a list such as [\"200-399\"]";
-      h.expected_status.clear();
-      for (const auto& item : v) {
-        std::string t = item.is_string() ? item.get<std::string>() : item.is_number_unsigned() ? std::to_string(item.get<unsigned>()) : "";
-        int lo = 0, hi = 0;
-        size_t dash = t.find('-');
-        try {
-          lo = std::stoi(t.substr(0, dash));
-          hi = dash == std::string::npos ? lo : std::stoi(t.substr(dash + 1));
-        } catch (...) {
-          lo = 0;
-        }
-        if (lo < 100 || hi > 599 || lo > hi) return "health_check.expected_status entries must be statuses or ranges like \"200-399\"";
-        h.expected_status.push_back({lo, hi});
-      }
-    } else {
-      return "unknown field health_check." + k;
-    }
-  }
-  return "";
+// The instance view (registry/codec.h), with the health check that probes it.
+json instance_json(const registry::Registry& reg, const registry::Instance& inst) {
+  const conf::HealthCheck* service_check = nullptr;
+  auto it = reg.services().find(inst.service);
+  if (it != reg.services().end() && it->second.cfg.has_health_check) service_check = &it->second.cfg.health_check;
+  return registry::encode_instance(inst, service_check);
 }
 
 }  // namespace
@@ -338,7 +264,7 @@ AdminResponse AdminApi::service_view(const std::string& service, const AdminRequ
   for (const auto& [id, inst] : it->second.instances) {
     if (healthy_only && !(inst.routable() && inst.health == registry::Health::kHealthy && !inst.stale)) continue;
     if (!tag.empty() && std::find(inst.tags.begin(), inst.tags.end(), tag) == inst.tags.end()) continue;
-    list.push_back(instance_json(inst));
+    list.push_back(instance_json(reg_, inst));
   }
   return json_response(200, {{"service", service}, {"lb", it->second.cfg.lb}, {"index", reg_.index()}, {"instances", list}});
 }
@@ -346,7 +272,7 @@ AdminResponse AdminApi::service_view(const std::string& service, const AdminRequ
 AdminResponse AdminApi::instance_view(const std::string& service, const std::string& id) {
   const registry::Instance* inst = reg_.find(service, id);
   if (!inst) return error(404, "not_found", "no instance " + id + " in service " + service);
-  json j = instance_json(*inst);
+  json j = instance_json(reg_, *inst);
   std::string why;
   const int64_t now = hooks_.now_ms();
   if (inst->draining) why = "not routable: draining (no new requests; in-flight ones finish)";
@@ -377,71 +303,14 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
                                           bool leased) {
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return error(400, "bad_json", "body must be a JSON object");
+  if (generated && j.contains("id"))
+    return error(400, "unknown_field", "'id' is generated for POST; use PUT .../instances/{id} to choose it");
   registry::Registration r;
   r.service = service;
   r.id = std::move(id);
-  r.leased = leased || j.contains("ttl");
-  bool have_address = false;
-  for (const auto& [k, v] : j.items()) {
-    if (k == "address") {
-      if (!v.is_string()) return error(400, "bad_field", "'address' must be a string \"host:port\"");
-      std::string e = conf::parse_address(v.get<std::string>(), r.address, false);
-      if (!e.empty()) return error(400, "bad_field", "'address': " + e);
-      if (r.address.is_unspecified()) return error(400, "bad_field", "'address' must not be 0.0.0.0 or ::");
-      have_address = true;
-    } else if (k == "weight") {
-      if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 10000)
-        return error(400, "bad_field", "'weight' must be a whole number 1..10000");
-      r.weight = v.get<uint32_t>();
-    } else if (k == "tags") {
-      if (!v.is_array()) return error(400, "bad_field", "'tags' must be a list of strings");
-      for (const auto& t : v) {
-        if (!t.is_string() || t.get<std::string>().empty() || t.get<std::string>().size() > 64)
-          return error(400, "bad_field", "'tags' entries must be strings of 1-64 characters");
-        r.tags.push_back(t.get<std::string>());
-      }
-      if (r.tags.size() > 64) return error(400, "bad_field", "'tags' may hold at most 64 entries");
-    } else if (k == "meta") {
-      if (!v.is_object()) return error(400, "bad_field", "'meta' must be an object of strings");
-      for (const auto& [mk, mv] : v.items()) {
-        if (!mv.is_string()) return error(400, "bad_field", "'meta." + mk + "' must be a string");
-        r.meta[mk] = mv.get<std::string>();
-      }
-      if (r.meta.size() > 64) return error(400, "bad_field", "'meta' may hold at most 64 entries");
-    } else if (k == "zone") {
-      if (!v.is_string()) return error(400, "bad_field", "'zone' must be a string");
-      r.zone = v.get<std::string>();
-    } else if (k == "ttl") {
-      if (!v.is_string()) return error(400, "bad_field", "'ttl' must be a duration string such as \"30s\"");
-      std::string e = conf::parse_duration(v.get<std::string>(), r.ttl);
-      if (!e.empty()) return error(400, "bad_field", "'ttl': " + e);
-      if (r.ttl.count() < 1000 || r.ttl.count() > 24 * 3600 * 1000) return error(400, "bad_field", "'ttl' must be between 1s and 24h");
-    } else if (k == "health_check") {
-      r.has_health_check = true;
-      std::string e = parse_health_check(v, r.health_check);
-      if (!e.empty()) return error(400, "bad_field", e);
-    } else if (k == "routes") {
-      if (!v.is_array()) return error(400, "bad_field", "'routes' must be a list");
-      for (const auto& rt : v) {
-        if (!rt.is_object()) return error(400, "bad_field", "'routes' entries must be objects");
-        registry::RouteSpec spec;
-        for (const auto& [rk, rv] : rt.items()) {
-          if (rk == "host" && rv.is_string()) spec.host = rv.get<std::string>();
-          else if (rk == "path_prefix" && rv.is_string()) spec.path_prefix = rv.get<std::string>();
-          else if (rk == "strip_prefix" && rv.is_boolean()) spec.strip_prefix = rv.get<bool>();
-          else return error(400, "bad_field", "routes entry field '" + rk + "' is unknown or of the wrong type");
-        }
-        if (!spec.path_prefix.empty() && spec.path_prefix[0] != '/') return error(400, "bad_field", "routes.path_prefix must start with '/'");
-        if (spec.host.empty() && spec.path_prefix.empty()) return error(400, "bad_field", "a route needs a host or a path_prefix");
-        r.routes.push_back(spec);
-      }
-    } else if (k == "id" && generated) {
-      return error(400, "unknown_field", "'id' is generated for POST; use PUT .../instances/{id} to choose it");
-    } else {
-      return error(400, "unknown_field", "unknown field '" + k + "'");
-    }
-  }
-  if (!have_address) return error(400, "missing_field", "'address' is required");
+  r.leased = leased;  // a "ttl" in the body decides, when there is one
+  registry::DecodeError err;
+  if (!registry::decode_registration(j, r, registry::DocKind::kRegistration, err)) return error(400, err.code, err.message);
   if (hooks_.own_addresses) {
     for (const auto& own : hooks_.own_addresses()) {
       bool same_port = own.port() == r.address.port();
@@ -455,7 +324,7 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
   if (res == registry::Registry::PutResult::kRegistryFull)
     return error(429, "limit_reached", "the registry has reached its total instance limit");
   const registry::Instance* inst = reg_.find(service, r.id);
-  json out = instance_json(*inst);
+  json out = instance_json(reg_, *inst);
   out["ttl_ms"] = inst->ttl.count();
   json conflicts = json::array();
   for (const auto& spec : r.routes) {

@@ -101,3 +101,129 @@ def test_leases_restart_their_clock_after_restart(backends, proxies, tmp_path):
     _, inst, _ = admin(p2.admin, "GET", "/v1/services/s/instances/a")
     assert inst["lease_remaining_ms"] > 1000
     wait_until(lambda: admin(p2.admin, "GET", "/v1/services/s/instances/a")[0] == 404, 6, what="lease expiry after restart")
+
+
+# Every field a registration can carry, none at its default.
+FULL_REGISTRATION = {
+    "weight": 7,
+    "tags": ["v2", "canary"],
+    "meta": {"team": "shop", "build": "1234"},
+    "zone": "eu-1",
+    "ttl": "45s",
+    "routes": [{"host": "shop.example", "path_prefix": "/api", "strip_prefix": True}],
+    "health_check": {"type": "http", "path": "/ready", "host": "probe.example", "expected_status": ["200", "204-206"],
+                     "interval": "1h", "timeout": "750ms", "jitter": "25%", "healthy_threshold": 4,
+                     "unhealthy_threshold": 6},
+}
+
+
+def volatile(inst):
+    """An instance view without what moves by itself (lease countdown, probe verdict)."""
+    return {k: v for k, v in inst.items() if k not in ("lease_remaining_ms", "why", "state")}
+
+
+def test_every_registration_field_survives_kill_9(backends, tmp_path):
+    """register → GET → kill -9 → restart → GET: the same document, health check included."""
+    b = backends()
+    snap = tmp_path / "registry.json"
+    p = Proxy(config(snap), tmpdir=str(tmp_path))
+    try:
+        body = dict(FULL_REGISTRATION, address=b.address)
+        st, reg, _ = admin(p.admin, "PUT", "/v1/services/shop/instances/o1", body)
+        assert st == 201, reg
+        assert admin(p.admin, "PUT", "/v1/services/shop/instances/o1/drain", {"enabled": True})[0] == 200
+        st, before, _ = admin(p.admin, "GET", "/v1/services/shop/instances/o1")
+        assert st == 200
+        # The view shows what was registered, field for field.
+        for k, v in body.items():
+            assert before[k] == v, (k, before[k], v)
+        assert before["health_check_from"] == "registration"
+        assert before["draining"] is True and before["state"] == "draining"
+    finally:
+        p.proc.send_signal(signal.SIGKILL)
+        p.proc.wait()
+    p2 = Proxy(config(snap), tmpdir=str(tmp_path))
+    try:
+        st, after, _ = admin(p2.admin, "GET", "/v1/services/shop/instances/o1")
+        assert st == 200
+        assert volatile(after) == volatile(before)
+        assert after["state"] == "draining"
+    finally:
+        assert p2.stop() == 0
+
+
+def test_instance_view_shows_the_health_check_that_probes_it(backends, proxies):
+    b = backends()
+    p = proxies("services:\n  svc:\n    health_check: { path: /hc, interval: 1h }\n")
+    admin(p.admin, "PUT", "/v1/services/svc/instances/own", {"address": b.address, "health_check": {"path": "/mine", "interval": "1h"}})
+    admin(p.admin, "PUT", "/v1/services/svc/instances/inherits", {"address": b.address})
+    admin(p.admin, "PUT", "/v1/services/other/instances/none", {"address": b.address})
+    own = admin(p.admin, "GET", "/v1/services/svc/instances/own")[1]
+    assert own["health_check"]["path"] == "/mine" and own["health_check_from"] == "registration"
+    assert own["health_check"]["expected_status"] == ["200-399"] and own["health_check"]["jitter"] == "10%"
+    inherits = admin(p.admin, "GET", "/v1/services/svc/instances/inherits")[1]
+    assert inherits["health_check"]["path"] == "/hc" and inherits["health_check_from"] == "service"
+    none = admin(p.admin, "GET", "/v1/services/other/instances/none")[1]
+    assert none["health_check"] is None and none["health_check_from"] == "none"
+
+
+def test_changing_any_health_check_field_restarts_the_probe(backends, proxies):
+    """With interval 1h a probe runs only when a session starts: each re-registration that changes
+    one field must bring a probe at once, with the new settings."""
+    probes = []
+
+    def handler(conn, req, backend):
+        from harness import respond
+        if req.header("user-agent") == "switchyard-health-check":
+            probes.append((req.target, req.header("host")))
+            respond(conn, 204 if req.target == "/nocontent" else 200, b"")
+            return False
+        respond(conn, 200, b"ok")
+        return True
+
+    b = backends(handler)
+    p = proxies("")
+    hc = {"type": "http", "path": "/ready", "interval": "1h", "timeout": "1s"}
+
+    def register(check):
+        st, _, _ = admin(p.admin, "PUT", "/v1/services/s/instances/a", {"address": b.address, "health_check": check})
+        assert st in (200, 201)
+
+    register(hc)
+    wait_until(lambda: len(probes) == 1, 20, what="first probe")
+    changes = [("host", "probe.example"), ("jitter", "0%"), ("healthy_threshold", 1), ("unhealthy_threshold", 1),
+               ("timeout", "2s"), ("expected_status", ["200-204"]), ("path", "/other")]
+    for field, value in changes:
+        hc = dict(hc, **{field: value})
+        n = len(probes)
+        register(hc)
+        wait_until(lambda: len(probes) > n, 20, what=f"a probe after changing {field}")
+        assert probes[-1] == (hc["path"], hc.get("host", b.address)), (field, probes[-1])
+    # expected_status decides: 204 is not in ["200"] → unhealthy; allowed again → healthy.
+    hc = dict(hc, path="/nocontent", expected_status=["200"], unhealthy_threshold=1, healthy_threshold=1)
+    register(hc)
+    wait_until(lambda: admin(p.admin, "GET", "/v1/services/s/instances/a")[1]["state"] == "unhealthy", 20,
+               what="unhealthy on 204")
+    register(dict(hc, expected_status=["200-299"]))
+    wait_until(lambda: admin(p.admin, "GET", "/v1/services/s/instances/a")[1]["state"] == "healthy", 20,
+               what="healthy again once 204 is expected")
+
+
+def test_version_1_snapshot_is_read(backends, proxies, tmp_path):
+    """Snapshots written before the one-codec change load unchanged (what they held is kept)."""
+    b = backends()
+    snap = tmp_path / "registry.json"
+    snap.write_text(json.dumps({"version": 1, "index": 9, "instances": [
+        {"service": "s", "id": "a", "address": b.address, "weight": 3, "tags": ["t"], "meta": {"k": "v"}, "zone": "z",
+         "ttl_ms": 45000, "draining": False, "routes": [],
+         "health_check": {"type": "tcp", "path": "/health", "interval_ms": 3600000, "timeout_ms": 500,
+                          "healthy_threshold": 2, "unhealthy_threshold": 3}}]}))
+    p = proxies(config(snap))
+    inst = admin(p.admin, "GET", "/v1/services/s/instances/a")[1]
+    assert inst["weight"] == 3 and inst["ttl"] == "45s" and inst["zone"] == "z"
+    assert inst["health_check"]["type"] == "tcp" and inst["health_check"]["interval"] == "1h"
+    assert inst["health_check"]["timeout"] == "500ms"
+    # The next change is acknowledged once the file is rewritten, in version 2, both entries kept.
+    assert admin(p.admin, "PUT", "/v1/services/s/instances/b", {"address": b.address})[0] == 201
+    doc = json.loads(snap.read_text())
+    assert doc["version"] == 2 and {i["id"] for i in doc["instances"]} == {"a", "b"}
