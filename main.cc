@@ -1,4 +1,4 @@
-// switchyard: command line (CONTRACT.md) and start-up.
+// switchyard: command line (README, "Command line") and start-up.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   }
   if (!explicit_path) path = "conf/switchyard.yaml";
   struct stat st{};
-  // Without -c and without the default file, the built-in defaults apply (CONTRACT.md).
+  // Without -c and without the default file, the built-in defaults apply (docs/configuration.md).
   const bool use_defaults = !explicit_path && stat(path.c_str(), &st) != 0;
   sy::conf::Config cfg;
   std::vector<std::string> errors;
