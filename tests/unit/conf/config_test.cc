@@ -24,6 +24,24 @@ TEST_CASE("empty file gives the documented defaults") {
   CHECK(c.client.max_uri_bytes == 8 * 1024);
   CHECK(c.client.header_timeout.count() == 10000);
   CHECK(c.registry.default_ttl.count() == 30000);
+  CHECK(c.client.body_timeout.count() == 60000);
+}
+
+TEST_CASE("timeouts: the defaults of a dynamic service, body_timeout, per_try_timeout 0 = none") {
+  const Service s = default_service("x");
+  CHECK(s.timeouts.connect.count() == 1000);
+  CHECK(s.timeouts.response.count() == 30000);
+  CHECK(s.timeouts.idle.count() == 60000);
+  CHECK(s.retry.per_try_timeout.count() == 0);
+  Config c;
+  std::vector<std::string> e;
+  REQUIRE(load_string("client: { body_timeout: 90s }\nservices:\n  a:\n    retry: { per_try_timeout: 0s }\n", "t.yaml", c, e));
+  CHECK(c.client.body_timeout.count() == 90000);
+  CHECK(c.services.at("a").retry.per_try_timeout.count() == 0);
+  auto errs = errors_of("client:\n  body_timeout: 0s\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].find("t.yaml:2:17") == 0);
+  CHECK(errs[0].find("client.body_timeout") != std::string::npos);
 }
 
 TEST_CASE("a full service block loads") {
