@@ -100,6 +100,19 @@ class Loader {
     else if (!allow_zero && v.count() == 0) error(n, "'" + key + "' must be greater than 0");
     else out = v;
   }
+  void conditions(const YAML::Node& n, const std::string& key, Conditions& out) {
+    std::vector<std::string> words;
+    str_list(n, key, words);
+    Conditions c;
+    bool ok = true;
+    for (const auto& w : words) {
+      if (!c.add(w)) {
+        error(n, "'" + key + "' entry '" + w + "' must be connect-failure, reset, timeout or a status code 100..599");
+        ok = false;
+      }
+    }
+    if (ok) out = c;
+  }
   void size(const YAML::Node& n, const std::string& key, uint64_t& out, uint64_t lo, uint64_t hi) {
     std::string s;
     if (!scalar(n, key, s)) return;
@@ -374,7 +387,8 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
           map(v, "outlier_detection",
               {{"consecutive_failures", [&](const YAML::Node& x) { uint(x, "outlier_detection.consecutive_failures", o.consecutive_failures, 1, 1000); }},
                {"base_ejection_time", [&](const YAML::Node& x) { duration(x, "outlier_detection.base_ejection_time", o.base_ejection_time, false); }},
-               {"max_ejection_percent", [&](const YAML::Node& x) { uint(x, "outlier_detection.max_ejection_percent", o.max_ejection_percent, 0, 100); }}});
+               {"max_ejection_percent", [&](const YAML::Node& x) { uint(x, "outlier_detection.max_ejection_percent", o.max_ejection_percent, 0, 100); }},
+               {"on", [&](const YAML::Node& x) { conditions(x, "outlier_detection.on", o.on); }}});
         }},
        {"circuit_breaker",
         [&](const YAML::Node& v) {
@@ -386,22 +400,15 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
                {"max_retries", [&](const YAML::Node& x) { uint(x, "circuit_breaker.max_retries", b.max_retries, 0, 1000000); }},
                {"failure_threshold", [&](const YAML::Node& x) { uint(x, "circuit_breaker.failure_threshold", b.failure_threshold, 1, 1000); }},
                {"open_for", [&](const YAML::Node& x) { duration(x, "circuit_breaker.open_for", b.open_for, false); }},
-               {"half_open_requests", [&](const YAML::Node& x) { uint(x, "circuit_breaker.half_open_requests", b.half_open_requests, 1, 1000); }}});
+               {"half_open_requests", [&](const YAML::Node& x) { uint(x, "circuit_breaker.half_open_requests", b.half_open_requests, 1, 1000); }},
+               {"on", [&](const YAML::Node& x) { conditions(x, "circuit_breaker.on", b.on); }}});
         }},
        {"retry",
         [&](const YAML::Node& v) {
           auto& r = s.retry;
           map(v, "retry",
               {{"attempts", [&](const YAML::Node& x) { uint(x, "retry.attempts", r.attempts, 1, 10); }},
-               {"on",
-                [&](const YAML::Node& x) {
-                  str_list(x, "retry.on", r.on);
-                  for (const auto& c : r.on) {
-                    bool status = c.size() == 3 && c[0] >= '1' && c[0] <= '5' && isdigit(c[1]) && isdigit(c[2]);
-                    if (!status && c != "connect-failure" && c != "reset" && c != "timeout")
-                      error(x, "'retry.on' entry '" + c + "' must be connect-failure, reset, timeout or a status code");
-                  }
-                }},
+               {"on", [&](const YAML::Node& x) { conditions(x, "retry.on", r.on); }},
                {"backoff",
                 [&](const YAML::Node& x) {
                   map(x, "retry.backoff",
@@ -448,6 +455,33 @@ void Loader::load_route(const YAML::Node& n, Route& r) {
 }
 
 }  // namespace
+
+bool Conditions::add(std::string_view w) {
+  if (w == "connect-failure") connect_failure = true;
+  else if (w == "reset") reset = true;
+  else if (w == "timeout") timeout = true;
+  else if (w.size() == 3 && w[0] >= '1' && w[0] <= '5' && isdigit(static_cast<unsigned char>(w[1])) &&
+           isdigit(static_cast<unsigned char>(w[2])))
+    status.set(static_cast<size_t>((w[0] - '0') * 100 + (w[1] - '0') * 10 + (w[2] - '0')));
+  else return false;
+  return true;
+}
+
+std::vector<std::string> Conditions::words() const {
+  std::vector<std::string> out;
+  if (connect_failure) out.push_back("connect-failure");
+  if (reset) out.push_back("reset");
+  if (timeout) out.push_back("timeout");
+  for (size_t st = 100; st < 600; ++st)
+    if (status.test(st)) out.push_back(std::to_string(st));
+  return out;
+}
+
+Conditions Conditions::instance_failures() {
+  Conditions c;
+  for (auto w : {"connect-failure", "reset", "timeout", "502", "503", "504"}) c.add(w);
+  return c;
+}
 
 Service default_service(const std::string& name) {
   Service s;

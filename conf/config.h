@@ -2,9 +2,11 @@
 // No libuv, no I/O beyond reading the file; runtime objects are built from these in proxy/app.cc.
 #pragma once
 
+#include <bitset>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "conf/units.h"
@@ -41,10 +43,30 @@ struct HealthCheck {
   bool operator==(const HealthCheck&) const = default;  // every field: a change restarts the probe
 };
 
+// A set of failure conditions, as `retry.on`, `circuit_breaker.on` and `outlier_detection.on`
+// write them: connect-failure, reset (before a response), timeout, and status codes ("503").
+// Parsed once when the config loads; matching on the request path is a bit test.
+struct Conditions {
+  bool connect_failure = false;
+  bool reset = false;
+  bool timeout = false;
+  std::bitset<600> status;  // by status code
+
+  // "connect-failure", "reset", "timeout" or a status code 100..599; false for anything else.
+  bool add(std::string_view word);
+  bool has_status(int st) const { return st >= 0 && st < 600 && status.test(static_cast<size_t>(st)); }
+  std::vector<std::string> words() const;  // as the config writes them (docs, admin answers)
+  bool operator==(const Conditions&) const = default;
+  // The default of all three: what says the instance itself is broken (an application's 500 on
+  // one path does not).
+  static Conditions instance_failures();
+};
+
 struct OutlierDetection {
   uint32_t consecutive_failures = 5;
   Millis base_ejection_time{30000};
   uint32_t max_ejection_percent = 50;
+  Conditions on = Conditions::instance_failures();  // what counts as a failure
 };
 
 struct CircuitBreaker {
@@ -55,11 +77,16 @@ struct CircuitBreaker {
   uint32_t failure_threshold = 5;
   Millis open_for{30000};
   uint32_t half_open_requests = 1;
+  Conditions on = Conditions::instance_failures();  // what counts as a failure
 };
 
 struct Retry {
   uint32_t attempts = 2;
-  std::vector<std::string> on{"connect-failure", "reset", "502", "503", "504"};
+  Conditions on = [] {
+    Conditions c;
+    for (auto w : {"connect-failure", "reset", "502", "503", "504"}) c.add(w);
+    return c;
+  }();
   Millis backoff_base{25};
   Millis backoff_max{250};
   Millis per_try_timeout{0};  // 0 = none: a try may use all of timeouts.response

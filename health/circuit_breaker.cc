@@ -49,26 +49,28 @@ bool CircuitBreaker::allow(int64_t now_ms) {
 
 bool CircuitBreaker::on_success() {
   failures_ = 0;
-  State s = State::kHalfOpen;
-  if (state_.compare_exchange_strong(s, State::kClosed, std::memory_order_acq_rel)) {
-    trials_in_flight_.store(0, std::memory_order_release);
-    return true;
-  }
-  return false;
+  // Half-open: the trial worked. Open: only panic routing sends requests to an open breaker's
+  // instance, and one that answers is working again. (Workers only ever move open → half-open,
+  // and their compare-exchange fails once this store is seen.)
+  if (state_.load(std::memory_order_acquire) == State::kClosed) return false;
+  state_.store(State::kClosed, std::memory_order_release);
+  trials_in_flight_.store(0, std::memory_order_release);
+  return true;
 }
 
-bool CircuitBreaker::on_failure(int64_t now_ms) {
-  ++failures_;
-  const State s = state_.load(std::memory_order_acquire);
-  if (s == State::kHalfOpen || (s == State::kClosed && failures_ >= failure_threshold_)) {
-    // Zero the trials before the state says open: the worker that moves it to half-open later
-    // must find no stale trials.
-    trials_in_flight_.store(0, std::memory_order_release);
-    open_until_ms_.store(now_ms + open_for_ms_, std::memory_order_release);
-    state_.store(State::kOpen, std::memory_order_release);
-    return true;
+void CircuitBreaker::open(int64_t now_ms) {
+  // Zero the trials before the state says open: the worker that moves it to half-open later
+  // must find no stale trials.
+  trials_in_flight_.store(0, std::memory_order_release);
+  open_until_ms_.store(now_ms + open_for_ms_, std::memory_order_release);
+  state_.store(State::kOpen, std::memory_order_release);
+}
+
+void CircuitBreaker::release_trial() {
+  if (state_.load(std::memory_order_acquire) != State::kHalfOpen) return;
+  uint32_t n = trials_in_flight_.load(std::memory_order_acquire);
+  while (n > 0 && !trials_in_flight_.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) {
   }
-  return false;
 }
 
 }  // namespace sy::health

@@ -28,7 +28,28 @@ class CircuitBreaker {
   bool allow(int64_t now_ms);
   // Outcome of a request that allow() let through. Returns true when the state changed.
   bool on_success();
-  bool on_failure(int64_t now_ms);
+  // A failure. When it would open the breaker, `may_open()` is asked first (the service-wide cap
+  // on instances out of routing); refused, the breaker stays (or becomes) closed and the streak
+  // starts over. Returns true when the breaker opened.
+  template <typename MayOpen>
+  bool on_failure(int64_t now_ms, MayOpen&& may_open) {
+    ++failures_;
+    const State s = state_.load(std::memory_order_acquire);
+    if (!(s == State::kHalfOpen || (s == State::kClosed && failures_ >= failure_threshold_))) return false;
+    if (!may_open()) {
+      failures_ = 0;
+      if (s == State::kHalfOpen) on_success();
+      return false;
+    }
+    open(now_ms);
+    return true;
+  }
+  bool on_failure(int64_t now_ms) {
+    return on_failure(now_ms, [] { return true; });
+  }
+  // An attempt that was let through but not judged (the proxy's own limits): its half-open
+  // trial slot is free again.
+  void release_trial();
 
   State state(int64_t now_ms) const;
   // Active health checks vouch for the instance: stop waiting out open_for, take trials now.
@@ -40,6 +61,7 @@ class CircuitBreaker {
   static const char* name(State s);
 
  private:
+  void open(int64_t now_ms);
   // Main-loop only.
   uint32_t failure_threshold_ = 5;
   int64_t open_for_ms_ = 30000;

@@ -6,15 +6,26 @@
 
 namespace sy::health {
 
-const char* outcome_name(Outcome o) {
-  switch (o) {
+std::string outcome_name(Outcome o) {
+  switch (o.kind) {
     case Outcome::kSuccess: return "success";
     case Outcome::kConnectFailure: return "connect-failure";
     case Outcome::kReset: return "reset";
     case Outcome::kTimeout: return "timeout";
-    case Outcome::kServerError: return "5xx";
+    case Outcome::kStatus: return "HTTP " + std::to_string(o.status);
+    case Outcome::kNeutral: return "not judged";
   }
   return "?";
+}
+
+bool Outcome::fails(const conf::Conditions& on) const {
+  switch (kind) {
+    case kConnectFailure: return on.connect_failure;
+    case kReset: return on.reset;
+    case kTimeout: return on.timeout;
+    case kStatus: return on.has_status(status);
+    default: return false;
+  }
 }
 
 void Runtime::sync() {
@@ -75,33 +86,60 @@ void Runtime::record(InstanceRuntime& rt, Outcome o) {
                            std::memory_order_relaxed);
 }
 
+size_t Runtime::out_of_routing(const std::string& service, size_t& total) const {
+  const auto sit = reg_.services().find(service);
+  total = 0;
+  if (sit == reg_.services().end()) return 0;
+  size_t out = 0;
+  for (const auto& [id, inst] : sit->second.instances) {
+    if (inst.draining) continue;  // drained by an operator: neither in nor out of this budget
+    ++total;
+    out += inst.ejected || inst.breaker_open;
+  }
+  return out;
+}
+
+bool Runtime::may_take_out(const std::string& service, const ServiceRuntime& srt) const {
+  size_t total = 0;
+  const size_t out = out_of_routing(service, total);
+  return (out + 1) * 100 <= total * srt.cfg.outlier_detection.max_ejection_percent;
+}
+
 void Runtime::record_one(InstanceRuntime& rt, Outcome o) {
   const int64_t now = hooks_.now_ms();
   if (o == Outcome::kConnectFailure && rt.metrics.connect_failures) rt.metrics.connect_failures->Increment();
-  if (o == Outcome::kSuccess) {
-    rt.outlier.on_success();
-    if (rt.breaker.on_success()) {
-      if (rt.metrics.breaker_open) rt.metrics.breaker_open->Set(0);
-      hooks_.log("circuit breaker closed: " + rt.service + "/" + rt.id + " (trial request succeeded)");
-      reg_.set_breaker_open(rt.service, rt.id, false, 0);
-    }
+  const auto sit = services_.find(rt.service);
+  if (sit == services_.end()) return;
+  const ServiceRuntime& srt = *sit->second;
+  if (o == Outcome::kNeutral) {
+    rt.breaker.release_trial();
     return;
   }
-  const auto sit = services_.find(rt.service);
-  if (rt.breaker.on_failure(now)) {
+  const bool breaker_failure = o.fails(srt.cfg.circuit_breaker.on);
+  const bool outlier_failure = o.fails(srt.cfg.outlier_detection.on);
+  if (!outlier_failure) rt.outlier.on_success();
+  if (!breaker_failure) {
+    if (rt.breaker.on_success()) {
+      if (rt.metrics.breaker_open) rt.metrics.breaker_open->Set(0);
+      hooks_.log("circuit breaker closed: " + rt.service + "/" + rt.id + " (a request to it succeeded)");
+      reg_.set_breaker_open(rt.service, rt.id, false, 0);
+    }
+  }
+  if (!breaker_failure && !outlier_failure) return;
+  // Open breakers and ejections together never take more than max_ejection_percent of a service
+  // out of routing: past that, failing instances stay in (Envoy's cap, applied to both).
+  if (breaker_failure && rt.breaker.on_failure(now, [&] { return may_take_out(rt.service, srt); })) {
     if (rt.metrics.breaker_open) rt.metrics.breaker_open->Set(1);
     hooks_.log("circuit breaker open: " + rt.service + "/" + rt.id + " after " +
                std::to_string(rt.breaker.consecutive_failures()) + " consecutive failures (last: " + outcome_name(o) +
                "); open until +" + std::to_string(rt.breaker.open_until_ms() - now) + " ms");
     reg_.set_breaker_open(rt.service, rt.id, true, rt.breaker.open_until_ms());
   }
-  if (rt.outlier.on_failure() && sit != services_.end()) {
-    // Never eject more than max_ejection_percent of the service at once.
-    const auto* svc = &reg_.services().at(rt.service);
-    size_t total = svc->instances.size(), ejected = 0;
-    for (const auto& [id, inst] : svc->instances) ejected += inst.ejected;
-    const auto& od = sit->second->cfg.outlier_detection;
-    if ((ejected + 1) * 100 <= total * od.max_ejection_percent) {
+  if (outlier_failure && rt.outlier.on_failure()) {
+    const auto& od = srt.cfg.outlier_detection;
+    const registry::Instance* inst = reg_.find(rt.service, rt.id);
+    // Already out by its breaker: ejecting it too takes nothing more out of routing.
+    if ((inst && inst->breaker_open) || may_take_out(rt.service, srt)) {
       rt.outlier.eject(now, od);
       if (rt.metrics.ejections) rt.metrics.ejections->Increment();
       hooks_.log("outlier ejected: " + rt.service + "/" + rt.id + " after " + std::to_string(od.consecutive_failures) +
@@ -110,8 +148,9 @@ void Runtime::record_one(InstanceRuntime& rt, Outcome o) {
                  std::to_string(rt.outlier.ejected_until_ms() - now) + " ms");
       reg_.set_ejected(rt.service, rt.id, true, rt.outlier.ejected_until_ms(), rt.outlier.ejections());
     } else {
-      hooks_.log("outlier not ejected: " + rt.service + "/" + rt.id + " would exceed max_ejection_percent " +
-                 std::to_string(od.max_ejection_percent) + "%");
+      rt.outlier.on_success();  // the streak starts over: no log line per further failure
+      hooks_.log("outlier not ejected: " + rt.service + "/" + rt.id + " would take more than max_ejection_percent " +
+                 std::to_string(od.max_ejection_percent) + "% of the service out of routing");
     }
   }
 }

@@ -29,9 +29,25 @@
 
 namespace sy::health {
 
-// How one upstream attempt ended.
-enum class Outcome { kSuccess, kConnectFailure, kReset, kTimeout, kServerError };
-const char* outcome_name(Outcome o);
+// How one upstream attempt ended. Whether it counts as the instance failing is decided by the
+// service's circuit_breaker.on and outlier_detection.on (conf::Conditions), on the main loop.
+struct Outcome {
+  enum Kind : uint8_t {
+    kSuccess,         // a response that neither `on` list names
+    kConnectFailure,
+    kReset,
+    kTimeout,
+    kStatus,          // a response whose status some `on` list names (e.g. 503)
+    kNeutral,         // not judged (the proxy's own limits or shortage): frees a half-open trial only
+  };
+  Kind kind = kSuccess;
+  uint16_t status = 0;  // kStatus: the response's status
+  constexpr Outcome(Kind k, int st = 0) : kind(k), status(static_cast<uint16_t>(st)) {}  // NOLINT: implicit on purpose
+  constexpr bool operator==(Kind k) const { return kind == k; }
+  // Is this a failure by the conditions `on`?
+  bool fails(const conf::Conditions& on) const;
+};
+std::string outcome_name(Outcome o);
 
 struct InstanceMetrics {
   InstanceMetrics() = default;
@@ -124,6 +140,10 @@ class Runtime {
 
  private:
   void record_one(InstanceRuntime& rt, Outcome o);
+  // How many of the service's instances are out of routing (ejected or breaker open).
+  size_t out_of_routing(const std::string& service, size_t& total) const;
+  // May one more instance of `service` go out of routing (max_ejection_percent)?
+  bool may_take_out(const std::string& service, const ServiceRuntime& srt) const;
   registry::Registry& reg_;
   Hooks hooks_;
   std::unordered_map<uint64_t, std::shared_ptr<InstanceRuntime>> instances_;

@@ -37,16 +37,21 @@ health::Outcome outcome_of(upstream::UpstreamError e) {
   }
 }
 
-const char* retry_condition(upstream::UpstreamError e) {
+bool is_connect_failure(upstream::UpstreamError e) {
+  return e == upstream::UpstreamError::kConnectFailed || e == upstream::UpstreamError::kConnectTimeout;
+}
+
+// Does `on` (retry.on) name this failure?
+bool names(const conf::Conditions& on, upstream::UpstreamError e) {
   switch (e) {
     case upstream::UpstreamError::kConnectFailed:
     case upstream::UpstreamError::kConnectTimeout:
-      return "connect-failure";
+      return on.connect_failure;
     case upstream::UpstreamError::kResponseTimeout:
     case upstream::UpstreamError::kSendTimeout:
-      return "timeout";
+      return on.timeout;
     default:
-      return "reset";
+      return on.reset;
   }
 }
 
@@ -594,13 +599,15 @@ void DownstreamConn::start_attempt() {
   }
   const Endpoint* chosen = nullptr;
   int chosen_idx = -1;
-  // An instance whose breaker is half-open takes only its trial requests; try another then.
-  for (size_t tries = 0; tries < 3 && !chosen; ++tries) {
+  // An instance whose breaker is half-open takes only its trial requests; try another then. In
+  // panic routing every instance is out anyway: breakers are not asked (Envoy's panic mode).
+  const size_t max_tries = std::min<size_t>(8, upstreams_->endpoints.size() + 2);
+  for (size_t tries = 0; tries < max_tries && !chosen; ++tries) {
     ctx.random = w_.next_random();
     int idx = upstreams_->pick(ctx);
     if (idx < 0) break;
     const Endpoint& e = upstreams_->endpoints[static_cast<size_t>(idx)];
-    if (e.runtime && !e.runtime->breaker.allow(now)) {
+    if (e.runtime && !upstreams_->panic && !e.runtime->breaker.allow(now)) {
       if (idx < 64) ctx.exclude_mask |= uint64_t{1} << idx;
       continue;
     }
@@ -672,7 +679,7 @@ void DownstreamConn::connect_upstream(bool fresh) {
   if (srt_) {
     // Past a limit the answer is an immediate 503: queues never grow without bound.
     if (*srt_->connections >= cb.max_connections || srt_->pending >= cb.max_pending) {
-      report_outcome(health::Outcome::kSuccess);  // not the instance's fault: frees a half-open trial
+      report_outcome(health::Outcome::kNeutral);  // not the instance's fault: frees a half-open trial
       send_error(503, "overloaded", "service '" + upstreams_->service + "' is at its connection limits", close_after_);
       return;
     }
@@ -708,7 +715,7 @@ void DownstreamConn::release_attempt() {
     in_retry_ = false;
   }
   if (rt_) {
-    if (!outcome_reported_) report_outcome(health::Outcome::kSuccess);  // never judged: free its trial
+    if (!outcome_reported_) report_outcome(health::Outcome::kNeutral);  // never judged: free its trial
     --rt_->load.active;
     rt_.reset();
   }
@@ -722,17 +729,16 @@ void DownstreamConn::release_exchange() {
   }
 }
 
-bool DownstreamConn::should_retry(const std::string& condition) const {
-  if (!upstreams_ || w_.shutting_down) return false;
+bool DownstreamConn::should_retry(bool named, bool connect_failure) const {
+  if (!named || !upstreams_ || w_.shutting_down) return false;
   const auto& r = upstreams_->cfg->retry;
   if (static_cast<uint32_t>(attempts_) >= r.attempts) return false;
-  if (std::find(r.on.begin(), r.on.end(), condition) == r.on.end()) return false;
   // Once bytes reached a backend, only a safe request whose whole body we kept may go again.
   if (head_sent_ && !(idempotent_ && request_done_ && (req_framing_ == http::Framing::kNone || replayable_)))
     return false;
   // The budget bounds retries that add load. A request that never reached any backend (connect
   // failure) only moves to another instance: it multiplies nothing, so it is not budgeted.
-  if (condition != "connect-failure" && srt_ && !health::Runtime::retry_allowed(*srt_, *upstreams_->cfg)) return false;
+  if (!connect_failure && srt_ && !health::Runtime::retry_allowed(*srt_, *upstreams_->cfg)) return false;
   return true;
 }
 
@@ -757,7 +763,7 @@ void DownstreamConn::schedule_retry() {
 
 void DownstreamConn::fail_attempt(UpstreamError e) {
   report_outcome(outcome_of(e));
-  if (should_retry(retry_condition(e))) {
+  if (should_retry(names(upstreams_->cfg->retry.on, e), is_connect_failure(e))) {
     schedule_retry();
     return;
   }
@@ -852,8 +858,12 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
     const int64_t now_ns = static_cast<int64_t>(uv_hrtime());
     rt_->load.observe(now_ns, static_cast<double>(now_ns - attempt_started_ns_));
   }
-  report_outcome(st >= 500 ? health::Outcome::kServerError : health::Outcome::kSuccess);
-  if (st >= 200 && should_retry(std::to_string(st))) {
+  // A status counts against the instance only when circuit_breaker.on or outlier_detection.on
+  // names it (by default 502/503/504: an application's 500 on one path is not the instance failing).
+  const conf::Service& sc = *upstreams_->cfg;
+  const bool judged = sc.circuit_breaker.on.has_status(st) || sc.outlier_detection.on.has_status(st);
+  report_outcome(judged ? health::Outcome(health::Outcome::kStatus, st) : health::Outcome(health::Outcome::kSuccess));
+  if (st >= 200 && should_retry(sc.retry.on.has_status(st), false)) {
     discarding_ = true;  // read it to the end, throw it away, try elsewhere
     return;
   }

@@ -86,8 +86,9 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void report_outcome(health::Outcome o);  // once per attempt: breaker, outlier detection
   void release_attempt();     // the attempt's in-flight counters
   void release_exchange();    // the exchange's service counters
-  // May the failed attempt be tried again? `condition` is a retry.on word or a status code.
-  bool should_retry(const std::string& condition) const;
+  // May the failed attempt be tried again? `named`: retry.on names what happened;
+  // `connect_failure`: it reached no backend (not budgeted).
+  bool should_retry(bool named, bool connect_failure) const;
   void schedule_retry();
   void fail_attempt(upstream::UpstreamError e);
   bool request_hash(uint64_t& out) const;  // the hash_on key of this request, if present

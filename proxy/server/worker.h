@@ -71,7 +71,9 @@ struct Worker {
   void report(const std::shared_ptr<health::InstanceRuntime>& rt, health::Outcome o) {
     // A success changes nothing unless there is a failure streak to reset or a breaker to close:
     // then it is not worth a message (the main loop raises the flag when it matters).
-    if (o == health::Outcome::kSuccess && !rt->wants_successes.load(std::memory_order_relaxed)) return;
+    if ((o == health::Outcome::kSuccess || o == health::Outcome::kNeutral) &&
+        !rt->wants_successes.load(std::memory_order_relaxed))
+      return;
     if (health) health->record(*rt, o);
     else outcomes.emplace_back(rt, o);
   }

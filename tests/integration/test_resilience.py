@@ -177,9 +177,9 @@ def test_idempotent_put_with_body_is_replayed(backends, proxies):
 
 def test_circuit_breaker_opens_half_opens_and_closes(backends, proxies):
     (a, ha), (b, hb) = make(backends, "a"), make(backends, "b")
-    hb.mode = "500"  # 500 is not in retry.on: the client sees it, the breaker counts it
+    hb.mode = "500"  # 500 is not in retry.on: the client sees it; this breaker is told to count it
     p = proxies("services:\n" + svc("s", [a, b],
-                "circuit_breaker: { failure_threshold: 3, open_for: 500ms, half_open_requests: 1 }\n"
+                "circuit_breaker: { failure_threshold: 3, open_for: 500ms, half_open_requests: 1, on: [reset, \"500\"] }\n"
                 "outlier_detection: { consecutive_failures: 1000 }"))
     statuses = [st for st, _ in served_by(p, n=6)]
     assert statuses.count(500) == 3  # round robin: b failed 3 times, then the breaker opened
@@ -205,7 +205,7 @@ def test_outlier_ejection_respects_max_percent_and_returns(backends, proxies):
     for _, h in made[1:]:
         h.mode = "500"
     p = proxies("services:\n" + svc("s", [b for b, _ in made],
-                "outlier_detection: { consecutive_failures: 2, base_ejection_time: 700ms, max_ejection_percent: 50 }\n"
+                "outlier_detection: { consecutive_failures: 2, base_ejection_time: 700ms, max_ejection_percent: 50, on: [\"500\"] }\n"
                 "circuit_breaker: { failure_threshold: 1000 }"))
     served_by(p, n=16)
 
@@ -215,7 +215,7 @@ def test_outlier_ejection_respects_max_percent_and_returns(backends, proxies):
     wait_until(lambda: len(ejected()) == 2, 5, what="two ejections")
     served_by(p, n=16)
     assert len(ejected()) == 2  # the third failing instance stays: 50% cap
-    p.wait_log("would exceed max_ejection_percent")
+    p.wait_log("would take more than max_ejection_percent")
     metrics = admin(p.admin, "GET", "/metrics")[1]
     assert "switchyard_outlier_ejections_total" in metrics
     for _, h in made[1:]:

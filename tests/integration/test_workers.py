@@ -42,22 +42,26 @@ def test_workers_zero_means_one_per_core(backends, proxies):
 
 def test_failures_seen_by_workers_open_the_breaker_on_the_main_loop(backends, proxies):
     def failing(conn, req, backend):
-        respond(conn, 500, b"no")
+        respond(conn, 500, backend.name.encode())
 
-    bad = backends(failing, name="bad")
+    bad1, bad2 = backends(failing, name="bad1"), backends(failing, name="bad2")
     p = proxies("workers: 2\nservices:\n" + service_config(
-        "svc", [bad], "circuit_breaker: { failure_threshold: 4, open_for: 60s }\n"
+        "svc", [bad1, bad2], "circuit_breaker: { failure_threshold: 4, open_for: 60s, on: [\"500\"] }\n"
         "outlier_detection: { consecutive_failures: 1000 }"))
     # Requests on many connections, so both workers see failures; the streak is counted across them.
-    statuses = [get(p.addr).status for _ in range(4)]
-    assert statuses == [500] * 4
-    p.wait_log("circuit breaker open: svc/")
+    statuses = [get(p.addr).status for _ in range(8)]
+    assert statuses == [500] * 8
+    line = p.wait_log("circuit breaker open: svc/")
+    opened = [l for l in p.lines if "circuit breaker open: svc/" in l]
+    assert len(opened) == 1, opened  # max_ejection_percent (50 %): the other one stays in
     wait_until(lambda: re.search(r'switchyard_circuit_breaker_open\{[^}]*\} 1', admin(p.admin, "GET", "/metrics")[1]),
                5, what="breaker gauge")
-    # Every worker now refuses (the breaker state is shared, not per worker).
-    for _ in range(20):
-        r = get(p.addr)
-        assert r.status == 503 and b"circuit breaker" in r.body
+    open_one = "bad1" if "svc/bad1" in opened[0] or bad1.address in opened[0] else "bad2"
+    states = {i["id"]: i["circuit_breaker"] for i in admin(p.admin, "GET", "/v1/services/svc")[1]["instances"]}
+    assert sorted(states.values()) == ["closed", "open"]
+    # Every worker now keeps away from the open one (the breaker state is shared, not per worker).
+    answered = {get(p.addr).body.decode() for _ in range(20)}
+    assert len(answered) == 1 and open_one not in answered, (answered, open_one)
 
 
 def test_reload_and_registrations_reach_every_worker(backends, proxies):

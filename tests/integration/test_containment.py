@@ -1,0 +1,112 @@
+"""Faults stay where they happen: an application's 500 on one path, random 500s under load, or
+every instance failing never makes the proxy refuse a whole service."""
+import random
+import re
+import subprocess
+import threading
+
+from conftest import service_config
+from harness import admin, get, respond, wait_until
+
+
+def metric(p, name, labels):
+    text = admin(p.admin, "GET", "/metrics")[1]
+    m = re.search(re.escape(name) + r"\{" + labels + r"\} (\S+)", text)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_500s_on_one_path_do_not_take_the_service_down(backends, proxies):
+    def app(conn, req, backend):
+        if req.target == "/err":
+            respond(conn, 500, b"application error")
+        else:
+            respond(conn, 200, backend.name.encode())
+        return True
+
+    a, b = backends(app, name="a"), backends(app, name="b")
+    p = proxies("services:\n" + service_config("web", [a, b]))
+    for _ in range(10):
+        assert get(p.addr, "/err", host="web").status == 500
+    answered = [get(p.addr, "/ok", host="web") for _ in range(20)]
+    assert [r.status for r in answered] == [200] * 20
+    assert {r.body for r in answered} == {b"a", b"b"}  # both still in
+    assert not any("circuit breaker open" in l or "outlier ejected" in l or "panic" in l for l in p.lines), p.log()
+    for inst in admin(p.admin, "GET", "/v1/services/web")[1]["instances"]:
+        assert inst["state"] == "healthy" and inst["circuit_breaker"] == "closed"
+
+
+def random_500s(rate):
+    rng = random.Random(7)
+    lock = threading.Lock()
+
+    def app(conn, req, backend):
+        with lock:
+            fail = rng.random() < rate
+        respond(conn, 500 if fail else 200, b"x")
+        return True
+
+    return app
+
+
+def wrk(addr, host, seconds, connections):
+    return subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Host: {host}",
+                             f"http://{addr[0]}:{addr[1]}/"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_random_500s_across_nine_instances_under_load(backends, proxies):
+    """10 % random 500s on 9 instances under wrk for 20 s. With the defaults nothing counts the
+    500s against an instance: no breaker opens, nothing is refused. With a breaker told to count
+    500s, breakers open and close, but never more than max_ejection_percent (50 %: 4 of 9) are out
+    at once, and the proxy never answers 503 overloaded."""
+    default = [backends(random_500s(0.1), name=f"d{i}") for i in range(9)]
+    counting = [backends(random_500s(0.1), name=f"c{i}") for i in range(9)]
+    p = proxies("services:\n" + service_config("web", default) + service_config(
+        "strict", counting, "circuit_breaker: { failure_threshold: 2, open_for: 1s, on: [connect-failure, reset, timeout, \"500\"] }"))
+    runs = [wrk(p.addr, "web", 20, 4), wrk(p.addr, "strict", 20, 4)]
+    most_out = 0
+    while any(r.poll() is None for r in runs):
+        insts = admin(p.admin, "GET", "/v1/services/strict")[1]["instances"]
+        out = sum(1 for i in insts if i["circuit_breaker"] == "open" or i["state"] == "ejected")
+        most_out = max(most_out, out)
+    outputs = [r.communicate()[0] for r in runs]
+    for out in outputs:
+        assert "requests in" in out, out
+    assert metric(p, "switchyard_requests_total", 'code="503",service="web"') == 0
+    assert metric(p, "switchyard_requests_total", 'code="503",service="strict"') == 0
+    assert not any("circuit breaker open: web/" in l for l in p.lines)
+    served_web = metric(p, "switchyard_requests_total", 'code="200",service="web"')
+    served_strict = metric(p, "switchyard_requests_total", 'code="200",service="strict"')
+    assert served_web > 100 and served_strict > 100
+    assert any("circuit breaker open: strict/" in l for l in p.lines), "the counting breakers never opened"
+    assert most_out <= 4, f"{most_out} of 9 instances out of routing at once"
+    print(f"web: {served_web:.0f} × 200, strict: {served_strict:.0f} × 200, at most {most_out} of 9 out at once")
+
+
+def test_panic_routing_uses_breaker_open_instances(backends, proxies):
+    """Every instance failing (and allowed out: max_ejection_percent 100): panic routing sends
+    requests to all of them, breakers open or not, instead of refusing them all."""
+    state = {"ok": False}
+
+    def app(conn, req, backend):
+        respond(conn, 200 if state["ok"] else 500, backend.name.encode())
+        return True
+
+    a, b = backends(app, name="a"), backends(app, name="b")
+    p = proxies("services:\n" + service_config("web", [a, b],
+                "circuit_breaker: { failure_threshold: 2, open_for: 60s, on: [\"500\"] }\n"
+                "outlier_detection: { consecutive_failures: 1000, max_ejection_percent: 100 }"))
+    for _ in range(4):
+        get(p.addr, host="web")
+    wait_until(lambda: all(i["circuit_breaker"] == "open" for i in admin(p.admin, "GET", "/v1/services/web")[1]["instances"]),
+               10, what="both breakers open")
+    p.wait_log("panic routing for service web")
+    # Both open for another minute, yet requests still reach them (500 from the backend, not 503).
+    statuses = {get(p.addr, host="web").status for _ in range(6)}
+    assert statuses == {500}
+    state["ok"] = True
+    answered = [get(p.addr, host="web") for _ in range(6)]
+    assert all(r.status == 200 for r in answered)
+    # An answer from an open-breaker instance closes its breaker: panic routing ends by itself
+    # (and the other instance, still open, waits out its open_for).
+    p.wait_log("circuit breaker closed: web/")
+    p.wait_log("service web has healthy instances again")
