@@ -2,6 +2,7 @@
 #include "proxy/admin/admin_api.h"
 
 #include <algorithm>
+#include <charconv>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -32,6 +33,13 @@ AdminResponse error(int status, const std::string& code, const std::string& mess
 // One definition of what a name is, shared with the stored documents (registry/codec.h).
 bool valid_name(const std::string& s) { return registry::valid_service_name(s); }
 bool valid_id(const std::string& s) { return registry::valid_instance_id(s); }
+
+// A whole decimal number and nothing else: no sign, no fraction, no spaces, no overflow.
+bool parse_uint(std::string_view s, uint64_t& out) {
+  if (s.empty() || s.size() > 20) return false;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), out);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
 
 std::vector<std::string> split_path(const std::string& path) {
   std::vector<std::string> parts;
@@ -185,16 +193,12 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
       std::string idx = req.query_param("index");
       if (!idx.empty()) {
         uint64_t want = 0;
-        try {
-          want = std::stoull(idx);
-        } catch (...) {
-          return error(400, "bad_request", "index must be a number");
-        }
+        if (!parse_uint(idx, want)) return error(400, "bad_request", "'index' must be a whole number 0 or more, such as 42");
         int64_t wait = kDefaultWaitMs;
         std::string w = req.query_param("wait");
         if (!w.empty()) {
           conf::Millis d;
-          if (!conf::parse_duration(w, d).empty()) return error(400, "bad_request", "wait must be a duration such as 30s");
+          if (!conf::parse_duration(w, d).empty()) return error(400, "bad_request", "'wait' must be a duration such as 30s");
           wait = std::min<int64_t>(d.count(), kMaxWaitMs);
         }
         if (reg_.index() <= want && wait > 0) {
@@ -258,7 +262,10 @@ AdminResponse AdminApi::service_view(const std::string& service, const AdminRequ
     AdminResponse r = error(404, "not_found", "no service " + service);
     return r;
   }
-  const bool healthy_only = req.query_param("healthy") == "1" || req.query_param("healthy") == "true";
+  const std::string healthy = req.query_param("healthy");
+  if (!healthy.empty() && healthy != "1" && healthy != "0" && healthy != "true" && healthy != "false")
+    return error(400, "bad_request", "'healthy' must be 1, 0, true or false");
+  const bool healthy_only = healthy == "1" || healthy == "true";
   const std::string tag = req.query_param("tag");
   json list = json::array();
   for (const auto& [id, inst] : it->second.instances) {

@@ -298,3 +298,21 @@ def test_unknown_endpoints_and_methods(proxies):
     assert admin(p.admin, "GET", "/nope")[0] == 404
     assert admin(p.admin, "PATCH", "/v1/services")[0] == 405
     assert admin(p.admin, "DELETE", "/v1/catalog")[0] == 405
+
+
+@pytest.mark.parametrize("query,param", [
+    ("index=-1&wait=2s", "'index'"), ("index=1.5&wait=2s", "'index'"), ("index=abc", "'index'"),
+    ("index=%2B5&wait=2s", "'index'"), ("index=99999999999999999999999&wait=2s", "'index'"),
+    ("index=+5&wait=2s", "'index'"), ("index=5&wait=-1s", "'wait'"), ("index=5&wait=soon", "'wait'"),
+    ("healthy=maybe", "'healthy'"),
+])
+def test_query_numbers_are_strict(backends, proxies, query, param):
+    """Every numeric parameter is parsed whole: anything else is 400 naming it, at once (never a
+    long poll on a misread number)."""
+    b = backends()
+    p = proxies("services:\n" + service_config("web", [b]))
+    t0 = time.monotonic()
+    st, body, _ = admin(p.admin, "GET", "/v1/services/web?" + query)
+    assert st == 400, body
+    assert param in body["message"]
+    assert time.monotonic() - t0 < 1.5  # answered, not held as a long poll
