@@ -173,6 +173,19 @@ bool Address::is_loopback() const {
   return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
 }
 
+Address Address::unmapped() const {
+  if (ss.ss_family != AF_INET6) return *this;
+  auto* a6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  if (!IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) return *this;
+  Address out;
+  auto* a4 = reinterpret_cast<sockaddr_in*>(&out.ss);
+  a4->sin_family = AF_INET;
+  a4->sin_port = a6->sin6_port;
+  std::memcpy(&a4->sin_addr, &a6->sin6_addr.s6_addr[12], 4);
+  out.text = format_address(out.sa());
+  return out;
+}
+
 bool Address::is_unspecified() const {
   if (ss.ss_family == AF_INET6) {
     auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);

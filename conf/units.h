@@ -25,6 +25,9 @@ struct Address {
   const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss); }
   bool is_loopback() const;
   bool is_unspecified() const;  // 0.0.0.0 / ::
+  // An IPv4-mapped IPv6 address ([::ffff:127.0.0.1]:80) as the IPv4 address it is; any other
+  // address as it is.
+  Address unmapped() const;
   bool operator==(const Address& o) const { return text == o.text; }
 };
 

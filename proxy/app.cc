@@ -1,6 +1,8 @@
 // App: wiring, signals, reload, shutdown.
 #include "proxy/app.h"
 
+#include <cstring>
+
 #include <csignal>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -98,11 +100,7 @@ std::string App::start() {
   hooks.now_ms = [this] { return now_ms(); };
   hooks.reload = [this](std::string& summary) { return reload(summary); };
   hooks.ready = [this] { return !stopping_; };
-  hooks.own_addresses = [this] {
-    std::vector<conf::Address> v = proxy_addresses_;
-    if (admin_listener_) v.push_back(admin_listener_->bound());
-    return v;
-  };
+  hooks.own_addresses = [this] { return own_addresses(); };
   hooks.persistence_enabled = [this] { return !cfg_->registry.snapshot.empty(); };
   hooks.config = [this]() -> const conf::Config& { return *cfg_; };
   hooks.before_scrape = [this] { runtime_->export_gauges(); };
@@ -188,6 +186,43 @@ std::string App::start_workers(int n) {
   }
   log::info(std::to_string(n) + " workers (one event loop each, SO_REUSEPORT listeners)");
   return "";
+}
+
+// Every address a client could reach this process's listeners at: wildcard listeners (0.0.0.0,
+// [::]) stand for each local interface address on their port. Interfaces are read at most once a
+// second (registrations may come in thousands per second).
+std::vector<conf::Address> App::own_addresses() {
+  std::vector<conf::Address> listeners = proxy_addresses_;
+  if (admin_listener_) listeners.push_back(admin_listener_->bound());
+  const int64_t now = now_ms();
+  if (local_ips_.empty() || now - local_ips_read_ms_ >= 1000) {
+    local_ips_.clear();
+    uv_interface_address_t* ifs = nullptr;
+    int count = 0;
+    if (uv_interface_addresses(&ifs, &count) == 0) {
+      for (int i = 0; i < count; ++i) {
+        conf::Address a;
+        std::memcpy(&a.ss, &ifs[i].address, ifs[i].address.address4.sin_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+        local_ips_.push_back(a);
+      }
+      uv_free_interface_addresses(ifs, count);
+    }
+    local_ips_read_ms_ = now;
+  }
+  std::vector<conf::Address> out;
+  for (const auto& l : listeners) {
+    out.push_back(l);
+    if (!l.is_unspecified()) continue;
+    const bool v6 = l.ss.ss_family == AF_INET6;  // [::] also takes IPv4 (dual stack)
+    for (conf::Address a : local_ips_) {
+      if (!v6 && a.ss.ss_family != AF_INET) continue;
+      if (a.ss.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&a.ss)->sin6_port = htons(l.port());
+      else reinterpret_cast<sockaddr_in*>(&a.ss)->sin_port = htons(l.port());
+      a.text = conf::format_address(a.sa());
+      out.push_back(a);
+    }
+  }
+  return out;
 }
 
 void App::on_inbox(uv_async_t* a) {

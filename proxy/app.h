@@ -45,6 +45,7 @@ class App {
   std::string reload(std::string& summary_json);
   void publish();
   size_t open_connections() const;
+  std::vector<conf::Address> own_addresses();
   void ramp_slow_starts();
   void begin_shutdown();
   void finish_shutdown();
@@ -74,6 +75,8 @@ class App {
   std::unique_ptr<server::Inbox> inbox_;
   std::vector<std::unique_ptr<server::WorkerThread>> threads_;
   std::vector<conf::Address> proxy_addresses_;
+  std::vector<conf::Address> local_ips_;  // interface addresses (own_addresses), port 0
+  int64_t local_ips_read_ms_ = 0;
   std::unique_ptr<net::Listener> admin_listener_;
   uv_signal_t sig_hup_{}, sig_term_{}, sig_int_{}, sig_usr1_{};
   uv_timer_t tick_{};

@@ -319,9 +319,13 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
   registry::DecodeError err;
   if (!registry::decode_registration(j, r, registry::DocKind::kRegistration, err)) return error(400, err.code, err.message);
   if (hooks_.own_addresses) {
+    // own_addresses() lists wildcard listeners as every local address they answer on; an
+    // IPv4-mapped IPv6 address is compared as the IPv4 address it is. (Requests that loop anyway,
+    // through a name or NAT, meet the Via check: 508 loop_detected.)
+    const conf::Address target = r.address.unmapped();
     for (const auto& own : hooks_.own_addresses()) {
-      bool same_port = own.port() == r.address.port();
-      if (same_port && (own == r.address || own.is_unspecified() || (own.is_loopback() && r.address.is_loopback())))
+      const bool same_port = own.port() == target.port();
+      if (same_port && (own == target || (own.is_loopback() && target.is_loopback())))
         return error(400, "bad_field", "'address' " + r.address.text + " is one of switchyard's own listeners (it would loop)");
     }
   }

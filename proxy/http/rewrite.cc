@@ -1,6 +1,9 @@
 // Head rewriting for forwarded requests and responses.
 #include "proxy/http/rewrite.h"
 
+#include <cstdio>
+#include <random>
+
 #include <charconv>
 #include <cstdio>
 
@@ -135,8 +138,20 @@ void build_upstream_request(const MessageHead& req, const RequestForward& f, std
     out.append(via);
     out.append(", ");
   }
-  out.append(req.http_minor == 0 ? "1.0 switchyard\r\n" : "1.1 switchyard\r\n");
-  out.append("\r\n");
+  out.append(req.http_minor == 0 ? "1.0 " : "1.1 ");
+  out.append(via_marker());
+  out.append("\r\n\r\n");
+}
+
+std::string_view via_marker() {
+  // A comment after the pseudonym is allowed by Via's grammar (RFC 9110 §7.6.3).
+  static const std::string marker = [] {
+    std::random_device rd;
+    char id[32];
+    std::snprintf(id, sizeof id, "%08x%08x", rd(), rd());
+    return std::string("switchyard (") + id + ")";
+  }();
+  return marker;
 }
 
 void build_downstream_response(const MessageHead& resp, const ResponseForward& f, std::string& out) {
@@ -208,6 +223,7 @@ const char* status_reason(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 508: return "Loop Detected";
     default: return status < 400 ? "OK" : (status < 500 ? "Client Error" : "Server Error");
   }
 }

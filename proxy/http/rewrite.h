@@ -23,6 +23,10 @@ struct RequestForward {
   bool upgrade = false;  // keep Upgrade and send "Connection: upgrade"
 };
 
+// What this process adds to a request's Via: "switchyard (<random id>)", the id fixed for the
+// life of the process. A request arriving with it has come back through this very proxy.
+std::string_view via_marker();
+
 // Appends the upstream request head (request line, headers, blank line) to `out`.
 void build_upstream_request(const MessageHead& req, const RequestForward& f, std::string& out);
 

@@ -453,6 +453,9 @@ int DownstreamConn::cb_headers_complete(llhttp_t* p) {
   for (size_t i = 0; i < c->x_->req.count(); ++i) {
     std::string_view name = c->x_->req.name(i), value = c->x_->req.value(i);
     if (http::iequals(name, "host")) ++hosts;
+    // Our own Via marker: this request has been through this process already (a registration
+    // that points back at us under some name the admin API could not see through).
+    if (http::iequals(name, "via") && value.find(http::via_marker()) != std::string_view::npos) c->looped_ = true;
     if (http::iequals(name, "transfer-encoding") && !http::iequals(value, "chunked")) return -1;
   }
   if (p->http_major != 1) return -1;  // HTTP/0.9 (no version) and 2.0+ are not spoken here
@@ -535,6 +538,10 @@ void DownstreamConn::begin_exchange() {
   if (!llhttp_should_keep_alive(&parser_) || w_.shutting_down) close_after_ = true;
   keep_alive_10_ = x_->req.http_minor == 0 && !close_after_;
 
+  if (looped_) {
+    send_error(508, "loop_detected", "this request came back through this proxy (its Via carries our marker)", close_after_);
+    return;
+  }
   std::string_view host_header;
   x_->req.find("host", host_header);
   std::string host = normalize_host(host_header);
@@ -1073,7 +1080,7 @@ void DownstreamConn::reset_for_next() {
   req_content_length_ = body_in_ = bytes_out_ = 0;
   status_ = attempts_ = error_status_ = 0;
   head_done_ = request_done_ = response_started_ = response_done_ = false;
-  upgrade_ = is_head_ = idempotent_ = keep_alive_10_ = false;
+  upgrade_ = is_head_ = idempotent_ = keep_alive_10_ = looped_ = false;
   paused_at_head_ = paused_at_end_ = false;
   up_drained_ = true;
   srt_ = nullptr;

@@ -148,6 +148,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   bool is_head_ = false;
   bool idempotent_ = false;
   bool keep_alive_10_ = false;
+  bool looped_ = false;        // the request carries this process's Via marker
   bool up_drained_ = true;     // nothing queued towards the upstream
   bool paused_at_head_ = false;
   bool paused_at_end_ = false;

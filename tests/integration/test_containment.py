@@ -110,3 +110,76 @@ def test_panic_routing_uses_breaker_open_instances(backends, proxies):
     # (and the other instance, still open, waits out its open_for).
     p.wait_log("circuit breaker closed: web/")
     p.wait_log("service web has healthy instances again")
+
+
+def test_registrations_at_our_own_address_in_any_form_are_refused(proxies):
+    p = proxies("")
+    for port in (p.addr[1], p.admin[1]):
+        for host in ("127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "127.0.0.2"):
+            st, body, _ = admin(p.admin, "PUT", "/v1/services/s/instances/i", {"address": f"{host}:{port}"})
+            assert st == 400 and "loop" in body["message"], (host, body)
+    assert admin(p.admin, "GET", "/v1/services")[1]["services"] == []
+
+
+def test_wildcard_listener_refuses_every_local_address_but_not_other_ports(proxies):
+    p = proxies("listen: 0.0.0.0:0\n")
+    port = p.addr[1]
+    for host in ("127.0.0.1", "[::ffff:127.0.0.1]", "localhost"):
+        st, body, _ = admin(p.admin, "PUT", "/v1/services/s/instances/i", {"address": f"{host}:{port}"})
+        assert st == 400 and "loop" in body["message"], (host, body)
+    # The same host on another port is an ordinary backend.
+    other = port + 1 if port < 65535 else port - 1
+    assert admin(p.admin, "PUT", "/v1/services/s/instances/i", {"address": f"127.0.0.1:{other}"})[0] == 201
+
+
+class Relay:
+    """A TCP relay: what it accepts goes to `target` and back, byte for byte (a loop through a
+    name or NAT that the admin API cannot see through)."""
+
+    def __init__(self, target):
+        import socket
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            up = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(c, up), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, c), daemon=True).start()
+
+
+def test_a_request_that_comes_back_is_refused_508(proxies):
+    p = proxies("")
+    relay = Relay(p.addr)  # an instance that is, in truth, the proxy itself
+    assert admin(p.admin, "PUT", "/v1/services/loop/instances/i", {"address": relay.address})[0] == 201
+    r = get(p.addr, "/x", host="loop")
+    assert r.status == 508, r.body  # the inner hop's answer, passed back out
+    assert r.header("x-switchyard-error") == "loop_detected"
+    assert relay.accepted == 1  # one round, not hundreds

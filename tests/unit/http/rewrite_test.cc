@@ -60,7 +60,8 @@ TEST_CASE("upstream request: hop-by-hop dropped, forwarding headers added") {
   CHECK(out.find("X-Forwarded-Proto: http\r\n") != std::string::npos);
   CHECK(out.find("X-Forwarded-Host: svc\r\n") != std::string::npos);
   CHECK(out.find("X-Request-Id: rid\r\n") != std::string::npos);
-  CHECK(out.find("Via: 1.0 a, 1.1 switchyard\r\n") != std::string::npos);
+  CHECK(out.find("Via: 1.0 a, 1.1 " + std::string(via_marker()) + "\r\n") != std::string::npos);
+  CHECK(via_marker().substr(0, 12) == "switchyard (");
   CHECK(out.find("X-Keep: k\r\n") != std::string::npos);
   CHECK(out.substr(out.size() - 4) == "\r\n\r\n");
 }
