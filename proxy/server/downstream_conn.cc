@@ -153,6 +153,24 @@ void DownstreamConn::shutdown() {
   if (state_ == State::kIdle) close();
 }
 
+void DownstreamConn::close_now() {
+  if (state_ == State::kClosed) return;
+  if (head_done_ && x_) {
+    const bool answered = response_started_ || !x_->to_client.empty() || x_->to_client.pending();
+    if (!answered) {
+      std::string out;
+      http::build_error_response(503, "shutting_down",
+                                 "switchyard is shutting down and shutdown_timeout ran out before an answer came", true, out);
+      uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+      const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
+      status_ = 503;
+      if (n > 0) bytes_out_ += static_cast<uint64_t>(n);
+    }
+    record(answered ? "shutdown_timeout" : "shutting_down");
+  }
+  close();
+}
+
 void DownstreamConn::close() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;

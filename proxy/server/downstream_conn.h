@@ -39,8 +39,10 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   static void accept(Worker& w, uv_stream_t* server);
   // Shutdown: close now if idle, else after the exchange in progress.
   void shutdown();
-  // Shutdown timeout: close at once, whatever is in flight.
-  void close_now() { close(); }
+  // Shutdown timeout: close at once, whatever is in flight. A request whose answer has not begun
+  // gets 503 shutting_down with Connection: close first (best effort: one non-blocking write);
+  // every request cut here gets its access-log line.
+  void close_now();
 
   DownstreamConn* prev = nullptr;  // Worker::conns list
   DownstreamConn* next = nullptr;

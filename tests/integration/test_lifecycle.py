@@ -131,20 +131,42 @@ def test_sigterm_drains_in_flight_then_exits_zero(backends, proxies):
     assert p.proc.wait(10) == 0
 
 
-def test_sigterm_gives_up_after_shutdown_timeout(backends, proxies):
+def test_sigterm_gives_up_after_shutdown_timeout(backends, proxies, tmp_path):
+    release = threading.Event()
+
     def hang(conn, req, _):
-        time.sleep(5)
+        if req.target == "/streaming":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+        release.wait(30)
         return False
 
     b = backends(hang)
-    p = proxies("shutdown_timeout: 300ms\nservices:\n" + service_config("svc", [b]))
-    busy = Client(p.addr)
-    busy.send(b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
-    wait_until(lambda: len(b.requests) == 1, what="request at backend")
-    t0 = time.monotonic()
-    p.send_signal(signal.SIGTERM)
-    assert p.proc.wait(10) == 0
-    assert time.monotonic() - t0 < 3
+    log = tmp_path / "access.log"
+    p = proxies(f"shutdown_timeout: 300ms\naccess_log: {log}\nservices:\n" + service_config("svc", [b]))
+    try:
+        waiting, streaming = Client(p.addr), Client(p.addr)
+        waiting.send(b"GET /waiting HTTP/1.1\r\nHost: svc\r\n\r\n")
+        streaming.send(b"GET /streaming HTTP/1.1\r\nHost: svc\r\n\r\n")
+        wait_until(lambda: len(b.requests) == 2, what="requests at backend")
+        start, _ = streaming.reader.read_head()  # its answer has begun
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        assert p.proc.wait(10) == 0
+        assert time.monotonic() - t0 < 3
+        # No answer had begun: 503 with Connection: close, not a silent close.
+        r = waiting.reader.read_response()
+        assert r.status == 503 and r.header("connection") == "close"
+        assert r.header("x-switchyard-error") == "shutting_down"
+        # An answer under way is cut (never padded).
+        assert streaming.closed_by_peer(5)
+        # Both have their access-log line.
+        import json
+        lines = [json.loads(l) for l in log.read_text().splitlines()]
+        by_path = {l["path"]: l for l in lines}
+        assert by_path["/waiting"]["status"] == 503 and by_path["/waiting"]["error"] == "shutting_down"
+        assert by_path["/streaming"]["status"] == 200 and by_path["/streaming"]["error"] == "shutdown_timeout"
+    finally:
+        release.set()
 
 
 def _refused(addr):
