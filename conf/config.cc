@@ -204,7 +204,8 @@ void Loader::load(const YAML::Node& root, Config& c) {
            [&](const YAML::Node& n) {
              map(n, "admin",
                  {{"listen", [&](const YAML::Node& v) { address(v, "admin.listen", c.admin.listen, true); }},
-                  {"token", [&](const YAML::Node& v) { str(v, "admin.token", c.admin.token); }}});
+                  {"token", [&](const YAML::Node& v) { str(v, "admin.token", c.admin.token); }},
+                  {"max_connections", [&](const YAML::Node& v) { uint(v, "admin.max_connections", c.admin.max_connections, 1, 100000); }}});
            }},
           {"registry",
            [&](const YAML::Node& n) {

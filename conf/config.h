@@ -139,6 +139,7 @@ struct ClientLimits {
 struct Admin {
   Address listen = Address::loopback(9901);
   std::string token;
+  uint32_t max_connections = 256;  // open admin connections; past it a new one gets 503
 };
 
 struct RegistryConf {

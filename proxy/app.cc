@@ -110,6 +110,7 @@ std::string App::start() {
   api_ = std::make_unique<admin::AdminApi>(registry_, metrics_, hooks, c.admin.token);
   metrics_.sync_registry(registry_);
 
+  apply_admin_limits(c);
   admin_listener_ = std::make_unique<net::Listener>();
   std::string e = admin_listener_->open(loop_, c.admin.listen, false, [](void* ctx, uv_stream_t* s) {
     admin::AdminConn::accept(s, static_cast<admin::AdminApi*>(ctx));
@@ -223,6 +224,16 @@ std::vector<conf::Address> App::own_addresses() {
     }
   }
   return out;
+}
+
+// The admin listener takes the proxy's client limits (a slow admin client is as much a slowloris).
+void App::apply_admin_limits(const conf::Config& c) {
+  admin::AdminLimits l;
+  l.header_timeout_ms = static_cast<uint64_t>(c.client.header_timeout.count());
+  l.idle_timeout_ms = static_cast<uint64_t>(c.client.idle_timeout.count());
+  l.body_timeout_ms = static_cast<uint64_t>(c.client.body_timeout.count());
+  l.max_connections = c.admin.max_connections;
+  admin::AdminConn::set_limits(l);
 }
 
 void App::on_inbox(uv_async_t* a) {
@@ -360,6 +371,7 @@ std::string App::reload(std::string& summary_json) {
   cfg_ = std::make_shared<const conf::Config>(std::move(next));
   metrics_on_.store(cfg_->metrics, std::memory_order_relaxed);
   api_->set_token(cfg_->admin.token);
+  apply_admin_limits(*cfg_);
   log::set_level(log::parse_level(cfg_->log_level));
   if (cfg_->access_log != old.access_log) {
     if (std::string e = access_log_.open(cfg_->access_log); !e.empty()) notes.push_back(e);

@@ -46,6 +46,7 @@ class App {
   void publish();
   size_t open_connections() const;
   std::vector<conf::Address> own_addresses();
+  void apply_admin_limits(const conf::Config& c);
   void ramp_slow_starts();
   void begin_shutdown();
   void finish_shutdown();

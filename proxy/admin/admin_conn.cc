@@ -3,13 +3,14 @@
 
 #include "proxy/http/rewrite.h"
 #include "proxy/net/close.h"
+#include "proxy/net/log.h"
 
 namespace sy::admin {
 
 namespace {
 constexpr size_t kMaxBody = 1024 * 1024;
 constexpr size_t kMaxHead = 64 * 1024;
-constexpr uint64_t kIdleMs = 60000;
+constexpr uint64_t kLingerMs = 1000;
 
 void lower(std::string& s) {
   for (auto& c : s)
@@ -59,6 +60,8 @@ std::string AdminRequest::query_param(const std::string& name) const {
 }
 
 AdminConn* AdminConn::live_ = nullptr;
+size_t AdminConn::count_ = 0;
+AdminLimits AdminConn::limits_;
 
 void AdminConn::close_all() {
   while (live_) live_->close();
@@ -68,6 +71,7 @@ AdminConn::AdminConn(uv_loop_t* loop, AdminHandler* h) : handler_(h) {
   next_ = live_;
   if (live_) live_->prev_ = this;
   live_ = this;
+  ++count_;
   uv_tcp_init(loop, &tcp_);
   uv_timer_init(loop, &timer_);
   tcp_.data = timer_.data = wreq_.data = this;
@@ -81,13 +85,53 @@ void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
     c->close();
     return;
   }
-  uv_timer_start(&c->timer_, on_timer, kIdleMs, 0);
+  if (count_ > limits_.max_connections) {
+    // Answered, not dropped: the client learns why (and the operator from the log).
+    log::warn("admin connection refused: " + std::to_string(count_ - 1) + " admin connections open (limit " +
+              std::to_string(limits_.max_connections) + ")");
+    c->refuse(503, "overloaded", "too many admin connections");
+    return;
+  }
+  c->phase_ = Phase::kIdle;
+  c->arm(limits_.header_timeout_ms);  // the first request's head must come within header_timeout
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read);
+}
+
+void AdminConn::arm(uint64_t ms) { uv_timer_start(&timer_, on_timer, ms, 0); }
+
+// Answers `status` with Connection: close, whatever the connection was doing.
+void AdminConn::refuse(int status, const char* code, const std::string& message) {
+  AdminResponse r;
+  r.status = status;
+  r.body = std::string("{\"error\": \"") + code + "\", \"message\": \"" + message + "\"}\n";
+  keep_alive_ = false;
+  busy_ = true;
+  phase_ = Phase::kBusy;
+  in_.clear();
+  respond(r);
 }
 
 void AdminConn::on_timer(uv_timer_t* t) {
   auto* c = static_cast<AdminConn*>(t->data);
-  if (!c->busy_ || c->lingering_) c->close();
+  const uint64_t now = uv_now(t->loop);
+  switch (c->phase_) {
+    case Phase::kIdle:
+    case Phase::kLinger:
+      c->close();
+      return;
+    case Phase::kHead:
+      if (now >= c->head_deadline_ms_) c->refuse(408, "request_timeout", "the request head did not arrive within client.header_timeout");
+      else c->arm(c->head_deadline_ms_ - now);
+      return;
+    case Phase::kBody: {
+      const uint64_t quiet = now - c->last_read_ms_;
+      if (quiet >= limits_.body_timeout_ms) c->refuse(408, "request_timeout", "no request body bytes for client.body_timeout");
+      else c->arm(limits_.body_timeout_ms - quiet);
+      return;
+    }
+    case Phase::kBusy:
+      return;
+  }
 }
 
 void AdminConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -103,12 +147,12 @@ void AdminConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     return;
   }
   if (c->lingering_) return;  // discarded
+  c->last_read_ms_ = uv_now(s->loop);
   c->in_.append(c->rbuf_, static_cast<size_t>(n));
   if (c->in_.size() > kMaxBody + kMaxHead && !c->busy_) {
     c->close();
     return;
   }
-  uv_timer_start(&c->timer_, on_timer, kIdleMs, 0);
   if (!c->busy_) c->parse();
 }
 
@@ -120,14 +164,8 @@ void AdminConn::parse() {
       used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - in_.data());
       llhttp_resume(&parser_);
     } else if (err != HPE_OK) {
-      AdminResponse r;
-      r.status = error_ ? error_ : 400;
-      r.body = std::string("{\"error\": \"") + (r.status == 413 ? "body_too_large" : "bad_request") +
-               "\", \"message\": \"" + (r.status == 413 ? "request body over 1 MiB" : "malformed HTTP request") + "\"}\n";
-      keep_alive_ = false;
-      busy_ = true;
-      in_.clear();
-      respond(r);
+      if (error_ == 413) refuse(413, "body_too_large", "request body over 1 MiB");
+      else refuse(400, "bad_request", "malformed HTTP request");
       return;
     }
     in_.erase(0, used);
@@ -171,18 +209,22 @@ void AdminConn::on_write(uv_write_t* w, int status) {
       c->close();
       return;
     }
-    uv_timer_start(&c->timer_, on_timer, 1000, 0);
+    c->phase_ = Phase::kLinger;
+    c->arm(kLingerMs);
     return;
   }
   c->busy_ = false;
   c->req_ = AdminRequest{};
   c->url_.clear();
+  c->phase_ = Phase::kIdle;
+  c->arm(limits_.idle_timeout_ms);
   c->parse();
 }
 
 void AdminConn::close() {
   if (closing_) return;
   closing_ = true;
+  --count_;
   if (prev_) prev_->next_ = next_;
   else live_ = next_;
   if (next_) next_->prev_ = prev_;
@@ -210,6 +252,9 @@ const llhttp_settings_t* AdminConn::settings() {
       c->value_.clear();
       c->in_value_ = false;
       c->error_ = 0;
+      c->phase_ = Phase::kHead;
+      c->head_deadline_ms_ = uv_now(c->tcp_.loop) + limits_.header_timeout_ms;
+      c->arm(limits_.header_timeout_ms);
       return 0;
     };
     x.on_url = [](llhttp_t* p, const char* at, size_t n) {
@@ -249,6 +294,11 @@ const llhttp_settings_t* AdminConn::settings() {
         c->error_ = 413;
         return -1;
       }
+      if ((p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0)) {
+        c->phase_ = Phase::kBody;
+        c->last_read_ms_ = uv_now(c->tcp_.loop);
+        c->arm(limits_.body_timeout_ms);
+      }
       return 0;
     };
     x.on_body = [](llhttp_t* p, const char* at, size_t n) {
@@ -264,6 +314,8 @@ const llhttp_settings_t* AdminConn::settings() {
       auto* c = static_cast<AdminConn*>(p->data);
       c->keep_alive_ = llhttp_should_keep_alive(p);
       c->busy_ = true;
+      c->phase_ = Phase::kBusy;
+      uv_timer_stop(&c->timer_);
       return static_cast<int>(HPE_PAUSED);
     };
     return x;

@@ -40,9 +40,21 @@ class AdminHandler {
   virtual void forget(AdminConn* conn) = 0;
 };
 
+// The client limits the admin listener shares with the proxy listener (client.*), and its own
+// connection cap.
+struct AdminLimits {
+  uint64_t header_timeout_ms = 10000;  // first byte of a request → its head complete
+  uint64_t idle_timeout_ms = 60000;    // a keep-alive connection between requests
+  uint64_t body_timeout_ms = 60000;    // silence between two reads of a request body
+  size_t max_connections = 256;        // beyond it a new connection gets 503 and is closed
+};
+
 class AdminConn {
  public:
   static void accept(uv_stream_t* server, AdminHandler* handler);
+  // Main loop only; applies to connections accepted and requests begun afterwards.
+  static void set_limits(const AdminLimits& l) { limits_ = l; }
+  static size_t open_count() { return count_; }
   void respond(const AdminResponse& r);
   void close();
   // Shutdown: closes every open admin connection (their memory is freed in the close callbacks).
@@ -57,6 +69,20 @@ class AdminConn {
   static void on_timer(uv_timer_t* t);
   static const llhttp_settings_t* settings();
   void parse();
+  void arm(uint64_t ms);
+  void refuse(int status, const char* code, const std::string& message);
+
+  // What the connection is doing, for its one timer (timestamps, not a restart per read).
+  enum class Phase {
+    kIdle,     // between requests (or before the first): idle_timeout (header_timeout at first)
+    kHead,     // a request head is arriving: header_timeout from its first byte
+    kBody,     // its body is arriving: body_timeout of silence
+    kBusy,     // being answered (a long poll may take minutes): no timer
+    kLinger,   // answered with Connection: close; discarding input for a second
+  };
+  Phase phase_ = Phase::kIdle;
+  uint64_t head_deadline_ms_ = 0;
+  uint64_t last_read_ms_ = 0;
 
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
@@ -80,6 +106,8 @@ class AdminConn {
   AdminConn* prev_ = nullptr;  // every live connection, for close_all()
   AdminConn* next_ = nullptr;
   static AdminConn* live_;
+  static size_t count_;
+  static AdminLimits limits_;
 };
 
 }  // namespace sy::admin

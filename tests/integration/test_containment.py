@@ -183,3 +183,66 @@ def test_a_request_that_comes_back_is_refused_508(proxies):
     assert r.status == 508, r.body  # the inner hop's answer, passed back out
     assert r.header("x-switchyard-error") == "loop_detected"
     assert relay.accepted == 1  # one round, not hundreds
+
+
+def test_admin_listener_has_the_client_limits(proxies):
+    import socket
+    import time
+    p = proxies("client: { header_timeout: 1s, idle_timeout: 1s, body_timeout: 1s }\nadmin:\n  listen: 127.0.0.1:0\n  max_connections: 4\n")
+    # A head trickling in one byte at a time: 408 after header_timeout, though bytes keep coming.
+    s = socket.create_connection(p.admin, timeout=10)
+    t0 = time.monotonic()
+    got = b""
+    for ch in b"GET /v1/services HTTP/1.1\r\nHost: a\r\n":
+        try:
+            s.sendall(bytes([ch]))
+        except OSError:
+            break
+        s.settimeout(0.2)
+        try:
+            got += s.recv(4096)
+        except socket.timeout:
+            pass
+        if got:
+            break
+    s.settimeout(10)
+    while b"\r\n\r\n" not in got:
+        data = s.recv(4096)
+        if not data:
+            break
+        got += data
+    assert got.startswith(b"HTTP/1.1 408"), got
+    assert 0.9 <= time.monotonic() - t0 < 8
+    s.close()
+    # A body that stalls: 408 after body_timeout.
+    s = socket.create_connection(p.admin, timeout=10)
+    s.sendall(b"PUT /v1/services/s/instances/i HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{\"addr")
+    assert s.recv(4096).startswith(b"HTTP/1.1 408")
+    s.close()
+    # An idle keep-alive connection is closed after idle_timeout.
+    c = socket.create_connection(p.admin, timeout=10)
+    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    t0 = time.monotonic()
+    assert c.recv(4096) == b""
+    assert time.monotonic() - t0 >= 0.9
+    c.close()
+    # The connection cap: the fifth open connection is answered 503 and closed.
+    held = [socket.create_connection(p.admin, timeout=10) for _ in range(4)]
+    extra = socket.create_connection(p.admin, timeout=10)
+    assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+    extra.close()
+    for h in held:
+        h.close()
+    wait_until(lambda: admin(p.admin, "GET", "/healthz")[0] == 200, 10, what="admin answering again")
+    assert any("admin connection refused" in l for l in p.lines)
+
+
+def test_admin_long_poll_outlives_the_client_timeouts(backends, proxies):
+    import time
+    b = backends()
+    p = proxies("client: { header_timeout: 1s, idle_timeout: 1s, body_timeout: 1s }\nservices:\n" + service_config("web", [b]))
+    idx = admin(p.admin, "GET", "/v1/services/web")[1]["index"]
+    t0 = time.monotonic()
+    st, body, _ = admin(p.admin, "GET", f"/v1/services/web?index={idx}&wait=2500ms")
+    assert st == 200 and time.monotonic() - t0 >= 2.4
