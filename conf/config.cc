@@ -189,6 +189,12 @@ void Loader::load(const YAML::Node& root, Config& c) {
              }
            }},
           {"workers", [&](const YAML::Node& n) { uint(n, "workers", c.workers, 0, 256); }},
+          {"max_connections",
+           [&](const YAML::Node& n) {
+             uint32_t v = 0;
+             uint(n, "max_connections", v, 0, 10000000);
+             c.max_connections = v;
+           }},
           {"zone", [&](const YAML::Node& n) { str(n, "zone", c.zone); }},
           {"shutdown_timeout", [&](const YAML::Node& n) { duration(n, "shutdown_timeout", c.shutdown_timeout); }},
           {"log_level",

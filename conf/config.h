@@ -151,6 +151,7 @@ struct Config {
   std::string path;  // the file this came from ("" = built-in defaults)
   std::vector<Address> listen{Address::loopback(8080)};
   uint32_t workers = 1;
+  uint64_t max_connections = 0;  // client connections in all; 0 = a safe share of RLIMIT_NOFILE
   std::string zone;
   Millis shutdown_timeout{10000};
   std::string log_level = "info";

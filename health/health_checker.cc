@@ -1,6 +1,8 @@
 // HealthChecker and its probe sessions.
 #include "health/health_checker.h"
 
+#include "proxy/net/resource.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -35,9 +37,17 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
 
   void start_probe() {
     probing_ = true;
-    conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this);
+    int err = 0;
+    conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this, nullptr, &err);
     if (!conn_) {
-      done(ProbeResult::kFailure, "cannot start a connection");
+      net::Resource r;
+      if (net::is_exhaustion(err, r)) {
+        // The proxy is short of descriptors or memory: this round says nothing of the instance.
+        probing_ = false;
+        uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.interval.count()), 0);
+        return;
+      }
+      done(ProbeResult::kFailure, std::string("cannot start a connection: ") + uv_strerror(err));
       return;
     }
     uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.timeout.count()), 0);

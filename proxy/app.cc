@@ -1,9 +1,10 @@
 // App: wiring, signals, reload, shutdown.
 #include "proxy/app.h"
 
-#include <cstring>
+#include <sys/resource.h>
 
 #include <csignal>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -44,8 +45,25 @@ class App::Reporter final : public server::ExchangeObserver {
     if (on_.load(std::memory_order_relaxed)) metrics_.on_upstream_response(rt, service, instance, status);
   }
   void flush() override { log_.flush(); }
+  // Counted always; logged at most once a second per resource and worker, with the count since.
+  void on_exhaustion(net::Resource r, std::string_view what) override {
+    metrics_.on_exhaustion(r, what);
+    Alarm& a = alarms_[static_cast<int>(r)];
+    ++a.count;
+    const uint64_t now_ms = uv_hrtime() / 1000000;
+    if (a.last_ms != 0 && now_ms - a.last_ms < 1000) return;
+    log::warn(std::string("resource exhaustion (") + net::resource_name(r) + "): " + std::string(what) + "; " +
+              std::to_string(a.count) + (a.count == 1 ? " time" : " times") + " since the last report");
+    a.count = 0;
+    a.last_ms = now_ms;
+  }
 
  private:
+  struct Alarm {
+    uint64_t count = 0;
+    uint64_t last_ms = 0;
+  };
+  Alarm alarms_[net::kResourceKinds];
   admin::Metrics& metrics_;
   server::AccessLog log_;
   const std::atomic<bool>& on_;
@@ -112,7 +130,11 @@ std::string App::start() {
 
   apply_admin_limits(c);
   admin_listener_ = std::make_unique<net::Listener>();
-  std::string e = admin_listener_->open(loop_, c.admin.listen, false, [](void* ctx, uv_stream_t* s) {
+  std::string e = admin_listener_->open(loop_, c.admin.listen, false, [](void* ctx, uv_stream_t* s, int status) {
+    if (status < 0) {
+      log::warn(std::string("admin listener: accept failed: ") + uv_strerror(status));
+      return;
+    }
     admin::AdminConn::accept(s, static_cast<admin::AdminApi*>(ctx));
   }, api_.get());
   if (!e.empty()) return e;
@@ -142,8 +164,28 @@ std::string App::start() {
   return "";
 }
 
+// max_connections, or by default a safe share of the descriptors this process may open: each
+// client connection may need an upstream one, and some are kept for the admin API, probes, logs
+// and pooled connections (HAProxy sizes maxconn the same way). The soft limit is raised to the
+// hard one first, as HAProxy does.
+uint64_t App::connection_cap() const {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = std::min<rlim_t>(rl.rlim_max, 1 << 20);
+    if (raised.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  if (cfg_->max_connections > 0) return cfg_->max_connections;
+  const uint64_t fds = rl.rlim_cur == RLIM_INFINITY ? (1 << 20) : static_cast<uint64_t>(rl.rlim_cur);
+  const uint64_t reserve = std::min<uint64_t>(100, fds / 4);
+  return std::max<uint64_t>(1, (fds - reserve) / 2);
+}
+
 std::string App::start_workers(int n) {
   const auto& c = *cfg_;
+  const uint64_t cap = connection_cap();
+  const uint64_t share = std::max<uint64_t>(1, (cap + static_cast<uint64_t>(n) - 1) / static_cast<uint64_t>(n));
+  log::info("max_connections " + std::to_string(cap) + (n > 1 ? " (" + std::to_string(share) + " per worker)" : ""));
   if (n == 1) {
     // The main loop is the worker: no threads, outcomes applied directly.
     reporters_.push_back(std::make_unique<Reporter>(metrics_, access_log_, metrics_on_, 0));
@@ -154,10 +196,11 @@ std::string App::start_workers(int n) {
     worker_.app = this;
     worker_.on_drained = on_worker_drained;
     worker_.rng_state ^= uv_hrtime();
+    worker_.max_conns = share;
     for (const auto& addr : c.listen) {
       auto l = std::make_unique<net::Listener>();
-      std::string e = l->open(loop_, addr, false, [](void* ctx, uv_stream_t* s) {
-        server::DownstreamConn::accept(*static_cast<server::Worker*>(ctx), s);
+      std::string e = l->open(loop_, addr, false, [](void* ctx, uv_stream_t* s, int status) {
+        server::DownstreamConn::accept(*static_cast<server::Worker*>(ctx), s, status);
       }, &worker_);
       if (!e.empty()) return e;
       log::notice("listening proxy=" + l->bound().text);
@@ -173,6 +216,7 @@ std::string App::start_workers(int n) {
   for (int i = 0; i < n; ++i) {
     reporters_.push_back(std::make_unique<Reporter>(metrics_, access_log_, metrics_on_, i));
     threads_.push_back(std::make_unique<server::WorkerThread>(i, table_, *reporters_.back(), *inbox_));
+    threads_.back()->set_max_connections(share);
   }
   // Every worker listens on every address with SO_REUSEPORT; a port-0 address takes the port the
   // first worker was given, so all of them share it.

@@ -42,6 +42,7 @@ class App {
 
   std::string start();
   std::string start_workers(int n);
+  uint64_t connection_cap() const;
   std::string reload(std::string& summary_json);
   void publish();
   size_t open_connections() const;

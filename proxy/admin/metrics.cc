@@ -42,6 +42,12 @@ Metrics::Metrics()
       registry_instances_(prometheus::BuildGauge().Name("switchyard_registry_instances").Help("Registered instances by service and state").Register(*reg_)),
       downstream_connections_(prometheus::BuildGauge().Name("switchyard_downstream_connections").Help("Open client connections").Register(*reg_).Add({})),
       worker_connections_(prometheus::BuildCounter().Name("switchyard_worker_connections_total").Help("Client connections accepted, by worker (event-loop thread)").Register(*reg_)) {
+  auto& exhaustion = prometheus::BuildCounter()
+                         .Name("switchyard_resource_exhaustion_total")
+                         .Help("Times the proxy ran short of its own resources (fd, connections, memory)")
+                         .Register(*reg_);
+  for (int i = 0; i < net::kResourceKinds; ++i)
+    exhaustion_[i] = &exhaustion.Add({{"resource", net::resource_name(static_cast<net::Resource>(i))}});
   prometheus::BuildGauge().Name("switchyard_build_info").Help("Build information").Register(*reg_).Add({{"version", SWITCHYARD_VERSION}}).Set(1);
   start_time_ = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
                                         std::chrono::system_clock::now().time_since_epoch())

@@ -33,6 +33,8 @@ class Metrics final : public server::ExchangeObserver {
   Metrics();
   void on_exchange(const Record& r) override;
   void on_connections(int64_t delta) override;
+  // switchyard_resource_exhaustion_total{resource} (the logging is the caller's).
+  void on_exhaustion(net::Resource r, std::string_view) override { exhaustion_[static_cast<int>(r)]->Increment(); }
   void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
                             int status) override;
   // Per-service handles for ServiceRuntime::stats (stable address; never freed while we live).
@@ -89,6 +91,7 @@ class Metrics final : public server::ExchangeObserver {
   prometheus::Family<prometheus::Gauge>& registry_instances_;
   prometheus::Gauge& downstream_connections_;
   prometheus::Family<prometheus::Counter>& worker_connections_;
+  prometheus::Counter* exhaustion_[net::kResourceKinds] = {};
   std::unordered_map<std::string, ServiceStats> services_;
   std::unordered_map<const void*, int> refs_;
   std::atomic<ServiceStats*> none_{nullptr};

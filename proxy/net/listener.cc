@@ -40,8 +40,7 @@ void Listener::close() {
 
 void Listener::on_connection(uv_stream_t* s, int status) {
   auto* l = static_cast<Listener*>(s->data);
-  if (status < 0) return;  // EMFILE and friends: libuv retries; nothing to do per connection
-  l->cb_(l->ctx_, s);
+  l->cb_(l->ctx_, s, status);
 }
 
 }  // namespace sy::net

@@ -1,5 +1,7 @@
 // A listening TCP socket on a loop. Knows nothing of HTTP: each new connection is handed to
-// `on_connection(ctx, server)`, which accepts it.
+// `on_connection(ctx, server, 0)`, which accepts it (or leaves it: libuv then stops watching the
+// socket until uv_accept is called, and further clients wait in the kernel's backlog). A failed
+// accept comes as `on_connection(ctx, server, UV_E...)` (EMFILE: libuv has closed that one).
 #pragma once
 
 #include <uv.h>
@@ -12,7 +14,7 @@ namespace sy::net {
 
 class Listener {
  public:
-  using OnConnection = void (*)(void* ctx, uv_stream_t* server);
+  using OnConnection = void (*)(void* ctx, uv_stream_t* server, int status);
 
   // Binds and listens. Returns "" or an error naming the address. `bound()` then holds the real
   // address (with the kernel's port when the configured one was 0).

@@ -94,7 +94,23 @@ void DownstreamConn::take_exchange() {
   if (!x_) x_ = w_.exchanges.acquire();
 }
 
-void DownstreamConn::accept(Worker& w, uv_stream_t* server) {
+void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
+  if (status < 0) {
+    // libuv closed that connection already (its EMFILE reserve trick): count and log it.
+    net::Resource r;
+    if (w.observer && net::is_exhaustion(status, r))
+      w.observer->on_exhaustion(r, std::string("accept: ") + uv_strerror(status));
+    return;
+  }
+  if (w.conn_count >= w.max_conns) {
+    // At max_connections: leave it un-accepted. libuv holds it and stops watching the listener;
+    // later clients wait in the kernel's backlog (HAProxy's maxconn). close() resumes.
+    if (std::find(w.paused_listeners.begin(), w.paused_listeners.end(), server) == w.paused_listeners.end()) {
+      w.paused_listeners.push_back(server);
+      if (w.observer) w.observer->on_exhaustion(net::Resource::kConnections, "max_connections reached; new clients wait in the backlog");
+    }
+    return;
+  }
   auto* c = new DownstreamConn(w);
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
     c->state_ = State::kClosed;
@@ -189,6 +205,12 @@ void DownstreamConn::close() {
   pending_closes_ = 2;
   net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  // A place is free: a listener left waiting at max_connections takes its client now.
+  if (!w_.paused_listeners.empty() && !w_.shutting_down && w_.conn_count < w_.max_conns) {
+    uv_stream_t* server = w_.paused_listeners.back();
+    w_.paused_listeners.pop_back();
+    accept(w_, server);
+  }
   if (w_.shutting_down && w_.conn_count == 0 && w_.on_drained) w_.on_drained(&w_);
 }
 
@@ -316,6 +338,7 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     else c->rbuf_.start = c->rbuf_.end = 0;  // discarded
     return;
   }
+  if (n == UV_ENOBUFS && c->w_.observer) c->w_.observer->on_exhaustion(net::Resource::kMemory, "no read buffer for a client");
   if (n < 0) {
     // The client went away (or half-closed). Nothing more will come: finish nothing, drop all.
     if (c->state_ == State::kForwarding && c->request_done_ && n == UV_EOF) {
@@ -711,9 +734,24 @@ void DownstreamConn::connect_upstream(bool fresh) {
     ++srt_->pending;
     counted_pending_ = true;
   }
+  int err = 0;
   up_ = UpstreamConn::connect(w_.loop, w_.buffers, endpoint_->address, endpoint_->uid, upstreams_->cfg->timeouts.connect,
-                              this, srt_ ? srt_->connections : nullptr);
-  if (!up_) fail_attempt(upstream::UpstreamError::kConnectFailed);
+                              this, srt_ ? srt_->connections : nullptr, &err);
+  if (up_) return;
+  if (counted_pending_) {
+    --srt_->pending;
+    counted_pending_ = false;
+  }
+  net::Resource r;
+  if (net::is_exhaustion(err, r)) {
+    // The proxy's own shortage: the instance is not blamed, and the client hears why.
+    report_outcome(health::Outcome::kNeutral);
+    if (w_.observer) w_.observer->on_exhaustion(r, std::string("upstream connect: ") + uv_strerror(err));
+    send_error(503, "overloaded", std::string("switchyard is out of ") + (r == net::Resource::kFd ? "file descriptors" : "memory") +
+                                      " (" + uv_strerror(err) + "); try again shortly", close_after_);
+    return;
+  }
+  fail_attempt(upstream::UpstreamError::kConnectFailed);
 }
 
 void DownstreamConn::on_upstream_connected(UpstreamConn*) {

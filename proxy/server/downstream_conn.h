@@ -35,8 +35,9 @@ class DownstreamConn final : public upstream::UpstreamOwner {
     kClosed,       // uv_close issued; freed in the close callback
   };
 
-  // Accepts one pending connection on `server`.
-  static void accept(Worker& w, uv_stream_t* server);
+  // Accepts one pending connection on `server` (`status` < 0: the accept failed), unless the
+  // worker is at its share of max_connections: then the listener waits (Worker::paused_listeners).
+  static void accept(Worker& w, uv_stream_t* server, int status = 0);
   // Shutdown: close now if idle, else after the exchange in progress.
   void shutdown();
   // Shutdown timeout: close at once, whatever is in flight. A request whose answer has not begun

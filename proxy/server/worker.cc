@@ -35,6 +35,7 @@ void Worker::close_orphaned_pools() {
 void Worker::begin_shutdown() {
   if (shutting_down) return;
   shutting_down = true;
+  paused_listeners.clear();
   for (auto& l : listeners) l->close();
   for (DownstreamConn* c = conns; c;) {
     DownstreamConn* next = c->next;
@@ -46,6 +47,7 @@ void Worker::begin_shutdown() {
 
 void Worker::close_all() {
   shutting_down = true;
+  paused_listeners.clear();
   for (auto& l : listeners) l->close();
   while (conns) conns->close_now();
   pool.close_all();

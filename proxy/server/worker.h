@@ -15,6 +15,7 @@
 #include "health/runtime.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/listener.h"
+#include "proxy/net/resource.h"
 #include "proxy/server/exchange.h"
 #include "proxy/server/routing_table.h"
 #include "proxy/upstream/pool.h"
@@ -49,6 +50,8 @@ class ExchangeObserver {
   virtual void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
                                     int status) = 0;
   virtual void on_connections(int64_t delta) = 0;
+  // The proxy ran short of `r` (`what` says where); counted, and logged at most once a second.
+  virtual void on_exhaustion(net::Resource r, std::string_view what) = 0;
   // Periodic, on the worker's loop: write out what is batched (the access log).
   virtual void flush() {}
 };
@@ -62,6 +65,10 @@ struct Worker {
   ExchangeObserver* observer = nullptr;
   std::vector<std::unique_ptr<net::Listener>> listeners;
   std::vector<conf::Address> own_listeners;  // their bound addresses (requests to them are loops)
+  // max_connections, this worker's share. At it, listeners are left un-accepted (libuv then stops
+  // watching them and clients wait in the backlog) and listed here until a connection closes.
+  size_t max_conns = SIZE_MAX;
+  std::vector<uv_stream_t*> paused_listeners;
 
   // Outcomes of upstream attempts feed breakers and outlier detection, which live on the main
   // loop. On the main loop (`health` set) they are applied at once; a worker thread collects them

@@ -61,8 +61,8 @@ WorkerThread::~WorkerThread() {
 
 std::string WorkerThread::listen(const conf::Address& addr, conf::Address& bound) {
   auto l = std::make_unique<net::Listener>();
-  std::string e = l->open(&loop_, addr, true, [](void* ctx, uv_stream_t* s) {
-    DownstreamConn::accept(*static_cast<Worker*>(ctx), s);
+  std::string e = l->open(&loop_, addr, true, [](void* ctx, uv_stream_t* s, int status) {
+    DownstreamConn::accept(*static_cast<Worker*>(ctx), s, status);
   }, &worker_);
   if (!e.empty()) return e;
   bound = l->bound();

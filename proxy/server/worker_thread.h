@@ -50,6 +50,8 @@ class WorkerThread {
   // or an error; bound() then gives the address (the first worker's port for a port-0 config).
   std::string listen(const conf::Address& addr, conf::Address& bound);
   void start();
+  // Main thread, before start(): this worker's share of max_connections.
+  void set_max_connections(size_t n) { worker_.max_conns = n; }
 
   // Main loop → worker (asynchronous).
   void notify_snapshot();  // a new snapshot: switch to it, let the old one go

@@ -46,7 +46,7 @@ UpstreamConn::~UpstreamConn() { drop_buffer(); }
 
 UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                     uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
-                                    std::shared_ptr<std::atomic<uint32_t>> open_count) {
+                                    std::shared_ptr<std::atomic<uint32_t>> open_count, int* error) {
   auto* c = new UpstreamConn(loop, buffers);
   if (open_count) {
     ++*open_count;
@@ -58,6 +58,7 @@ UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, c
   c->state_ = State::kConnecting;
   int rc = uv_tcp_connect(&c->connect_req_, &c->tcp_, addr.sa(), on_connect);
   if (rc < 0) {
+    if (error) *error = rc;
     c->owner_ = nullptr;
     c->close();
     return nullptr;

@@ -63,10 +63,12 @@ class UpstreamConn {
 
   // Starts a connection; the owner hears on_upstream_connected or on_upstream_error.
   // `open_count`, when given, is incremented now and decremented when the connection closes
-  // (a service's max_connections limit counts through it).
+  // (a service's max_connections limit counts through it). Returns nullptr when the connection
+  // could not even be started; `*error` then holds libuv's error (UV_EMFILE: the proxy is out of
+  // file descriptors, which is no fault of the instance).
   static UpstreamConn* connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
-                               std::shared_ptr<std::atomic<uint32_t>> open_count = nullptr);
+                               std::shared_ptr<std::atomic<uint32_t>> open_count = nullptr, int* error = nullptr);
 
   void attach(UpstreamOwner* owner);  // taken from the pool
   // Bytes to send: add to out() then call write().

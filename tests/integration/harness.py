@@ -314,13 +314,14 @@ def respond(conn, status=200, body=b"", headers=None, reason="OK"):
 class Proxy:
     """The real binary, started on a generated config with port-0 listeners."""
 
-    def __init__(self, config_text="", extra_args=None, tmpdir=None, config_path=None, env=None):
+    def __init__(self, config_text="", extra_args=None, tmpdir=None, config_path=None, env=None, prefix=None):
         self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="switchyard-test-")
         self.config_path = config_path or os.path.join(self.tmpdir, "switchyard.yaml")
         if config_path is None:
             self.write_config(config_text)
         self.extra_args = extra_args or []
         self.env = env
+        self.prefix = prefix or []  # e.g. ["prlimit", "--nofile=64"]: runs the binary under it (exec'd)
         self.lines = []
         self.proc = None
         self.start()
@@ -346,7 +347,7 @@ class Proxy:
     def start(self):
         self.lines = []
         self.ready = threading.Event()
-        self.proc = subprocess.Popen([BIN, "-c", self.config_path] + self.extra_args, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.prefix + [BIN, "-c", self.config_path] + self.extra_args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=self.env)
         threading.Thread(target=self._pump, daemon=True).start()
         wait_until(lambda: self.ready.is_set() or self.proc.poll() is not None, 20, what="switchyard to start")

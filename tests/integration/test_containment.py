@@ -11,7 +11,8 @@ from harness import admin, get, respond, wait_until
 
 def metric(p, name, labels):
     text = admin(p.admin, "GET", "/metrics")[1]
-    m = re.search(re.escape(name) + r"\{" + labels + r"\} (\S+)", text)
+    pattern = "^" + re.escape(name) + (r"\{" + labels + r"\}" if labels else "") + r" (\S+)$"
+    m = re.search(pattern, text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
@@ -246,3 +247,81 @@ def test_admin_long_poll_outlives_the_client_timeouts(backends, proxies):
     t0 = time.monotonic()
     st, body, _ = admin(p.admin, "GET", f"/v1/services/web?index={idx}&wait=2500ms")
     assert st == 200 and time.monotonic() - t0 >= 2.4
+
+
+def under_fd_limit(proxies, text, limit=64):
+    from harness import Proxy  # noqa: F401  (the fixture builds it)
+    return proxies(text, prefix=["prlimit", f"--nofile={limit}:{limit}"])
+
+
+def instances_unblamed(p, service):
+    for inst in admin(p.admin, "GET", f"/v1/services/{service}")[1]["instances"]:
+        assert inst["state"] == "healthy" and inst["circuit_breaker"] == "closed" and inst["ejections"] == 0, inst
+    assert not any("circuit breaker open" in l or "outlier ejected" in l for l in p.lines), p.log()
+
+
+def test_max_connections_leaves_clients_in_the_backlog(backends, proxies):
+    """At max_connections (by default a share of RLIMIT_NOFILE: 24 of 64 here) the proxy stops
+    accepting; the next clients wait in the backlog and are served as places free up."""
+    import socket
+    b = backends(name="b")
+    p = under_fd_limit(proxies, "workers: 1\nservices:\n" + service_config("web", [b]))
+    line = p.wait_log(r"max_connections \d+")
+    cap = int(re.search(r"max_connections (\d+)", "\n".join(p.lines)).group(1))
+    assert cap == 24, p.log()
+    idle = [socket.create_connection(p.addr, timeout=30) for _ in range(cap)]
+    wait_until(lambda: metric(p, "switchyard_downstream_connections", "") == cap, 10, what="all idle ones accepted")
+    waiting = [socket.create_connection(p.addr, timeout=30) for _ in range(5)]  # the backlog holds them
+    for w in waiting:
+        w.sendall(b"GET /late HTTP/1.1\r\nHost: web\r\n\r\n")
+    wait_until(lambda: metric(p, "switchyard_resource_exhaustion_total", 'resource="connections"') >= 1, 10,
+               what="the cap noticed")
+    assert metric(p, "switchyard_downstream_connections", "") == cap
+    for s in idle:
+        s.close()
+    for w in waiting:  # each answered once places are free
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = w.recv(4096)
+            assert chunk, "closed without an answer"
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data
+        w.close()
+    p.wait_log(r"resource exhaustion \(connections\)")
+    instances_unblamed(p, "web")
+
+
+def test_out_of_file_descriptors_is_not_a_backend_failure(backends, proxies):
+    """max_connections set above what RLIMIT_NOFILE allows: accepts and upstream connects fail with
+    EMFILE. Clients that got in hear 503 overloaded; nothing is held against the instances; once
+    the pressure is gone the next requests are answered at once."""
+    import socket
+    a, b = backends(name="a"), backends(name="b")
+    p = under_fd_limit(proxies, "workers: 1\nmax_connections: 1000\nservices:\n" + service_config("web", [a, b]))
+    clients = []
+    for _ in range(80):
+        try:
+            clients.append(socket.create_connection(p.addr, timeout=30))
+        except OSError:
+            break
+    answers = []
+    for c in clients:
+        try:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+            c.settimeout(30)
+            data = c.recv(4096)
+        except OSError:
+            data = b""
+        answers.append(data)
+    overloaded = [d for d in answers if d.startswith(b"HTTP/1.1 503") and b"overloaded" in d]
+    assert overloaded, answers[:5]
+    assert b"file descriptors" in overloaded[0]
+    for c in clients:
+        c.close()
+    # (The admin listener needs a descriptor too: it answers again once the clients are gone.)
+    wait_until(lambda: metric(p, "switchyard_downstream_connections", "") == 0, 10, what="clients gone")
+    assert metric(p, "switchyard_resource_exhaustion_total", 'resource="fd"') >= 1
+    statuses = [get(p.addr, host="web").status for _ in range(10)]
+    assert statuses == [200] * 10
+    instances_unblamed(p, "web")
+    p.wait_log(r"resource exhaustion \(fd\)")
