@@ -2,7 +2,8 @@
 # Installs what is missing, builds, and runs every test: unit (doctest) and integration (pytest
 # against the real binary on loopback), first in the plain build, then under AddressSanitizer +
 # UndefinedBehaviorSanitizer, then under ThreadSanitizer with every proxy started at `workers: 2`
-# (SWITCHYARD_TEST_WORKERS). Exits non-zero if anything fails.
+# (SWITCHYARD_TEST_WORKERS); then every libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (60) each,
+# clang + ASan + UBSan (deploy/fuzz.sh). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
@@ -26,4 +27,18 @@ for flavour in plain asan tsan; do
     exit "$rc"
   fi
 done
+echo "== fuzzing: each target ${FUZZ_SECONDS:-60} s (deploy/fuzz.sh)"
+set +e
+fuzz_out=$(deploy/fuzz.sh "${FUZZ_SECONDS:-60}")
+rc=$?
+set -e
+echo "$fuzz_out"
+summary=$(echo "$fuzz_out" | tail -1)
+ok=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+fail=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+total_ok=$((total_ok + ${ok:-0})); total_fail=$((total_fail + ${fail:-1}))
+if [[ $rc -ne 0 ]]; then
+  echo "$total_ok passed, $total_fail failed"
+  exit "$rc"
+fi
 echo "$total_ok passed, $total_fail failed"

@@ -1,6 +1,8 @@
 // Head rewriting for forwarded requests and responses.
 #include "proxy/http/rewrite.h"
 
+#include <llhttp.h>
+
 #include <cstdio>
 #include <random>
 
@@ -141,6 +143,22 @@ void build_upstream_request(const MessageHead& req, const RequestForward& f, std
   out.append(req.http_minor == 0 ? "1.0 " : "1.1 ");
   out.append(via_marker());
   out.append("\r\n\r\n");
+}
+
+bool forwardable_request(const MessageHead& req, bool& looped) {
+  if (req.http_major != 1) return false;  // HTTP/0.9 (no version) and 2.0+ are not spoken here
+  if (req.method == HTTP_CONNECT || req.method == HTTP_PRI) return false;
+  int hosts = 0;
+  const std::string_view marker = via_marker();
+  for (size_t i = 0; i < req.count(); ++i) {
+    const std::string_view name = req.name(i), value = req.value(i);
+    if (iequals(name, "host")) ++hosts;
+    else if (iequals(name, "transfer-encoding") && !iequals(value, "chunked")) return false;
+    // Our own Via marker: this request has been through this process already (a registration
+    // that points back at us under some name the admin API could not see through).
+    else if (iequals(name, "via") && value.find(marker) != std::string_view::npos) looped = true;
+  }
+  return hosts == 1 || (hosts == 0 && req.http_minor == 0);
 }
 
 std::string_view via_marker() {

@@ -23,6 +23,14 @@ struct RequestForward {
   bool upgrade = false;  // keep Upgrade and send "Connection: upgrade"
 };
 
+// May this request head (as llhttp parsed it into `req`, method and version set) be forwarded?
+// Smuggling and framing checks beyond llhttp's strict mode (which already refuses control
+// characters and bare CR/LF in fields): HTTP/1.x only (not 0.9, not 2.0's preface), exactly one
+// Host for 1.1, a Transfer-Encoding that is exactly "chunked" (anything else cannot be re-framed
+// safely), no CONNECT. `looped` is set when a Via carries this process's marker. One pass over
+// the fields; the proxy and the fuzz target call the same function.
+bool forwardable_request(const MessageHead& req, bool& looped);
+
 // What this process adds to a request's Via: "switchyard (<random id>)", the id fixed for the
 // life of the process. A request arriving with it has come back through this very proxy.
 std::string_view via_marker();

@@ -487,21 +487,7 @@ int DownstreamConn::cb_headers_complete(llhttp_t* p) {
   c->x_->req.http_major = p->http_major;
   c->x_->req.http_minor = p->http_minor;
   c->x_->req.method = p->method;
-  // Smuggling and framing checks beyond llhttp's strict mode (which already refuses control
-  // characters and bare CR/LF in fields): one Host, and a Transfer-Encoding that is exactly
-  // "chunked" (anything else cannot be re-framed safely).
-  int hosts = 0;
-  for (size_t i = 0; i < c->x_->req.count(); ++i) {
-    std::string_view name = c->x_->req.name(i), value = c->x_->req.value(i);
-    if (http::iequals(name, "host")) ++hosts;
-    // Our own Via marker: this request has been through this process already (a registration
-    // that points back at us under some name the admin API could not see through).
-    if (http::iequals(name, "via") && value.find(http::via_marker()) != std::string_view::npos) c->looped_ = true;
-    if (http::iequals(name, "transfer-encoding") && !http::iequals(value, "chunked")) return -1;
-  }
-  if (p->http_major != 1) return -1;  // HTTP/0.9 (no version) and 2.0+ are not spoken here
-  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) return -1;
-  if (p->method == HTTP_CONNECT) return -1;
+  if (!http::forwardable_request(c->x_->req, c->looped_)) return -1;
   if (p->flags & F_CHUNKED) {
     c->req_framing_ = http::Framing::kChunked;
   } else if (p->flags & F_CONTENT_LENGTH) {
