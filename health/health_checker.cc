@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 namespace sy::health {
 
@@ -169,13 +170,33 @@ HealthChecker::HealthChecker(uv_loop_t* loop, net::BufferPool& buffers, registry
 
 HealthChecker::~HealthChecker() { stop_all(); }
 
-void HealthChecker::sync() {
-  std::unordered_map<uint64_t, Session*> keep;
+void HealthChecker::sync(const registry::Registry::Dirty* dirty) {
+  if (dirty && !dirty->all) {
+    for (const auto& name : dirty->services) {
+      auto it = reg_.services().find(name);
+      sync_service(name, it == reg_.services().end() ? nullptr : &it->second);
+    }
+    return;
+  }
+  std::unordered_set<std::string> seen;
   for (const auto& [name, svc] : reg_.services()) {
-    for (const auto& [id, inst] : svc.instances) {
+    sync_service(name, &svc);
+    seen.insert(name);
+  }
+  std::vector<std::string> gone;
+  for (const auto& [name, uids] : by_service_)
+    if (!seen.count(name)) gone.push_back(name);
+  for (const auto& name : gone) sync_service(name, nullptr);
+}
+
+void HealthChecker::sync_service(const std::string& name, const registry::Service* svc) {
+  std::vector<uint64_t>& uids = by_service_[name];
+  std::unordered_map<uint64_t, Session*> keep;
+  if (svc) {
+    for (const auto& [id, inst] : svc->instances) {
       const conf::HealthCheck* hc = inst.has_health_check ? &inst.health_check
-                                    : svc.cfg.has_health_check ? &svc.cfg.health_check
-                                                               : nullptr;
+                                    : svc->cfg.has_health_check ? &svc->cfg.health_check
+                                                                : nullptr;
       if (!hc || hc->type == conf::HealthCheck::Type::kNone) continue;
       auto it = sessions_.find(inst.uid);
       if (it != sessions_.end()) {
@@ -193,13 +214,25 @@ void HealthChecker::sync() {
       }
     }
   }
-  for (auto& [uid, s] : sessions_) s->stop();
-  sessions_ = std::move(keep);
+  // What this service had and no longer needs.
+  for (uint64_t uid : uids) {
+    auto it = sessions_.find(uid);
+    if (it == sessions_.end()) continue;
+    it->second->stop();
+    sessions_.erase(it);
+  }
+  uids.clear();
+  for (auto& [uid, s] : keep) {
+    uids.push_back(uid);
+    sessions_[uid] = s;
+  }
+  if (uids.empty()) by_service_.erase(name);
 }
 
 void HealthChecker::stop_all() {
   for (auto& [uid, s] : sessions_) s->stop();
   sessions_.clear();
+  by_service_.clear();
 }
 
 }  // namespace sy::health

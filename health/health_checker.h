@@ -32,8 +32,9 @@ class HealthChecker {
   HealthChecker(uv_loop_t* loop, net::BufferPool& buffers, registry::Registry& reg, Hooks hooks);
   ~HealthChecker();
 
-  // Starts sessions for instances that need probing and stops those that no longer do.
-  void sync();
+  // Starts sessions for instances that need probing and stops those that no longer do: of the
+  // services in `dirty` only (cost bounded by their size), or of all with nullptr / dirty->all.
+  void sync(const registry::Registry::Dirty* dirty = nullptr);
   void stop_all();
   size_t sessions() const { return sessions_.size(); }
 
@@ -44,7 +45,10 @@ class HealthChecker {
   registry::Registry& reg_;
   Hooks hooks_;
   std::mt19937_64 rng_;
+  // Brings one service's sessions in line with the registry (`svc` nullptr: the service is gone).
+  void sync_service(const std::string& name, const registry::Service* svc);
   std::unordered_map<uint64_t, Session*> sessions_;  // by instance uid
+  std::unordered_map<std::string, std::vector<uint64_t>> by_service_;  // session uids per service
 };
 
 }  // namespace sy::health

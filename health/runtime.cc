@@ -28,18 +28,44 @@ bool Outcome::fails(const conf::Conditions& on) const {
   }
 }
 
-void Runtime::sync() {
-  std::unordered_set<uint64_t> alive;
-  for (const auto& [name, svc] : reg_.services()) {
+void Runtime::sync(const registry::Registry::Dirty* dirty) {
+  // Departed services' runtimes go once no snapshot holds them (the last one has been replaced).
+  std::erase_if(departed_, [&](const std::string& name) {
+    auto it = services_.find(name);
+    if (it == services_.end() || reg_.services().count(name)) return true;
+    if (it->second.use_count() > 1) return false;
+    services_.erase(it);
+    return true;
+  });
+  if (dirty && !dirty->all) {
+    for (const auto& name : dirty->services) {
+      auto it = reg_.services().find(name);
+      sync_service(name, it == reg_.services().end() ? nullptr : &it->second);
+    }
+    return;
+  }
+  for (const auto& [name, svc] : reg_.services()) sync_service(name, &svc);
+  std::vector<std::string> gone;
+  for (const auto& [name, srt] : services_)
+    if (!reg_.services().count(name)) gone.push_back(name);
+  for (const auto& [name, uids] : uids_)
+    if (!reg_.services().count(name) && !services_.count(name)) gone.push_back(name);
+  for (const auto& name : gone) sync_service(name, nullptr);
+}
+
+void Runtime::sync_service(const std::string& name, const registry::Service* svc) {
+  std::vector<uint64_t>& uids = uids_[name];
+  std::vector<uint64_t> now;
+  if (svc) {
     auto& srt = services_[name];
     if (!srt) {
       srt = std::make_shared<ServiceRuntime>();
       srt->name = name;
       if (hooks_.service_stats) srt->stats = hooks_.service_stats(name);
     }
-    srt->cfg = svc.cfg;
-    for (const auto& [id, inst] : svc.instances) {
-      alive.insert(inst.uid);
+    srt->cfg = svc->cfg;
+    for (const auto& [id, inst] : svc->instances) {
+      now.push_back(inst.uid);
       auto& rt = instances_[inst.uid];
       if (!rt) {
         rt = std::make_shared<InstanceRuntime>();
@@ -52,19 +78,22 @@ void Runtime::sync() {
       rt->breaker.set_config(&srt->cfg.circuit_breaker);
       rt->outlier.set_threshold(srt->cfg.outlier_detection.consecutive_failures);
     }
-  }
-  for (auto it = instances_.begin(); it != instances_.end();) {
-    if (!alive.count(it->first)) {
-      // Old snapshots may still point here; its metric series go when the last of them lets go.
-      it = instances_.erase(it);
-    } else {
-      ++it;
+  } else {
+    // The service left the registry. Old snapshots may still hold its runtime: it goes when the
+    // last of them lets go; here only once nothing else does.
+    auto it = services_.find(name);
+    if (it != services_.end()) {
+      if (it->second.use_count() == 1) services_.erase(it);
+      else departed_.push_back(name);
     }
   }
-  for (auto it = services_.begin(); it != services_.end();) {
-    if (!reg_.services().count(it->first) && it->second.use_count() == 1) it = services_.erase(it);
-    else ++it;
-  }
+  // Instances that left: old snapshots may still point at their runtimes; their metric series go
+  // when the last of them lets go.
+  std::sort(now.begin(), now.end());
+  for (uint64_t uid : uids)
+    if (!std::binary_search(now.begin(), now.end(), uid)) instances_.erase(uid);
+  uids = std::move(now);
+  if (uids.empty() && !svc) uids_.erase(name);
 }
 
 std::shared_ptr<InstanceRuntime> Runtime::instance(uint64_t uid) const {

@@ -112,8 +112,9 @@ class Runtime {
 
   Runtime(registry::Registry& reg, Hooks hooks) : reg_(reg), hooks_(std::move(hooks)) {}
 
-  // Matches runtimes to the registry's instances (after membership changes).
-  void sync();
+  // Matches runtimes to the registry's instances (after membership changes): of the services in
+  // `dirty` only (cost bounded by their size), or of all with nullptr / dirty->all.
+  void sync(const registry::Registry::Dirty* dirty = nullptr);
   std::shared_ptr<InstanceRuntime> instance(uint64_t uid) const;
   std::shared_ptr<ServiceRuntime> service(const std::string& name) const;
 
@@ -140,6 +141,7 @@ class Runtime {
 
  private:
   void record_one(InstanceRuntime& rt, Outcome o);
+  void sync_service(const std::string& name, const registry::Service* svc);
   // How many of the service's instances are out of routing (ejected or breaker open).
   size_t out_of_routing(const std::string& service, size_t& total) const;
   // May one more instance of `service` go out of routing (max_ejection_percent)?
@@ -148,6 +150,8 @@ class Runtime {
   Hooks hooks_;
   std::unordered_map<uint64_t, std::shared_ptr<InstanceRuntime>> instances_;
   std::unordered_map<std::string, std::shared_ptr<ServiceRuntime>> services_;
+  std::unordered_map<std::string, std::vector<uint64_t>> uids_;  // instance runtimes per service
+  std::vector<std::string> departed_;  // services gone from the registry whose runtime a snapshot still held
 };
 
 }  // namespace sy::health

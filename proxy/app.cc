@@ -312,8 +312,9 @@ int App::run() {
 void App::publish() {
   auto dirty = registry_.take_dirty();
   auto prev = table_.load();
-  if (runtime_) runtime_->sync();
-  if (checker_ && !stopping_) checker_->sync();
+  // Only the services that changed are looked at (the whole registry after a reload).
+  if (runtime_) runtime_->sync(&dirty);
+  if (checker_ && !stopping_) checker_->sync(&dirty);
   auto next = server::build_routing_table(registry_, *cfg_, prev.get(), &dirty, runtime_.get(), now_ms());
   // Panic routing is loud: say when a service enters or leaves it.
   for (const auto& [name, ups] : next->services) {

@@ -141,6 +141,8 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   }
   Service& svc = service_for(r.service);
   Instance& inst = svc.instances[r.id];
+  untrack_lease(inst);
+  route_carriers_.erase(inst.uid);
   if (!exists) {
     inst.uid = next_uid_++;
     inst.routable_since_ms = now_ms;
@@ -149,6 +151,8 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
     inst.uid = next_uid_++;  // a new address is a new endpoint: fresh pools
   }
   assign(inst, r, now_ms);
+  track_lease(inst);
+  track_routes(inst);
   if (!exists) inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
       r.address.text);
@@ -159,7 +163,11 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
 bool Registry::remove(const std::string& service, const std::string& id) {
   auto sit = services_.find(service);
   if (sit == services_.end()) return false;
-  if (!sit->second.instances.erase(id)) return false;
+  auto it = sit->second.instances.find(id);
+  if (it == sit->second.instances.end()) return false;
+  untrack_lease(it->second);
+  route_carriers_.erase(it->second.uid);
+  sit->second.instances.erase(it);
   --total_;
   log("instance deregistered: " + service + "/" + id);
   drop_service_if_empty(service);
@@ -173,9 +181,12 @@ bool Registry::heartbeat(const std::string& service, const std::string& id, int6
   auto it = sit->second.instances.find(id);
   if (it == sit->second.instances.end() || it->second.source != Source::kDynamic) return false;
   if (it->second.ttl.count() == 0) return true;  // no lease to renew
+  untrack_lease(it->second);
   it->second.lease_expires_ms = now_ms + it->second.ttl.count();
-  if (it->second.stale) {
-    it->second.stale = false;
+  const bool was_stale = it->second.stale;
+  it->second.stale = false;
+  track_lease(it->second);
+  if (was_stale) {
     log("instance fresh again after heartbeat: " + service + "/" + id);
     changed(service);  // stale → fresh changes routing
   }
@@ -242,11 +253,26 @@ bool Registry::set_breaker_open(const std::string& service, const std::string& i
   return true;
 }
 
+void Registry::track_lease(Instance& inst) {
+  if (inst.source == Source::kDynamic && inst.ttl.count() > 0 && !inst.stale) leases_.emplace(inst.lease_expires_ms, &inst);
+}
+
+void Registry::untrack_lease(Instance& inst) { leases_.erase({inst.lease_expires_ms, &inst}); }
+
+void Registry::track_routes(const Instance& inst) {
+  if (!inst.routes.empty()) route_carriers_[inst.uid] = &inst;
+}
+
 int64_t Registry::expire(int64_t now_ms) {
-  int64_t next = -1;
+  // Only services with a lease due now are looked at: the cost follows what expires, not the
+  // size of the registry.
+  std::set<std::string> due_services;
+  for (auto it = leases_.begin(); it != leases_.end() && it->first <= now_ms; ++it) due_services.insert(it->second->service);
   bool any = false;
-  std::vector<std::string> emptied;
-  for (auto& [name, svc] : services_) {
+  for (const auto& name : due_services) {
+    auto sit = services_.find(name);
+    if (sit == services_.end()) continue;
+    Service& svc = sit->second;
     // Forget expiries older than one lease window.
     const int64_t window = default_ttl_.count();
     std::erase_if(svc.recent_expiries, [&](int64_t t) { return t < now_ms - window; });
@@ -260,7 +286,6 @@ int64_t Registry::expire(int64_t now_ms) {
       if (inst.stale || inst.lease_expires_ms - now_ms < inst.ttl.count() / 2) ++silent;
       if (inst.stale) continue;
       if (inst.lease_expires_ms <= now_ms) due.push_back(id);
-      else if (next < 0 || inst.lease_expires_ms < next) next = inst.lease_expires_ms;
     }
     if (due.empty()) continue;
     any = true;
@@ -274,25 +299,27 @@ int64_t Registry::expire(int64_t now_ms) {
     size_t population = dynamic + svc.recent_expiries.size();
     bool mass = expiring >= 2 && expiring * 2 > population;
     for (const auto& id : due) {
+      Instance& inst = svc.instances[id];
+      untrack_lease(inst);
       if (mass) {
-        svc.instances[id].stale = true;
+        inst.stale = true;
         log("lease expired in a mass expiry, keeping as stale: " + name + "/" + id + " (" + std::to_string(expiring) +
             " of " + std::to_string(population) + " instances expired within one TTL)");
       } else {
+        route_carriers_.erase(inst.uid);
         svc.instances.erase(id);
         --total_;
         svc.recent_expiries.push_back(now_ms);
         log("lease expired, instance removed: " + name + "/" + id);
       }
     }
-    if (svc.instances.empty() && !svc.in_config) emptied.push_back(name);
+    if (svc.instances.empty() && !svc.in_config) services_.erase(sit);
   }
-  for (const auto& n : emptied) services_.erase(n);
   if (any) {
     ++index_;
     if (listener_) listener_();
   }
-  return next;
+  return leases_.empty() ? -1 : leases_.begin()->first;
 }
 
 const Instance* Registry::find(const std::string& service, const std::string& id) const {
@@ -307,9 +334,13 @@ void Registry::restore(const Registration& r, int64_t now_ms) {
   bool existed = svc.instances.count(r.id);
   Instance& inst = svc.instances[r.id];
   if (!existed) ++total_;
+  untrack_lease(inst);
+  route_carriers_.erase(inst.uid);
   inst.uid = next_uid_++;
   inst.routable_since_ms = 0;  // present at start: nothing to ramp against
   assign(inst, r, now_ms);
+  track_lease(inst);
+  track_routes(inst);
   inst.draining = r.draining;
   inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
 }

@@ -103,6 +103,8 @@ class Registry {
   using Logger = std::function<void(const std::string&)>;
 
   Registry() = default;
+  Registry(const Registry&) = delete;  // the lease index points into this object's instances
+  Registry& operator=(const Registry&) = delete;
 
   void set_listener(Listener l) { listener_ = std::move(l); }
   void set_logger(Logger l) { logger_ = std::move(l); }
@@ -132,6 +134,9 @@ class Registry {
 
   const Instance* find(const std::string& service, const std::string& id) const;
   const std::map<std::string, Service>& services() const { return services_; }
+  // Instances whose registration carries routes, by uid (registration order): what the routing
+  // snapshot reads for registration routes, without a walk over every instance.
+  const std::map<uint64_t, const Instance*>& route_carriers() const { return route_carriers_; }
   uint64_t index() const { return index_; }
   size_t total_instances() const { return total_; }
 
@@ -163,6 +168,15 @@ class Registry {
   void log(const std::string& s) {
     if (logger_) logger_(s);
   }
+
+  // Lease bookkeeping, so expiry touches only what is due: (expiry time, instance) for every
+  // dynamic instance with a running lease (not stale). Instances live in std::map nodes, whose
+  // addresses are stable until erased; every erase of a leased instance untracks it first.
+  void track_lease(Instance& inst);
+  void untrack_lease(Instance& inst);
+  void track_routes(const Instance& inst);
+  std::set<std::pair<int64_t, Instance*>> leases_;
+  std::map<uint64_t, const Instance*> route_carriers_;
 
   std::map<std::string, Service> services_;
   uint64_t index_ = 1;

@@ -162,12 +162,8 @@ std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg,
   // Routes carried by registrations (route_owner() states the rule): a config route with the
   // same host and prefix wins, the operator's file being the authority; between registrations of
   // different services, the earliest registered instance's service keeps it.
-  std::vector<const registry::Instance*> carriers;
-  for (const auto& [name, svc] : reg.services())
-    for (const auto& [id, inst] : svc.instances)
-      if (!inst.routes.empty()) carriers.push_back(&inst);
-  std::sort(carriers.begin(), carriers.end(), [](auto* a, auto* b) { return a->uid < b->uid; });
-  for (const auto* inst : carriers) {
+  // (The registry keeps the carriers by uid: no walk over every instance here.)
+  for (const auto& [uid, inst] : reg.route_carriers()) {
     for (const auto& rs : inst->routes) {
       std::string h = normalize_host(rs.host);
       bool taken = std::any_of(t->routes.begin(), t->routes.end(),
@@ -189,11 +185,11 @@ std::string route_owner(const registry::Registry& reg, const conf::Config& cfg, 
     if (normalize_host(r.host) == h && r.path_prefix == spec.path_prefix && r.service != service)
       return "the config file routes it to service '" + r.service + "' (config routes win)";
   const registry::Instance* first = nullptr;
-  for (const auto& [name, svc] : reg.services())
-    for (const auto& [id, inst] : svc.instances)
-      for (const auto& rs : inst.routes)
-        if (normalize_host(rs.host) == h && rs.path_prefix == spec.path_prefix && (!first || inst.uid < first->uid))
-          first = &inst;
+  for (const auto& [uid, inst] : reg.route_carriers()) {  // by uid: the first match is the earliest
+    for (const auto& rs : inst->routes)
+      if (normalize_host(rs.host) == h && rs.path_prefix == spec.path_prefix) first = inst;
+    if (first) break;
+  }
   if (first && first->service != service)
     return "service '" + first->service + "' registered it first and keeps it";
   return "";
