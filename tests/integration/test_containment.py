@@ -250,8 +250,25 @@ def test_admin_long_poll_outlives_the_client_timeouts(backends, proxies):
 
 
 def under_fd_limit(proxies, text, limit=64):
-    from harness import Proxy  # noqa: F401  (the fixture builds it)
     return proxies(text, prefix=["prlimit", f"--nofile={limit}:{limit}"])
+
+
+def drop_fd_starved_vptr_reports(p):
+    """UndefinedBehaviorSanitizer's vptr check reads an object's memory through a pipe; while the
+    process has no descriptor left it cannot open one, prints "<memory cannot be printed>" and
+    reports a valid object as having an invalid vptr. Those reports (and only those: a real
+    type confusion prints the memory it read) are dropped before the fixture checks the log.
+    AddressSanitizer would still report any use after free."""
+    out, i = [], 0
+    lines = p.lines
+    while i < len(lines):
+        if ("runtime error: member call on address" in lines[i] and i + 2 < len(lines)
+                and "invalid vptr" in lines[i + 1] and "<memory cannot be printed>" in lines[i + 2]):
+            i += 3
+            continue
+        out.append(lines[i])
+        i += 1
+    p.lines[:] = out
 
 
 def instances_unblamed(p, service):
@@ -325,3 +342,5 @@ def test_out_of_file_descriptors_is_not_a_backend_failure(backends, proxies):
     assert statuses == [200] * 10
     instances_unblamed(p, "web")
     p.wait_log(r"resource exhaustion \(fd\)")
+    p.stop()
+    drop_fd_starved_vptr_reports(p)
