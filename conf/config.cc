@@ -218,7 +218,9 @@ void Loader::load(const YAML::Node& root, Config& c) {
              map(n, "registry",
                  {{"snapshot", [&](const YAML::Node& v) { str(v, "registry.snapshot", c.registry.snapshot); }},
                   {"default_ttl",
-                   [&](const YAML::Node& v) { duration(v, "registry.default_ttl", c.registry.default_ttl, false); }}});
+                   [&](const YAML::Node& v) { duration(v, "registry.default_ttl", c.registry.default_ttl, false); }},
+                  {"journal_max",
+                   [&](const YAML::Node& v) { size(v, "registry.journal_max", c.registry.journal_max, 4096, UINT64_C(1) << 40); }}});
            }},
           {"access_log", [&](const YAML::Node& n) { str(n, "access_log", c.access_log); }},
           {"metrics", [&](const YAML::Node& n) { boolean(n, "metrics", c.metrics); }},

@@ -145,6 +145,7 @@ struct Admin {
 struct RegistryConf {
   std::string snapshot;
   Millis default_ttl{30000};
+  uint64_t journal_max = 4 << 20;  // compact the journal into the snapshot past this (and past the snapshot's size)
 };
 
 struct Config {

@@ -12,7 +12,7 @@
 #include "proxy/net/close.h"
 #include "proxy/net/log.h"
 #include "proxy/server/downstream_conn.h"
-#include "registry/persistence.h"
+#include "registry/journal.h"
 #include "version.h"
 
 namespace sy {
@@ -93,16 +93,21 @@ std::string App::start() {
   checker_ = std::make_unique<health::HealthChecker>(loop_, probe_buffers_, registry_, hh);
   registry_.set_listener([this] {
     table_dirty_ = true;
-    persist_dirty_ = true;
     if (api_) api_->on_registry_changed();
   });
   registry_.apply_config(c);
   if (!c.registry.snapshot.empty()) {
-    std::string e = registry::load_snapshot(registry_, c.registry.snapshot, now_ms());
+    const uint64_t t0 = uv_hrtime();
+    std::vector<std::string> notes;
+    journal_.set_compact_bytes(c.registry.journal_max);
+    std::string e = journal_.open(c.registry.snapshot, registry_, now_ms(), notes);
     if (!e.empty()) return e;
-    log::info("registry snapshot loaded from " + c.registry.snapshot + " (" + std::to_string(registry_.total_instances()) + " instances)");
+    for (const auto& n : notes) log::warn(n);
+    log::info("registry snapshot loaded from " + c.registry.snapshot + " (" + std::to_string(registry_.total_instances()) +
+              " instances, journal " + std::to_string(journal_.sequence()) + ", " +
+              std::to_string((uv_hrtime() - t0) / 1000000) + " ms)");
   }
-  persist_dirty_ = false;
+  registry_.take_persist_dirty();  // what was just loaded is on disk already
   // From here on, instances that become routable are stamped (slow start). Those present at start
   // are not: they all start together, so there is nothing to ramp against.
   registry_.set_clock([this] { return now_ms(); });
@@ -358,18 +363,25 @@ void App::ramp_slow_starts() {
 void App::on_check(uv_check_t* c) {
   auto* app = static_cast<App*>(c->data);
   if (app->table_dirty_) app->publish();
-  if (app->persist_dirty_ && !app->cfg_->registry.snapshot.empty()) {
-    app->persist_dirty_ = false;
-    std::string e = registry::save_snapshot(app->registry_, app->cfg_->registry.snapshot);
-    if (!e.empty()) log::error("registry snapshot not saved: " + e);
-    app->api_->release_persisted(e);
-  } else if (app->api_ && app->api_->has_unpersisted()) {
-    app->api_->release_persisted("");
+  app->persist();
+}
+
+// The changes of this loop turn go to the journal (one write, one fdatasync), then the answers
+// held for them are sent: an acknowledged change is on disk.
+void App::persist() {
+  auto keys = registry_.take_persist_dirty();
+  if (journal_.is_open() && !keys.empty()) {
+    std::string e = journal_.write(registry_, keys);
+    if (!e.empty()) log::error("registry changes not saved: " + e);
+    if (api_) api_->release_persisted(e);
+  } else if (api_ && api_->has_unpersisted()) {
+    api_->release_persisted("");
   }
 }
 
 void App::on_tick(uv_timer_t* t) {
   auto* app = static_cast<App*>(t->data);
+  app->journal_.maybe_compact(app->registry_.index(), [](const std::string& m) { log::info(m); });
   app->registry_.expire(app->now_ms());
   app->runtime_->tick();
   app->ramp_slow_starts();
@@ -461,7 +473,8 @@ void App::finish_shutdown() {
   if (finished_) return;
   finished_ = true;
   uv_timer_stop(&shutdown_timer_);
-  if (!cfg_->registry.snapshot.empty() && persist_dirty_) registry::save_snapshot(registry_, cfg_->registry.snapshot);
+  persist();
+  journal_.close();  // waits for a compaction under way
   if (checker_) checker_->stop_all();
   if (main_is_worker()) worker_.close_all();
   for (auto& t : threads_) t->stop();  // closes its connections and joins

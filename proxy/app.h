@@ -20,6 +20,7 @@
 #include "proxy/server/routing_table.h"
 #include "proxy/server/worker.h"
 #include "proxy/server/worker_thread.h"
+#include "registry/journal.h"
 #include "registry/registry.h"
 
 namespace sy {
@@ -51,6 +52,7 @@ class App {
   void ramp_slow_starts();
   void begin_shutdown();
   void finish_shutdown();
+  void persist();
   int64_t now_ms() const { return static_cast<int64_t>(uv_now(loop_)); }
   // workers: 1 — the main loop serves proxy traffic through worker_ (set up by start_workers).
   bool main_is_worker() const { return worker_.table != nullptr; }
@@ -64,6 +66,7 @@ class App {
   std::atomic<bool> metrics_on_{true};
   server::AccessLogFile access_log_;
   registry::Registry registry_;
+  registry::Journal journal_;
   server::RoutingTableSlot table_;
   std::unique_ptr<admin::AdminApi> api_;
   net::BufferPool probe_buffers_;
@@ -85,7 +88,6 @@ class App {
   uv_timer_t shutdown_timer_{};
   uv_check_t check_{};
   bool table_dirty_ = false;
-  bool persist_dirty_ = false;
   int64_t last_ramp_ms_ = 0;
   unsigned ticks_ = 0;
   bool stopping_ = false;

@@ -153,6 +153,7 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   assign(inst, r, now_ms);
   track_lease(inst);
   track_routes(inst);
+  persist_dirty_.emplace(r.service, r.id);
   if (!exists) inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
       r.address.text);
@@ -167,6 +168,7 @@ bool Registry::remove(const std::string& service, const std::string& id) {
   if (it == sit->second.instances.end()) return false;
   untrack_lease(it->second);
   route_carriers_.erase(it->second.uid);
+  if (it->second.source == Source::kDynamic) persist_dirty_.emplace(service, id);
   sit->second.instances.erase(it);
   --total_;
   log("instance deregistered: " + service + "/" + id);
@@ -200,6 +202,7 @@ bool Registry::set_drain(const std::string& service, const std::string& id, bool
   if (it == sit->second.instances.end()) return false;
   if (it->second.draining != enabled) {
     it->second.draining = enabled;
+    if (it->second.source == Source::kDynamic) persist_dirty_.emplace(service, id);
     log(std::string(enabled ? "instance draining: " : "instance no longer draining: ") + service + "/" + id);
     changed(service);
   }
@@ -307,6 +310,7 @@ int64_t Registry::expire(int64_t now_ms) {
             " of " + std::to_string(population) + " instances expired within one TTL)");
       } else {
         route_carriers_.erase(inst.uid);
+        persist_dirty_.emplace(name, id);
         svc.instances.erase(id);
         --total_;
         svc.recent_expiries.push_back(now_ms);

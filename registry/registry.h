@@ -156,6 +156,14 @@ class Registry {
   // The clock used to stamp routable_since_ms on changes that make an instance routable.
   void set_clock(std::function<int64_t()> now_ms) { now_ms_ = std::move(now_ms); }
 
+  // Dynamic instances whose registration changed in a way that is persisted (registered, updated,
+  // drained, removed) since the last call: what the journal writes, once per loop turn.
+  std::vector<std::pair<std::string, std::string>> take_persist_dirty() {
+    std::vector<std::pair<std::string, std::string>> out(persist_dirty_.begin(), persist_dirty_.end());
+    persist_dirty_.clear();
+    return out;
+  }
+
   // Restores a dynamic instance from a persisted snapshot (lease restarts at `now_ms`; drain as
   // stored in `r`).
   void restore(const Registration& r, int64_t now_ms);
@@ -176,6 +184,7 @@ class Registry {
   void untrack_lease(Instance& inst);
   void track_routes(const Instance& inst);
   std::set<std::pair<int64_t, Instance*>> leases_;
+  std::set<std::pair<std::string, std::string>> persist_dirty_;
   std::map<uint64_t, const Instance*> route_carriers_;
 
   std::map<std::string, Service> services_;

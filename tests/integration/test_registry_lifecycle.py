@@ -9,6 +9,13 @@ import time
 from harness import BIN, Client, Proxy, admin, get, wait_until
 
 
+def journal_records(snap):
+    """Every record of every journal beside the snapshot file, in order."""
+    import glob
+    files = sorted(glob.glob(str(snap) + ".journal.*"), key=lambda f: int(f.rsplit(".", 1)[1]))
+    return [json.loads(line) for f in files for line in open(f).read().splitlines()]
+
+
 def config(snapshot, extra=""):
     return f"registry:\n  snapshot: {snapshot}\n  default_ttl: 30s\n" + extra
 
@@ -22,8 +29,7 @@ def test_registrations_survive_a_clean_restart(backends, proxies, tmp_path):
     assert admin(p.admin, "PUT", "/v1/services/s/instances/c", {"address": b.address})[0] == 201
     assert admin(p.admin, "PUT", "/v1/services/s/instances/c/drain", {"enabled": True})[0] == 200
     assert p.stop() == 0
-    doc = json.loads(snap.read_text())
-    assert {i["id"] for i in doc["instances"]} == {"a", "c"}
+    assert {r["put"]["id"] for r in journal_records(snap) if "put" in r} == {"a", "c"}
     p2 = proxies(config(snap))
     _, body, _ = admin(p2.admin, "GET", "/v1/services/s")
     got = {i["id"]: i for i in body["instances"]}
@@ -223,7 +229,68 @@ def test_version_1_snapshot_is_read(backends, proxies, tmp_path):
     assert inst["weight"] == 3 and inst["ttl"] == "45s" and inst["zone"] == "z"
     assert inst["health_check"]["type"] == "tcp" and inst["health_check"]["interval"] == "1h"
     assert inst["health_check"]["timeout"] == "500ms"
-    # The next change is acknowledged once the file is rewritten, in version 2, both entries kept.
+    # The next change is acknowledged once it is in the journal; a restart has both.
     assert admin(p.admin, "PUT", "/v1/services/s/instances/b", {"address": b.address})[0] == 201
+    assert [r["put"]["id"] for r in journal_records(snap)] == ["b"]
+    p.stop()
+    p2 = proxies(config(snap))
+    assert {i["id"] for i in admin(p2.admin, "GET", "/v1/services/s")[1]["instances"]} == {"a", "b"}
+
+
+def test_a_torn_journal_tail_is_dropped_and_nothing_acknowledged_is_lost(backends, proxies, tmp_path):
+    b = backends()
+    snap = tmp_path / "registry.json"
+    p = proxies(config(snap))
+    for i in range(5):
+        assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address})[0] == 201
+    p.proc.send_signal(signal.SIGKILL)
+    p.proc.wait()
+    p.killed = True
+    journal = str(snap) + ".journal.0"
+    with open(journal, "ab") as f:  # what a write cut short by power loss leaves
+        f.write(b'{"put": {"service": "s", "id": "torn", "address": "127.0')
+    p2 = proxies(config(snap))
+    p2.wait_log("unfinished last record")
+    ids = {i["id"] for i in admin(p2.admin, "GET", "/v1/services/s")[1]["instances"]}
+    assert ids == {f"i{i}" for i in range(5)}
+    # Appends go on after the last whole record.
+    assert admin(p2.admin, "PUT", "/v1/services/s/instances/after", {"address": b.address})[0] == 201
+    assert admin(p2.admin, "DELETE", "/v1/services/s/instances/i0")[0] == 204
+    p2.stop()
+    p3 = proxies(config(snap))
+    ids = {i["id"] for i in admin(p3.admin, "GET", "/v1/services/s")[1]["instances"]}
+    assert ids == {"i1", "i2", "i3", "i4", "after"}
+
+
+def test_a_corrupt_journal_line_before_the_end_stops_start_up(tmp_path):
+    snap = tmp_path / "registry.json"
+    (tmp_path / "registry.json.journal.0").write_text('{"put": {"service": "s"}}\n{"del": {"service": "s", "id": "x"}}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(Proxy.with_listeners(config(snap)))
+    r = subprocess.run([BIN, "-c", str(cfg)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and "journal" in r.stderr and "line 1" in r.stderr
+
+
+def test_the_journal_is_compacted_into_the_snapshot(backends, proxies, tmp_path):
+    """Past registry.journal_max the journal is folded into a new snapshot by a background thread;
+    every change survives, before and after, and the old journal goes."""
+    import glob
+    b = backends()
+    snap = tmp_path / "registry.json"
+    p = proxies(config(snap, "  journal_max: 8KiB\n"))
+    for i in range(120):
+        assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address, "meta": {"n": str(i)}})[0] == 201
+    p.wait_log("registry snapshot compacted", timeout=20)
+    for i in range(120, 130):
+        assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address})[0] == 201
+    assert admin(p.admin, "DELETE", "/v1/services/s/instances/i3")[0] == 204
     doc = json.loads(snap.read_text())
-    assert doc["version"] == 2 and {i["id"] for i in doc["instances"]} == {"a", "b"}
+    assert doc["version"] == 3 and doc["journal"] >= 1
+    assert not glob.glob(str(snap) + ".journal.0")  # folded in and removed
+    p.proc.send_signal(signal.SIGKILL)
+    p.proc.wait()
+    p.killed = True
+    p2 = proxies(config(snap))
+    inst = {i["id"]: i for i in admin(p2.admin, "GET", "/v1/services/s")[1]["instances"]}
+    assert set(inst) == {f"i{i}" for i in range(130)} - {"i3"}
+    assert inst["i77"]["meta"] == {"n": "77"}

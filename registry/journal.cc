@@ -1,0 +1,318 @@
+// Journal and snapshot files of the registry (see journal.h for the format and the guarantees).
+#include "registry/journal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "registry/codec.h"
+
+namespace sy::registry {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int kSnapshotVersion = 3;
+std::string errno_msg(const std::string& what, const std::string& path) {
+  return what + " " + path + ": " + std::strerror(errno);
+}
+
+std::string journal_path(const std::string& path, uint64_t seq) { return path + ".journal." + std::to_string(seq); }
+
+bool write_all(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Makes a rename or a new file in `path`'s directory durable.
+void sync_dir(const std::string& path) {
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (dir.empty()) dir = "/";
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+// Reads a whole file. false with errno ENOENT when there is none.
+bool read_file(const std::string& path, std::string& out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+// Atomic replace: temp file, fsync, rename, fsync of the directory.
+std::string write_durably(const std::string& path, const std::string& data) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return errno_msg("cannot create", tmp);
+  if (!write_all(fd, data) || ::fsync(fd) != 0) {
+    std::string e = errno_msg("cannot write", tmp);
+    ::close(fd);
+    return e;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_msg("cannot rename onto", path);
+  sync_dir(path);
+  return "";
+}
+
+// A version-1 entry (switchyard 0.1 wrote its own shape with *_ms numbers) in the stored
+// registration's shape, so the one decoder reads both. Version 1 kept no health-check host,
+// expected_status or jitter: those get the defaults.
+json from_version_1(const json& j) {
+  if (!j.is_object()) return j;
+  json out = json::object();
+  for (const auto& [k, v] : j.items()) {
+    if (k == "ttl_ms" && v.is_number_integer()) {
+      out["ttl"] = format_duration(conf::Millis(v.get<int64_t>()));
+    } else if (k == "health_check" && v.is_object()) {
+      json h = json::object();
+      for (const auto& [hk, hv] : v.items()) {
+        if ((hk == "interval_ms" || hk == "timeout_ms") && hv.is_number_integer())
+          h[hk.substr(0, hk.size() - 3)] = format_duration(conf::Millis(hv.get<int64_t>()));
+        else
+          h[hk] = hv;
+      }
+      out["health_check"] = h;
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+using Key = std::pair<std::string, std::string>;  // service, id
+
+// The snapshot's entries by key, and the first journal it does not cover.
+std::string read_snapshot(const std::string& path, std::map<Key, json>& entries, uint64_t& seq, uint64_t& size,
+                          std::vector<std::string>& notes) {
+  std::string text;
+  seq = 0;
+  size = 0;
+  if (!read_file(path, text)) {
+    if (errno == ENOENT) return "";
+    return errno_msg("cannot read registry snapshot", path);
+  }
+  size = text.size();
+  json doc = json::parse(text, nullptr, false);
+  if (doc.is_discarded()) return "registry snapshot " + path + " is corrupt: not valid JSON";
+  const int version = doc.is_object() && doc.contains("version") && doc["version"].is_number_integer() ? doc["version"].get<int>() : 0;
+  if (!doc.is_object() || version < 1 || version > kSnapshotVersion || !doc.contains("instances") || !doc["instances"].is_array())
+    return "registry snapshot " + path + " is corrupt: expected {\"version\": " + std::to_string(kSnapshotVersion) +
+           ", \"instances\": [...]}";
+  if (version < kSnapshotVersion) notes.push_back("registry snapshot " + path + " is version " + std::to_string(version) + "; it is rewritten as version 3 at the next compaction");
+  if (version == kSnapshotVersion) {
+    if (!doc.contains("journal") || !doc["journal"].is_number_unsigned())
+      return "registry snapshot " + path + " is corrupt: no \"journal\" number";
+    seq = doc["journal"].get<uint64_t>();
+  }
+  size_t n = 0;
+  for (const auto& j : doc["instances"]) {
+    ++n;
+    Registration reg;
+    DecodeError err;
+    json entry = version == 1 ? from_version_1(j) : j;
+    if (!decode_registration(entry, reg, DocKind::kStored, err))
+      return "registry snapshot " + path + " is corrupt: instance #" + std::to_string(n) + ": " + err.message;
+    entries[{reg.service, reg.id}] = std::move(entry);
+  }
+  return "";
+}
+
+// Applies one journal to `entries`. A torn last line is dropped and reported in `torn_at` (the
+// offset where the good part ends); a bad line before the last is an error.
+std::string replay_journal(const std::string& file, std::map<Key, json>& entries, uint64_t& good_bytes, bool& torn) {
+  std::string text;
+  torn = false;
+  good_bytes = 0;
+  if (!read_file(file, text)) return errno_msg("cannot read registry journal", file);
+  size_t pos = 0, line_no = 0;
+  while (pos < text.size()) {
+    ++line_no;
+    const size_t nl = text.find('\n', pos);
+    const bool last = nl == std::string::npos || nl + 1 == text.size();
+    if (nl == std::string::npos) {  // no "\n": the write of this record never finished
+      torn = true;
+      break;
+    }
+    json rec = json::parse(std::string_view(text).substr(pos, nl - pos), nullptr, false);
+    Registration reg;
+    DecodeError err;
+    bool ok = !rec.is_discarded() && rec.is_object() && rec.size() == 1;
+    if (ok && rec.contains("put")) {
+      ok = decode_registration(rec["put"], reg, DocKind::kStored, err);
+      if (ok) entries[{reg.service, reg.id}] = rec["put"];
+    } else if (ok && rec.contains("del")) {
+      const json& d = rec["del"];
+      ok = d.is_object() && d.contains("service") && d["service"].is_string() && d.contains("id") && d["id"].is_string();
+      if (ok) entries.erase({d["service"].get<std::string>(), d["id"].get<std::string>()});
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      if (last) {
+        torn = true;
+        break;
+      }
+      return "registry journal " + file + " is corrupt at line " + std::to_string(line_no) +
+             (err.message.empty() ? "" : ": " + err.message);
+    }
+    pos = nl + 1;
+    good_bytes = pos;
+  }
+  return "";
+}
+
+std::string encode_snapshot(const std::map<Key, json>& entries, uint64_t index, uint64_t seq) {
+  json list = json::array();
+  for (const auto& [key, e] : entries) list.push_back(e);
+  json doc = {{"version", kSnapshotVersion}, {"index", index}, {"journal", seq}, {"instances", std::move(list)}};
+  return doc.dump() + "\n";
+}
+
+}  // namespace
+
+Journal::~Journal() { close(); }
+
+std::string Journal::open(const std::string& path, Registry& reg, int64_t now_ms, std::vector<std::string>& notes) {
+  path_ = path;
+  std::map<Key, json> entries;
+  uint64_t seq = 0;
+  if (std::string e = read_snapshot(path, entries, seq, snapshot_bytes_, notes); !e.empty()) return e;
+  // Journals from the snapshot's number on, in order, while they exist.
+  uint64_t last = seq;
+  for (uint64_t k = seq;; ++k) {
+    const std::string file = journal_path(path, k);
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) break;
+    uint64_t good = 0;
+    bool torn = false;
+    if (std::string e = replay_journal(file, entries, good, torn); !e.empty()) return e;
+    if (torn) {
+      // Cut the unfinished record off, so appends continue after the last whole one.
+      if (::truncate(file.c_str(), static_cast<off_t>(good)) != 0) return errno_msg("cannot truncate", file);
+      notes.push_back("registry journal " + file + ": an unfinished last record (never acknowledged) was dropped");
+    }
+    last = k;
+  }
+  for (const auto& [key, e] : entries) {
+    Registration r;
+    DecodeError err;
+    decode_registration(e, r, DocKind::kStored, err);  // checked when read
+    reg.restore(r, now_ms);
+  }
+  reg.changed();
+  return open_for_append(last);
+}
+
+std::string Journal::open_for_append(uint64_t seq) {
+  const std::string file = journal_path(path_, seq);
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return errno_msg("cannot open registry journal", file);
+  struct stat st {};
+  ::fstat(fd, &st);
+  sync_dir(file);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  seq_ = seq;
+  bytes_ = static_cast<uint64_t>(st.st_size);
+  return "";
+}
+
+std::string Journal::write(const Registry& reg, const std::vector<std::pair<std::string, std::string>>& keys) {
+  if (fd_ < 0 || keys.empty()) return "";
+  std::string out;
+  for (const auto& [service, id] : keys) {
+    const Instance* inst = reg.find(service, id);
+    if (inst && inst->source == Source::kDynamic)
+      out += json{{"put", encode_registration(registration_of(*inst), DocKind::kStored)}}.dump();
+    else
+      out += json{{"del", {{"service", service}, {"id", id}}}}.dump();
+    out += '\n';
+  }
+  if (!write_all(fd_, out) || ::fdatasync(fd_) != 0) return errno_msg("cannot write", journal_path(path_, seq_));
+  bytes_ += out.size();
+  return "";
+}
+
+void Journal::maybe_compact(uint64_t index, const std::function<void(const std::string&)>& log) {
+  if (compactor_.joinable() && !compacting_.load(std::memory_order_acquire)) {
+    compactor_.join();
+    if (compact_result_.empty()) {
+      snapshot_bytes_ = compact_snapshot_bytes_;
+      log("registry snapshot compacted: " + std::to_string(snapshot_bytes_) + " bytes, journal " + std::to_string(seq_));
+    } else {
+      log("registry compaction failed (the journals keep everything; retried later): " + compact_result_);
+    }
+  }
+  if (fd_ < 0 || compactor_.joinable() || bytes_ < compact_bytes_ || bytes_ < snapshot_bytes_) return;
+  // Appends move to the next journal now; the thread merges everything before it.
+  const uint64_t upto = seq_;
+  if (std::string e = open_for_append(seq_ + 1); !e.empty()) {
+    log("registry compaction not started: " + e);
+    return;
+  }
+  compacting_.store(true, std::memory_order_release);
+  compactor_ = std::thread([this, upto, index, path = path_] {
+    std::map<Key, json> entries;
+    uint64_t seq = 0, size = 0;
+    std::vector<std::string> notes;
+    std::string e = read_snapshot(path, entries, seq, size, notes);
+    for (uint64_t k = seq; e.empty() && k <= upto; ++k) {
+      uint64_t good = 0;
+      bool torn = false;
+      struct stat st {};
+      if (::stat(journal_path(path, k).c_str(), &st) != 0) continue;
+      e = replay_journal(journal_path(path, k), entries, good, torn);
+    }
+    std::string data;
+    if (e.empty()) {
+      data = encode_snapshot(entries, index, upto + 1);
+      e = write_durably(path, data);
+    }
+    if (e.empty()) {
+      for (uint64_t k = seq; k <= upto; ++k) ::unlink(journal_path(path, k).c_str());
+      compact_snapshot_bytes_ = data.size();
+    }
+    compact_result_ = e;
+    compacting_.store(false, std::memory_order_release);
+  });
+}
+
+void Journal::close() {
+  if (compactor_.joinable()) compactor_.join();
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+std::string write_snapshot(const Registry& reg, const std::string& path, uint64_t seq) {
+  std::map<Key, json> entries;
+  for (const auto& [name, svc] : reg.services())
+    for (const auto& [id, inst] : svc.instances)
+      if (inst.source == Source::kDynamic)
+        entries[{name, id}] = encode_registration(registration_of(inst), DocKind::kStored);
+  return write_durably(path, encode_snapshot(entries, reg.index(), seq));
+}
+
+}  // namespace sy::registry
