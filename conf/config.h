@@ -151,7 +151,9 @@ struct RegistryConf {
 struct Config {
   std::string path;  // the file this came from ("" = built-in defaults)
   std::vector<Address> listen{Address::loopback(8080)};
-  uint32_t workers = 1;
+  // 0 = one per core: proxy traffic then runs on loops that do no registry, persistence or probe
+  // work (HAProxy 2.5+ defaults to one thread per core too). 1 = traffic on the main loop.
+  uint32_t workers = 0;
   uint64_t max_connections = 0;  // client connections in all; 0 = a safe share of RLIMIT_NOFILE
   std::string zone;
   Millis shutdown_timeout{10000};

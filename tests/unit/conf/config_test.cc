@@ -19,7 +19,7 @@ TEST_CASE("empty file gives the documented defaults") {
   REQUIRE(load_string("", "t.yaml", c, e));
   CHECK(c.listen.at(0).text == "127.0.0.1:8080");
   CHECK(c.admin.listen.text == "127.0.0.1:9901");
-  CHECK(c.workers == 1);
+  CHECK(c.workers == 0);  // one per core
   CHECK(c.client.max_header_bytes == 64 * 1024);
   CHECK(c.client.max_uri_bytes == 8 * 1024);
   CHECK(c.client.header_timeout.count() == 10000);
