@@ -124,7 +124,9 @@ std::string App::start() {
   hooks.reload = [this](std::string& summary) { return reload(summary); };
   hooks.ready = [this] { return !stopping_; };
   hooks.own_addresses = [this] { return own_addresses(); };
-  hooks.persistence_enabled = [this] { return !cfg_->registry.snapshot.empty(); };
+  // Always batch: the changes of one loop turn are published (and journaled) once, whatever their
+  // number, so a registration storm costs one routing rebuild per turn, not one per change.
+  hooks.persistence_enabled = [] { return true; };
   hooks.config = [this]() -> const conf::Config& { return *cfg_; };
   hooks.before_scrape = [this] { runtime_->export_gauges(); };
   hooks.before_ack = [this] {

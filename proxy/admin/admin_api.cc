@@ -96,8 +96,8 @@ void AdminApi::handle(AdminConn* conn, AdminRequest& req) {
 
 void AdminApi::finish(AdminConn* conn, AdminResponse r, bool mutating) {
   r.headers.emplace_back("X-Switchyard-Index", std::to_string(reg_.index()));
-  // An acknowledged change must be on disk first: hold the answer until this loop turn's
-  // snapshot write (one write for every change of the turn).
+  // An acknowledged change must be routed (and on disk) first: hold the answer until the end of
+  // this loop turn, when one publish and one journal write cover every change of the turn.
   if (mutating && hooks_.persistence_enabled && hooks_.persistence_enabled()) {
     unpersisted_.emplace_back(conn, std::move(r));
     return;

@@ -19,6 +19,9 @@ struct AdminHooks {
   std::function<std::string(std::string&)> reload;    // "" ok (fills summary JSON) or errors
   std::function<bool()> ready;
   std::function<std::vector<conf::Address>()> own_addresses;
+  // True: answers to changes are held until the end of the loop turn (App::on_check publishes the
+  // routing snapshot and writes the journal once for all of the turn's changes, then
+  // release_persisted() sends them). False: published at once (before_ack), answered at once.
   std::function<bool()> persistence_enabled;
   std::function<void()> before_ack;              // publish the routing snapshot before a change is acknowledged
   std::function<const conf::Config&()> config;  // current config (route conflicts)
