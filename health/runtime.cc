@@ -163,6 +163,7 @@ void Runtime::record_one(InstanceRuntime& rt, Outcome o) {
                std::to_string(rt.breaker.consecutive_failures()) + " consecutive failures (last: " + outcome_name(o) +
                "); open until +" + std::to_string(rt.breaker.open_until_ms() - now) + " ms");
     reg_.set_breaker_open(rt.service, rt.id, true, rt.breaker.open_until_ms());
+    timed_.insert(rt.uid);
   }
   if (outlier_failure && rt.outlier.on_failure()) {
     const auto& od = srt.cfg.outlier_detection;
@@ -176,6 +177,7 @@ void Runtime::record_one(InstanceRuntime& rt, Outcome o) {
                  std::to_string(rt.outlier.ejections()) + " for " +
                  std::to_string(rt.outlier.ejected_until_ms() - now) + " ms");
       reg_.set_ejected(rt.service, rt.id, true, rt.outlier.ejected_until_ms(), rt.outlier.ejections());
+      timed_.insert(rt.uid);
     } else {
       rt.outlier.on_success();  // the streak starts over: no log line per further failure
       hooks_.log("outlier not ejected: " + rt.service + "/" + rt.id + " would take more than max_ejection_percent " +
@@ -190,8 +192,16 @@ void Runtime::export_gauges() {
 }
 
 void Runtime::tick() {
+  // Only instances with a clock running: the cost follows the ejections and open breakers, not
+  // the size of the registry.
   const int64_t now = hooks_.now_ms();
-  for (auto& [uid, rt] : instances_) {
+  for (auto tit = timed_.begin(); tit != timed_.end();) {
+    auto iit = instances_.find(*tit);
+    if (iit == instances_.end()) {
+      tit = timed_.erase(tit);
+      continue;
+    }
+    auto& rt = iit->second;
     if (rt->outlier.maybe_return(now)) {
       hooks_.log("outlier ejection over: " + rt->service + "/" + rt->id + " returns to routing");
       reg_.set_ejected(rt->service, rt->id, false, 0, rt->outlier.ejections());
@@ -205,6 +215,8 @@ void Runtime::tick() {
         reg_.set_breaker_open(rt->service, rt->id, false, 0);
       }
     }
+    if (!rt->outlier.ejected() && rt->breaker.state(now) != CircuitBreaker::State::kOpen) tit = timed_.erase(tit);
+    else ++tit;
   }
 }
 

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "health/circuit_breaker.h"
@@ -151,7 +152,9 @@ class Runtime {
   std::unordered_map<uint64_t, std::shared_ptr<InstanceRuntime>> instances_;
   std::unordered_map<std::string, std::shared_ptr<ServiceRuntime>> services_;
   std::unordered_map<std::string, std::vector<uint64_t>> uids_;  // instance runtimes per service
-  std::vector<std::string> departed_;  // services gone from the registry whose runtime a snapshot still held
+  std::vector<std::string> departed_;
+  // Instances with a clock running (ejected, or breaker open): all tick() has to look at.
+  std::unordered_set<uint64_t> timed_;  // services gone from the registry whose runtime a snapshot still held
 };
 
 }  // namespace sy::health

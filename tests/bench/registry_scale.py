@@ -71,6 +71,19 @@ def preload(p, n):
         w.communicate()
 
 
+def settle(p, quiet=0.02, period=0.25, limit=60):
+    """Waits until the proxy is idle again (its CPU time grows by less than `quiet` s per `period`),
+    so a run does not measure the tail of the preload."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(p.proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(period)
+        now = cpu_seconds(p.proc.pid)
+        if now - last < quiet:
+            return
+        last = now
+
+
 def registration_run(n, persist, tmp):
     snap = os.path.join(tmp, f"reg-{n}-{persist}.json")
     text = "log_level: warn\n" + (f"registry: {{ snapshot: {snap} }}\n" if persist else "")
@@ -79,6 +92,7 @@ def registration_run(n, persist, tmp):
         # The measured registrations go to one service of 10 instances in every run, so what
         # differs between runs is only how much else is registered.
         preload(p, n - 10)
+        settle(p)
         seconds = 2 if QUICK else 5
         c0 = cpu_seconds(p.proc.pid)
         w = wrk_registrations(p, seconds, ids=10)
