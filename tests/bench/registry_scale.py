@@ -128,7 +128,7 @@ def storm_run(tmp, backend_port):
 def startup_run(tmp, n):
     snap = os.path.join(tmp, "big.json")
     # Half the instances folded into the snapshot, half still in the journal.
-    p = Proxy(f"log_level: info\nregistry: {{ snapshot: {snap}, journal_max: 8MiB }}\n", tmpdir=tmp)
+    p = Proxy(f"log_level: warn\nregistry: {{ snapshot: {snap}, journal_max: 8MiB }}\n", tmpdir=tmp)
     try:
         preload(p, n)
     finally:
