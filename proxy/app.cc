@@ -477,6 +477,7 @@ void App::finish_shutdown() {
   uv_timer_stop(&shutdown_timer_);
   persist();
   journal_.close();  // waits for a compaction under way
+  metrics_.stop_removing();
   if (checker_) checker_->stop_all();
   if (main_is_worker()) worker_.close_all();
   for (auto& t : threads_) t->stop();  // closes its connections and joins

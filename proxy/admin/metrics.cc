@@ -141,6 +141,7 @@ void Metrics::instance_metrics(health::InstanceMetrics& m, const std::string& se
 
 void Metrics::drop_instance_metrics(health::InstanceMetrics& m) {
   // Runs on whichever thread let go of the instance last.
+  if (exiting_.load(std::memory_order_acquire)) return;  // the whole registry goes with the process
   std::lock_guard<std::mutex> lock(mu_);
   release(upstream_active_, m.active);
   release(breaker_open_, m.breaker_open);

@@ -43,6 +43,9 @@ class Metrics final : public server::ExchangeObserver {
   // series disappear).
   void instance_metrics(health::InstanceMetrics& m, const std::string& service, const std::string& id);
   void on_probe(const std::string& service, health::ProbeResult r);
+  // The process is exiting: series are no longer removed one by one as instances go (prometheus-cpp's
+  // Family::Remove is a linear search, so removing 100,000 series took minutes at shutdown).
+  void stop_removing() { exiting_.store(true, std::memory_order_release); }
   // switchyard_worker_connections_total{worker}: how the kernel spread connections over workers.
   prometheus::Counter* worker_connections(int worker);
   // Registry-derived gauges (instances by state, healthy per instance); called after changes.
@@ -95,6 +98,7 @@ class Metrics final : public server::ExchangeObserver {
   std::unordered_map<std::string, ServiceStats> services_;
   std::unordered_map<const void*, int> refs_;
   std::atomic<ServiceStats*> none_{nullptr};
+  std::atomic<bool> exiting_{false};
   std::vector<prometheus::Gauge*> registry_gauges_;
   std::vector<prometheus::Gauge*> healthy_gauges_;
   double start_time_;
