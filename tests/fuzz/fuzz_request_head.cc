@@ -8,45 +8,11 @@
 
 #include "proxy/http/head.h"
 #include "proxy/http/rewrite.h"
-
-namespace {
-
-struct Ctx {
-  sy::http::MessageHead head;
-  bool complete = false;
-};
-
-int on_url(llhttp_t* p, const char* at, size_t n) {
-  static_cast<Ctx*>(p->data)->head.add_url(at, n);
-  return 0;
-}
-int on_field(llhttp_t* p, const char* at, size_t n) {
-  static_cast<Ctx*>(p->data)->head.add_field(at, n);
-  return static_cast<Ctx*>(p->data)->head.bytes() > 64 * 1024 ? -1 : 0;
-}
-int on_value(llhttp_t* p, const char* at, size_t n) {
-  static_cast<Ctx*>(p->data)->head.add_value(at, n);
-  return static_cast<Ctx*>(p->data)->head.bytes() > 64 * 1024 ? -1 : 0;
-}
-int on_headers_complete(llhttp_t* p) {
-  auto* c = static_cast<Ctx*>(p->data);
-  c->head.method = p->method;
-  c->head.http_major = p->http_major;
-  c->head.http_minor = p->http_minor;
-  c->complete = true;
-  return HPE_PAUSED;
-}
-
-}  // namespace
+#include "tests/fuzz/head_capture.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  llhttp_settings_t s;
-  llhttp_settings_init(&s);
-  s.on_url = on_url;
-  s.on_header_field = on_field;
-  s.on_header_value = on_value;
-  s.on_headers_complete = on_headers_complete;
-  Ctx ctx;
+  static const llhttp_settings_t s = fuzz::head_settings(true);
+  fuzz::HeadCapture ctx;
   llhttp_t parser;
   llhttp_init(&parser, HTTP_REQUEST, &s);
   parser.data = &ctx;

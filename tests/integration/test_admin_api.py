@@ -301,9 +301,9 @@ def test_unknown_endpoints_and_methods(proxies):
 
 
 @pytest.mark.parametrize("query,param", [
-    ("index=-1&wait=2s", "'index'"), ("index=1.5&wait=2s", "'index'"), ("index=abc", "'index'"),
-    ("index=%2B5&wait=2s", "'index'"), ("index=99999999999999999999999&wait=2s", "'index'"),
-    ("index=+5&wait=2s", "'index'"), ("index=5&wait=-1s", "'wait'"), ("index=5&wait=soon", "'wait'"),
+    ("index=-1&wait=30s", "'index'"), ("index=1.5&wait=30s", "'index'"), ("index=abc", "'index'"),
+    ("index=%2B5&wait=30s", "'index'"), ("index=99999999999999999999999&wait=30s", "'index'"),
+    ("index=+5&wait=30s", "'index'"), ("index=5&wait=-1s", "'wait'"), ("index=5&wait=soon", "'wait'"),
     ("healthy=maybe", "'healthy'"),
 ])
 def test_query_numbers_are_strict(backends, proxies, query, param):
@@ -315,4 +315,4 @@ def test_query_numbers_are_strict(backends, proxies, query, param):
     st, body, _ = admin(p.admin, "GET", "/v1/services/web?" + query)
     assert st == 400, body
     assert param in body["message"]
-    assert time.monotonic() - t0 < 1.5  # answered, not held as a long poll
+    assert time.monotonic() - t0 < 20  # answered at once, not held for the 30 s long poll
