@@ -220,7 +220,13 @@ void Loader::load(const YAML::Node& root, Config& c) {
                   {"default_ttl",
                    [&](const YAML::Node& v) { duration(v, "registry.default_ttl", c.registry.default_ttl, false); }},
                   {"journal_max",
-                   [&](const YAML::Node& v) { size(v, "registry.journal_max", c.registry.journal_max, 4096, UINT64_C(1) << 40); }}});
+                   [&](const YAML::Node& v) { size(v, "registry.journal_max", c.registry.journal_max, 4096, UINT64_C(1) << 40); }},
+                  {"datacenter",
+                   [&](const YAML::Node& v) {
+                     str(v, "registry.datacenter", c.registry.datacenter);
+                     if (c.registry.datacenter.empty() || c.registry.datacenter.size() > 64)
+                       error(v, "registry.datacenter must be 1-64 characters");
+                   }}});
            }},
           {"access_log", [&](const YAML::Node& n) { str(n, "access_log", c.access_log); }},
           {"metrics", [&](const YAML::Node& n) { boolean(n, "metrics", c.metrics); }},

@@ -146,6 +146,7 @@ struct RegistryConf {
   std::string snapshot;
   Millis default_ttl{30000};
   uint64_t journal_max = 4 << 20;  // compact the journal into the snapshot past this (and past the snapshot's size)
+  std::string datacenter = "dc1";  // what Consul-compatible answers call this registry ("Datacenter")
 };
 
 struct Config {

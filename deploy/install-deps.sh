@@ -6,9 +6,9 @@
 set -euo pipefail
 
 build_pkgs=(g++ pkg-config meson ninja-build libuv1-dev libyaml-cpp-dev prometheus-cpp-dev
-            nlohmann-json3-dev doctest-dev node-llhttp)
+            nlohmann-json3-dev doctest-dev node-llhttp libpugixml-dev)
 test_pkgs=(clang libclang-rt-14-dev curl python3 python3-pytest python3-pytest-xdist python3-yaml python3-aiohttp python3-tornado python3-matplotlib
-           prometheus docker-compose wrk)
+           prometheus docker-compose wrk python3-consul)
 bench_pkgs=(apache2-utils haproxy nginx-light valgrind linux-perf)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
@@ -18,6 +18,9 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The Consul/Eureka compatibility tests run node's `consul` and `eureka-js-client` packages: Debian's
+# nodejs and npm, unless a node with npm is already there (another packaging of node would conflict).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]} == 0)); then
   exit 0
 fi

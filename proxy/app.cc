@@ -91,9 +91,9 @@ std::string App::start() {
   hh.on_probe = [this](const std::string& s, health::ProbeResult r) { metrics_.on_probe(s, r); };
   hh.on_healthy = [this](uint64_t uid) { runtime_->on_probed_healthy(uid); };
   checker_ = std::make_unique<health::HealthChecker>(loop_, probe_buffers_, registry_, hh);
-  registry_.set_listener([this] {
+  registry_.set_listener([this](const std::string* service) {
     table_dirty_ = true;
-    if (api_) api_->on_registry_changed();
+    if (api_) api_->on_registry_changed(service);
   });
   registry_.apply_config(c);
   if (!c.registry.snapshot.empty()) {
@@ -385,6 +385,7 @@ void App::on_tick(uv_timer_t* t) {
   auto* app = static_cast<App*>(t->data);
   app->journal_.maybe_compact(app->registry_.index(), [](const std::string& m) { log::info(m); });
   app->registry_.expire(app->now_ms());
+  app->registry_.reap_critical(app->now_ms());
   app->runtime_->tick();
   app->ramp_slow_starts();
   app->api_->sweep(app->now_ms());

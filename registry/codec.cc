@@ -158,6 +158,8 @@ json encode_registration(const Registration& r, DocKind kind) {
             {"ttl", format_duration(r.leased ? r.ttl : conf::Millis(0))},
             {"routes", routes}};
   if (r.has_health_check) j["health_check"] = encode_health_check(r.health_check);
+  if (r.deregister_critical_after.count() > 0)
+    j["deregister_critical_after"] = format_duration(r.deregister_critical_after);
   if (kind == DocKind::kStored) {
     j["service"] = r.service;
     j["id"] = r.id;
@@ -209,6 +211,12 @@ bool decode_registration(const json& j, Registration& r, DocKind kind, DecodeErr
         return fail(err, "bad_field", "'ttl' must be between 1s and 24h (or \"0s\": no lease)");
       r.ttl = ttl;
       r.leased = ttl.count() > 0;
+    } else if (k == "deregister_critical_after") {
+      conf::Millis d;
+      if (!v.is_string() || !conf::parse_duration(v.get<std::string>(), d).empty() || d.count() < 0)
+        return fail(err, "bad_field", "'deregister_critical_after' must be a duration such as \"90s\" (\"0s\": never)");
+      if (d.count() > 0 && d.count() < 1000) return fail(err, "bad_field", "'deregister_critical_after' must be at least 1s");
+      r.deregister_critical_after = d;
     } else if (k == "health_check") {
       conf::HealthCheck h;
       if (!decode_health_check(v, h, err)) return false;
@@ -270,6 +278,7 @@ Registration registration_of(const Instance& inst) {
   r.routes = inst.routes;
   r.has_health_check = inst.has_health_check;
   r.health_check = inst.health_check;
+  r.deregister_critical_after = inst.deregister_critical_after;
   r.draining = inst.draining;
   return r;
 }

@@ -29,14 +29,28 @@ const char* Instance::state_name() const {
 
 void Registry::changed() {
   dirty_.all = true;
-  ++index_;
-  if (listener_) listener_();
+  all_index_ = ++index_;
+  if (listener_) listener_(nullptr);
 }
 
 void Registry::changed(const std::string& service) {
   dirty_.services.insert(service);
   ++index_;
-  if (listener_) listener_();
+  note_change(service);
+  if (listener_) listener_(&service);
+}
+
+void Registry::note_change(const std::string& service) {
+  service_index_[service] = index_;
+  // Entries of services that are gone are kept for blocking queries, but not without bound.
+  if (service_index_.size() > 2 * services_.size() + 1024) {
+    std::erase_if(service_index_, [&](const auto& e) { return !services_.count(e.first) && e.first != service; });
+  }
+}
+
+uint64_t Registry::service_index(const std::string& service) const {
+  auto it = service_index_.find(service);
+  return std::max(all_index_, it == service_index_.end() ? uint64_t{1} : it->second);
 }
 
 Service& Registry::service_for(const std::string& name) {
@@ -142,6 +156,7 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   Service& svc = service_for(r.service);
   Instance& inst = svc.instances[r.id];
   untrack_lease(inst);
+  untrack_critical(inst);
   route_carriers_.erase(inst.uid);
   if (!exists) {
     inst.uid = next_uid_++;
@@ -153,8 +168,10 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   assign(inst, r, now_ms);
   track_lease(inst);
   track_routes(inst);
+  track_id(inst);
   persist_dirty_.emplace(r.service, r.id);
   if (!exists) inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
+  track_critical(inst);
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
       r.address.text);
   changed(r.service);
@@ -166,8 +183,7 @@ bool Registry::remove(const std::string& service, const std::string& id) {
   if (sit == services_.end()) return false;
   auto it = sit->second.instances.find(id);
   if (it == sit->second.instances.end()) return false;
-  untrack_lease(it->second);
-  route_carriers_.erase(it->second.uid);
+  forget(it->second);
   if (it->second.source == Source::kDynamic) persist_dirty_.emplace(service, id);
   sit->second.instances.erase(it);
   --total_;
@@ -210,17 +226,71 @@ bool Registry::set_drain(const std::string& service, const std::string& id, bool
 }
 
 bool Registry::set_health(const std::string& service, const std::string& id, Health h, const std::string& reason) {
-  auto sit = services_.find(service);
-  if (sit == services_.end()) return false;
-  auto it = sit->second.instances.find(id);
-  if (it == sit->second.instances.end()) return false;
-  it->second.health_reason = reason;
-  if (it->second.health != h) {
-    if (h == Health::kHealthy) it->second.routable_since_ms = now();
-    it->second.health = h;
+  Instance* inst = find_mutable(service, id);
+  if (!inst) return false;
+  return set_reported_health(service, id, h, inst->warning, reason);
+}
+
+bool Registry::set_reported_health(const std::string& service, const std::string& id, Health h, bool warning,
+                                   const std::string& reason) {
+  Instance* inst = find_mutable(service, id);
+  if (!inst) return false;
+  inst->health_reason = reason;
+  if (inst->health != h || inst->warning != warning) {
+    if (h == Health::kHealthy && inst->health != h) inst->routable_since_ms = now();
+    untrack_critical(*inst);
+    if (h == Health::kUnhealthy && inst->health != h) inst->critical_since_ms = now();
+    inst->health = h;
+    inst->warning = warning;
+    track_critical(*inst);
     changed(service);
   }
   return true;
+}
+
+void Registry::track_critical(Instance& inst) {
+  if (inst.health == Health::kUnhealthy && inst.deregister_critical_after.count() > 0 && inst.source == Source::kDynamic)
+    critical_.emplace(inst.critical_since_ms + inst.deregister_critical_after.count(), &inst);
+}
+
+void Registry::untrack_critical(Instance& inst) {
+  critical_.erase({inst.critical_since_ms + inst.deregister_critical_after.count(), &inst});
+}
+
+void Registry::forget(Instance& inst) {
+  untrack_lease(inst);
+  untrack_critical(inst);
+  route_carriers_.erase(inst.uid);
+  auto [b, e] = by_id_.equal_range(inst.id);
+  for (auto it = b; it != e; ++it)
+    if (it->second == &inst) {
+      by_id_.erase(it);
+      break;
+    }
+}
+
+void Registry::track_id(const Instance& inst) {
+  auto [b, e] = by_id_.equal_range(inst.id);
+  for (auto it = b; it != e; ++it)
+    if (it->second == &inst) return;
+  by_id_.emplace(inst.id, &inst);
+}
+
+std::vector<const Instance*> Registry::find_by_id(const std::string& id) const {
+  std::vector<const Instance*> out;
+  auto [b, e] = by_id_.equal_range(id);
+  for (auto it = b; it != e; ++it) out.push_back(it->second);
+  return out;
+}
+
+void Registry::reap_critical(int64_t now_ms) {
+  while (!critical_.empty() && critical_.begin()->first <= now_ms) {
+    Instance* inst = critical_.begin()->second;
+    const std::string service = inst->service, id = inst->id;
+    log("instance deregistered after being unhealthy for its deregister_critical_after (" +
+        std::to_string(inst->deregister_critical_after.count()) + " ms): " + service + "/" + id);
+    remove(service, id);  // untracks it
+  }
 }
 
 Instance* Registry::find_mutable(const std::string& service, const std::string& id) {
@@ -270,6 +340,7 @@ int64_t Registry::expire(int64_t now_ms) {
   // Only services with a lease due now are looked at: the cost follows what expires, not the
   // size of the registry.
   std::set<std::string> due_services;
+  std::vector<std::string> expired_services;
   for (auto it = leases_.begin(); it != leases_.end() && it->first <= now_ms; ++it) due_services.insert(it->second->service);
   bool any = false;
   for (const auto& name : due_services) {
@@ -292,6 +363,7 @@ int64_t Registry::expire(int64_t now_ms) {
     }
     if (due.empty()) continue;
     any = true;
+    expired_services.push_back(name);
     dirty_.services.insert(name);
     // A mass expiry: more than one, and more than half, of the service's dynamic instances gone
     // silent (or expired) within one lease window. That looks like a partition between the
@@ -309,7 +381,7 @@ int64_t Registry::expire(int64_t now_ms) {
         log("lease expired in a mass expiry, keeping as stale: " + name + "/" + id + " (" + std::to_string(expiring) +
             " of " + std::to_string(population) + " instances expired within one TTL)");
       } else {
-        route_carriers_.erase(inst.uid);
+        forget(inst);
         persist_dirty_.emplace(name, id);
         svc.instances.erase(id);
         --total_;
@@ -321,7 +393,9 @@ int64_t Registry::expire(int64_t now_ms) {
   }
   if (any) {
     ++index_;
-    if (listener_) listener_();
+    for (const auto& name : expired_services) note_change(name);
+    for (const auto& name : expired_services)
+      if (listener_) listener_(&name);
   }
   return leases_.empty() ? -1 : leases_.begin()->first;
 }
@@ -338,13 +412,13 @@ void Registry::restore(const Registration& r, int64_t now_ms) {
   bool existed = svc.instances.count(r.id);
   Instance& inst = svc.instances[r.id];
   if (!existed) ++total_;
-  untrack_lease(inst);
-  route_carriers_.erase(inst.uid);
+  forget(inst);
   inst.uid = next_uid_++;
   inst.routable_since_ms = 0;  // present at start: nothing to ramp against
   assign(inst, r, now_ms);
   track_lease(inst);
   track_routes(inst);
+  track_id(inst);
   inst.draining = r.draining;
   inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
 }
@@ -361,6 +435,7 @@ void Registry::assign(Instance& inst, const Registration& r, int64_t now_ms) con
   inst.routes = r.routes;
   inst.has_health_check = r.has_health_check;
   inst.health_check = r.health_check;
+  inst.deregister_critical_after = r.deregister_critical_after;
   inst.ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
   inst.lease_expires_ms = now_ms + inst.ttl.count();
   inst.stale = false;

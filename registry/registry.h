@@ -43,6 +43,7 @@ struct Instance {
   std::vector<RouteSpec> routes;
   bool has_health_check = false;  // a per-instance health_check from a registration
   conf::HealthCheck health_check;
+  conf::Millis deregister_critical_after{0};  // 0 = never; else removed once unhealthy this long
 
   // Lease (dynamic instances only).
   conf::Millis ttl{0};           // 0 = no lease
@@ -52,6 +53,8 @@ struct Instance {
   bool draining = false;
   Health health = Health::kHealthy;
   std::string health_reason;  // last probe's verdict, for the admin API's "why"
+  bool warning = false;       // reported "warn" (Consul TTL check): routed, shown as warning
+  int64_t critical_since_ms = 0;  // unhealthy since (deregister_critical_after counts from here)
 
   // Passive health and the circuit breaker (written by health/ through the setters below).
   bool ejected = false;
@@ -89,6 +92,7 @@ struct Registration {
   std::vector<RouteSpec> routes;
   bool has_health_check = false;
   conf::HealthCheck health_check;
+  conf::Millis deregister_critical_after{0};  // 0 = never
   bool draining = false;  // stored documents only (restore()); put() leaves an instance's drain alone
 };
 
@@ -99,7 +103,8 @@ struct Limits {
 
 class Registry {
  public:
-  using Listener = std::function<void()>;
+  // Told after every change: the service that changed, or nullptr when any may have.
+  using Listener = std::function<void(const std::string* service)>;
   using Logger = std::function<void(const std::string&)>;
 
   Registry() = default;
@@ -128,16 +133,29 @@ class Registry {
   bool set_breaker_open(const std::string& service, const std::string& id, bool open, int64_t until_ms);
   Instance* find_mutable(const std::string& service, const std::string& id);
 
+  // A health verdict reported by the instance itself (Consul TTL check updates): `warning` keeps it
+  // routed but says so.
+  bool set_reported_health(const std::string& service, const std::string& id, Health h, bool warning,
+                           const std::string& reason);
+  // Removes instances unhealthy for longer than their deregister_critical_after. Cost follows the
+  // instances that are both unhealthy and opted in, not the registry.
+  void reap_critical(int64_t now_ms);
+
   // Removes instances whose lease ran out; a mass expiry keeps them as stale instead.
   // Returns the earliest next expiry (ms) or -1 when no lease is running.
   int64_t expire(int64_t now_ms);
 
   const Instance* find(const std::string& service, const std::string& id) const;
+  // Dynamic instances with this id, in any service (Consul and Eureka name instances by id alone).
+  std::vector<const Instance*> find_by_id(const std::string& id) const;
   const std::map<std::string, Service>& services() const { return services_; }
   // Instances whose registration carries routes, by uid (registration order): what the routing
   // snapshot reads for registration routes, without a walk over every instance.
   const std::map<uint64_t, const Instance*>& route_carriers() const { return route_carriers_; }
   uint64_t index() const { return index_; }
+  // The index of the last change to this service (≥ 1; kept a while after the service is gone, so
+  // a blocking query on it learns that it went). Consul's per-service X-Consul-Index.
+  uint64_t service_index(const std::string& service) const;
   size_t total_instances() const { return total_; }
 
   // Bumps the index and tells the listener; every mutation ends here. With a service name only
@@ -183,7 +201,16 @@ class Registry {
   void track_lease(Instance& inst);
   void untrack_lease(Instance& inst);
   void track_routes(const Instance& inst);
+  void track_critical(Instance& inst);
+  void untrack_critical(Instance& inst);
+  void forget(Instance& inst);  // every index entry of an instance about to be erased
+  void track_id(const Instance& inst);
+  void note_change(const std::string& service);
   std::set<std::pair<int64_t, Instance*>> leases_;
+  std::set<std::pair<int64_t, Instance*>> critical_;  // (removal time, instance) of opted-in unhealthy ones
+  std::map<std::string, uint64_t> service_index_;
+  std::multimap<std::string, const Instance*> by_id_;  // dynamic instances by id
+  uint64_t all_index_ = 1;  // last change that may have touched every service (config)
   std::set<std::pair<std::string, std::string>> persist_dirty_;
   std::map<uint64_t, const Instance*> route_carriers_;
 

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "proxy/admin/consul_api.h"
+#include "proxy/admin/eureka_api.h"
 #include "proxy/server/routing_table.h"
 #include "registry/codec.h"
 #include "version.h"
@@ -53,6 +55,29 @@ std::vector<std::string> split_path(const std::string& path) {
   return parts;
 }
 
+// RFC 4648 base64 (HTTP Basic credentials); stops at the first byte outside the alphabet.
+std::string base64_decode(std::string_view in) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char ch : in) {
+    int v;
+    if (ch >= 'A' && ch <= 'Z') v = ch - 'A';
+    else if (ch >= 'a' && ch <= 'z') v = ch - 'a' + 26;
+    else if (ch >= '0' && ch <= '9') v = ch - '0' + 52;
+    else if (ch == '+') v = 62;
+    else if (ch == '/') v = 63;
+    else break;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
 bool constant_time_equal(const std::string& a, const std::string& b) {
   // Compares every byte whatever the content; the length difference is folded in too.
   unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
@@ -76,33 +101,47 @@ json instance_json(const registry::Registry& reg, const registry::Instance& inst
 }  // namespace
 
 AdminApi::AdminApi(registry::Registry& reg, Metrics& metrics, AdminHooks hooks, std::string token)
-    : reg_(reg), metrics_(metrics), hooks_(std::move(hooks)), token_(std::move(token)) {}
+    : reg_(reg), metrics_(metrics), hooks_(std::move(hooks)), token_(std::move(token)),
+      consul_(std::make_unique<ConsulApi>(*this)), eureka_(std::make_unique<EurekaApi>(*this)) {}
+
+AdminApi::~AdminApi() = default;
 
 bool AdminApi::authorized(const AdminRequest& req) const {
   if (token_.empty()) return true;
-  std::string h = req.header("authorization");
-  const std::string prefix = "Bearer ";
-  std::string given = h.rfind(prefix, 0) == 0 ? h.substr(prefix.size()) : "";
+  const std::string h = req.header("authorization");
+  std::string given;
+  if (h.rfind("Bearer ", 0) == 0) {
+    given = h.substr(7);
+  } else if (h.rfind("Basic ", 0) == 0) {
+    const std::string user_pass = base64_decode(h.substr(6));
+    given = user_pass.substr(user_pass.find(':') == std::string::npos ? user_pass.size() : user_pass.find(':') + 1);
+  } else if (!req.header("x-consul-token").empty()) {
+    given = req.header("x-consul-token");
+  } else {
+    given = req.query_param("token");
+  }
   return constant_time_equal(given, token_);
 }
 
 void AdminApi::handle(AdminConn* conn, AdminRequest& req) {
   bool deferred = false;
+  // A call that changed the registry (whatever its method: Consul clients deregister with GET) is
+  // acknowledged once the change is routed and on disk.
+  const uint64_t before = reg_.index();
   AdminResponse r = route(conn, req, deferred);
   if (deferred) return;
-  const bool mutating = req.method == "PUT" || req.method == "POST" || req.method == "DELETE";
-  finish(conn, std::move(r), mutating && r.status < 300);
+  finish(conn, std::move(r), reg_.index() != before);
 }
 
-void AdminApi::finish(AdminConn* conn, AdminResponse r, bool mutating) {
+void AdminApi::finish(AdminConn* conn, AdminResponse r, bool changed) {
   r.headers.emplace_back("X-Switchyard-Index", std::to_string(reg_.index()));
   // An acknowledged change must be routed (and on disk) first: hold the answer until the end of
   // this loop turn, when one publish and one journal write cover every change of the turn.
-  if (mutating && hooks_.persistence_enabled && hooks_.persistence_enabled()) {
+  if (changed && hooks_.persistence_enabled && hooks_.persistence_enabled()) {
     unpersisted_.emplace_back(conn, std::move(r));
     return;
   }
-  if (mutating && hooks_.before_ack) hooks_.before_ack();
+  if (changed && hooks_.before_ack) hooks_.before_ack();
   conn->respond(r);
 }
 
@@ -121,11 +160,13 @@ void AdminApi::release_persisted(const std::string& err) {
 }
 
 void AdminApi::forget(AdminConn* conn) {
+  consul_->forget(conn);
   std::erase_if(waiters_, [&](const Waiter& w) { return w.conn == conn; });
   std::erase_if(unpersisted_, [&](const auto& p) { return p.first == conn; });
 }
 
-void AdminApi::on_registry_changed() {
+void AdminApi::on_registry_changed(const std::string* service) {
+  consul_->on_changed(service);
   if (waiters_.empty()) return;
   auto ready = std::partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return reg_.index() <= w.index; });
   std::vector<Waiter> done(std::make_move_iterator(ready), std::make_move_iterator(waiters_.end()));
@@ -134,6 +175,7 @@ void AdminApi::on_registry_changed() {
 }
 
 void AdminApi::sweep(int64_t now_ms) {
+  consul_->sweep(now_ms);
   if (waiters_.empty()) return;
   auto due = std::partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return w.deadline_ms > now_ms; });
   std::vector<Waiter> done(std::make_move_iterator(due), std::make_move_iterator(waiters_.end()));
@@ -143,6 +185,8 @@ void AdminApi::sweep(int64_t now_ms) {
 
 AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred) {
   const std::string& m = req.method;
+  if (ConsulApi::owns(req.path)) return consul_->route(conn, req, deferred);
+  if (EurekaApi::owns(req.path)) return eureka_->route(req);
   const auto parts = split_path(req.path);
   const bool mutating = m == "PUT" || m == "POST" || m == "DELETE";
   if (mutating && !authorized(req)) {
@@ -318,6 +362,23 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
   r.leased = leased;  // a "ttl" in the body decides, when there is one
   registry::DecodeError err;
   if (!registry::decode_registration(j, r, registry::DocKind::kRegistration, err)) return error(400, err.code, err.message);
+  registry::Registry::PutResult res;
+  Refusal why;
+  if (!admit(r, res, why)) return error(why.status, why.code, why.message);
+  const registry::Instance* inst = reg_.find(service, r.id);
+  json out = instance_json(reg_, *inst);
+  out["ttl_ms"] = inst->ttl.count();
+  json conflicts = json::array();
+  for (const auto& spec : r.routes) {
+    std::string owner = hooks_.config ? server::route_owner(reg_, hooks_.config(), spec, service) : "";
+    if (!owner.empty()) conflicts.push_back({{"host", spec.host}, {"path_prefix", spec.path_prefix}, {"conflict", owner}});
+  }
+  if (!conflicts.empty()) out["route_conflicts"] = conflicts;
+  out["index"] = reg_.index();
+  return json_response(res == registry::Registry::PutResult::kCreated ? 201 : 200, out);
+}
+
+bool AdminApi::admit(const registry::Registration& r, registry::Registry::PutResult& res, Refusal& why) {
   if (hooks_.own_addresses) {
     // own_addresses() lists wildcard listeners as every local address they answer on; an
     // IPv4-mapped IPv6 address is compared as the IPv4 address it is. (Requests that loop anyway,
@@ -325,26 +386,22 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
     const conf::Address target = r.address.unmapped();
     for (const auto& own : hooks_.own_addresses()) {
       const bool same_port = own.port() == target.port();
-      if (same_port && (own == target || (own.is_loopback() && target.is_loopback())))
-        return error(400, "bad_field", "'address' " + r.address.text + " is one of switchyard's own listeners (it would loop)");
+      if (same_port && (own == target || (own.is_loopback() && target.is_loopback()))) {
+        why = {400, "bad_field", "'address' " + r.address.text + " is one of switchyard's own listeners (it would loop)"};
+        return false;
+      }
     }
   }
-  auto res = reg_.put(r, hooks_.now_ms());
-  if (res == registry::Registry::PutResult::kServiceFull)
-    return error(429, "limit_reached", "service " + service + " has reached its instance limit");
-  if (res == registry::Registry::PutResult::kRegistryFull)
-    return error(429, "limit_reached", "the registry has reached its total instance limit");
-  const registry::Instance* inst = reg_.find(service, r.id);
-  json out = instance_json(reg_, *inst);
-  out["ttl_ms"] = inst->ttl.count();
-  json conflicts = json::array();
-  for (const auto& spec : r.routes) {
-    std::string why = hooks_.config ? server::route_owner(reg_, hooks_.config(), spec, service) : "";
-    if (!why.empty()) conflicts.push_back({{"host", spec.host}, {"path_prefix", spec.path_prefix}, {"conflict", why}});
+  res = reg_.put(r, hooks_.now_ms());
+  if (res == registry::Registry::PutResult::kServiceFull) {
+    why = {429, "limit_reached", "service " + r.service + " has reached its instance limit"};
+    return false;
   }
-  if (!conflicts.empty()) out["route_conflicts"] = conflicts;
-  out["index"] = reg_.index();
-  return json_response(res == registry::Registry::PutResult::kCreated ? 201 : 200, out);
+  if (res == registry::Registry::PutResult::kRegistryFull) {
+    why = {429, "limit_reached", "the registry has reached its total instance limit"};
+    return false;
+  }
+  return true;
 }
 
 AdminResponse AdminApi::catalog_post(const std::string& body) {

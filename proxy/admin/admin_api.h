@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,21 +29,44 @@ struct AdminHooks {
   std::function<void()> before_scrape;           // gauges read from live state, per scrape
 };
 
+class ConsulApi;
+class EurekaApi;
+
 class AdminApi final : public AdminHandler {
  public:
   AdminApi(registry::Registry& reg, Metrics& metrics, AdminHooks hooks, std::string token);
+  ~AdminApi() override;
 
   void handle(AdminConn* conn, AdminRequest& req) override;
   void forget(AdminConn* conn) override;
 
-  // After a registry change: answer long polls whose index has passed.
-  void on_registry_changed();
+  // After a registry change (of `service`, or of any when nullptr): answer long polls whose index
+  // has passed.
+  void on_registry_changed(const std::string* service);
   // Periodic: answer long polls whose wait ran out.
   void sweep(int64_t now_ms);
   // Persistence finished for this loop turn: send the held acknowledgements (or 500s).
   void release_persisted(const std::string& error);
   bool has_unpersisted() const { return !unpersisted_.empty(); }
   void set_token(std::string t) { token_ = std::move(t); }
+
+  // ---- shared with the compatible APIs (consul_api.cc, eureka_api.cc) ----
+  struct Refusal {
+    int status = 0;
+    std::string code, message;
+  };
+  // The one way a registration enters the registry, whichever API it came through: the loop
+  // check (not one of our own listeners), the limits, Registry::put. false: `why` says.
+  bool admit(const registry::Registration& r, registry::Registry::PutResult& res, Refusal& why);
+  // The admin token in any of the forms the APIs use: "Authorization: Bearer <token>", HTTP Basic
+  // with the token as password (Eureka clients), "X-Consul-Token: <token>" or "?token=" (Consul).
+  bool authorized(const AdminRequest& req) const;
+  bool token_required() const { return !token_.empty(); }
+  // Sends an answer. One that follows a registry change is held until the change is routed and
+  // on disk (the end of this loop turn).
+  void finish(AdminConn* conn, AdminResponse r, bool changed);
+  registry::Registry& registry() { return reg_; }
+  const AdminHooks& hooks() const { return hooks_; }
 
  private:
   struct Waiter {
@@ -59,8 +83,6 @@ class AdminApi final : public AdminHandler {
   AdminResponse catalog_post(const std::string& body);
   AdminResponse catalog_get();
   AdminResponse instance_view(const std::string& service, const std::string& id);
-  bool authorized(const AdminRequest& req) const;
-  void finish(AdminConn* conn, AdminResponse r, bool mutating);
 
   registry::Registry& reg_;
   Metrics& metrics_;
@@ -69,6 +91,8 @@ class AdminApi final : public AdminHandler {
   std::vector<Waiter> waiters_;
   std::vector<std::pair<AdminConn*, AdminResponse>> unpersisted_;
   uint64_t id_counter_ = 0;
+  std::unique_ptr<ConsulApi> consul_;
+  std::unique_ptr<EurekaApi> eureka_;
 };
 
 }  // namespace sy::admin

@@ -24,13 +24,13 @@ int hexval(char c) {
   return -1;
 }
 
-std::string url_decode(std::string_view s) {
+std::string url_decode(std::string_view s, bool plus_is_space = true) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
       out.push_back(static_cast<char>(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
       i += 2;
-    } else if (s[i] == '+') {
+    } else if (s[i] == '+' && plus_is_space) {
       out.push_back(' ');
     } else {
       out.push_back(s[i]);
@@ -45,6 +45,8 @@ std::string AdminRequest::header(const std::string& name) const {
     if (k == name) return v;
   return "";
 }
+
+std::string AdminRequest::decoded_path() const { return url_decode(path, false); }
 
 std::string AdminRequest::query_param(const std::string& name) const {
   std::string_view q = query;
@@ -91,6 +93,14 @@ void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
               std::to_string(limits_.max_connections) + ")");
     c->refuse(503, "overloaded", "too many admin connections");
     return;
+  }
+  sockaddr_storage peer{};
+  int len = sizeof peer;
+  if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (peer.ss_family == AF_INET) uv_ip4_name(reinterpret_cast<const sockaddr_in*>(&peer), ip, sizeof ip);
+    else uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(&peer), ip, sizeof ip);
+    c->peer_ip_ = ip;
   }
   c->phase_ = Phase::kIdle;
   c->arm(limits_.header_timeout_ms);  // the first request's head must come within header_timeout
@@ -287,6 +297,7 @@ const llhttp_settings_t* AdminConn::settings() {
         c->req_.headers.emplace_back(std::move(c->field_), std::move(c->value_));
       }
       c->req_.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
+      c->req_.peer_ip = c->peer_ip_;
       size_t q = c->url_.find('?');
       c->req_.path = c->url_.substr(0, q);
       c->req_.query = q == std::string::npos ? "" : c->url_.substr(q + 1);

@@ -18,8 +18,10 @@ struct AdminRequest {
   std::string query;  // after '?', raw
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
   std::string body;
+  std::string peer_ip;  // the client's address, without the port
   std::string header(const std::string& lower_name) const;
   std::string query_param(const std::string& name) const;
+  std::string decoded_path() const;  // %XX decoded ("+" stays "+")
 };
 
 struct AdminResponse {
@@ -85,6 +87,7 @@ class AdminConn {
   uint64_t last_read_ms_ = 0;
 
   uv_tcp_t tcp_{};
+  std::string peer_ip_;
   uv_timer_t timer_{};
   uv_write_t wreq_{};
   uv_shutdown_t shutdown_req_{};

@@ -273,24 +273,68 @@ def test_a_corrupt_journal_line_before_the_end_stops_start_up(tmp_path):
 
 def test_the_journal_is_compacted_into_the_snapshot(backends, proxies, tmp_path):
     """Past registry.journal_max the journal is folded into a new snapshot by a background thread;
-    every change survives, before and after, and the old journal goes."""
+    every change survives, before and after, and the old journal goes. The second compaction merges
+    a snapshot the first one wrote (one instance per line, carried over as text)."""
     import glob
     b = backends()
     snap = tmp_path / "registry.json"
     p = proxies(config(snap, "  journal_max: 8KiB\n"))
+
+    def compactions():
+        return sum("registry snapshot compacted" in line for line in p.lines)
+
     for i in range(120):
         assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address, "meta": {"n": str(i)}})[0] == 201
     p.wait_log("registry snapshot compacted", timeout=20)
+    first = compactions()
+    # Updates of entries the snapshot holds, deletions of some, new ones: until a later compaction.
+    n = 0
+    while compactions() == first:
+        assert n < 5000, "no second compaction"
+        k = n % 120
+        if k % 10 == 5:
+            assert admin(p.admin, "DELETE", f"/v1/services/s/instances/i{k}")[0] in (204, 404)
+        else:
+            assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{k}",
+                         {"address": b.address, "meta": {"n": str(k), "round": str(n // 120)}})[0] in (200, 201)
+        n += 1
+        if n % 50 == 0:
+            time.sleep(0.01)  # let the loop reap a finished compaction
+    # The round of each entry's last update (None: never updated after the first loop).
+    expected = {f"i{k}": (str((n - 1 - ((n - 1 - k) % 120)) // 120) if k < n else None)
+                for k in range(120) if k % 10 != 5 or k >= n}
     for i in range(120, 130):
         assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address})[0] == 201
-    assert admin(p.admin, "DELETE", "/v1/services/s/instances/i3")[0] == 204
     doc = json.loads(snap.read_text())
-    assert doc["version"] == 3 and doc["journal"] >= 1
+    assert doc["version"] == 3 and doc["journal"] >= 2
+    assert len(snap.read_text().splitlines()) == len(doc["instances"]) + 2  # one instance per line
     assert not glob.glob(str(snap) + ".journal.0")  # folded in and removed
     p.proc.send_signal(signal.SIGKILL)
     p.proc.wait()
     p.killed = True
     p2 = proxies(config(snap))
     inst = {i["id"]: i for i in admin(p2.admin, "GET", "/v1/services/s")[1]["instances"]}
-    assert set(inst) == {f"i{i}" for i in range(130)} - {"i3"}
-    assert inst["i77"]["meta"] == {"n": "77"}
+    assert set(inst) == set(expected) | {f"i{i}" for i in range(120, 130)}
+    for k, rnd in expected.items():
+        assert inst[k]["meta"] == ({"n": k[1:], "round": rnd} if rnd else {"n": k[1:]}), k
+
+
+def test_an_old_one_line_snapshot_is_compacted_without_losing_fields(backends, proxies, tmp_path):
+    """A snapshot written by an earlier release (one line) is merged by the first compaction."""
+    b = backends()
+    snap = tmp_path / "registry.json"
+    snap.write_text(json.dumps({"version": 1, "index": 9, "instances": [
+        {"service": "s", "id": "old", "address": b.address, "weight": 7, "tags": ["t"], "meta": {"k": "v"},
+         "zone": "z", "ttl_ms": 45000, "draining": False, "routes": []}]}))
+    p = proxies(config(snap, "  journal_max: 4KiB\n"))
+    for i in range(60):
+        assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address})[0] == 201
+    p.wait_log("registry snapshot compacted", timeout=20)
+    assert json.loads(snap.read_text())["version"] == 3
+    p.proc.send_signal(signal.SIGKILL)
+    p.proc.wait()
+    p.killed = True
+    p2 = proxies(config(snap))
+    old = admin(p2.admin, "GET", "/v1/services/s/instances/old")[1]
+    assert old["weight"] == 7 and old["ttl"] == "45s" and old["zone"] == "z" and old["meta"] == {"k": "v"}
+    assert len(admin(p2.admin, "GET", "/v1/services/s")[1]["instances"]) == 61

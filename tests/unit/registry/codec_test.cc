@@ -13,7 +13,8 @@ namespace {
 bool same(const Registration& a, const Registration& b) {
   return a.service == b.service && a.id == b.id && a.address == b.address && a.weight == b.weight && a.tags == b.tags &&
          a.meta == b.meta && a.zone == b.zone && a.ttl == b.ttl && a.leased == b.leased && a.routes == b.routes &&
-         a.has_health_check == b.has_health_check && a.health_check == b.health_check && a.draining == b.draining;
+         a.has_health_check == b.has_health_check && a.health_check == b.health_check && a.draining == b.draining &&
+         a.deregister_critical_after == b.deregister_critical_after;
 }
 
 Registration full() {
@@ -38,6 +39,7 @@ Registration full() {
   r.health_check.jitter = 0.07;
   r.health_check.healthy_threshold = 4;
   r.health_check.unhealthy_threshold = 11;
+  r.deregister_critical_after = Millis(120000);
   r.draining = true;
   return r;
 }

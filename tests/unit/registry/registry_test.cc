@@ -19,7 +19,7 @@ Registration reg(const std::string& svc, const std::string& id, int port, Millis
 TEST_CASE("put, update, heartbeat, drain, remove bump the index") {
   Registry r;
   int changes = 0;
-  r.set_listener([&] { ++changes; });
+  r.set_listener([&](const std::string*) { ++changes; });
   uint64_t i0 = r.index();
   CHECK(r.put(reg("a", "1", 9001), 0) == Registry::PutResult::kCreated);
   CHECK(r.put(reg("a", "1", 9001), 0) == Registry::PutResult::kUpdated);
@@ -98,4 +98,56 @@ TEST_CASE("a mass expiry is seen even when the leases run out a few ms apart") {
   CHECK(r.find("a", "0")->stale);
   r.expire(1100);
   for (int i = 0; i < 4; ++i) CHECK(r.find("a", std::to_string(i))->stale);
+}
+
+TEST_CASE("each service has its own index; the listener names the service that changed") {
+  Registry r;
+  std::vector<std::string> told;
+  r.set_listener([&](const std::string* s) { told.push_back(s ? *s : "*"); });
+  r.put(reg("a", "1", 9001), 0);
+  const uint64_t a1 = r.service_index("a");
+  r.put(reg("b", "1", 9002), 0);
+  CHECK(r.service_index("a") == a1);  // b's change leaves a's index alone
+  CHECK(r.service_index("b") > a1);
+  r.remove("a", "1");
+  CHECK(r.service_index("a") > a1);  // still answered for a service that is gone
+  CHECK(told == std::vector<std::string>{"a", "b", "a"});
+  CHECK(r.service_index("never") >= 1);
+}
+
+TEST_CASE("find_by_id finds dynamic instances in any service and forgets removed ones") {
+  Registry r;
+  r.put(reg("a", "x", 9001), 0);
+  r.put(reg("b", "x", 9002), 0);
+  CHECK(r.find_by_id("x").size() == 2);
+  r.remove("a", "x");
+  REQUIRE(r.find_by_id("x").size() == 1);
+  CHECK(r.find_by_id("x")[0]->service == "b");
+  r.expire(5000);  // its lease ran out
+  CHECK(r.find_by_id("x").empty());
+}
+
+TEST_CASE("deregister_critical_after removes an instance unhealthy that long, and only that") {
+  Registry r;
+  int64_t now = 0;
+  r.set_clock([&] { return now; });
+  Registration a = reg("a", "1", 9001, Millis(0));
+  a.leased = false;
+  a.deregister_critical_after = Millis(2000);
+  r.put(a, 0);
+  Registration b = reg("a", "2", 9002, Millis(0));
+  b.leased = false;
+  r.put(b, 0);
+  now = 100;
+  r.set_reported_health("a", "1", Health::kUnhealthy, false, "check failed");
+  r.set_reported_health("a", "2", Health::kUnhealthy, false, "check failed");
+  now = 1500;
+  r.set_reported_health("a", "1", Health::kHealthy, true, "recovered, warning");  // the clock restarts
+  CHECK(r.find("a", "1")->warning);
+  r.set_reported_health("a", "1", Health::kUnhealthy, false, "failed again");
+  r.reap_critical(3000);
+  CHECK(r.find("a", "1") != nullptr);  // unhealthy since 1500: not 2 s yet
+  r.reap_critical(3500);
+  CHECK(r.find("a", "1") == nullptr);
+  CHECK(r.find("a", "2") != nullptr);  // not opted in
 }

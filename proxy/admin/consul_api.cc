@@ -1,0 +1,626 @@
+// ConsulApi: Consul's request documents translated into switchyard's registration document, and
+// registry instances rendered in Consul's answer shapes (docs/consul-eureka.md lists every call).
+#include "proxy/admin/consul_api.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "registry/codec.h"
+
+namespace sy::admin {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int64_t kDefaultWaitMs = 5 * 60 * 1000;  // Consul's defaults
+constexpr int64_t kMaxWaitMs = 10 * 60 * 1000;
+
+// Consul answers errors as plain text.
+AdminResponse text(int status, const std::string& msg) {
+  AdminResponse r;
+  r.status = status;
+  r.content_type = "text/plain; charset=utf-8";
+  r.body = msg;
+  return r;
+}
+
+AdminResponse json_answer(const json& j) {
+  AdminResponse r;
+  r.body = j.dump(2);
+  return r;
+}
+
+// Consul accepts keys in PascalCase, camelCase, lower case and snake_case: compare them folded.
+std::string fold(const std::string& k) {
+  std::string out;
+  for (char c : k) {
+    if (c == '_' || c == '-') continue;
+    out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+  }
+  return out;
+}
+
+// One level of an object with folded keys (the values, such as Meta's own keys, stay as sent).
+json folded(const json& obj) {
+  json out = json::object();
+  if (!obj.is_object()) return out;
+  for (const auto& [k, v] : obj.items()) out[fold(k)] = v;
+  return out;
+}
+
+// Go's duration syntax, which Consul clients send ("10s", "1m30s", "500ms"), or a number of
+// nanoseconds.
+bool consul_duration(const json& v, conf::Millis& out) {
+  if (v.is_number_unsigned() || v.is_number_integer()) {
+    out = conf::Millis(v.get<int64_t>() / 1000000);
+    return v.get<int64_t>() >= 0;
+  }
+  if (!v.is_string()) return false;
+  const std::string s = v.get<std::string>();
+  if (s.empty()) return false;
+  if (s == "0") {
+    out = conf::Millis(0);
+    return true;
+  }
+  double total_ms = 0;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = i;
+    while (j < s.size() && ((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) ++j;
+    if (j == i) return false;
+    double n = 0;
+    auto r = std::from_chars(s.data() + i, s.data() + j, n);
+    if (r.ec != std::errc() || r.ptr != s.data() + j) return false;
+    size_t k = j;
+    while (k < s.size() && !((s[k] >= '0' && s[k] <= '9') || s[k] == '.')) ++k;
+    const std::string unit = s.substr(j, k - j);
+    double scale;
+    if (unit == "h") scale = 3600000;
+    else if (unit == "m") scale = 60000;
+    else if (unit == "s") scale = 1000;
+    else if (unit == "ms") scale = 1;
+    else if (unit == "us" || unit == "\xc2\xb5s") scale = 0.001;
+    else if (unit == "ns") scale = 0.000001;
+    else return false;
+    total_ms += n * scale;
+    i = k;
+  }
+  if (!(total_ms >= 0 && total_ms < 1e15)) return false;
+  out = conf::Millis(static_cast<int64_t>(std::llround(total_ms)));
+  return true;
+}
+
+std::string host_of(const conf::Address& a) {
+  std::string h = a.text.substr(0, a.text.rfind(':'));
+  if (h.size() >= 2 && h.front() == '[') h = h.substr(1, h.size() - 2);
+  return h;
+}
+
+const std::string& node_name() {
+  static const std::string name = [] {
+    char buf[256] = "";
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return std::string("switchyard");
+    return std::string(buf);
+  }();
+  return name;
+}
+
+const char* check_type(const registry::Registry& reg, const registry::Instance& i) {
+  const conf::HealthCheck* hc = i.has_health_check ? &i.health_check : nullptr;
+  if (!hc) {
+    auto it = reg.services().find(i.service);
+    if (it != reg.services().end() && it->second.cfg.has_health_check) hc = &it->second.cfg.health_check;
+  }
+  if (hc && hc->type == conf::HealthCheck::Type::kHttp) return "http";
+  if (hc && hc->type == conf::HealthCheck::Type::kTcp) return "tcp";
+  return i.ttl.count() > 0 ? "ttl" : "";
+}
+
+// switchyard's view of an instance as one Consul check status.
+const char* status_of(const registry::Instance& i) {
+  if (i.health != registry::Health::kHealthy || i.ejected || i.breaker_open || i.stale) return "critical";
+  return i.warning ? "warning" : "passing";
+}
+
+std::string output_of(const registry::Instance& i) {
+  if (i.stale) return "lease expired in a mass expiry; kept as stale until it heartbeats";
+  if (i.ejected) return "ejected by outlier detection";
+  if (i.breaker_open) return "circuit breaker open";
+  return i.health_reason;
+}
+
+}  // namespace
+
+bool ConsulApi::owns(const std::string& path) {
+  for (const char* p : {"/v1/agent/", "/v1/health/", "/v1/catalog/", "/v1/kv/", "/v1/status/"})
+    if (path.rfind(p, 0) == 0) return true;
+  return false;
+}
+
+uint64_t ConsulApi::index_of(const std::string& key) const {
+  const registry::Registry& reg = api_.registry();
+  return key.empty() ? reg.index() : reg.service_index(key);
+}
+
+AdminResponse ConsulApi::route(AdminConn* conn, AdminRequest& req, bool& deferred) {
+  const std::string& m = req.method;
+  const std::string path = req.decoded_path();  // ids such as service%3Aweb-1
+  std::string key;  // what a blocking read watches
+  bool is_read = false;
+  AdminResponse r;
+  auto tail = [&](const char* prefix) -> std::string {
+    const std::string p(prefix);
+    return path.rfind(p, 0) == 0 ? path.substr(p.size()) : std::string("\x01");
+  };
+  auto mutation_allowed = [&]() { return api_.authorized(req); };
+  const std::string dc = req.query_param("dc");
+  const std::string& our_dc = api_.hooks().config ? api_.hooks().config().registry.datacenter : std::string("dc1");
+  // The one check for every mutating call (Consul clients use GET for some).
+  const bool mutating = path == "/v1/agent/service/register" || tail("/v1/agent/service/deregister/") != "\x01" ||
+                        tail("/v1/agent/check/") != "\x01" || tail("/v1/agent/service/maintenance/") != "\x01";
+  if (!dc.empty() && dc != our_dc) {
+    r = text(500, "No path to datacenter");
+  } else if (mutating && !mutation_allowed()) {
+    r = text(403, "Permission denied: this call needs the admin token (X-Consul-Token, ?token= or a bearer header)");
+  } else if (path == "/v1/agent/service/register") {
+    r = m == "PUT" || m == "POST" ? registration(req) : text(405, "method " + m + " not allowed; use PUT");
+  } else if (std::string id = tail("/v1/agent/service/deregister/"); id != "\x01") {
+    r = m == "PUT" || m == "GET" || m == "POST" ? deregistration(id) : text(405, "method " + m + " not allowed; use PUT");
+  } else if (std::string id2 = tail("/v1/agent/service/maintenance/"); id2 != "\x01") {
+    r = m == "PUT" || m == "POST" ? maintenance(req, id2) : text(405, "method " + m + " not allowed; use PUT");
+  } else if (std::string rest = tail("/v1/agent/check/"); rest != "\x01") {
+    const size_t slash = rest.find('/');
+    const std::string verb = rest.substr(0, slash), cid = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (m != "PUT" && m != "GET" && m != "POST") {
+      r = text(405, "method " + m + " not allowed; use PUT");
+    } else if (cid.empty()) {
+      r = text(400, "Missing check ID");
+    } else if (verb == "pass" || verb == "warn" || verb == "fail") {
+      r = check_update(cid, verb == "pass" ? "passing" : verb == "warn" ? "warning" : "critical", req.query_param("note"));
+    } else if (verb == "update") {
+      json b = json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
+      json f = folded(b);
+      if (b.is_discarded() || !b.is_object()) r = text(400, "Request decode failed: body must be a JSON object");
+      else if (!f.value("status", json("")).is_string() || !f.value("output", json("")).is_string())
+        r = text(400, "Request decode failed: Status and Output must be strings");
+      else r = check_update(cid, f.value("status", std::string()), f.value("output", std::string()));
+    } else {
+      r = text(404, "no such Consul check call: " + verb + " (pass, warn, fail and update are supported)");
+    }
+  } else if (path.rfind("/v1/kv/", 0) == 0) {
+    // No key/value store here; fabio and others read their config from KV and take 404 as "none".
+    r = text(404, "");
+  } else if (m != "GET" && m != "HEAD") {
+    r = text(405, "method " + m + " not allowed on " + path);
+  } else {
+    is_read = true;
+    for (const char* p : {"/v1/health/service/", "/v1/catalog/service/", "/v1/health/checks/"})
+      if (std::string s = tail(p); s != "\x01") key = s;
+  }
+  if (is_read) {
+    const std::string idx = req.query_param("index");
+    if (!idx.empty()) {
+      uint64_t want = 0;
+      auto pr = std::from_chars(idx.data(), idx.data() + idx.size(), want);
+      if (pr.ec != std::errc() || pr.ptr != idx.data() + idx.size()) {
+        r = text(400, "Invalid index: must be a whole number");
+        is_read = false;
+      } else {
+        int64_t wait = kDefaultWaitMs;
+        const std::string w = req.query_param("wait");
+        conf::Millis d;
+        if (!w.empty() && !consul_duration(json(w), d)) {
+          r = text(400, "Invalid wait time: " + w + " (use a duration such as 30s, 5m or 500ms)");
+          is_read = false;
+        } else {
+          if (!w.empty()) wait = std::min<int64_t>(d.count(), kMaxWaitMs);
+          if (index_of(key) <= want && wait > 0) {
+            waiters_.emplace(key, Waiter{conn, req, want, api_.hooks().now_ms() + wait});
+            deferred = true;
+            return {};
+          }
+        }
+      }
+    }
+    if (is_read) r = read(req);
+  }
+  return with_index(std::move(r), key);
+}
+
+AdminResponse ConsulApi::with_index(AdminResponse r, const std::string& key) const {
+  // Every Consul answer, 404s included, carries the index (clients fail without it).
+  r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<uint64_t>(1, index_of(key))));
+  r.headers.emplace_back("X-Consul-Knownleader", "true");
+  r.headers.emplace_back("X-Consul-Lastcontact", "0");
+  return r;
+}
+
+void ConsulApi::wake(std::multimap<std::string, Waiter>::iterator first, std::multimap<std::string, Waiter>::iterator last) {
+  std::vector<std::pair<std::string, Waiter>> done;
+  for (auto it = first; it != last;) {
+    if (index_of(it->first) > it->second.index) {
+      done.emplace_back(it->first, std::move(it->second));
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [key, w] : done) api_.finish(w.conn, with_index(read(w.req), key), false);
+}
+
+void ConsulApi::on_changed(const std::string* service) {
+  if (waiters_.empty()) return;
+  if (!service) {
+    wake(waiters_.begin(), waiters_.end());
+    return;
+  }
+  // Only the watchers of this service and of the whole catalog: a change elsewhere wakes no one
+  // else (hashicorp/consul#1244).
+  auto [b, e] = waiters_.equal_range(*service);
+  if (b != e) wake(b, e);
+  auto [cb, ce] = waiters_.equal_range("");
+  if (cb != ce) wake(cb, ce);
+}
+
+void ConsulApi::sweep(int64_t now_ms) {
+  if (waiters_.empty()) return;
+  std::vector<std::pair<std::string, Waiter>> done;
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (it->second.deadline_ms <= now_ms) {
+      done.emplace_back(it->first, std::move(it->second));
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [key, w] : done) api_.finish(w.conn, with_index(read(w.req), key), false);
+}
+
+void ConsulApi::forget(AdminConn* conn) {
+  std::erase_if(waiters_, [&](const auto& e) { return e.second.conn == conn; });
+}
+
+AdminResponse ConsulApi::registration(const AdminRequest& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) return text(400, "Request decode failed: body must be a JSON object");
+  const json top = folded(body);
+  auto bad = [](const std::string& m) { return text(400, "Invalid service registration: " + m); };
+  auto str = [&](const char* k) -> std::string { return top.contains(k) && top[k].is_string() ? top[k].get<std::string>() : ""; };
+  for (const char* k : {"name", "id", "address", "kind"})
+    if (top.contains(k) && !top[k].is_string() && !top[k].is_null()) return bad(std::string(k) + " must be a string");
+  const std::string name = str("name");
+  if (name.empty()) return text(400, "Missing service name");
+  if (!registry::valid_service_name(name)) return bad("Name must be 1-128 characters of [A-Za-z0-9._-]");
+  const std::string id = str("id").empty() ? name : str("id");
+  if (!registry::valid_instance_id(id)) return bad("ID must be 1-128 characters of [A-Za-z0-9._:-]");
+  if (!str("kind").empty()) return bad("Kind " + str("kind") + " is not supported: switchyard registers plain services");
+  for (const char* k : {"connect", "proxy"})
+    if (top.contains(k) && !top[k].is_null() && !(top[k].is_object() && top[k].empty()))
+      return bad(std::string(k == std::string("connect") ? "Connect" : "Proxy") + " is not supported (no service mesh here)");
+  if (!top.contains("port") || !top["port"].is_number_unsigned() || top["port"].get<uint64_t>() < 1 ||
+      top["port"].get<uint64_t>() > 65535)
+    return bad("Port must be a number 1-65535 (switchyard routes to Address:Port)");
+  const uint64_t port = top["port"].get<uint64_t>();
+  // No Address: the address the client registered from, as Consul uses its node's address.
+  std::string host = str("address").empty() ? (req.peer_ip.empty() ? "127.0.0.1" : req.peer_ip) : str("address");
+  json doc = json::object();
+  doc["address"] = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  if (top.contains("tags") && !top["tags"].is_null()) doc["tags"] = top["tags"];
+  if (top.contains("meta") && !top["meta"].is_null()) doc["meta"] = top["meta"];
+  if (top.contains("weights") && top["weights"].is_object()) {
+    const json w = folded(top["weights"]);
+    if (w.contains("passing")) doc["weight"] = w["passing"];
+  }
+  // Checks: at most one HTTP or TCP check (→ the instance's health check) and one TTL check (→ its lease).
+  std::vector<json> checks;
+  if (top.contains("check") && top["check"].is_object()) checks.push_back(folded(top["check"]));
+  if (top.contains("checks") && top["checks"].is_array())
+    for (const auto& c : top["checks"])
+      if (c.is_object()) checks.push_back(folded(c));
+  bool have_ttl = false, have_active = false;
+  std::string ttl_status = "critical", ttl_check_id;
+  conf::Millis dca{0};
+  doc["ttl"] = "0s";  // Consul agent services live until deregistered, unless a TTL check says otherwise
+  for (const auto& c : checks) {
+    for (const char* k : {"grpc", "args", "script", "dockercontainerid", "h2ping", "aliasservice", "udp", "osservice"})
+      if (c.contains(k) && !c[k].is_null() && !(c[k].is_string() && c[k].get<std::string>().empty()) &&
+          !(c[k].is_array() && c[k].empty()))
+        return bad(std::string("check type '") + k + "' is not supported (HTTP, TCP and TTL checks are)");
+    auto cstr = [&](const char* k) { return c.contains(k) && c[k].is_string() ? c[k].get<std::string>() : std::string(); };
+    if (c.contains("deregistercriticalserviceafter") && !c["deregistercriticalserviceafter"].is_null()) {
+      conf::Millis d;
+      if (!consul_duration(c["deregistercriticalserviceafter"], d)) return bad("DeregisterCriticalServiceAfter must be a duration such as 90s");
+      if (d.count() > 0 && (dca.count() == 0 || d < dca)) dca = d;
+    }
+    if (!cstr("ttl").empty()) {
+      if (have_ttl) return bad("at most one TTL check per service");
+      conf::Millis ttl;
+      if (!consul_duration(c["ttl"], ttl) || ttl.count() < 1000) return bad("TTL must be a duration of at least 1s");
+      have_ttl = true;
+      doc["ttl"] = registry::format_duration(ttl);
+      if (!cstr("status").empty()) ttl_status = cstr("status");
+      ttl_check_id = cstr("checkid");
+      continue;
+    }
+    const std::string http = cstr("http"), tcp = cstr("tcp");
+    if (http.empty() && tcp.empty()) return bad("a check needs HTTP, TCP or TTL");
+    if (have_active) return bad("at most one HTTP or TCP check per service (switchyard probes one)");
+    have_active = true;
+    json hc = json::object();
+    std::string authority;
+    if (!http.empty()) {
+      if (http.rfind("http://", 0) != 0) return bad("HTTP check URL must start with http:// (no TLS probes): " + http);
+      const std::string rest = http.substr(7);
+      const size_t slash = rest.find('/');
+      authority = rest.substr(0, slash);
+      hc["type"] = "http";
+      hc["path"] = slash == std::string::npos ? "/" : rest.substr(slash);
+      hc["host"] = authority;
+      hc["expected_status"] = json::array({"200-299"});  // Consul: 2xx passing
+      const std::string method = cstr("method");
+      if (!method.empty() && method != "GET") return bad("HTTP check Method " + method + " is not supported (GET is)");
+    } else {
+      authority = tcp;
+      hc["type"] = "tcp";
+    }
+    const size_t colon = authority.rfind(':');
+    uint64_t check_port = 0;
+    if (colon != std::string::npos) {
+      auto pr = std::from_chars(authority.data() + colon + 1, authority.data() + authority.size(), check_port);
+      if (pr.ec != std::errc()) check_port = 0;
+    } else if (!http.empty()) {
+      check_port = 80;
+    }
+    if (check_port != port)
+      return bad("the check must probe the service's own port " + std::to_string(port) +
+                 " (switchyard probes the instance's address): " + (http.empty() ? tcp : http));
+    conf::Millis interval, timeout;
+    if (!c.contains("interval") || !consul_duration(c["interval"], interval) || interval.count() < 1)
+      return bad("Interval is required for HTTP and TCP checks (a duration such as 10s)");
+    hc["interval"] = registry::format_duration(interval);
+    if (c.contains("timeout") && !c["timeout"].is_null()) {
+      if (!consul_duration(c["timeout"], timeout) || timeout.count() < 1) return bad("Timeout must be a duration such as 1s");
+      hc["timeout"] = registry::format_duration(timeout);
+    }
+    // Consul passes or fails a check on one result unless told otherwise.
+    auto count = [&](const char* k) -> int64_t {
+      return c.contains(k) && c[k].is_number_integer() ? std::clamp<int64_t>(c[k].get<int64_t>(), 1, 1000) : 1;
+    };
+    hc["healthy_threshold"] = static_cast<uint64_t>(count("successbeforepassing"));
+    hc["unhealthy_threshold"] = static_cast<uint64_t>(count("failuresbeforecritical"));
+    doc["health_check"] = hc;
+  }
+  if (dca.count() > 0) doc["deregister_critical_after"] = registry::format_duration(std::max(dca, conf::Millis(1000)));
+
+  registry::Registration r;
+  r.service = name;
+  r.id = id;
+  registry::DecodeError err;
+  if (!registry::decode_registration(doc, r, registry::DocKind::kRegistration, err)) return bad(err.message);
+  registry::Registry& reg = api_.registry();
+  // A Consul service ID names one service on the agent: registering it under another name moves it.
+  for (const registry::Instance* other : reg.find_by_id(id))
+    if (other->service != name) reg.remove(std::string(other->service), id);
+  registry::Registry::PutResult res;
+  AdminApi::Refusal why;
+  if (!api_.admit(r, res, why)) return text(why.status, why.message);
+  if (have_ttl) {
+    // A TTL check starts as its Status says, critical unless told: not routed until it passes.
+    if (ttl_status == "passing") reg.set_reported_health(name, id, registry::Health::kHealthy, false, "");
+    else if (ttl_status == "warning") reg.set_reported_health(name, id, registry::Health::kHealthy, true, "");
+    else reg.set_reported_health(name, id, registry::Health::kUnhealthy, false, "TTL check has not passed yet");
+    if (!ttl_check_id.empty()) checks_[ttl_check_id] = {name, id};
+    if (checks_.size() > 2 * reg.total_instances() + 1024)
+      std::erase_if(checks_, [&](const auto& e) { return !reg.find(e.second.first, e.second.second); });
+  }
+  return text(200, "");
+}
+
+AdminResponse ConsulApi::deregistration(const std::string& id) {
+  registry::Registry& reg = api_.registry();
+  auto found = reg.find_by_id(id);
+  if (found.empty())
+    return text(404, "Unknown service ID \"" + id + "\". Ensure that the service ID is passed, not the service name.");
+  std::vector<std::string> services;
+  for (const auto* i : found) services.push_back(i->service);
+  for (const auto& s : services) reg.remove(s, id);
+  return text(200, "");
+}
+
+AdminResponse ConsulApi::maintenance(const AdminRequest& req, const std::string& id) {
+  const std::string enable = req.query_param("enable");
+  if (enable != "true" && enable != "false") return text(400, "Missing value for enable (true or false)");
+  registry::Registry& reg = api_.registry();
+  auto found = reg.find_by_id(id);
+  if (found.empty()) return text(404, "Unknown service ID \"" + id + "\"");
+  std::vector<std::string> services;
+  for (const auto* i : found) services.push_back(i->service);
+  for (const auto& s : services) reg.set_drain(s, id, enable == "true");
+  return text(200, "");
+}
+
+const registry::Instance* ConsulApi::instance_of_check(const std::string& check_id) {
+  registry::Registry& reg = api_.registry();
+  if (auto it = checks_.find(check_id); it != checks_.end()) {
+    if (const auto* inst = reg.find(it->second.first, it->second.second)) return inst;
+    checks_.erase(it);
+  }
+  if (check_id.rfind("service:", 0) != 0) return nullptr;
+  std::string id = check_id.substr(8);
+  auto found = reg.find_by_id(id);
+  if (found.empty()) {
+    // "service:{id}:{n}": the n-th check of a service registered with several.
+    const size_t colon = id.rfind(':');
+    if (colon != std::string::npos && colon + 1 < id.size() &&
+        std::all_of(id.begin() + static_cast<std::ptrdiff_t>(colon) + 1, id.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      found = reg.find_by_id(id.substr(0, colon));
+  }
+  return found.empty() ? nullptr : found.front();
+}
+
+AdminResponse ConsulApi::check_update(const std::string& check_id, const std::string& status, const std::string& output) {
+  const registry::Instance* inst = instance_of_check(check_id);
+  if (!inst) return text(404, "Unknown check ID \"" + check_id + "\"");
+  if (inst->ttl.count() == 0) return text(500, "CheckID \"" + check_id + "\" does not have associated TTL");
+  if (status != "passing" && status != "warning" && status != "critical")
+    return text(400, "Invalid check status: \"" + status + "\" (passing, warning or critical)");
+  registry::Registry& reg = api_.registry();
+  const std::string service = inst->service, id = inst->id;
+  reg.heartbeat(service, id, api_.hooks().now_ms());  // any TTL update renews it, as in Consul
+  if (status == "critical")
+    reg.set_reported_health(service, id, registry::Health::kUnhealthy, false, output.empty() ? "TTL check failed" : output);
+  else
+    reg.set_reported_health(service, id, registry::Health::kHealthy, status == "warning", output);
+  return text(200, "");
+}
+
+AdminResponse ConsulApi::read(const AdminRequest& req) {
+  const registry::Registry& reg = api_.registry();
+  const std::string path = req.decoded_path();
+  const std::string dc = api_.hooks().config ? api_.hooks().config().registry.datacenter : std::string("dc1");
+  std::string node_addr = "127.0.0.1";
+  if (api_.hooks().config) {
+    const conf::Address& a = api_.hooks().config().admin.listen;
+    if (!a.is_unspecified()) node_addr = host_of(a);
+  }
+  const uint64_t idx = std::max<uint64_t>(1, reg.index());
+  if (!req.query_param("filter").empty())
+    return text(400, "filter expressions are not supported by switchyard; use ?tag= and ?passing");
+
+  auto service_json = [&](const registry::Instance& i) {
+    return json{{"ID", i.id},
+                {"Service", i.service},
+                {"Tags", i.tags},
+                {"Meta", i.meta},
+                {"Port", i.address.port()},
+                {"Address", host_of(i.address)},
+                {"Weights", {{"Passing", i.weight}, {"Warning", 1}}},
+                {"EnableTagOverride", false},
+                {"Datacenter", dc},
+                {"CreateIndex", 1},
+                {"ModifyIndex", reg.service_index(i.service)}};
+  };
+  auto checks_of = [&](const registry::Instance& i, bool with_node) {
+    json list = json::array();
+    auto base = [&](const std::string& cid, const std::string& name, const std::string& status, const std::string& notes,
+                    const std::string& output, const std::string& type, bool for_service) {
+      return json{{"Node", node_name()}, {"CheckID", cid}, {"Name", name}, {"Status", status}, {"Notes", notes},
+                  {"Output", output}, {"ServiceID", for_service ? i.id : ""}, {"ServiceName", for_service ? i.service : ""},
+                  {"ServiceTags", for_service ? json(i.tags) : json::array()}, {"Type", type},
+                  {"Definition", json::object()}, {"CreateIndex", 1}, {"ModifyIndex", reg.service_index(i.service)}};
+    };
+    if (with_node) list.push_back(base("serfHealth", "Serf Health Status", "passing", "", "Agent alive and reachable", "", false));
+    list.push_back(base("service:" + i.id, "Service '" + i.service + "' check", status_of(i), "", output_of(i),
+                        check_type(reg, i), true));
+    if (i.draining)
+      list.push_back(base("_service_maintenance:" + i.id, "Service Maintenance Mode", "critical",
+                          "draining: no new requests", "", "maintenance", true));
+    return list;
+  };
+  auto all_passing = [&](const json& checks) {
+    return std::all_of(checks.begin(), checks.end(), [](const json& c) { return c["Status"] == "passing"; });
+  };
+  auto has_tag = [&](const registry::Instance& i, const std::string& tag) {
+    return tag.empty() || std::find(i.tags.begin(), i.tags.end(), tag) != i.tags.end();
+  };
+  auto tail = [&](const char* prefix) -> std::string {
+    const std::string p(prefix);
+    return path.rfind(p, 0) == 0 ? path.substr(p.size()) : std::string("\x01");
+  };
+  const std::string passing_q = req.query_param("passing");
+  const bool passing = req.query.find("passing") != std::string::npos && passing_q != "false" && passing_q != "0";
+  const std::string tag = req.query_param("tag");
+
+  if (path == "/v1/agent/self") {
+    return json_answer({{"Config", {{"Datacenter", dc}, {"NodeName", node_name()}, {"NodeID", ""}, {"Server", false},
+                                    {"Revision", "switchyard"}, {"Version", "1.15.0"}, {"PrimaryDatacenter", dc}}},
+                        {"DebugConfig", {{"Datacenter", dc}, {"NodeName", node_name()}}},
+                        {"Member", {{"Name", node_name()}, {"Addr", node_addr}, {"Port", 8301},
+                                    {"Tags", {{"dc", dc}, {"role", "node"}}}, {"Status", 1}}},
+                        {"Meta", json::object()}});
+  }
+  if (path == "/v1/status/leader") return json_answer(json(node_addr + ":8300"));
+  if (path == "/v1/status/peers") return json_answer(json::array({node_addr + ":8300"}));
+  if (path == "/v1/catalog/datacenters") return json_answer(json::array({dc}));
+  if (path == "/v1/agent/services" || path == "/v1/agent/checks") {
+    json out = json::object();
+    for (const auto& [name, svc] : reg.services())
+      for (const auto& [id, inst] : svc.instances) {
+        if (path == "/v1/agent/services") out[id] = service_json(inst);
+        else
+          for (const auto& c : checks_of(inst, false)) out[c["CheckID"].get<std::string>()] = c;
+      }
+    return json_answer(out);
+  }
+  if (std::string id = tail("/v1/agent/service/"); id != "\x01") {
+    auto found = reg.find_by_id(id);
+    if (found.empty()) return text(404, "unknown service ID: " + id);
+    return json_answer(service_json(*found.front()));
+  }
+  if (path == "/v1/catalog/services") {
+    json out = json::object();
+    for (const auto& [name, svc] : reg.services()) {
+      std::set<std::string> tags;
+      for (const auto& [id, inst] : svc.instances) tags.insert(inst.tags.begin(), inst.tags.end());
+      out[name] = std::vector<std::string>(tags.begin(), tags.end());
+    }
+    return json_answer(out);
+  }
+  if (path == "/v1/catalog/nodes") {
+    return json_answer(json::array({{{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
+                                     {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
+                                     {"CreateIndex", 1}, {"ModifyIndex", idx}}}));
+  }
+  const std::string health_svc = tail("/v1/health/service/"), catalog_svc = tail("/v1/catalog/service/"),
+                    checks_svc = tail("/v1/health/checks/"), state = tail("/v1/health/state/");
+  if (health_svc != "\x01" || catalog_svc != "\x01" || checks_svc != "\x01") {
+    const std::string& name = health_svc != "\x01" ? health_svc : catalog_svc != "\x01" ? catalog_svc : checks_svc;
+    json out = json::array();
+    auto it = reg.services().find(name);
+    if (it == reg.services().end()) return json_answer(out);  // Consul: an empty list, not a 404
+    for (const auto& [id, inst] : it->second.instances) {
+      if (!has_tag(inst, tag)) continue;
+      json checks = checks_of(inst, health_svc != "\x01");
+      if (checks_svc != "\x01") {
+        for (auto& c : checks) out.push_back(c);
+        continue;
+      }
+      if (passing && !all_passing(checks)) continue;
+      if (health_svc != "\x01") {
+        out.push_back({{"Node", {{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
+                                 {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
+                                 {"CreateIndex", 1}, {"ModifyIndex", idx}}},
+                       {"Service", service_json(inst)},
+                       {"Checks", checks}});
+      } else {
+        out.push_back({{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
+                       {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"NodeMeta", json::object()},
+                       {"ServiceKind", ""}, {"ServiceID", id}, {"ServiceName", inst.service}, {"ServiceTags", inst.tags},
+                       {"ServiceAddress", host_of(inst.address)}, {"ServicePort", inst.address.port()},
+                       {"ServiceMeta", inst.meta}, {"ServiceWeights", {{"Passing", inst.weight}, {"Warning", 1}}},
+                       {"ServiceEnableTagOverride", false}, {"CreateIndex", 1},
+                       {"ModifyIndex", reg.service_index(inst.service)}});
+      }
+    }
+    return json_answer(out);
+  }
+  if (state != "\x01") {
+    if (state != "any" && state != "passing" && state != "warning" && state != "critical")
+      return text(400, "Invalid check state \"" + state + "\" (any, passing, warning, critical)");
+    json out = json::array();
+    for (const auto& [name, svc] : reg.services())
+      for (const auto& [id, inst] : svc.instances)
+        for (auto& c : checks_of(inst, false))
+          if (state == "any" || c["Status"] == state) out.push_back(c);
+    return json_answer(out);
+  }
+  return text(404, "no such Consul endpoint in switchyard: GET " + path + " (docs/consul-eureka.md lists the supported calls)");
+}
+
+}  // namespace sy::admin

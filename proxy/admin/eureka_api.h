@@ -1,0 +1,27 @@
+// Eureka's REST API under /eureka/ and /eureka/v2/ on the admin listener (CONTRACT.md, "Consul
+// and Eureka compatible endpoints"): Eureka clients (eureka-js-client, Spring Cloud Netflix,
+// Steeltoe) register, renew, go out of service and read the registry unchanged. An Eureka
+// instance document (JSON, or XML turned into the same JSON) is translated into switchyard's
+// registration document and admitted like any other (AdminApi::admit); reads render registry
+// instances in Eureka's shapes, as JSON or XML by Accept. Runs on the main loop.
+#pragma once
+
+#include <string>
+
+#include "proxy/admin/admin_api.h"
+
+namespace sy::admin {
+
+class EurekaApi {
+ public:
+  explicit EurekaApi(AdminApi& api) : api_(api) {}
+
+  static bool owns(const std::string& path);  // /eureka/...
+  AdminResponse route(const AdminRequest& req);
+
+ private:
+  AdminResponse registration(const AdminRequest& req, const std::string& service);
+  AdminApi& api_;
+};
+
+}  // namespace sy::admin
