@@ -3,6 +3,8 @@
 #include "proxy/admin/eureka_api.h"
 
 #include <algorithm>
+#include <cctype>
+#include <stdexcept>
 #include <charconv>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -46,7 +48,17 @@ std::string host_of(const conf::Address& a) {
 
 // XML as Eureka's JSON writes it: attributes as "@name", an element's text beside attributes as
 // "$", repeated elements as a list. One mapping both ways, so XML and JSON carry the same document.
-json xml_to_json(const pugi::xml_node& n) {
+constexpr int kMaxXmlDepth = 16;  // an instance document is 3 deep; deeper is hostile
+
+bool xml_name(const std::string& s) {
+  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+json xml_to_json(const pugi::xml_node& n, int depth = 0) {
+  if (depth > kMaxXmlDepth) throw std::invalid_argument("XML nested too deep");
   bool has_children = false;
   for (const auto& c : n.children())
     if (c.type() == pugi::node_element) has_children = true;
@@ -59,7 +71,7 @@ json xml_to_json(const pugi::xml_node& n) {
   }
   for (const auto& c : n.children()) {
     if (c.type() != pugi::node_element) continue;
-    json v = xml_to_json(c);
+    json v = xml_to_json(c, depth + 1);
     const std::string key = c.name();
     if (!obj.contains(key)) {
       obj[key] = std::move(v);
@@ -72,6 +84,7 @@ json xml_to_json(const pugi::xml_node& n) {
 }
 
 void json_to_xml(pugi::xml_node parent, const std::string& name, const json& v) {
+  if (!xml_name(name)) return;  // a metadata key XML cannot name (JSON answers carry it)
   if (v.is_array()) {
     for (const auto& e : v) json_to_xml(parent, name, e);
     return;
@@ -272,7 +285,11 @@ AdminResponse EurekaApi::registration(const AdminRequest& req, const std::string
     pugi::xml_document doc;
     if (!doc.load_buffer(req.body.data(), req.body.size()) || !doc.document_element())
       return answer(400, "bad_xml", "body must be an XML <instance> document");
-    body = json{{doc.document_element().name(), xml_to_json(doc.document_element())}};
+    try {
+      body = json{{doc.document_element().name(), xml_to_json(doc.document_element())}};
+    } catch (const std::invalid_argument&) {
+      return answer(400, "bad_xml", "XML nested deeper than an instance document can be");
+    }
   } else {
     body = json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object()) return answer(400, "bad_json", "body must be a JSON {\"instance\": {...}} document");
