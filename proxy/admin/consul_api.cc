@@ -286,16 +286,16 @@ void ConsulApi::forget(AdminConn* conn) {
   std::erase_if(waiters_, [&](const auto& e) { return e.second.conn == conn; });
 }
 
-AdminResponse ConsulApi::registration(const AdminRequest& req) {
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) return text(400, "Request decode failed: body must be a JSON object");
+std::string decode_consul_registration(const std::string& text_body, const std::string& peer_ip, ConsulRegistration& out) {
+  json body = json::parse(text_body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) return "Request decode failed: body must be a JSON object";
   const json top = folded(body);
-  auto bad = [](const std::string& m) { return text(400, "Invalid service registration: " + m); };
+  auto bad = [](const std::string& m) { return "Invalid service registration: " + m; };
   auto str = [&](const char* k) -> std::string { return top.contains(k) && top[k].is_string() ? top[k].get<std::string>() : ""; };
   for (const char* k : {"name", "id", "address", "kind"})
     if (top.contains(k) && !top[k].is_string() && !top[k].is_null()) return bad(std::string(k) + " must be a string");
   const std::string name = str("name");
-  if (name.empty()) return text(400, "Missing service name");
+  if (name.empty()) return "Missing service name";
   if (!registry::valid_service_name(name)) return bad("Name must be 1-128 characters of [A-Za-z0-9._-]");
   const std::string id = str("id").empty() ? name : str("id");
   if (!registry::valid_instance_id(id)) return bad("ID must be 1-128 characters of [A-Za-z0-9._:-]");
@@ -308,7 +308,7 @@ AdminResponse ConsulApi::registration(const AdminRequest& req) {
     return bad("Port must be a number 1-65535 (switchyard routes to Address:Port)");
   const uint64_t port = top["port"].get<uint64_t>();
   // No Address: the address the client registered from, as Consul uses its node's address.
-  std::string host = str("address").empty() ? (req.peer_ip.empty() ? "127.0.0.1" : req.peer_ip) : str("address");
+  std::string host = str("address").empty() ? (peer_ip.empty() ? "127.0.0.1" : peer_ip) : str("address");
   json doc = json::object();
   doc["address"] = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
   if (top.contains("tags") && !top["tags"].is_null()) doc["tags"] = top["tags"];
@@ -323,8 +323,10 @@ AdminResponse ConsulApi::registration(const AdminRequest& req) {
   if (top.contains("checks") && top["checks"].is_array())
     for (const auto& c : top["checks"])
       if (c.is_object()) checks.push_back(folded(c));
-  bool have_ttl = false, have_active = false;
-  std::string ttl_status = "critical", ttl_check_id;
+  bool have_active = false;
+  bool& have_ttl = out.has_ttl;
+  std::string& ttl_status = out.ttl_status;
+  std::string& ttl_check_id = out.ttl_check_id;
   conf::Millis dca{0};
   doc["ttl"] = "0s";  // Consul agent services live until deregistered, unless a TTL check says otherwise
   for (const auto& c : checks) {
@@ -398,11 +400,21 @@ AdminResponse ConsulApi::registration(const AdminRequest& req) {
   }
   if (dca.count() > 0) doc["deregister_critical_after"] = registry::format_duration(std::max(dca, conf::Millis(1000)));
 
-  registry::Registration r;
+  registry::Registration& r = out.reg;
   r.service = name;
   r.id = id;
   registry::DecodeError err;
   if (!registry::decode_registration(doc, r, registry::DocKind::kRegistration, err)) return bad(err.message);
+  return "";
+}
+
+AdminResponse ConsulApi::registration(const AdminRequest& req) {
+  ConsulRegistration in;
+  if (std::string e = decode_consul_registration(req.body, req.peer_ip, in); !e.empty()) return text(400, e);
+  const registry::Registration& r = in.reg;
+  const std::string& name = r.service;
+  const std::string& id = r.id;
+  const std::string& ttl_status = in.ttl_status;
   registry::Registry& reg = api_.registry();
   // A Consul service ID names one service on the agent: registering it under another name moves it.
   for (const registry::Instance* other : reg.find_by_id(id))
@@ -410,12 +422,12 @@ AdminResponse ConsulApi::registration(const AdminRequest& req) {
   registry::Registry::PutResult res;
   AdminApi::Refusal why;
   if (!api_.admit(r, res, why)) return text(why.status, why.message);
-  if (have_ttl) {
+  if (in.has_ttl) {
     // A TTL check starts as its Status says, critical unless told: not routed until it passes.
     if (ttl_status == "passing") reg.set_reported_health(name, id, registry::Health::kHealthy, false, "");
     else if (ttl_status == "warning") reg.set_reported_health(name, id, registry::Health::kHealthy, true, "");
     else reg.set_reported_health(name, id, registry::Health::kUnhealthy, false, "TTL check has not passed yet");
-    if (!ttl_check_id.empty()) checks_[ttl_check_id] = {name, id};
+    if (!in.ttl_check_id.empty()) checks_[in.ttl_check_id] = {name, id};
     if (checks_.size() > 2 * reg.total_instances() + 1024)
       std::erase_if(checks_, [&](const auto& e) { return !reg.find(e.second.first, e.second.second); });
   }

@@ -16,6 +16,17 @@
 
 namespace sy::admin {
 
+// A Consul service definition (the body of PUT /v1/agent/service/register) as switchyard's
+// registration, plus what its TTL check says.
+struct ConsulRegistration {
+  registry::Registration reg;
+  bool has_ttl = false;
+  std::string ttl_status = "critical";  // a TTL check's first status (Consul's default: critical)
+  std::string ttl_check_id;             // its CheckID, when the client chose one
+};
+// "" or the message Consul clients get with a 400. `peer_ip`: the Address when the body has none.
+std::string decode_consul_registration(const std::string& body, const std::string& peer_ip, ConsulRegistration& out);
+
 class ConsulApi {
  public:
   explicit ConsulApi(AdminApi& api) : api_(api) {}

@@ -276,38 +276,44 @@ AdminResponse EurekaApi::route(const AdminRequest& req) {
   return answer(404, "not_found", "no Eureka endpoint " + m + " " + req.path + " (docs/consul-eureka.md lists the supported calls)");
 }
 
-AdminResponse EurekaApi::registration(const AdminRequest& req, const std::string& service) {
+bool decode_eureka_instance(const std::string& text_body, const std::string& content_type, const std::string& service,
+                            EurekaRegistration& out, std::string& code, std::string& message) {
+  auto fail = [&](const char* c, const std::string& m) {
+    code = c;
+    message = m;
+    return false;
+  };
   json body;
-  const std::string ctype = lower(req.header("content-type"));
+  const std::string ctype = lower(content_type);
   const bool xml = ctype.find("xml") != std::string::npos ||
-                   (ctype.find("json") == std::string::npos && !req.body.empty() && req.body.find('<') < req.body.find('{'));
+                   (ctype.find("json") == std::string::npos && !text_body.empty() && text_body.find('<') < text_body.find('{'));
   if (xml) {
     pugi::xml_document doc;
-    if (!doc.load_buffer(req.body.data(), req.body.size()) || !doc.document_element())
-      return answer(400, "bad_xml", "body must be an XML <instance> document");
+    if (!doc.load_buffer(text_body.data(), text_body.size()) || !doc.document_element())
+      return fail("bad_xml", "body must be an XML <instance> document");
     try {
       body = json{{doc.document_element().name(), xml_to_json(doc.document_element())}};
     } catch (const std::invalid_argument&) {
-      return answer(400, "bad_xml", "XML nested deeper than an instance document can be");
+      return fail("bad_xml", "XML nested deeper than an instance document can be");
     }
   } else {
-    body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object()) return answer(400, "bad_json", "body must be a JSON {\"instance\": {...}} document");
+    body = json::parse(text_body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) return fail("bad_json", "body must be a JSON {\"instance\": {...}} document");
   }
   const json inst = body.contains("instance") ? body["instance"] : body;
-  if (!inst.is_object()) return answer(400, "bad_field", "'instance' must be an object");
+  if (!inst.is_object()) return fail("bad_field", "'instance' must be an object");
   auto str = [&](const char* k) { return inst.contains(k) && inst[k].is_string() ? inst[k].get<std::string>() : std::string(); };
   const std::string id = !str("instanceId").empty() ? str("instanceId") : str("hostName");
   if (!registry::valid_instance_id(id))
-    return answer(400, "bad_field", "instanceId (or hostName) must be 1-128 characters of [A-Za-z0-9._:-]");
+    return fail("bad_field", "instanceId (or hostName) must be 1-128 characters of [A-Za-z0-9._:-]");
   const std::string ip = !str("ipAddr").empty() ? str("ipAddr") : str("hostName");
   int64_t port = 0;
   if (!inst.contains("port") || !number_of(inst["port"], port) || port < 1 || port > 65535)
-    return answer(400, "bad_field", "port must be a number 1-65535 (switchyard routes to ipAddr:port)");
+    return fail("bad_field", "port must be a number 1-65535 (switchyard routes to ipAddr:port)");
   int64_t lease = kEurekaLeaseSeconds;
   if (inst.contains("leaseInfo") && inst["leaseInfo"].is_object() && inst["leaseInfo"].contains("durationInSecs") &&
       (!number_of(inst["leaseInfo"]["durationInSecs"], lease) || lease < 1 || lease > 86400))
-    return answer(400, "bad_field", "leaseInfo.durationInSecs must be a number 1-86400");
+    return fail("bad_field", "leaseInfo.durationInSecs must be a number 1-86400");
   json doc = {{"address", (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port)},
               {"ttl", std::to_string(lease) + "s"}};
   if (inst.contains("metadata") && inst["metadata"].is_object()) {
@@ -316,16 +322,27 @@ AdminResponse EurekaApi::registration(const AdminRequest& req, const std::string
       if (!k.empty() && k[0] != '@') meta[k] = v.is_string() ? v.get<std::string>() : v.dump();
     doc["meta"] = meta;
   }
-  registry::Registration r;
+  registry::Registration& r = out.reg;
   r.service = service;
   r.id = id;
   registry::DecodeError err;
-  if (!registry::decode_registration(doc, r, registry::DocKind::kRegistration, err)) return answer(400, err.code, err.message);
+  if (!registry::decode_registration(doc, r, registry::DocKind::kRegistration, err)) return fail(err.code.c_str(), err.message);
+  out.status = str("status").empty() ? "UP" : str("status");
+  return true;
+}
+
+AdminResponse EurekaApi::registration(const AdminRequest& req, const std::string& service) {
+  EurekaRegistration in;
+  std::string code, message;
+  if (!decode_eureka_instance(req.body, req.header("content-type"), service, in, code, message))
+    return answer(400, code, message);
+  const registry::Registration& r = in.reg;
+  const std::string& id = r.id;
   registry::Registry::PutResult res;
   AdminApi::Refusal why;
   if (!api_.admit(r, res, why)) return answer(why.status, why.code, why.message);
   registry::Registry& reg = api_.registry();
-  const std::string status = str("status").empty() ? "UP" : str("status");
+  const std::string& status = in.status;
   if (status == "OUT_OF_SERVICE") {
     reg.set_drain(service, id, true);
   } else if (status != "UP") {  // DOWN, STARTING, UNKNOWN: registered, not routed

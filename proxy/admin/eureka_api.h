@@ -12,6 +12,16 @@
 
 namespace sy::admin {
 
+// An Eureka instance document (JSON {"instance": {...}}, or XML <instance>) as switchyard's
+// registration, plus the status it reports (UP, DOWN, STARTING, OUT_OF_SERVICE, UNKNOWN).
+struct EurekaRegistration {
+  registry::Registration reg;
+  std::string status;
+};
+// false: `code` and `message` say what is wrong (a 400).
+bool decode_eureka_instance(const std::string& body, const std::string& content_type, const std::string& service,
+                            EurekaRegistration& out, std::string& code, std::string& message);
+
 class EurekaApi {
  public:
   explicit EurekaApi(AdminApi& api) : api_(api) {}
