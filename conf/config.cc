@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <charconv>
 #include <sstream>
 #include <cstring>
 #include <cerrno>
@@ -73,9 +74,8 @@ class Loader {
     std::string s;
     if (!scalar(n, key, s)) return;
     uint64_t v = 0;
-    bool ok = !s.empty() && s.size() < 19;
-    for (char c : s) ok = ok && c >= '0' && c <= '9';
-    if (ok) v = std::stoull(s);
+    const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    const bool ok = !s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size();
     if (!ok) {
       error(n, "'" + key + "' must be a whole number, got '" + s + "'");
     } else if (v < lo || v > hi) {
@@ -310,15 +310,10 @@ void Loader::load_health(const YAML::Node& n, HealthCheck& h) {
           str_list(v, "health_check.expected_status", items);
           h.expected_status.clear();
           for (const auto& it : items) {
-            int lo = 0, hi = 0;
-            char dash = 0;
-            std::istringstream is(it);
-            is >> lo;
-            if (is >> dash) is >> hi;
-            else hi = lo;
-            if (lo < 100 || hi > 599 || lo > hi || (dash && dash != '-'))
+            std::pair<int, int> range;
+            if (!parse_status_range(it, range).empty())
               error(v, "'health_check.expected_status' entry '" + it + "' must be a status or range like 200-399");
-            else h.expected_status.push_back({lo, hi});
+            else h.expected_status.push_back(range);
           }
         }},
        {"interval", [&](const YAML::Node& v) { duration(v, "health_check.interval", h.interval, false); }},

@@ -194,4 +194,24 @@ bool Address::is_unspecified() const {
   return reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr.s_addr == 0;
 }
 
+std::string parse_status_range(std::string_view s, std::pair<int, int>& out) {
+  const size_t dash = s.find('-');
+  const std::string_view a = s.substr(0, dash);
+  const std::string_view b = dash == std::string_view::npos ? a : s.substr(dash + 1);
+  int lo = 0, hi = 0;
+  auto r1 = std::from_chars(a.data(), a.data() + a.size(), lo);
+  auto r2 = std::from_chars(b.data(), b.data() + b.size(), hi);
+  if (a.empty() || b.empty() || r1.ec != std::errc() || r1.ptr != a.data() + a.size() || r2.ec != std::errc() ||
+      r2.ptr != b.data() + b.size() || lo < 100 || hi > 599 || lo > hi)
+    return "'" + std::string(s) + "' is not a status or range of statuses like 200-399";
+  out = {lo, hi};
+  return "";
+}
+
+std::string Address::host() const {
+  std::string h = text.substr(0, text.rfind(':'));
+  if (h.size() >= 2 && h.front() == '[') h = h.substr(1, h.size() - 2);
+  return h;
+}
+
 }  // namespace sy::conf

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace sy::conf {
 
@@ -22,6 +23,7 @@ struct Address {
 
   static Address loopback(uint16_t port);
   uint16_t port() const;
+  std::string host() const;  // the IP as text, without brackets or port
   const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss); }
   bool is_loopback() const;
   bool is_unspecified() const;  // 0.0.0.0 / ::
@@ -38,6 +40,8 @@ std::string parse_size(std::string_view s, uint64_t& out);
 // "127.0.0.1:8080", "[::1]:80", "localhost:9000", ":8080" (= 0.0.0.0). Port 0 allowed when
 // `allow_port0` (listeners: the kernel picks one).
 std::string parse_address(std::string_view s, Address& out, bool allow_port0);
+// "200" or "200-399" → [lo, hi] within 100..599. Returns "" on success.
+std::string parse_status_range(std::string_view s, std::pair<int, int>& out);
 // "10%" or "0.1" → fraction.
 std::string parse_percent(std::string_view s, double& out);
 

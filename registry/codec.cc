@@ -28,23 +28,12 @@ const char* type_name(conf::HealthCheck::Type t) {
   return "http";
 }
 
-// "200", "200-399" → [lo, hi]; false when not a status or range of statuses.
+// A status or range as the documents hold it: "200-399", "204" or 204.
 bool parse_status_range(const json& item, std::pair<int, int>& out) {
-  std::string t = item.is_string() ? item.get<std::string>()
-                  : item.is_number_unsigned() ? std::to_string(item.get<uint64_t>())
-                                              : std::string();
-  const size_t dash = t.find('-');
-  const std::string_view a = std::string_view(t).substr(0, dash);
-  const std::string_view b = dash == std::string::npos ? a : std::string_view(t).substr(dash + 1);
-  int lo = 0, hi = 0;
-  auto r1 = std::from_chars(a.data(), a.data() + a.size(), lo);
-  auto r2 = std::from_chars(b.data(), b.data() + b.size(), hi);
-  if (a.empty() || b.empty() || r1.ec != std::errc() || r1.ptr != a.data() + a.size() || r2.ec != std::errc() ||
-      r2.ptr != b.data() + b.size())
-    return false;
-  if (lo < 100 || hi > 599 || lo > hi) return false;
-  out = {lo, hi};
-  return true;
+  const std::string t = item.is_string() ? item.get<std::string>()
+                        : item.is_number_unsigned() ? std::to_string(item.get<uint64_t>())
+                                                    : std::string();
+  return conf::parse_status_range(t, out).empty();
 }
 
 }  // namespace

@@ -161,25 +161,41 @@ void AdminApi::release_persisted(const std::string& err) {
 
 void AdminApi::forget(AdminConn* conn) {
   consul_->forget(conn);
-  std::erase_if(waiters_, [&](const Waiter& w) { return w.conn == conn; });
+  std::erase_if(waiters_, [&](const auto& e) { return e.second.conn == conn; });
   std::erase_if(unpersisted_, [&](const auto& p) { return p.first == conn; });
 }
 
 void AdminApi::on_registry_changed(const std::string* service) {
   consul_->on_changed(service);
   if (waiters_.empty()) return;
-  auto ready = std::partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return reg_.index() <= w.index; });
-  std::vector<Waiter> done(std::make_move_iterator(ready), std::make_move_iterator(waiters_.end()));
-  waiters_.erase(ready, waiters_.end());
+  // Only the watchers of the service that changed (all of them when any may have): a change
+  // elsewhere wakes no one, so the cost of a change does not grow with the number of watchers.
+  auto first = service ? waiters_.lower_bound(*service) : waiters_.begin();
+  auto last = service ? waiters_.upper_bound(*service) : waiters_.end();
+  std::vector<Waiter> done;
+  for (auto it = first; it != last;) {
+    if (reg_.service_index(it->first) > it->second.index) {
+      done.push_back(std::move(it->second));
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   for (auto& w : done) finish(w.conn, service_view(w.service, w.req), false);
 }
 
 void AdminApi::sweep(int64_t now_ms) {
   consul_->sweep(now_ms);
   if (waiters_.empty()) return;
-  auto due = std::partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return w.deadline_ms > now_ms; });
-  std::vector<Waiter> done(std::make_move_iterator(due), std::make_move_iterator(waiters_.end()));
-  waiters_.erase(due, waiters_.end());
+  std::vector<Waiter> done;
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (it->second.deadline_ms <= now_ms) {
+      done.push_back(std::move(it->second));
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   for (auto& w : done) finish(w.conn, service_view(w.service, w.req), false);
 }
 
@@ -245,8 +261,8 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
           if (!conf::parse_duration(w, d).empty()) return error(400, "bad_request", "'wait' must be a duration such as 30s");
           wait = std::min<int64_t>(d.count(), kMaxWaitMs);
         }
-        if (reg_.index() <= want && wait > 0) {
-          waiters_.push_back(Waiter{conn, service, req, want, hooks_.now_ms() + wait});
+        if (reg_.service_index(service) <= want && wait > 0) {
+          waiters_.emplace(service, Waiter{conn, service, req, want, hooks_.now_ms() + wait});
           deferred = true;
           return {};
         }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,7 +89,7 @@ class AdminApi final : public AdminHandler {
   Metrics& metrics_;
   AdminHooks hooks_;
   std::string token_;
-  std::vector<Waiter> waiters_;
+  std::multimap<std::string, Waiter> waiters_;  // long polls by the service they watch
   std::vector<std::pair<AdminConn*, AdminResponse>> unpersisted_;
   uint64_t id_counter_ = 0;
   std::unique_ptr<ConsulApi> consul_;

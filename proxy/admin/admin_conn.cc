@@ -1,6 +1,8 @@
 // AdminConn: request in, whole; response out.
 #include "proxy/admin/admin_conn.h"
 
+#include <nlohmann/json.hpp>
+
 #include "proxy/http/rewrite.h"
 #include "proxy/net/close.h"
 #include "proxy/net/log.h"
@@ -113,7 +115,7 @@ void AdminConn::arm(uint64_t ms) { uv_timer_start(&timer_, on_timer, ms, 0); }
 void AdminConn::refuse(int status, const char* code, const std::string& message) {
   AdminResponse r;
   r.status = status;
-  r.body = std::string("{\"error\": \"") + code + "\", \"message\": \"" + message + "\"}\n";
+  r.body = nlohmann::json{{"error", code}, {"message", message}}.dump() + "\n";
   keep_alive_ = false;
   busy_ = true;
   phase_ = Phase::kBusy;

@@ -96,12 +96,6 @@ bool consul_duration(const json& v, conf::Millis& out) {
   return true;
 }
 
-std::string host_of(const conf::Address& a) {
-  std::string h = a.text.substr(0, a.text.rfind(':'));
-  if (h.size() >= 2 && h.front() == '[') h = h.substr(1, h.size() - 2);
-  return h;
-}
-
 const std::string& node_name() {
   static const std::string name = [] {
     char buf[256] = "";
@@ -499,7 +493,7 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
   std::string node_addr = "127.0.0.1";
   if (api_.hooks().config) {
     const conf::Address& a = api_.hooks().config().admin.listen;
-    if (!a.is_unspecified()) node_addr = host_of(a);
+    if (!a.is_unspecified()) node_addr = a.host();
   }
   const uint64_t idx = std::max<uint64_t>(1, reg.index());
   if (!req.query_param("filter").empty())
@@ -511,7 +505,7 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
                 {"Tags", i.tags},
                 {"Meta", i.meta},
                 {"Port", i.address.port()},
-                {"Address", host_of(i.address)},
+                {"Address", i.address.host()},
                 {"Weights", {{"Passing", i.weight}, {"Warning", 1}}},
                 {"EnableTagOverride", false},
                 {"Datacenter", dc},
@@ -614,7 +608,7 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
         out.push_back({{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
                        {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"NodeMeta", json::object()},
                        {"ServiceKind", ""}, {"ServiceID", id}, {"ServiceName", inst.service}, {"ServiceTags", inst.tags},
-                       {"ServiceAddress", host_of(inst.address)}, {"ServicePort", inst.address.port()},
+                       {"ServiceAddress", inst.address.host()}, {"ServicePort", inst.address.port()},
                        {"ServiceMeta", inst.meta}, {"ServiceWeights", {{"Passing", inst.weight}, {"Warning", 1}}},
                        {"ServiceEnableTagOverride", false}, {"CreateIndex", 1},
                        {"ModifyIndex", reg.service_index(inst.service)}});

@@ -40,12 +40,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::string host_of(const conf::Address& a) {
-  std::string h = a.text.substr(0, a.text.rfind(':'));
-  if (h.size() >= 2 && h.front() == '[') h = h.substr(1, h.size() - 2);
-  return h;
-}
-
 // XML as Eureka's JSON writes it: attributes as "@name", an element's text beside attributes as
 // "$", repeated elements as a list. One mapping both ways, so XML and JSON carry the same document.
 constexpr int kMaxXmlDepth = 16;  // an instance document is 3 deep; deeper is hostile
@@ -140,7 +134,7 @@ const char* status_of(const registry::Instance& i) {
 }
 
 json instance_view(const registry::Instance& i) {
-  const std::string host = host_of(i.address), base = "http://" + i.address.text + "/";
+  const std::string host = i.address.host(), base = "http://" + i.address.text + "/";
   json meta = json::object();
   for (const auto& [k, v] : i.meta) meta[k] = v;
   if (meta.empty()) meta["@class"] = "java.util.Collections$EmptyMap";

@@ -1,14 +1,10 @@
-// Metrics: families, per-service handles, process_* and the text exposition.
+// Metrics: families, per-service handles and the text exposition (process_* from process_metrics.cc).
 #include "proxy/admin/metrics.h"
 
-#include <dirent.h>
 #include <prometheus/text_serializer.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <sstream>
 
 #include "version.h"
@@ -49,9 +45,6 @@ Metrics::Metrics()
   for (int i = 0; i < net::kResourceKinds; ++i)
     exhaustion_[i] = &exhaustion.Add({{"resource", net::resource_name(static_cast<net::Resource>(i))}});
   prometheus::BuildGauge().Name("switchyard_build_info").Help("Build information").Register(*reg_).Add({{"version", SWITCHYARD_VERSION}}).Set(1);
-  start_time_ = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
 }
 
 Metrics::ServiceStats& Metrics::service(std::string_view name) {
@@ -187,44 +180,10 @@ void Metrics::sync_registry(const registry::Registry& reg) {
 std::string Metrics::render() {
   std::ostringstream out;
   prometheus::TextSerializer ser;
-  ser.Serialize(out, reg_->Collect());
-  // process_* as the Prometheus client libraries define them.
-  double cpu = 0, rss = 0;
-  {
-    std::ifstream stat("/proc/self/stat");
-    std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    size_t rp = s.rfind(')');
-    if (rp != std::string::npos) {
-      std::istringstream is(s.substr(rp + 2));
-      std::string f;
-      std::vector<std::string> fields;
-      while (is >> f) fields.push_back(f);
-      // fields[0] is state (field 3); utime/stime are fields 14/15 → index 11/12; rss is 24 → 21.
-      if (fields.size() > 21) {
-        const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
-        cpu = (std::stod(fields[11]) + std::stod(fields[12])) / tick;
-        rss = std::stod(fields[21]) * static_cast<double>(sysconf(_SC_PAGESIZE));
-      }
-    }
-  }
-  int fds = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d)) ++fds;
-    closedir(d);
-    fds -= 3;  // ".", ".." and the directory's own fd
-  }
-  rlimit rl{};
-  getrlimit(RLIMIT_NOFILE, &rl);
-  out << "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
-      << "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total " << cpu << "\n"
-      << "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-      << "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes " << static_cast<uint64_t>(rss) << "\n"
-      << "# HELP process_open_fds Number of open file descriptors.\n"
-      << "# TYPE process_open_fds gauge\nprocess_open_fds " << fds << "\n"
-      << "# HELP process_max_fds Maximum number of open file descriptors.\n"
-      << "# TYPE process_max_fds gauge\nprocess_max_fds " << static_cast<uint64_t>(rl.rlim_cur) << "\n"
-      << "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
-      << "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds " << static_cast<uint64_t>(start_time_) << "\n";
+  auto families = reg_->Collect();
+  auto process = process_.Collect();
+  families.insert(families.end(), std::make_move_iterator(process.begin()), std::make_move_iterator(process.end()));
+  ser.Serialize(out, families);
   return out.str();
 }
 

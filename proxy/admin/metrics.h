@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "health/health_checker.h"
+#include "proxy/admin/process_metrics.h"
 #include "health/runtime.h"
 #include "proxy/server/worker.h"
 #include "registry/registry.h"
@@ -101,7 +102,7 @@ class Metrics final : public server::ExchangeObserver {
   std::atomic<bool> exiting_{false};
   std::vector<prometheus::Gauge*> registry_gauges_;
   std::vector<prometheus::Gauge*> healthy_gauges_;
-  double start_time_;
+  ProcessMetrics process_;
 };
 
 }  // namespace sy::admin

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <nlohmann/json.hpp>
 
 #include "proxy/net/log.h"
 
@@ -17,34 +18,25 @@ namespace sy::server {
 
 namespace {
 
+// A JSON string of any bytes. Plain printable ASCII (nearly every value) is copied as it is;
+// anything else goes through nlohmann's serializer, which escapes what JSON needs and writes U+FFFD
+// for bytes that are not UTF-8 (a client may send any bytes in a path or header), so every line
+// stays valid JSON.
 void json_string(std::string& out, std::string_view s) {
-  out.push_back('"');
-  // Fast path: most values need no escaping at all.
   bool plain = true;
   for (unsigned char c : s) {
-    if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f) {
+    if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
       plain = false;
       break;
     }
   }
   if (plain) {
+    out.push_back('"');
     out.append(s);
     out.push_back('"');
     return;
   }
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (c < 0x20 || c == 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      out.append(b);
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  out.push_back('"');
+  out += nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 constexpr size_t kFlushAt = 64 * 1024;

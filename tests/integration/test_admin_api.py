@@ -210,6 +210,25 @@ def test_long_poll_waits_for_a_change(backends, proxies):
     assert 0.3 < time.monotonic() - t0 < 3
 
 
+def test_long_poll_is_woken_only_by_its_own_service(backends, proxies):
+    """Changes to other services do not answer a long poll (if one did, its answer would lack c)."""
+    b = backends()
+    p = proxies("")
+    admin(p.admin, "PUT", "/v1/services/s/instances/a", {"address": b.address})
+    _, _, r = admin(p.admin, "GET", "/v1/services/s")
+    index = int(r.header("x-switchyard-index"))
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=admin(p.admin, "GET", f"/v1/services/s?index={index}&wait=60s")))
+    t.start()
+    for i in range(20):
+        assert admin(p.admin, "PUT", f"/v1/services/other/instances/o{i}", {"address": b.address})[0] == 201
+    assert admin(p.admin, "PUT", "/v1/services/s/instances/c", {"address": b.address})[0] == 201
+    t.join(30)
+    assert not t.is_alive()
+    status, body, _ = result["r"]
+    assert status == 200 and sorted(i["id"] for i in body["instances"]) == ["a", "c"]
+
+
 def test_token_protects_mutations(backends, proxies):
     b = backends()
     p = proxies("admin:\n  listen: 127.0.0.1:0\n  token: s3cret-token\n")

@@ -68,6 +68,12 @@ def test_promtool_accepts_real_output(backends, proxies):
                    "switchyard_downstream_connections", "switchyard_build_info", "process_cpu_seconds_total",
                    "process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_start_time_seconds"):
         assert f"# TYPE {family} " in text, family
+    # process_* read from /proc at the scrape: plausible values, not placeholders.
+    value = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(process_\w+) (\S+)$", text, re.M)}
+    assert value["process_resident_memory_bytes"] > 1 << 20
+    assert 3 < value["process_open_fds"] < value["process_max_fds"]
+    assert value["process_cpu_seconds_total"] >= 0  # clock ticks: a quiet new process may show 0
+    assert abs(value["process_start_time_seconds"] - time.time()) < 3600
     # Buckets from 100 µs to 10 s.
     assert 'le="0.0001"' in text and 'le="10"' in text
 
@@ -226,6 +232,22 @@ def test_access_log_json_lines_and_sigusr1_reopen(backends, proxies, tmp_path):
     get(p.addr, "/three", host="s")
     wait_until(lambda: log.exists() and "/three" in log.read_text(), what="line in the reopened log")
     assert "/three" not in rotated.read_text()
+
+
+def test_access_log_lines_stay_valid_json_for_any_bytes(backends, proxies, tmp_path):
+    """A client may send any bytes in a header or path: each line is still one valid JSON object
+    (bytes that are not UTF-8 become U+FFFD; quotes and control characters are escaped)."""
+    b = backends(name="b")
+    log = tmp_path / "access.log"
+    p = proxies(f"access_log: {log}\nservices:\n  s:\n    instances:\n      - {{ address: {b.address} }}\n")
+    # (request_bytes encodes latin-1: "\xff" is the byte 0xff, "\xc3\xa9" is UTF-8 for e-acute;
+    # header values may carry such bytes, a path may not: llhttp answers 400 to those)
+    assert get(p.addr, "/caf", host="s", headers=[("X-Request-Id", 'r\xff\xfeid-\xc3\xa9-"q"-\tx')]).status == 200
+    wait_until(lambda: log.exists() and log.read_bytes().endswith(b"\n"), what="an access-log line")
+    raw = log.read_bytes()
+    line = json.loads(raw.decode("utf-8"))  # strict: fails on invalid UTF-8 or bad escapes
+    assert line["request_id"] == 'r\ufffd\ufffdid-\u00e9-"q"-\tx'
+    assert line["path"] == "/caf" and line["status"] == 200
 
 
 def test_access_log_write_failure_does_not_hurt_the_proxy(backends, proxies, tmp_path):
