@@ -1,5 +1,6 @@
 // DownstreamConn: the client side of the proxy and the exchange it drives.
 #include "proxy/server/downstream_conn.h"
+#include "proxy/server/retry_state.h"
 
 #include <sys/socket.h>
 
@@ -779,16 +780,19 @@ void DownstreamConn::release_exchange() {
 }
 
 bool DownstreamConn::should_retry(bool named, bool connect_failure) const {
-  if (!named || !upstreams_ || w_.shutting_down) return false;
-  const auto& r = upstreams_->cfg->retry;
-  if (static_cast<uint32_t>(attempts_) >= r.attempts) return false;
-  // Once bytes reached a backend, only a safe request whose whole body we kept may go again.
-  if (head_sent_ && !(idempotent_ && request_done_ && (req_framing_ == http::Framing::kNone || replayable_)))
-    return false;
-  // The budget bounds retries that add load. A request that never reached any backend (connect
-  // failure) only moves to another instance: it multiplies nothing, so it is not budgeted.
-  if (!connect_failure && srt_ && !health::Runtime::retry_allowed(*srt_, *upstreams_->cfg)) return false;
-  return true;
+  if (!upstreams_) return false;
+  FailedTry t;
+  t.named = named;
+  t.connect_failure = connect_failure;
+  t.attempts_made = static_cast<uint32_t>(attempts_);
+  t.head_sent = head_sent_;
+  t.idempotent = idempotent_;
+  t.request_done = request_done_;
+  t.body_replayable = req_framing_ == http::Framing::kNone || replayable_;
+  t.shutting_down = w_.shutting_down;
+  // (The budget is asked only when it matters: may_retry() ignores it for connect failures.)
+  const bool budget = !srt_ || connect_failure || health::Runtime::retry_allowed(*srt_, *upstreams_->cfg);
+  return may_retry(upstreams_->cfg->retry, t, budget);
 }
 
 void DownstreamConn::schedule_retry() {
@@ -802,12 +806,8 @@ void DownstreamConn::schedule_retry() {
   stop_reading();
   response_started_ = response_done_ = discarding_ = discard_done_ = false;
   x_->to_client.clear();
-  // Exponential backoff with full jitter: uniform in [0, min(max, base · 2^(n-1))].
-  const auto& r = upstreams_->cfg->retry;
-  const int64_t cap = std::min<int64_t>(r.backoff_max.count(), r.backoff_base.count() << std::min(attempts_ - 1, 20));
-  const int64_t delay = cap > 0 ? static_cast<int64_t>(w_.next_random() % static_cast<uint64_t>(cap + 1)) : 0;
   backoff_ = true;
-  arm(delay);
+  arm(backoff_ms(upstreams_->cfg->retry, static_cast<uint32_t>(attempts_), w_.next_random()));
 }
 
 void DownstreamConn::fail_attempt(UpstreamError e) {
