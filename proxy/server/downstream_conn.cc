@@ -614,8 +614,7 @@ void DownstreamConn::begin_exchange() {
       send_error(503, "overloaded", "service '" + upstreams_->service + "' is at circuit_breaker.max_requests", close_after_);
       return;
     }
-    ++srt_->active_requests;
-    counted_request_ = true;
+    request_slot_.take(srt_->active_requests);
   }
   // Only idempotent requests are replayed after bytes reached a backend, and only when the whole
   // body fits in the replay buffer (RFC 9110 §9.2.2).
@@ -718,17 +717,13 @@ void DownstreamConn::connect_upstream(bool fresh) {
       send_error(503, "overloaded", "service '" + upstreams_->service + "' is at its connection limits", close_after_);
       return;
     }
-    ++srt_->pending;
-    counted_pending_ = true;
+    pending_slot_.take(srt_->pending);
   }
   int err = 0;
   up_ = UpstreamConn::connect(w_.loop, w_.buffers, endpoint_->address, endpoint_->uid, upstreams_->cfg->timeouts.connect,
                               this, srt_ ? srt_->connections : nullptr, &err);
   if (up_) return;
-  if (counted_pending_) {
-    --srt_->pending;
-    counted_pending_ = false;
-  }
+  pending_slot_.release();
   net::Resource r;
   if (net::is_exhaustion(err, r)) {
     // The proxy's own shortage: the instance is not blamed, and the client hears why.
@@ -742,10 +737,7 @@ void DownstreamConn::connect_upstream(bool fresh) {
 }
 
 void DownstreamConn::on_upstream_connected(UpstreamConn*) {
-  if (counted_pending_) {
-    --srt_->pending;
-    counted_pending_ = false;
-  }
+  pending_slot_.release();
   send_request_head();
 }
 
@@ -756,14 +748,8 @@ void DownstreamConn::report_outcome(health::Outcome o) {
 }
 
 void DownstreamConn::release_attempt() {
-  if (counted_pending_) {
-    --srt_->pending;
-    counted_pending_ = false;
-  }
-  if (in_retry_) {
-    --srt_->active_retries;
-    in_retry_ = false;
-  }
+  pending_slot_.release();
+  retry_slot_.release();
   if (rt_) {
     if (!outcome_reported_) report_outcome(health::Outcome::kNeutral);  // never judged: free its trial
     --rt_->load.active;
@@ -773,10 +759,7 @@ void DownstreamConn::release_attempt() {
 
 void DownstreamConn::release_exchange() {
   release_attempt();
-  if (counted_request_) {
-    --srt_->active_requests;
-    counted_request_ = false;
-  }
+  request_slot_.release();
 }
 
 bool DownstreamConn::should_retry(bool named, bool connect_failure) const {
@@ -798,10 +781,7 @@ bool DownstreamConn::should_retry(bool named, bool connect_failure) const {
 void DownstreamConn::schedule_retry() {
   const bool budgeted = head_sent_;  // see should_retry(): connect failures are not budgeted
   release_attempt();
-  if (srt_ && budgeted) {
-    ++srt_->active_retries;
-    in_retry_ = true;
-  }
+  if (srt_ && budgeted) retry_slot_.take(srt_->active_retries);
   state_ = State::kConnecting;
   stop_reading();
   response_started_ = response_done_ = discarding_ = discard_done_ = false;
@@ -1046,10 +1026,7 @@ void DownstreamConn::on_upstream_error(UpstreamConn* c, UpstreamError e) {
     abort_exchange();
     return;
   }
-  if (counted_pending_) {
-    --srt_->pending;
-    counted_pending_ = false;
-  }
+  pending_slot_.release();
   // A pooled connection the backend closed under us before any response byte: the request never
   // reached an application, so an idempotent one without a body goes once more on a fresh
   // connection to the same instance (not counted against the instance or the retry budget).

@@ -16,6 +16,7 @@
 #include "proxy/http/rewrite.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
+#include "proxy/server/slot.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/upstream_conn.h"
 
@@ -163,9 +164,10 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   bool replayable_ = false;
   bool head_sent_ = false;        // bytes of this request reached an upstream
   bool outcome_reported_ = false;
-  bool counted_request_ = false;  // srt_->active_requests holds this exchange
-  bool counted_pending_ = false;  // srt_->pending holds this attempt
-  bool in_retry_ = false;         // srt_->active_retries holds this attempt
+  // Limit slots (declared after table_, which pins the counters they point into).
+  Slot request_slot_;  // srt_->active_requests: this exchange
+  Slot pending_slot_;  // srt_->pending: this attempt, until its upstream connection is up
+  Slot retry_slot_;    // srt_->active_retries: this attempt is a budgeted retry
   bool discarding_ = false;       // reading a retryable response to throw it away
   bool discard_done_ = false;
   bool backoff_ = false;          // waiting out the retry backoff (state kConnecting)
