@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "proxy/http/rewrite.h"
+#include "proxy/net/assert.h"
 #include "proxy/net/close.h"
 #include "proxy/net/log.h"
 
@@ -249,6 +250,7 @@ void AdminConn::close() {
 
 void AdminConn::on_close(uv_handle_t* h) {
   auto* c = static_cast<AdminConn*>(h->data);
+  SY_ASSERT(c->closing_ && c->pending_closes_ > 0);  // two handles, one callback each
   if (--c->pending_closes_ == 0) delete c;
 }
 

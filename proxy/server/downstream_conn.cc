@@ -1,5 +1,6 @@
 // DownstreamConn: the client side of the proxy and the exchange it drives.
 #include "proxy/server/downstream_conn.h"
+#include "proxy/net/assert.h"
 #include "proxy/server/retry_state.h"
 
 #include <sys/socket.h>
@@ -242,6 +243,7 @@ void DownstreamConn::on_shutdown(uv_shutdown_t* req, int status) {
 
 void DownstreamConn::on_close(uv_handle_t* h) {
   auto* c = static_cast<DownstreamConn*>(h->data);
+  SY_ASSERT(c->state_ == State::kClosed && c->pending_closes_ > 0);  // two handles, one close callback each
   if (--c->pending_closes_ == 0) delete c;
 }
 

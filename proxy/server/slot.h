@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "proxy/net/assert.h"
+
 namespace sy::server {
 
 class Slot {
@@ -22,6 +24,7 @@ class Slot {
   }
   void release() {
     if (!counter_) return;
+    SY_ASSERT(counter_->load() > 0);  // every slot given back was taken
     --*counter_;
     counter_ = nullptr;
   }

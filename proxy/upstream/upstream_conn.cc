@@ -1,5 +1,6 @@
 // UpstreamConn: connect, request out, response in (llhttp), idle watch in the pool.
 #include "proxy/upstream/upstream_conn.h"
+#include "proxy/net/assert.h"
 
 #include <algorithm>
 
@@ -191,6 +192,7 @@ void UpstreamConn::close() {
 
 void UpstreamConn::on_close(uv_handle_t* h) {
   auto* c = static_cast<UpstreamConn*>(h->data);
+  SY_ASSERT(c->pending_closes_ > 0);  // two handles, one close callback each
   if (--c->pending_closes_ == 0) delete c;
 }
 
