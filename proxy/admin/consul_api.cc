@@ -410,12 +410,15 @@ AdminResponse ConsulApi::registration(const AdminRequest& req) {
   const std::string& id = r.id;
   const std::string& ttl_status = in.ttl_status;
   registry::Registry& reg = api_.registry();
-  // A Consul service ID names one service on the agent: registering it under another name moves it.
-  for (const registry::Instance* other : reg.find_by_id(id))
-    if (other->service != name) reg.remove(std::string(other->service), id);
   registry::Registry::PutResult res;
   AdminApi::Refusal why;
   if (!api_.admit(r, res, why)) return text(why.status, why.message);
+  // A Consul service ID names one service on the agent: registering it under another name moves it
+  // (the old entry goes once the new one is in, so a refused registration loses nothing).
+  std::vector<std::string> others;
+  for (const registry::Instance* other : reg.find_by_id(id))
+    if (other->service != name) others.push_back(other->service);
+  for (const auto& s : others) reg.remove(s, id);
   if (in.has_ttl) {
     // A TTL check starts as its Status says, critical unless told: not routed until it passes.
     if (ttl_status == "passing") reg.set_reported_health(name, id, registry::Health::kHealthy, false, "");

@@ -189,6 +189,11 @@ def test_consul_registration_errors_are_clear(proxies):
         assert st == 400 and words in text, (body, text)
         assert int(r.header("X-Consul-Index")) >= 1
     assert admin(p.admin, "PUT", "/v1/agent/service/register", b"{not json")[0] == 400
+    # A service ID registered again under another name moves there (IDs are unique on an agent).
+    assert admin(p.admin, "PUT", "/v1/agent/service/register", {"Name": "x", "ID": "m-1", "Port": 9})[0] == 200
+    assert admin(p.admin, "PUT", "/v1/agent/service/register", {"Name": "y", "ID": "m-1", "Port": 9})[0] == 200
+    assert [s["name"] for s in admin(p.admin, "GET", "/v1/services")[1]["services"]] == ["y"]
+    assert admin(p.admin, "PUT", "/v1/agent/service/deregister/m-1")[0] == 200
     assert admin(p.admin, "GET", "/v1/services")[1]["services"] == []
 
 
