@@ -80,8 +80,7 @@ AdminConn::AdminConn(uv_loop_t* loop, AdminHandler* h) : handler_(h) {
   uv_tcp_init(loop, &tcp_);
   uv_timer_init(loop, &timer_);
   tcp_.data = timer_.data = wreq_.data = this;
-  llhttp_init(&parser_, HTTP_REQUEST, settings());
-  parser_.data = this;
+  parser_.init(HTTP_REQUEST, settings(), this);
 }
 
 void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
@@ -171,12 +170,9 @@ void AdminConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
 
 void AdminConn::parse() {
   while (!busy_ && !closing_ && !in_.empty()) {
-    llhttp_errno_t err = llhttp_execute(&parser_, in_.data(), in_.size());
-    size_t used = in_.size();
-    if (err == HPE_PAUSED) {
-      used = static_cast<size_t>(llhttp_get_error_pos(&parser_) - in_.data());
-      llhttp_resume(&parser_);
-    } else if (err != HPE_OK) {
+    const http::Fed fed = parser_.feed(in_.data(), in_.size());
+    const size_t used = fed.used;
+    if (fed.kind == http::Fed::Kind::kError || fed.kind == http::Fed::Kind::kUpgrade) {  // no upgrades here
       if (error_ == 413) refuse(413, "body_too_large", "request body over 1 MiB");
       else refuse(400, "bad_request", "malformed HTTP request");
       return;

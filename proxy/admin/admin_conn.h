@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "proxy/http/parser.h"
+
 namespace sy::admin {
 
 struct AdminRequest {
@@ -92,7 +94,7 @@ class AdminConn {
   uv_write_t wreq_{};
   uv_shutdown_t shutdown_req_{};
   bool lingering_ = false;  // answer sent with "Connection: close": discard input, then close
-  llhttp_t parser_{};
+  http::Parser parser_;
   AdminHandler* handler_;
   AdminRequest req_;
   std::string url_;

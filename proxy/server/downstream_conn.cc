@@ -1,5 +1,6 @@
 // DownstreamConn: the client side of the proxy and the exchange it drives.
 #include "proxy/server/downstream_conn.h"
+#include "proxy/http/chunked.h"
 #include "proxy/net/assert.h"
 #include "proxy/server/retry_state.h"
 
@@ -80,8 +81,7 @@ DownstreamConn::DownstreamConn(Worker& w) : w_(w) {
   uv_timer_init(w.loop, &timer_);
   tcp_.data = this;
   timer_.data = this;
-  llhttp_init(&parser_, HTTP_REQUEST, settings());
-  parser_.data = this;
+  parser_.init(HTTP_REQUEST, settings(), this);
 }
 
 DownstreamConn::~DownstreamConn() {
@@ -376,15 +376,14 @@ void DownstreamConn::process_input() {
   while (state_ != State::kClosed && rbuf_.pending() > 0) {
     if (state_ == State::kConnecting || state_ == State::kTunnel || paused_at_end_) break;
     const char* begin = rbuf_.data + rbuf_.start;
-    llhttp_errno_t err = llhttp_execute(&parser_, begin, rbuf_.pending());
+    const http::Fed fed = parser_.feed(begin, rbuf_.pending());
     if (state_ == State::kClosed) break;
-    if (err == HPE_OK) {
+    if (fed.kind == http::Fed::Kind::kAll) {
       rbuf_.start = rbuf_.end;
       break;
     }
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-      rbuf_.start = static_cast<size_t>(llhttp_get_error_pos(&parser_) - rbuf_.data);
-      if (err == HPE_PAUSED) llhttp_resume(&parser_);
+    if (fed.kind != http::Fed::Kind::kError) {  // paused (resumed already) or upgrade
+      rbuf_.start += fed.used;
       if (paused_at_head_) {
         paused_at_head_ = false;
         begin_exchange();
@@ -398,7 +397,7 @@ void DownstreamConn::process_input() {
                        : status == 413 ? "body_too_large"
                                        : "bad_request";
     std::string msg = error_status_ ? std::string(error_code_ ? error_code_ : "limit exceeded")
-                                    : std::string("malformed request: ") + llhttp_get_error_reason(&parser_);
+                                    : std::string("malformed request: ") + parser_.reason();
     if (response_started_) abort_exchange();
     else send_error(status, code, msg, true);
     break;
@@ -532,17 +531,8 @@ int DownstreamConn::cb_body(llhttp_t* p, const char* at, size_t n) {
   }
   if (!c->up_) return 0;
   net::OutBatch& out = c->up_->out();
-  if (c->req_framing_ == http::Framing::kChunked) {
-    char line[24];
-    auto [end, ec] = std::to_chars(line, line + 20, n, 16);
-    *end++ = '\r';
-    *end++ = '\n';
-    out.copy(std::string_view(line, static_cast<size_t>(end - line)));
-    out.ref(at, n);
-    out.copy("\r\n");
-  } else {
-    out.ref(at, n);
-  }
+  if (c->req_framing_ == http::Framing::kChunked) http::append_chunk(out, at, n);
+  else out.ref(at, n);
   return 0;
 }
 
@@ -550,7 +540,7 @@ int DownstreamConn::cb_message_complete(llhttp_t* p) {
   auto* c = static_cast<DownstreamConn*>(p->data);
   c->request_done_ = true;
   c->paused_at_end_ = true;
-  if (c->up_ && c->req_framing_ == http::Framing::kChunked) c->up_->out().copy("0\r\n\r\n");
+  if (c->up_ && c->req_framing_ == http::Framing::kChunked) http::append_last_chunk(c->up_->out());
   if (c->upgrade_) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;
 }
@@ -565,7 +555,7 @@ void DownstreamConn::begin_exchange() {
   cfg_ = table_->config;
   is_head_ = x_->req.method == HTTP_HEAD;
   idempotent_ = method_idempotent(x_->req.method);
-  if (!llhttp_should_keep_alive(&parser_) || w_.shutting_down) close_after_ = true;
+  if (!parser_.keep_alive() || w_.shutting_down) close_after_ = true;
   keep_alive_10_ = x_->req.http_minor == 0 && !close_after_;
 
   if (looped_) {
@@ -939,17 +929,8 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
 void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
   if (discarding_) return;
   bytes_out_ += n;
-  if (resp_framing_ == http::Framing::kChunked && state_ != State::kTunnel) {
-    char line[24];
-    auto [end, ec] = std::to_chars(line, line + 20, n, 16);
-    *end++ = '\r';
-    *end++ = '\n';
-    x_->to_client.copy(std::string_view(line, static_cast<size_t>(end - line)));
-    x_->to_client.ref(p, n);
-    x_->to_client.copy("\r\n");
-  } else {
-    x_->to_client.ref(p, n);
-  }
+  if (resp_framing_ == http::Framing::kChunked && state_ != State::kTunnel) http::append_chunk(x_->to_client, p, n);
+  else x_->to_client.ref(p, n);
 }
 
 void DownstreamConn::on_upstream_complete(UpstreamConn*) {
@@ -958,7 +939,7 @@ void DownstreamConn::on_upstream_complete(UpstreamConn*) {
     return;
   }
   response_done_ = true;
-  if (resp_framing_ == http::Framing::kChunked) x_->to_client.copy("0\r\n\r\n");
+  if (resp_framing_ == http::Framing::kChunked) http::append_last_chunk(x_->to_client);
 }
 
 int DownstreamConn::flush_client() {

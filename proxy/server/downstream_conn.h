@@ -13,6 +13,7 @@
 #include <string>
 
 #include "proxy/http/head.h"
+#include "proxy/http/parser.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
@@ -117,7 +118,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uv_shutdown_t shutdown_req_{};
-  llhttp_t parser_{};
+  http::Parser parser_;
   State state_ = State::kIdle;
   int pending_closes_ = 0;
   bool reading_ = false;    // armed in libuv

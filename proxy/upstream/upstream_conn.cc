@@ -39,8 +39,7 @@ UpstreamConn::UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers) : buffers_
   tcp_.data = this;
   timer_.data = this;
   connect_req_.data = this;
-  llhttp_init(&parser_, HTTP_RESPONSE, settings());
-  parser_.data = this;
+  parser_.init(HTTP_RESPONSE, settings(), this);
 }
 
 UpstreamConn::~UpstreamConn() { drop_buffer(); }
@@ -113,8 +112,7 @@ void UpstreamConn::on_write(uv_write_t* req, int status) {
 }
 
 void UpstreamConn::expect_response(bool head_request, conf::Millis idle_timeout) {
-  llhttp_init(&parser_, HTTP_RESPONSE, settings());
-  parser_.data = this;
+  parser_.init(HTTP_RESPONSE, settings(), this);
   head_request_ = head_request;
   response_started_ = false;
   response_done_ = false;
@@ -282,9 +280,9 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
   }
   if (n < 0) {
     if (c->state_ == State::kActive && n == UV_EOF && c->response_started_ && !c->response_done_ &&
-        llhttp_message_needs_eof(&c->parser_)) {
+        c->parser_.needs_eof()) {
       // A response delimited by the close of the connection ends here.
-      llhttp_finish(&c->parser_);
+      c->parser_.finish();
       c->reusable_ = false;
       if (c->state_ == State::kClosed) return;
       if (c->owner_ && !c->owner_->on_upstream_read_done(c)) {
@@ -324,13 +322,13 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
 
 void UpstreamConn::parse() {
   const char* begin = rbuf_.data + rbuf_.start;
-  llhttp_errno_t err = llhttp_execute(&parser_, begin, rbuf_.pending());
+  const http::Fed fed = parser_.feed(begin, rbuf_.pending());
   if (state_ == State::kClosed) return;
-  if (err == HPE_OK) {
+  if (fed.kind == http::Fed::Kind::kAll) {
     rbuf_.start = rbuf_.end;
-  } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    rbuf_.start = static_cast<size_t>(llhttp_get_error_pos(&parser_) - rbuf_.data);
-    if (err == HPE_PAUSED_UPGRADE) {
+  } else if (fed.kind != http::Fed::Kind::kError) {
+    rbuf_.start += fed.used;
+    if (fed.kind == http::Fed::Kind::kUpgrade) {
       state_ = State::kTunnel;
       uv_timer_stop(&timer_);
       if (rbuf_.pending() > 0 && owner_) {

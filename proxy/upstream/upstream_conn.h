@@ -14,6 +14,7 @@
 
 #include "conf/units.h"
 #include "proxy/http/head.h"
+#include "proxy/http/parser.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
 
@@ -93,7 +94,7 @@ class UpstreamConn {
   bool response_started() const { return response_started_; }
   bool reusable() const { return reusable_; }
   uint64_t uid() const { return uid_; }
-  const llhttp_t& parser() const { return parser_; }
+  const llhttp_t& parser() const { return parser_.raw(); }
   const conf::Address& address() const { return address_; }
 
  private:
@@ -125,7 +126,7 @@ class UpstreamConn {
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uv_connect_t connect_req_{};
-  llhttp_t parser_{};
+  http::Parser parser_;
   http::MessageHead head_;
   net::ReadBuffer rbuf_;
   net::OutBatch out_;

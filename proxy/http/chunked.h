@@ -1,0 +1,29 @@
+// Chunked transfer coding (RFC 9112 §7.1) as the proxy writes it when it re-frames a body: each
+// piece that arrives goes out as one chunk, then the last chunk. One writer for requests and
+// responses alike; `Out` is anything with copy(string_view) and ref(const char*, size_t)
+// (net::OutBatch), so this layer needs no I/O.
+#pragma once
+
+#include <charconv>
+#include <cstddef>
+#include <string_view>
+
+namespace sy::http {
+
+template <class Out>
+void append_chunk(Out& out, const char* data, size_t n) {
+  char line[24];
+  auto [end, ec] = std::to_chars(line, line + 20, n, 16);
+  *end++ = '\r';
+  *end++ = '\n';
+  out.copy(std::string_view(line, static_cast<size_t>(end - line)));
+  out.ref(data, n);
+  out.copy("\r\n");
+}
+
+template <class Out>
+void append_last_chunk(Out& out) {
+  out.copy("0\r\n\r\n");
+}
+
+}  // namespace sy::http
