@@ -1,5 +1,6 @@
 // ConsulApi: Consul's request documents translated into switchyard's registration document, and
 // registry instances rendered in Consul's answer shapes (docs/consul-eureka.md lists every call).
+// Past 600 lines because Consul has that many answer shapes; each is a few lines in read().
 #include "proxy/admin/consul_api.h"
 
 #include <unistd.h>

@@ -1,4 +1,6 @@
 // DownstreamConn: the client side of the proxy and the exchange it drives.
+// Past 600 lines: the client connection, its exchange and the exchange's attempts still live in one
+// object; issue 13 cuts them apart (connection / proxy_stream / retry_state, the last one done).
 #include "proxy/server/downstream_conn.h"
 #include "proxy/http/chunked.h"
 #include "proxy/net/assert.h"

@@ -1,3 +1,4 @@
+// The config loader: every key, defaults, and errors with file positions.
 #include <doctest.h>
 
 #include "conf/config.h"

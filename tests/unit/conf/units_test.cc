@@ -1,3 +1,4 @@
+// Durations, sizes, addresses and percentages as the config language writes them.
 #include <doctest.h>
 
 #include "conf/units.h"
@@ -63,4 +64,14 @@ TEST_CASE("percentages") {
   CHECK(parse_percent("0.25", d).empty());
   CHECK(d == doctest::Approx(0.25));
   CHECK_FALSE(parse_percent("150%", d).empty());
+}
+
+TEST_CASE("status ranges: one parser for the config and the registration documents") {
+  std::pair<int, int> r;
+  CHECK(sy::conf::parse_status_range("200-399", r).empty());
+  CHECK(r == std::pair<int, int>{200, 399});
+  CHECK(sy::conf::parse_status_range("204", r).empty());
+  CHECK(r == std::pair<int, int>{204, 204});
+  for (const char* bad : {"", "-", "200-", "-300", "200-300x", "99", "600", "300-200", "2OO", " 200", "200 - 300"})
+    CHECK_MESSAGE(!sy::conf::parse_status_range(bad, r).empty(), bad);
 }

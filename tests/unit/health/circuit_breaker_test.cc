@@ -1,3 +1,4 @@
+// The circuit breaker state machine: closed, open, half-open, and what counts as a failure.
 #include <doctest.h>
 
 #include "health/circuit_breaker.h"

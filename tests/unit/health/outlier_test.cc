@@ -1,3 +1,4 @@
+// Passive outlier detection: ejection and its growing, capped duration.
 #include <doctest.h>
 
 #include "health/outlier.h"

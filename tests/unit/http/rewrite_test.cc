@@ -1,3 +1,4 @@
+// What the proxy does to message heads: hop-by-hop headers, Via, X-Forwarded-*, framing.
 #include <doctest.h>
 
 #include <cstring>

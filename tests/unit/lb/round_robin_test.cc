@@ -1,3 +1,4 @@
+// Smooth weighted round robin: nginx's sequence, exclusion of tried endpoints, large weights.
 #include <doctest.h>
 
 #include "proxy/lb/round_robin.h"

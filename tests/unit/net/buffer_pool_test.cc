@@ -1,3 +1,4 @@
+// The buffer and exchange pools: what a burst takes goes back when trimmed; steady use keeps its own.
 #include <doctest.h>
 
 #include <vector>

@@ -1,3 +1,4 @@
+// The registry model: index, leases and mass expiry, drain, per-service indexes, deregister_critical_after.
 #include <doctest.h>
 
 #include "registry/registry.h"

@@ -1,3 +1,4 @@
+// The routing snapshot: route order, host normalisation, which instances are routable.
 #include <doctest.h>
 
 #include "proxy/server/routing_table.h"
