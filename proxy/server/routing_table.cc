@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "proxy/lb/zone_aware.h"
+
 namespace sy::server {
 
 std::string normalize_host(std::string_view host) {
@@ -63,11 +65,7 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
         ++u->local_count;
         local_up += i->weight;
       }
-    // Enough local capacity (70 % of the zone's weight routable) keeps everything local; below
-    // that, the local share shrinks in proportion and the rest spills to the other zones.
-    constexpr double kEnough = 0.7;
-    const double h = local_total > 0 ? local_up / local_total : 0;
-    u->local_share = u->local_count == 0 ? 0.0 : u->local_count == chosen.size() ? 1.0 : std::min(1.0, h / kEnough);
+    u->local_share = lb::zone_local_share(u->local_count, chosen.size(), local_up, local_total);
   } else {
     u->local_count = chosen.size();
   }
@@ -116,8 +114,7 @@ int Upstreams::pick(const lb::PickContext& ctx) const {
   if (n == 0) return -1;
   const bool have_local = local_count > 0, have_remote = local_count < n && remote_policy;
   // A share below 1: this request spills to another zone with probability 1 - share.
-  bool remote = !have_local || (have_remote && local_share < 1.0 &&
-                                static_cast<double>(lb::mix64(ctx.random) >> 11) * 0x1.0p-53 >= local_share);
+  bool remote = !have_local || (have_remote && lb::zone_spills(local_share, ctx.random));
   if (remote && have_remote) {
     lb::PickContext r = ctx;
     r.exclude_mask = local_count < 64 ? ctx.exclude_mask >> local_count : 0;

@@ -10,6 +10,7 @@
 #include "proxy/lb/maglev.h"
 #include "proxy/lb/policy.h"
 #include "proxy/lb/ring_hash.h"
+#include "proxy/lb/zone_aware.h"
 
 using namespace sy::lb;
 
@@ -189,4 +190,20 @@ TEST_CASE("every policy skips excluded endpoints when it can") {
       CHECK_MESSAGE(p->pick(ctx) == 2, std::string(name));
     }
   }
+}
+
+TEST_CASE("zone awareness: local while 70 % of the zone is up, spilling in proportion below") {
+  using sy::lb::zone_local_share;
+  using sy::lb::zone_spills;
+  CHECK(zone_local_share(0, 4, 0, 2) == 0.0);  // nothing local
+  CHECK(zone_local_share(4, 4, 4, 4) == 1.0);  // everything chosen is local
+  CHECK(zone_local_share(2, 4, 2, 2) == 1.0);  // the whole zone up
+  CHECK(zone_local_share(3, 5, 7, 10) == doctest::Approx(1.0));
+  CHECK(zone_local_share(1, 5, 35, 100) == doctest::Approx(0.5));  // 35 % up: half stays
+  // The spill follows the share over many requests.
+  int spilled = 0;
+  for (uint64_t r = 0; r < 100000; ++r) spilled += zone_spills(0.5, r);
+  CHECK(spilled == doctest::Approx(50000).epsilon(0.02));
+  CHECK_FALSE(zone_spills(1.0, 12345));
+  for (uint64_t r = 0; r < 1000; ++r) CHECK(zone_spills(0.0, r));
 }
