@@ -338,19 +338,17 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
         [&](const YAML::Node& v) {
           std::string p;
           if (!scalar(v, w + ".lb", p)) return;
-          static const std::set<std::string> known{"round_robin", "least_request", "random", "ring_hash", "maglev", "ewma"};
-          if (!known.count(p))
-            error(v, "'" + w + ".lb' must be one of round_robin, least_request, random, ring_hash, maglev, ewma; got '" + p + "'");
-          else s.lb = p;
+          if (!parse_lb(p, s.lb)) {
+            std::string names;
+            for (const auto& [k, name] : kLbNames) names += (names.empty() ? "" : ", ") + std::string(name);
+            error(v, "'" + w + ".lb' must be one of " + names + "; got '" + p + "'");
+          }
         }},
        {"hash_on",
         [&](const YAML::Node& v) {
           std::string h;
           if (!scalar(v, w + ".hash_on", h)) return;
-          if (h.rfind("header:", 0) == 0 && h.size() > 7) s.hash_on = h;
-          else if (h.rfind("cookie:", 0) == 0 && h.size() > 7) s.hash_on = h;
-          else if (h == "source_ip") s.hash_on = h;
-          else error(v, "'" + w + ".hash_on' must be header:NAME, cookie:NAME or source_ip; got '" + h + "'");
+          if (!parse_hash_on(h, s.hash_on)) error(v, "'" + w + ".hash_on' must be header:NAME, cookie:NAME or source_ip; got '" + h + "'");
         }},
        {"slow_start", [&](const YAML::Node& v) { duration(v, w + ".slow_start", s.slow_start); }},
        {"instances",

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "conf/lb_kind.h"
 #include "conf/units.h"
 
 namespace sy::conf {
@@ -104,8 +105,8 @@ struct Timeouts {
 
 struct Service {
   std::string name;
-  std::string lb = "round_robin";
-  std::string hash_on;
+  Lb lb = Lb::kRoundRobin;
+  HashOn hash_on;
   Millis slow_start{0};
   std::vector<StaticInstance> instances;
   bool has_health_check = false;

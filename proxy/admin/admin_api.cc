@@ -242,7 +242,7 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
         json counts = json::object();
         for (const auto& [id, inst] : svc.instances) counts[inst.state_name()] = counts.value(inst.state_name(), 0) + 1;
         list.push_back({{"name", name}, {"instances", svc.instances.size()}, {"states", counts},
-                        {"lb", svc.cfg.lb}, {"source", svc.in_config ? "config" : "registry"}});
+                        {"lb", conf::lb_name(svc.cfg.lb)}, {"source", svc.in_config ? "config" : "registry"}});
       }
       return json_response(200, {{"services", list}, {"index", reg_.index()}});
     }
@@ -333,7 +333,7 @@ AdminResponse AdminApi::service_view(const std::string& service, const AdminRequ
     if (!tag.empty() && std::find(inst.tags.begin(), inst.tags.end(), tag) == inst.tags.end()) continue;
     list.push_back(instance_json(reg_, inst));
   }
-  return json_response(200, {{"service", service}, {"lb", it->second.cfg.lb}, {"index", reg_.index()}, {"instances", list}});
+  return json_response(200, {{"service", service}, {"lb", conf::lb_name(it->second.cfg.lb)}, {"index", reg_.index()}, {"instances", list}});
 }
 
 AdminResponse AdminApi::instance_view(const std::string& service, const std::string& id) {

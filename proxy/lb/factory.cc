@@ -8,16 +8,25 @@
 
 namespace sy::lb {
 
-std::unique_ptr<Policy> make_policy(const std::string& name, const std::vector<EndpointInfo>& endpoints) {
+std::unique_ptr<Policy> make_policy(conf::Lb lb, const std::vector<EndpointInfo>& endpoints) {
   std::vector<uint32_t> weights;
   weights.reserve(endpoints.size());
   for (const auto& e : endpoints) weights.push_back(e.weight);
-  if (name == "least_request") return std::make_unique<LeastRequest>(endpoints);
-  if (name == "random") return std::make_unique<Random>(weights);
-  if (name == "ring_hash") return std::make_unique<RingHash>(endpoints);
-  if (name == "maglev") return std::make_unique<Maglev>(endpoints);
-  if (name == "ewma") return std::make_unique<Ewma>(endpoints);
+  switch (lb) {
+    case conf::Lb::kLeastRequest: return std::make_unique<LeastRequest>(endpoints);
+    case conf::Lb::kRandom: return std::make_unique<Random>(weights);
+    case conf::Lb::kRingHash: return std::make_unique<RingHash>(endpoints);
+    case conf::Lb::kMaglev: return std::make_unique<Maglev>(endpoints);
+    case conf::Lb::kEwma: return std::make_unique<Ewma>(endpoints);
+    case conf::Lb::kRoundRobin: break;
+  }
   return std::make_unique<RoundRobin>(weights);
+}
+
+std::unique_ptr<Policy> make_policy(const std::string& name, const std::vector<EndpointInfo>& endpoints) {
+  conf::Lb lb = conf::Lb::kRoundRobin;
+  conf::parse_lb(name, lb);
+  return make_policy(lb, endpoints);
 }
 
 std::unique_ptr<Policy> make_policy(const std::string& name, const std::vector<uint32_t>& weights) {

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "conf/lb_kind.h"
 #include "proxy/lb/load.h"
 
 namespace sy::lb {
@@ -44,6 +45,8 @@ class Policy {
 
 // round_robin | least_request | random | ring_hash | maglev | ewma (unknown → round_robin;
 // config validation refuses those already).
+std::unique_ptr<Policy> make_policy(conf::Lb lb, const std::vector<EndpointInfo>& endpoints);
+// By name (tests, benchmarks): an unknown name is round_robin.
 std::unique_ptr<Policy> make_policy(const std::string& name, const std::vector<EndpointInfo>& endpoints);
 
 // Weights only (round robin, tests).

@@ -39,7 +39,7 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
   auto u = std::make_shared<Upstreams>();
   u->service = svc.cfg.name;
   u->cfg = std::make_shared<const conf::Service>(svc.cfg);
-  u->hash_on = HashOn::parse(svc.cfg.hash_on);
+  u->hash_on = svc.cfg.hash_on;
   if (runtime) u->runtime = runtime->service(svc.cfg.name);
   std::vector<const registry::Instance*> best, fallback, panic;
   double local_total = 0, local_up = 0;
@@ -88,20 +88,6 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
 }
 
 }  // namespace
-
-HashOn HashOn::parse(const std::string& spec) {
-  HashOn h;
-  if (spec.rfind("header:", 0) == 0) {
-    h.kind = Kind::kHeader;
-    h.name = spec.substr(7);
-  } else if (spec.rfind("cookie:", 0) == 0) {
-    h.kind = Kind::kCookie;
-    h.name = spec.substr(7);
-  } else if (spec == "source_ip") {
-    h.kind = Kind::kSourceIp;
-  }
-  return h;
-}
 
 double slow_start_factor(int64_t since_ms, int64_t now_ms, conf::Millis window) {
   if (window.count() <= 0) return 1.0;

@@ -27,13 +27,8 @@ struct Endpoint {
   std::shared_ptr<health::InstanceRuntime> runtime;  // live counters, breaker (may be null in tests)
 };
 
-// hash_on, parsed once per snapshot (not per request).
-struct HashOn {
-  enum class Kind { kNone, kHeader, kCookie, kSourceIp };
-  Kind kind = Kind::kNone;
-  std::string name;  // header name or cookie name
-  static HashOn parse(const std::string& spec);
-};
+// hash_on, parsed once when the config loads (conf/lb_kind.h).
+using HashOn = conf::HashOn;
 
 // The instances one route or service may send to, with the policy that chooses among them.
 struct Upstreams {

@@ -68,7 +68,8 @@ services:
   REQUIRE_MESSAGE(load_string(text, "t.yaml", c, e), (e.empty() ? "" : e[0]));
   CHECK(c.listen.size() == 2);
   const auto& s = c.services.at("orders");
-  CHECK(s.lb == "least_request");
+  CHECK(s.lb == sy::conf::Lb::kLeastRequest);
+  CHECK(s.hash_on == sy::conf::HashOn{sy::conf::HashOn::Kind::kHeader, "x-user-id"});  // parsed at load
   CHECK(s.instances.at(0).weight == 3);
   CHECK(s.instances.at(0).id == "o1");
   CHECK(s.has_health_check);
