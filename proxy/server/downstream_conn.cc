@@ -648,7 +648,7 @@ void DownstreamConn::start_attempt() {
   }
   endpoint_ = chosen;
   if (chosen_idx < 64) tried_mask_ |= uint64_t{1} << chosen_idx;
-  rt_ = chosen->runtime;
+  rt_ = chosen->runtime.get();
   outcome_reported_ = false;
   if (rt_) {
     ++rt_->load.active;  // also switchyard_upstream_active_requests (Runtime::export_gauges)
@@ -738,7 +738,9 @@ void DownstreamConn::on_upstream_connected(UpstreamConn*) {
 void DownstreamConn::report_outcome(health::Outcome o) {
   if (outcome_reported_) return;
   outcome_reported_ = true;
-  if (rt_) w_.report(rt_, o);
+  if (!rt_) return;
+  SY_ASSERT(endpoint_ && endpoint_->runtime.get() == rt_);  // the attempt's endpoint holds its runtime
+  w_.report(endpoint_->runtime, o);
 }
 
 void DownstreamConn::release_attempt() {
@@ -747,7 +749,7 @@ void DownstreamConn::release_attempt() {
   if (rt_) {
     if (!outcome_reported_) report_outcome(health::Outcome::kNeutral);  // never judged: free its trial
     --rt_->load.active;
-    rt_.reset();
+    rt_ = nullptr;
   }
 }
 
@@ -876,7 +878,7 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
     }
     return;
   }
-  if (w_.observer && endpoint_) w_.observer->on_upstream_response(rt_.get(), upstreams_->service, endpoint_->id, st);
+  if (w_.observer && endpoint_) w_.observer->on_upstream_response(rt_, upstreams_->service, endpoint_->id, st);
   if (rt_) {
     const int64_t now_ns = static_cast<int64_t>(uv_hrtime());
     rt_->load.observe(now_ns, static_cast<double>(now_ns - attempt_started_ns_));

@@ -158,7 +158,8 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   bool paused_at_head_ = false;
   bool paused_at_end_ = false;
   // Attempts and retries (issue 4).
-  std::shared_ptr<health::InstanceRuntime> rt_;  // the current attempt's instance
+  health::InstanceRuntime* rt_ = nullptr;         // the current attempt's instance (pinned by table_
+                                                  // through endpoint_->runtime: no copy per attempt)
   health::ServiceRuntime* srt_ = nullptr;         // pinned by table_
   uint64_t tried_mask_ = 0;                       // endpoints (index < 64) already tried
   int64_t attempt_started_ns_ = 0;                // request head sent (latency for ewma)
