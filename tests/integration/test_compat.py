@@ -178,6 +178,18 @@ def test_consul_index_header_on_every_answer_and_token(backends, proxies):
     assert instances(p, "s") == {}
 
 
+def test_consul_datacenter_is_registry_datacenter(backends, proxies):
+    b = backends()
+    p = proxies("registry:\n  datacenter: east-1\n")
+    c = consul_client(p)
+    assert c.agent.self()["Config"]["Datacenter"] == "east-1"
+    assert c.catalog.datacenters() == ["east-1"]
+    c.agent.service.register("s", service_id="s-1", address="127.0.0.1", port=int(b.address.split(":")[1]))
+    assert c.health.service("s", dc="east-1")[1][0]["Node"]["Datacenter"] == "east-1"
+    st, text, r = admin(p.admin, "GET", "/v1/health/service/s?dc=west")
+    assert st == 500 and "No path to datacenter" in text and int(r.header("X-Consul-Index")) >= 1
+
+
 def test_consul_registration_errors_are_clear(proxies):
     p = proxies("")
     for body, words in [({"Name": "x"}, "Port"), ({"Port": 80}, "Missing service name"),
