@@ -223,7 +223,7 @@ def test_long_poll_is_woken_only_by_its_own_service(backends, proxies):
     for i in range(20):
         assert admin(p.admin, "PUT", f"/v1/services/other/instances/o{i}", {"address": b.address})[0] == 201
     assert admin(p.admin, "PUT", "/v1/services/s/instances/c", {"address": b.address})[0] == 201
-    t.join(30)
+    t.join(120)
     assert not t.is_alive()
     status, body, _ = result["r"]
     assert status == 200 and sorted(i["id"] for i in body["instances"]) == ["a", "c"]

@@ -114,10 +114,10 @@ def test_python_consul_http_check_probes_the_instance(backends, proxies):
     port = int(b.address.split(":")[1])
     assert c.agent.service.register("api", service_id="api-1", address="127.0.0.1", port=port,
                                     check=consul.Check.http(f"http://127.0.0.1:{port}/health", "1s", timeout="1s"))
-    wait_until(lambda: len(c.health.service("api", passing=True)[1]) == 1, 30, what="HTTP check passing")
+    wait_until(lambda: len(c.health.service("api", passing=True)[1]) == 1, 120, what="HTTP check passing")
     assert get(p.addr, "/", host="api").body == b"api"
     healthy.clear()
-    wait_until(lambda: c.health.service("api", passing=True)[1] == [], 30, what="HTTP check critical")
+    wait_until(lambda: c.health.service("api", passing=True)[1] == [], 120, what="HTTP check critical")
     checks = {ch["CheckID"]: ch for ch in c.health.service("api")[1][0]["Checks"]}
     assert checks["service:api-1"]["Status"] == "critical" and checks["service:api-1"]["Type"] == "http"
     assert instances(p, "api")["api-1"]["state"] == "unhealthy"
@@ -145,7 +145,7 @@ def test_blocking_health_query_wakes_only_for_its_service(backends, proxies):
         c.agent.service.register("other", service_id=f"other-{i}", address="127.0.0.1", port=port)
     assert t.is_alive()
     c.agent.service.register("a", service_id="a-2", address="127.0.0.1", port=port)
-    t.join(30)
+    t.join(120)
     assert not t.is_alive()
     assert sorted(e["Service"]["ID"] for e in result["entries"]) == ["a-1", "a-2"]
     assert int(result["index"]) > int(index)
@@ -222,7 +222,7 @@ def test_consul_keys_in_any_case_weights_meta_and_deregister_critical(backends, 
     assert inst["address"] == f"127.0.0.1:{port}"  # no Address: the address it registered from
     # critical for longer than DeregisterCriticalServiceAfter: removed
     assert admin(p.admin, "PUT", "/v1/agent/check/fail/service:w-1")[0] == 200
-    wait_until(lambda: instances(p, "w") == {}, 20, what="deregistered after being critical")
+    wait_until(lambda: instances(p, "w") == {}, 120, what="deregistered after being critical")
     assert p.wait_log("deregistered after being unhealthy")
 
 
@@ -235,7 +235,7 @@ def test_node_consul_client(backends, proxies):
     p = proxies("")
     port = b.address.split(":")[1]
     r = subprocess.run(["node", os.path.join(HERE, "compat", "consul_node.js"), p.admin[0], str(p.admin[1]), "nodesvc",
-                        "nodesvc-1", port], capture_output=True, text=True, timeout=120,
+                        "nodesvc-1", port], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, NODE_PATH=modules))
     steps = {}
     for line in r.stdout.splitlines():
@@ -273,7 +273,7 @@ class EurekaNode:
     def stop(self):
         self.proc.stdin.write("stop\n")
         self.proc.stdin.flush()
-        self.proc.wait(60)
+        self.proc.wait(120)
 
 
 def test_eureka_js_client_registers_heartbeats_fetches_and_deregisters(backends, proxies):
@@ -283,12 +283,12 @@ def test_eureka_js_client_registers_heartbeats_fetches_and_deregisters(backends,
     port = int(b.address.split(":")[1])
     client = EurekaNode(modules, p, "INVENTORY", "inventory-1", port)
     try:
-        wait_until(lambda: client.seen("registered"), 60, what="eureka-js-client registered")
+        wait_until(lambda: client.seen("registered"), 120, what="eureka-js-client registered")
         inst = instances(p, "inventory")["inventory-1"]
         assert inst["address"] == f"127.0.0.1:{port}" and inst["ttl"] == "90s"
         assert inst["meta"] == {"client": "eureka-js-client"}
-        wait_until(lambda: client.seen("heartbeat"), 60, what="a heartbeat accepted")
-        wait_until(lambda: client.seen("fetched", lambda d: d == [{"id": "inventory-1", "status": "UP", "port": port}]), 60,
+        wait_until(lambda: client.seen("heartbeat"), 120, what="a heartbeat accepted")
+        wait_until(lambda: client.seen("fetched", lambda d: d == [{"id": "inventory-1", "status": "UP", "port": port}]), 120,
                    what="the client's registry fetch shows itself UP")
         assert get(p.addr, "/", host="inventory").body.startswith(b"inventory-1")
     finally:
@@ -434,7 +434,7 @@ def test_blocking_catalog_services_wakes_on_a_new_service(backends, proxies):
     t = threading.Thread(target=lambda: result.update(r=c.catalog.services(index=index, wait="60s")))
     t.start()
     c.agent.service.register("second", service_id="s-1", address="127.0.0.1", port=port, tags=["t"])
-    t.join(30)
+    t.join(120)
     assert not t.is_alive()
     assert result["r"][1] == {"first": [], "second": ["t"]}
     assert int(result["r"][0]) > int(index)

@@ -285,12 +285,12 @@ def test_the_journal_is_compacted_into_the_snapshot(backends, proxies, tmp_path)
 
     for i in range(120):
         assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address, "meta": {"n": str(i)}})[0] == 201
-    p.wait_log("registry snapshot compacted", timeout=20)
+    p.wait_log("registry snapshot compacted", timeout=120)
     first = compactions()
     # Updates of entries the snapshot holds, deletions of some, new ones: until a later compaction.
     n = 0
     while compactions() == first:
-        assert n < 5000, "no second compaction"
+        assert n < 20000, "no second compaction"
         k = n % 120
         if k % 10 == 5:
             assert admin(p.admin, "DELETE", f"/v1/services/s/instances/i{k}")[0] in (204, 404)
@@ -298,8 +298,6 @@ def test_the_journal_is_compacted_into_the_snapshot(backends, proxies, tmp_path)
             assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{k}",
                          {"address": b.address, "meta": {"n": str(k), "round": str(n // 120)}})[0] in (200, 201)
         n += 1
-        if n % 50 == 0:
-            time.sleep(0.01)  # let the loop reap a finished compaction
     # The round of each entry's last update (None: never updated after the first loop).
     expected = {f"i{k}": (str((n - 1 - ((n - 1 - k) % 120)) // 120) if k < n else None)
                 for k in range(120) if k % 10 != 5 or k >= n}
@@ -329,7 +327,7 @@ def test_an_old_one_line_snapshot_is_compacted_without_losing_fields(backends, p
     p = proxies(config(snap, "  journal_max: 4KiB\n"))
     for i in range(60):
         assert admin(p.admin, "PUT", f"/v1/services/s/instances/i{i}", {"address": b.address})[0] == 201
-    p.wait_log("registry snapshot compacted", timeout=20)
+    p.wait_log("registry snapshot compacted", timeout=120)
     assert json.loads(snap.read_text())["version"] == 3
     p.proc.send_signal(signal.SIGKILL)
     p.proc.wait()
