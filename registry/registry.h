@@ -68,6 +68,9 @@ struct Instance {
 
   // Whether new requests may go to it (a stale instance only when no fresh one exists).
   bool routable() const { return !draining && health != Health::kUnhealthy && !ejected && !breaker_open; }
+  // Probed healthy, not ejected, breaker closed, lease fresh: what `?healthy=1`, Consul's "passing"
+  // and Eureka's "UP" report (drain aside, which each API shows its own way).
+  bool in_good_standing() const { return health == Health::kHealthy && !ejected && !breaker_open && !stale; }
   const char* state_name() const;
 };
 

@@ -161,42 +161,21 @@ void AdminApi::release_persisted(const std::string& err) {
 
 void AdminApi::forget(AdminConn* conn) {
   consul_->forget(conn);
-  std::erase_if(waiters_, [&](const auto& e) { return e.second.conn == conn; });
+  waiters_.forget(conn);
   std::erase_if(unpersisted_, [&](const auto& p) { return p.first == conn; });
 }
 
 void AdminApi::on_registry_changed(const std::string* service) {
   consul_->on_changed(service);
   if (waiters_.empty()) return;
-  // Only the watchers of the service that changed (all of them when any may have): a change
-  // elsewhere wakes no one, so the cost of a change does not grow with the number of watchers.
-  auto first = service ? waiters_.lower_bound(*service) : waiters_.begin();
-  auto last = service ? waiters_.upper_bound(*service) : waiters_.end();
-  std::vector<Waiter> done;
-  for (auto it = first; it != last;) {
-    if (reg_.service_index(it->first) > it->second.index) {
-      done.push_back(std::move(it->second));
-      it = waiters_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (auto& w : done) finish(w.conn, service_view(w.service, w.req), false);
+  for (auto& [key, w] : waiters_.take_changed(service, [&](const std::string& k) { return reg_.service_index(k); }))
+    finish(w.conn, service_view(key, w.req), false);
 }
 
 void AdminApi::sweep(int64_t now_ms) {
   consul_->sweep(now_ms);
   if (waiters_.empty()) return;
-  std::vector<Waiter> done;
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (it->second.deadline_ms <= now_ms) {
-      done.push_back(std::move(it->second));
-      it = waiters_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (auto& w : done) finish(w.conn, service_view(w.service, w.req), false);
+  for (auto& [key, w] : waiters_.take_due(now_ms)) finish(w.conn, service_view(key, w.req), false);
 }
 
 AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred) {
@@ -262,7 +241,7 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
           wait = std::min<int64_t>(d.count(), kMaxWaitMs);
         }
         if (reg_.service_index(service) <= want && wait > 0) {
-          waiters_.emplace(service, Waiter{conn, service, req, want, hooks_.now_ms() + wait});
+          waiters_.add(service, {conn, req, want, hooks_.now_ms() + wait});
           deferred = true;
           return {};
         }
@@ -329,7 +308,7 @@ AdminResponse AdminApi::service_view(const std::string& service, const AdminRequ
   const std::string tag = req.query_param("tag");
   json list = json::array();
   for (const auto& [id, inst] : it->second.instances) {
-    if (healthy_only && !(inst.routable() && inst.health == registry::Health::kHealthy && !inst.stale)) continue;
+    if (healthy_only && !(!inst.draining && inst.in_good_standing())) continue;
     if (!tag.empty() && std::find(inst.tags.begin(), inst.tags.end(), tag) == inst.tags.end()) continue;
     list.push_back(instance_json(reg_, inst));
   }

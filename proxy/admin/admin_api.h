@@ -11,6 +11,7 @@
 #include "conf/config.h"
 #include "proxy/admin/admin_conn.h"
 #include "proxy/admin/metrics.h"
+#include "proxy/admin/watchers.h"
 #include "registry/registry.h"
 
 namespace sy::admin {
@@ -70,13 +71,6 @@ class AdminApi final : public AdminHandler {
   const AdminHooks& hooks() const { return hooks_; }
 
  private:
-  struct Waiter {
-    AdminConn* conn;
-    std::string service;
-    AdminRequest req;
-    uint64_t index;
-    int64_t deadline_ms;
-  };
   AdminResponse route(AdminConn* conn, AdminRequest& req, bool& deferred);
   AdminResponse service_view(const std::string& service, const AdminRequest& req);
   AdminResponse register_instance(const std::string& service, std::string id, const std::string& body, bool generated,
@@ -89,7 +83,7 @@ class AdminApi final : public AdminHandler {
   Metrics& metrics_;
   AdminHooks hooks_;
   std::string token_;
-  std::multimap<std::string, Waiter> waiters_;  // long polls by the service they watch
+  Watchers waiters_;  // long polls, by the service they watch
   std::vector<std::pair<AdminConn*, AdminResponse>> unpersisted_;
   uint64_t id_counter_ = 0;
   std::unique_ptr<ConsulApi> consul_;

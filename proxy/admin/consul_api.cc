@@ -9,7 +9,9 @@
 #include <charconv>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <string_view>
 
 #include "registry/codec.h"
 
@@ -97,6 +99,12 @@ bool consul_duration(const json& v, conf::Millis& out) {
   return true;
 }
 
+// What follows `prefix` in `path`, or nothing when the path does not start with it.
+std::optional<std::string> after(const std::string& path, std::string_view prefix) {
+  if (path.rfind(prefix, 0) != 0) return std::nullopt;
+  return path.substr(prefix.size());
+}
+
 const std::string& node_name() {
   static const std::string name = [] {
     char buf[256] = "";
@@ -119,7 +127,7 @@ const char* check_type(const registry::Registry& reg, const registry::Instance& 
 
 // switchyard's view of an instance as one Consul check status.
 const char* status_of(const registry::Instance& i) {
-  if (i.health != registry::Health::kHealthy || i.ejected || i.breaker_open || i.stale) return "critical";
+  if (!i.in_good_standing()) return "critical";
   return i.warning ? "warning" : "passing";
 }
 
@@ -149,29 +157,25 @@ AdminResponse ConsulApi::route(AdminConn* conn, AdminRequest& req, bool& deferre
   std::string key;  // what a blocking read watches
   bool is_read = false;
   AdminResponse r;
-  auto tail = [&](const char* prefix) -> std::string {
-    const std::string p(prefix);
-    return path.rfind(p, 0) == 0 ? path.substr(p.size()) : std::string("\x01");
-  };
   auto mutation_allowed = [&]() { return api_.authorized(req); };
   const std::string dc = req.query_param("dc");
   const std::string& our_dc = api_.hooks().config ? api_.hooks().config().registry.datacenter : std::string("dc1");
   // The one check for every mutating call (Consul clients use GET for some).
-  const bool mutating = path == "/v1/agent/service/register" || tail("/v1/agent/service/deregister/") != "\x01" ||
-                        tail("/v1/agent/check/") != "\x01" || tail("/v1/agent/service/maintenance/") != "\x01";
+  const bool mutating = path == "/v1/agent/service/register" || after(path, "/v1/agent/service/deregister/") ||
+                        after(path, "/v1/agent/check/") || after(path, "/v1/agent/service/maintenance/");
   if (!dc.empty() && dc != our_dc) {
     r = text(500, "No path to datacenter");
   } else if (mutating && !mutation_allowed()) {
     r = text(403, "Permission denied: this call needs the admin token (X-Consul-Token, ?token= or a bearer header)");
   } else if (path == "/v1/agent/service/register") {
     r = m == "PUT" || m == "POST" ? registration(req) : text(405, "method " + m + " not allowed; use PUT");
-  } else if (std::string id = tail("/v1/agent/service/deregister/"); id != "\x01") {
-    r = m == "PUT" || m == "GET" || m == "POST" ? deregistration(id) : text(405, "method " + m + " not allowed; use PUT");
-  } else if (std::string id2 = tail("/v1/agent/service/maintenance/"); id2 != "\x01") {
-    r = m == "PUT" || m == "POST" ? maintenance(req, id2) : text(405, "method " + m + " not allowed; use PUT");
-  } else if (std::string rest = tail("/v1/agent/check/"); rest != "\x01") {
-    const size_t slash = rest.find('/');
-    const std::string verb = rest.substr(0, slash), cid = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  } else if (auto id = after(path, "/v1/agent/service/deregister/")) {
+    r = m == "PUT" || m == "GET" || m == "POST" ? deregistration(*id) : text(405, "method " + m + " not allowed; use PUT");
+  } else if (auto id2 = after(path, "/v1/agent/service/maintenance/")) {
+    r = m == "PUT" || m == "POST" ? maintenance(req, *id2) : text(405, "method " + m + " not allowed; use PUT");
+  } else if (auto rest = after(path, "/v1/agent/check/")) {
+    const size_t slash = rest->find('/');
+    const std::string verb = rest->substr(0, slash), cid = slash == std::string::npos ? "" : rest->substr(slash + 1);
     if (m != "PUT" && m != "GET" && m != "POST") {
       r = text(405, "method " + m + " not allowed; use PUT");
     } else if (cid.empty()) {
@@ -196,7 +200,7 @@ AdminResponse ConsulApi::route(AdminConn* conn, AdminRequest& req, bool& deferre
   } else {
     is_read = true;
     for (const char* p : {"/v1/health/service/", "/v1/catalog/service/", "/v1/health/checks/"})
-      if (std::string s = tail(p); s != "\x01") key = s;
+      if (auto s = after(path, p)) key = *s;
   }
   if (is_read) {
     const std::string idx = req.query_param("index");
@@ -216,7 +220,7 @@ AdminResponse ConsulApi::route(AdminConn* conn, AdminRequest& req, bool& deferre
         } else {
           if (!w.empty()) wait = std::min<int64_t>(d.count(), kMaxWaitMs);
           if (index_of(key) <= want && wait > 0) {
-            waiters_.emplace(key, Waiter{conn, req, want, api_.hooks().now_ms() + wait});
+            waiters_.add(key, {conn, req, want, api_.hooks().now_ms() + wait});
             deferred = true;
             return {};
           }
@@ -236,50 +240,25 @@ AdminResponse ConsulApi::with_index(AdminResponse r, const std::string& key) con
   return r;
 }
 
-void ConsulApi::wake(std::multimap<std::string, Waiter>::iterator first, std::multimap<std::string, Waiter>::iterator last) {
-  std::vector<std::pair<std::string, Waiter>> done;
-  for (auto it = first; it != last;) {
-    if (index_of(it->first) > it->second.index) {
-      done.emplace_back(it->first, std::move(it->second));
-      it = waiters_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (auto& [key, w] : done) api_.finish(w.conn, with_index(read(w.req), key), false);
-}
-
 void ConsulApi::on_changed(const std::string* service) {
   if (waiters_.empty()) return;
-  if (!service) {
-    wake(waiters_.begin(), waiters_.end());
-    return;
+  auto index_of = [&](const std::string& k) { return this->index_of(k); };
+  // Only the watchers of this service and of the whole catalog ("").
+  static const std::string kCatalog;
+  auto woken = waiters_.take_changed(service, index_of);
+  if (service) {
+    auto catalog = waiters_.take_changed(&kCatalog, index_of);
+    woken.insert(woken.end(), std::make_move_iterator(catalog.begin()), std::make_move_iterator(catalog.end()));
   }
-  // Only the watchers of this service and of the whole catalog: a change elsewhere wakes no one
-  // else (hashicorp/consul#1244).
-  auto [b, e] = waiters_.equal_range(*service);
-  if (b != e) wake(b, e);
-  auto [cb, ce] = waiters_.equal_range("");
-  if (cb != ce) wake(cb, ce);
+  for (auto& [key, w] : woken) api_.finish(w.conn, with_index(read(w.req), key), false);
 }
 
 void ConsulApi::sweep(int64_t now_ms) {
   if (waiters_.empty()) return;
-  std::vector<std::pair<std::string, Waiter>> done;
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (it->second.deadline_ms <= now_ms) {
-      done.emplace_back(it->first, std::move(it->second));
-      it = waiters_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (auto& [key, w] : done) api_.finish(w.conn, with_index(read(w.req), key), false);
+  for (auto& [key, w] : waiters_.take_due(now_ms)) api_.finish(w.conn, with_index(read(w.req), key), false);
 }
 
-void ConsulApi::forget(AdminConn* conn) {
-  std::erase_if(waiters_, [&](const auto& e) { return e.second.conn == conn; });
-}
+void ConsulApi::forget(AdminConn* conn) { waiters_.forget(conn); }
 
 std::string decode_consul_registration(const std::string& text_body, const std::string& peer_ip, ConsulRegistration& out) {
   json body = json::parse(text_body, nullptr, false);
@@ -539,10 +518,6 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
   auto has_tag = [&](const registry::Instance& i, const std::string& tag) {
     return tag.empty() || std::find(i.tags.begin(), i.tags.end(), tag) != i.tags.end();
   };
-  auto tail = [&](const char* prefix) -> std::string {
-    const std::string p(prefix);
-    return path.rfind(p, 0) == 0 ? path.substr(p.size()) : std::string("\x01");
-  };
   const std::string passing_q = req.query_param("passing");
   const bool passing = req.query.find("passing") != std::string::npos && passing_q != "false" && passing_q != "0";
   const std::string tag = req.query_param("tag");
@@ -568,9 +543,9 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
       }
     return json_answer(out);
   }
-  if (std::string id = tail("/v1/agent/service/"); id != "\x01") {
-    auto found = reg.find_by_id(id);
-    if (found.empty()) return text(404, "unknown service ID: " + id);
+  if (auto id = after(path, "/v1/agent/service/")) {
+    auto found = reg.find_by_id(*id);
+    if (found.empty()) return text(404, "unknown service ID: " + *id);
     return json_answer(service_json(*found.front()));
   }
   if (path == "/v1/catalog/services") {
@@ -587,22 +562,22 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
                                      {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
                                      {"CreateIndex", 1}, {"ModifyIndex", idx}}}));
   }
-  const std::string health_svc = tail("/v1/health/service/"), catalog_svc = tail("/v1/catalog/service/"),
-                    checks_svc = tail("/v1/health/checks/"), state = tail("/v1/health/state/");
-  if (health_svc != "\x01" || catalog_svc != "\x01" || checks_svc != "\x01") {
-    const std::string& name = health_svc != "\x01" ? health_svc : catalog_svc != "\x01" ? catalog_svc : checks_svc;
+  const auto health_svc = after(path, "/v1/health/service/"), catalog_svc = after(path, "/v1/catalog/service/"),
+             checks_svc = after(path, "/v1/health/checks/"), state = after(path, "/v1/health/state/");
+  if (health_svc || catalog_svc || checks_svc) {
+    const std::string& name = health_svc ? *health_svc : catalog_svc ? *catalog_svc : *checks_svc;
     json out = json::array();
     auto it = reg.services().find(name);
     if (it == reg.services().end()) return json_answer(out);  // Consul: an empty list, not a 404
     for (const auto& [id, inst] : it->second.instances) {
       if (!has_tag(inst, tag)) continue;
-      json checks = checks_of(inst, health_svc != "\x01");
-      if (checks_svc != "\x01") {
+      json checks = checks_of(inst, health_svc.has_value());
+      if (checks_svc) {
         for (auto& c : checks) out.push_back(c);
         continue;
       }
       if (passing && !all_passing(checks)) continue;
-      if (health_svc != "\x01") {
+      if (health_svc) {
         out.push_back({{"Node", {{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
                                  {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
                                  {"CreateIndex", 1}, {"ModifyIndex", idx}}},
@@ -620,14 +595,14 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
     }
     return json_answer(out);
   }
-  if (state != "\x01") {
-    if (state != "any" && state != "passing" && state != "warning" && state != "critical")
-      return text(400, "Invalid check state \"" + state + "\" (any, passing, warning, critical)");
+  if (state) {
+    if (*state != "any" && *state != "passing" && *state != "warning" && *state != "critical")
+      return text(400, "Invalid check state \"" + *state + "\" (any, passing, warning, critical)");
     json out = json::array();
     for (const auto& [name, svc] : reg.services())
       for (const auto& [id, inst] : svc.instances)
         for (auto& c : checks_of(inst, false))
-          if (state == "any" || c["Status"] == state) out.push_back(c);
+          if (*state == "any" || c["Status"] == *state) out.push_back(c);
     return json_answer(out);
   }
   return text(404, "no such Consul endpoint in switchyard: GET " + path + " (docs/consul-eureka.md lists the supported calls)");

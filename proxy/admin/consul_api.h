@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "proxy/admin/admin_api.h"
+#include "proxy/admin/watchers.h"
 
 namespace sy::admin {
 
@@ -41,12 +42,6 @@ class ConsulApi {
   void forget(AdminConn* conn);
 
  private:
-  struct Waiter {
-    AdminConn* conn;
-    AdminRequest req;
-    uint64_t index;
-    int64_t deadline_ms;
-  };
   AdminResponse read(const AdminRequest& req);  // a read call's answer now
   AdminResponse with_index(AdminResponse r, const std::string& key) const;
   AdminResponse registration(const AdminRequest& req);
@@ -57,10 +52,9 @@ class ConsulApi {
   uint64_t index_of(const std::string& key) const;
   // The service a TTL check id belongs to (its instance), or nullptr.
   const registry::Instance* instance_of_check(const std::string& check_id);
-  void wake(std::multimap<std::string, Waiter>::iterator first, std::multimap<std::string, Waiter>::iterator last);
 
   AdminApi& api_;
-  std::multimap<std::string, Waiter> waiters_;                       // by what they watch ("" = catalog)
+  Watchers waiters_;                                                  // by what they watch ("" = catalog)
   std::map<std::string, std::pair<std::string, std::string>> checks_;  // custom CheckID → (service, id)
 };
 

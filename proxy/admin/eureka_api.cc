@@ -129,7 +129,7 @@ bool number_of(const json& v, int64_t& out) {
 
 const char* status_of(const registry::Instance& i) {
   if (i.draining) return "OUT_OF_SERVICE";
-  if (i.health != registry::Health::kHealthy || i.ejected || i.breaker_open || i.stale) return "DOWN";
+  if (!i.in_good_standing()) return "DOWN";
   return "UP";
 }
 

@@ -1,0 +1,62 @@
+// Parked long polls and blocking queries, by what they watch (a service name; "" for the whole
+// registry), shared by the native API and the Consul front door. A change wakes only the watchers of
+// its key, so its cost does not grow with the number of watchers elsewhere (hashicorp/consul#1244).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "proxy/admin/admin_conn.h"
+
+namespace sy::admin {
+
+class Watchers {
+ public:
+  struct Watcher {
+    AdminConn* conn;
+    AdminRequest req;
+    uint64_t index;       // answered once the key's index passes this
+    int64_t deadline_ms;  // or when this comes
+  };
+  using Answer = std::pair<std::string, Watcher>;  // key, watcher
+
+  void add(std::string key, Watcher w) { by_key_.emplace(std::move(key), std::move(w)); }
+  bool empty() const { return by_key_.empty(); }
+  void forget(AdminConn* conn) {
+    std::erase_if(by_key_, [&](const auto& e) { return e.second.conn == conn; });
+  }
+
+  // Takes out the watchers of `key` (all of them when null) whose key's index has passed theirs.
+  template <class IndexOf>
+  std::vector<Answer> take_changed(const std::string* key, IndexOf index_of) {
+    auto first = key ? by_key_.lower_bound(*key) : by_key_.begin();
+    auto last = key ? by_key_.upper_bound(*key) : by_key_.end();
+    return take(first, last, [&](const std::string& k, const Watcher& w) { return index_of(k) > w.index; });
+  }
+  // Takes out the watchers whose wait has run out.
+  std::vector<Answer> take_due(int64_t now_ms) {
+    return take(by_key_.begin(), by_key_.end(), [&](const std::string&, const Watcher& w) { return w.deadline_ms <= now_ms; });
+  }
+
+ private:
+  using Map = std::multimap<std::string, Watcher>;
+  template <class Pred>
+  std::vector<Answer> take(Map::iterator first, Map::iterator last, Pred pred) {
+    std::vector<Answer> out;
+    for (auto it = first; it != last;) {
+      if (pred(it->first, it->second)) {
+        out.emplace_back(it->first, std::move(it->second));
+        it = by_key_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return out;
+  }
+  Map by_key_;
+};
+
+}  // namespace sy::admin
