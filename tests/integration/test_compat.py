@@ -226,6 +226,33 @@ def test_consul_keys_in_any_case_weights_meta_and_deregister_critical(backends, 
     assert p.wait_log("deregistered after being unhealthy")
 
 
+def test_consul_maintenance_check_update_and_state_views(backends, proxies):
+    b = backends()
+    p = proxies("")
+    port = int(b.address.split(":")[1])
+    body = {"Name": "m", "ID": "m-1", "Port": port, "Check": {"TTL": "30s", "Status": "passing"}}
+    assert admin(p.admin, "PUT", "/v1/agent/service/register", body)[0] == 200
+    # maintenance = drain, shown as Consul's maintenance check
+    assert admin(p.admin, "PUT", "/v1/agent/service/maintenance/m-1?enable=true")[0] == 200
+    assert instances(p, "m")["m-1"]["draining"] is True
+    checks = {c["CheckID"]: c["Status"] for c in admin(p.admin, "GET", "/v1/health/checks/m")[1]}
+    assert checks == {"service:m-1": "passing", "_service_maintenance:m-1": "critical"}
+    assert admin(p.admin, "PUT", "/v1/agent/service/maintenance/m-1?enable=false")[0] == 200
+    assert instances(p, "m")["m-1"]["draining"] is False
+    assert admin(p.admin, "PUT", "/v1/agent/service/maintenance/m-1")[0] == 400  # enable is required
+    # check/update with a body; health/state filters by status
+    assert admin(p.admin, "PUT", "/v1/agent/check/update/service:m-1", {"Status": "critical", "Output": "disk full"})[0] == 200
+    crit = admin(p.admin, "GET", "/v1/health/state/critical")[1]
+    assert [(c["CheckID"], c["Output"]) for c in crit] == [("service:m-1", "disk full")]
+    assert admin(p.admin, "GET", "/v1/health/state/passing")[1] == []
+    assert admin(p.admin, "GET", "/v1/health/state/bogus")[0] == 400
+    assert admin(p.admin, "PUT", "/v1/agent/check/update/service:m-1", {"Status": "sideways"})[0] == 400
+    assert admin(p.admin, "PUT", "/v1/agent/check/pass/service:nobody")[0] == 404
+    assert set(admin(p.admin, "GET", "/v1/agent/checks")[1]) == {"service:m-1"}
+    assert admin(p.admin, "GET", "/v1/agent/service/m-1")[1]["Port"] == port
+    assert admin(p.admin, "GET", "/v1/status/leader")[0] == 200
+
+
 # ---------------------------------------------------------------- Consul, node's `consul`
 
 
@@ -327,6 +354,13 @@ def test_eureka_heartbeat_for_unknown_instance_is_404_and_xml_register(backends,
     assert admin(p.admin, "GET", "/eureka/v2/apps/BILLING/billing-1", headers=[("Accept", "application/json")])[1]["instance"]["status"] == "OUT_OF_SERVICE"
     assert admin(p.admin, "DELETE", "/eureka/v2/apps/BILLING/billing-1/status")[0] == 200
     assert instances(p, "billing")["billing-1"]["draining"] is False
+    # instances/{id}, vips/{vip}, and a delta that is empty but carries the registry's hashcode
+    js = [("Accept", "application/json")]
+    assert admin(p.admin, "GET", "/eureka/v2/instances/billing-1", headers=js)[1]["instance"]["app"] == "BILLING"
+    vip = admin(p.admin, "GET", "/eureka/v2/vips/billing", headers=js)[1]["applications"]["application"]
+    assert [a["name"] for a in vip] == ["BILLING"]
+    delta = admin(p.admin, "GET", "/eureka/v2/apps/delta", headers=js)[1]["applications"]
+    assert delta["application"] == [] and delta["apps__hashcode"] == "UP_1_"
     assert admin(p.admin, "DELETE", "/eureka/v2/apps/BILLING/billing-1")[0] == 200
     assert instances(p, "billing") == {}
     assert admin(p.admin, "POST", "/eureka/apps/BILLING", b"<instance><port>x", headers=[("Content-Type", "application/xml")])[0] == 400
