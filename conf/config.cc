@@ -148,6 +148,30 @@ class Loader {
   void load_client(const YAML::Node& n, ClientLimits& c);
   void load_service(const std::string& name, const YAML::Node& n, Service& s);
   void load_health(const YAML::Node& n, HealthCheck& h);
+  void load_etcd(const YAML::Node& n, EtcdConf& e) {
+    map(n, "registry.etcd",
+        {{"endpoints",
+          [&](const YAML::Node& v) {
+            e.endpoints.clear();
+            if (!v.IsSequence()) {
+              error(v, "'registry.etcd.endpoints' must be a list of host:port addresses");
+              return;
+            }
+            for (const auto& item : v) {
+              Address a;
+              address(item, "registry.etcd.endpoints", a, false);
+              e.endpoints.push_back(a);
+            }
+            if (e.endpoints.empty()) error(v, "'registry.etcd.endpoints' needs at least one address");
+          }},
+         {"prefix",
+          [&](const YAML::Node& v) {
+            str(v, "registry.etcd.prefix", e.prefix);
+            if (e.prefix.empty() || e.prefix.size() > 256 || e.prefix.back() != '/')
+              error(v, "'registry.etcd.prefix' must be 1-256 characters ending in '/', such as /switchyard/");
+          }},
+         {"timeout", [&](const YAML::Node& v) { duration(v, "registry.etcd.timeout", e.timeout, false); }}});
+  }
   void load_route(const YAML::Node& n, Route& r);
 
   std::string name_;
@@ -216,7 +240,16 @@ void Loader::load(const YAML::Node& root, Config& c) {
           {"registry",
            [&](const YAML::Node& n) {
              map(n, "registry",
-                 {{"snapshot", [&](const YAML::Node& v) { str(v, "registry.snapshot", c.registry.snapshot); }},
+                 {{"backend",
+                   [&](const YAML::Node& v) {
+                     std::string b;
+                     if (!scalar(v, "registry.backend", b)) return;
+                     if (b == "embedded") c.registry.backend = RegistryConf::Backend::kEmbedded;
+                     else if (b == "etcd") c.registry.backend = RegistryConf::Backend::kEtcd;
+                     else error(v, "'registry.backend' must be embedded or etcd; got '" + b + "'");
+                   }},
+                  {"etcd", [&](const YAML::Node& v) { load_etcd(v, c.registry.etcd); }},
+                  {"snapshot", [&](const YAML::Node& v) { str(v, "registry.snapshot", c.registry.snapshot); }},
                   {"default_ttl",
                    [&](const YAML::Node& v) { duration(v, "registry.default_ttl", c.registry.default_ttl, false); }},
                   {"journal_max",
@@ -227,6 +260,10 @@ void Loader::load(const YAML::Node& root, Config& c) {
                      if (c.registry.datacenter.empty() || c.registry.datacenter.size() > 64)
                        error(v, "registry.datacenter must be 1-64 characters");
                    }}});
+             // The shared registry keeps registrations in etcd; a snapshot file beside it would be a
+             // second truth that drifts from the first.
+             if (c.registry.backend == RegistryConf::Backend::kEtcd && !c.registry.snapshot.empty())
+               error(n, "registry.snapshot is for backend: embedded; with backend: etcd the registrations live in etcd");
            }},
           {"access_log", [&](const YAML::Node& n) { str(n, "access_log", c.access_log); }},
           {"metrics", [&](const YAML::Node& n) { boolean(n, "metrics", c.metrics); }},

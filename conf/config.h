@@ -143,7 +143,17 @@ struct Admin {
   uint32_t max_connections = 256;  // open admin connections; past it a new one gets 503
 };
 
+// registry.etcd: the shared registry's store (backend: etcd).
+struct EtcdConf {
+  std::vector<Address> endpoints{Address::loopback(2379)};  // v3 client addresses, tried in turn
+  std::string prefix = "/switchyard/";                     // every key written starts with this
+  Millis timeout{2000};                                    // one etcd request, connect included
+};
+
 struct RegistryConf {
+  enum class Backend { kEmbedded, kEtcd };
+  Backend backend = Backend::kEmbedded;
+  EtcdConf etcd;
   std::string snapshot;
   Millis default_ttl{30000};
   uint64_t journal_max = 4 << 20;  // compact the journal into the snapshot past this (and past the snapshot's size)

@@ -96,6 +96,7 @@ std::string App::start() {
     if (api_) api_->on_registry_changed(service);
   });
   registry_.apply_config(c);
+  if (c.registry.backend == conf::RegistryConf::Backend::kEtcd) registry_.set_shared(true);
   if (!c.registry.snapshot.empty()) {
     const uint64_t t0 = uv_hrtime();
     std::vector<std::string> notes;
@@ -122,7 +123,18 @@ std::string App::start() {
   admin::AdminHooks hooks;
   hooks.now_ms = [this] { return now_ms(); };
   hooks.reload = [this](std::string& summary) { return reload(summary); };
-  hooks.ready = [this] { return !stopping_; };
+  // Not ready until the shared registry has been read once; after that, ready even while etcd is
+  // away (static stability: the proxy routes on the registry it last saw).
+  hooks.ready = [this] { return !stopping_ && (!backend_ || backend_->synced()); };
+  hooks.registry_status = [this]() -> std::string {
+    if (!backend_) return "embedded";
+    if (!backend_->synced()) return "etcd: not read yet";
+    return backend_->up() ? "etcd: up" : "etcd: unavailable (routing on the last registry seen; changes refused)";
+  };
+  if (c.registry.backend == conf::RegistryConf::Backend::kEtcd) {
+    hooks.writable = [this] { return backend_ && backend_->up(); };
+    hooks.renew = [this](std::vector<int64_t> leases, std::function<void(int)> done) { backend_->renew(std::move(leases), std::move(done)); };
+  }
   hooks.own_addresses = [this] { return own_addresses(); };
   // Always batch: the changes of one loop turn are published (and journaled) once, whatever their
   // number, so a registration storm costs one routing rebuild per turn, not one per change.
@@ -134,6 +146,20 @@ std::string App::start() {
   };
   api_ = std::make_unique<admin::AdminApi>(registry_, metrics_, hooks, c.admin.token);
   metrics_.sync_registry(registry_);
+  if (c.registry.backend == conf::RegistryConf::Backend::kEtcd) {
+    registry::etcd::Backend::Hooks bh;
+    bh.now_ms = [this] { return now_ms(); };
+    bh.info = [](const std::string& m) { log::info(m); };
+    bh.warn = [](const std::string& m) { log::warn(m); };
+    bh.on_up = [this](bool up) { metrics_.set_backend_up(up); };
+    bh.on_error = [this] { metrics_.on_backend_error(); };
+    bh.on_sync_lag = [this](double s) { metrics_.on_sync_lag(s); };
+    backend_ = std::make_unique<registry::etcd::Backend>(loop_, registry_, c.registry.etcd, bh);
+    backend_->start();
+    log::info("registry: shared, in etcd at " + c.registry.etcd.endpoints.front().text +
+              (c.registry.etcd.endpoints.size() > 1 ? " (+" + std::to_string(c.registry.etcd.endpoints.size() - 1) + " more)" : "") +
+              " under " + c.registry.etcd.prefix);
+  }
 
   apply_admin_limits(c);
   admin_listener_ = std::make_unique<net::Listener>();
@@ -372,6 +398,21 @@ void App::on_check(uv_check_t* c) {
 // held for them are sent: an acknowledged change is on disk.
 void App::persist() {
   auto keys = registry_.take_persist_dirty();
+  if (backend_) {
+    // The shared registry: the turn's answers go out once etcd has committed the turn's changes.
+    if (keys.empty() && (!api_ || !api_->has_unpersisted())) return;
+    const uint64_t batch = api_ ? api_->take_held() : 0;
+    if (keys.empty()) {
+      api_->release_held(batch, 0, "", "");
+      return;
+    }
+    backend_->write(std::move(keys), [this, batch](const std::string& err) {
+      if (!api_) return;
+      if (err.empty()) api_->release_held(batch, 0, "", "");
+      else api_->release_held(batch, 503, "registry_unavailable", "the change was not written to the shared registry (etcd): " + err);
+    });
+    return;
+  }
   if (journal_.is_open() && !keys.empty()) {
     std::string e = journal_.write(registry_, keys);
     if (!e.empty()) log::error("registry changes not saved: " + e);
@@ -427,6 +468,9 @@ std::string App::reload(std::string& summary_json) {
   for (size_t i = 0; listen_same && i < old.listen.size(); ++i) listen_same = old.listen[i] == next.listen[i];
   if (!listen_same || !(old.admin.listen == next.admin.listen) || old.workers != next.workers)
     notes.push_back("listen, admin.listen and workers take effect at the next restart");
+  if (old.registry.backend != next.registry.backend || !(old.registry.etcd.endpoints == next.registry.etcd.endpoints) ||
+      old.registry.etcd.prefix != next.registry.etcd.prefix || old.registry.snapshot != next.registry.snapshot)
+    notes.push_back("registry.backend, registry.etcd and registry.snapshot take effect at the next restart");
   size_t old_routes = old.routes.size();
   cfg_ = std::make_shared<const conf::Config>(std::move(next));
   metrics_on_.store(cfg_->metrics, std::memory_order_relaxed);
@@ -478,6 +522,7 @@ void App::finish_shutdown() {
   uv_timer_stop(&shutdown_timer_);
   persist();
   journal_.close();  // waits for a compaction under way
+  backend_.reset();  // its connections and timers close before the loop's last walk
   metrics_.stop_removing();
   if (checker_) checker_->stop_all();
   if (main_is_worker()) worker_.close_all();

@@ -20,6 +20,7 @@
 #include "proxy/server/routing_table.h"
 #include "proxy/server/worker.h"
 #include "proxy/server/worker_thread.h"
+#include "registry/etcd/backend.h"
 #include "registry/journal.h"
 #include "registry/registry.h"
 
@@ -69,6 +70,8 @@ class App {
   registry::Journal journal_;
   server::RoutingTableSlot table_;
   std::unique_ptr<admin::AdminApi> api_;
+  // registry.backend: etcd — after api_, so it goes first (its callbacks answer through api_).
+  std::unique_ptr<registry::etcd::Backend> backend_;
   net::BufferPool probe_buffers_;
   std::unique_ptr<health::Runtime> runtime_;
   std::unique_ptr<health::HealthChecker> checker_;

@@ -153,6 +153,7 @@ json encode_registration(const Registration& r, DocKind kind) {
     j["service"] = r.service;
     j["id"] = r.id;
     j["draining"] = r.draining;
+    if (r.written_at_ms > 0) j["written_at_ms"] = r.written_at_ms;
   }
   return j;
 }
@@ -243,6 +244,9 @@ bool decode_registration(const json& j, Registration& r, DocKind kind, DecodeErr
     } else if (kind == DocKind::kStored && k == "draining") {
       if (!v.is_boolean()) return fail(err, "bad_field", "'draining' must be true or false");
       r.draining = v.get<bool>();
+    } else if (kind == DocKind::kStored && k == "written_at_ms") {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) return fail(err, "bad_field", "'written_at_ms' must be a whole number");
+      r.written_at_ms = v.get<int64_t>();
     } else {
       return fail(err, "unknown_field", "unknown field '" + k + "'");
     }

@@ -7,7 +7,8 @@
 //                   "timeout": "1s", "jitter": "10%", "healthy_threshold", "unhealthy_threshold"}
 // - registration:  {"address", "weight", "tags", "meta", "zone", "ttl", "health_check", "routes"}
 //                  (what a service PUTs; "ttl": "0s" = no lease)
-// - stored registration: the registration plus {"service", "id", "draining"} (one snapshot entry)
+// - stored registration: the registration plus {"service", "id", "draining"} (one snapshot entry;
+//                  one etcd value, which also carries "written_at_ms": wall clock of the write)
 // - instance view: the stored registration plus state, source, breaker, ejections (read only)
 //
 // encode_* writes every field, so decode(encode(x)) == x for any x decode accepted.

@@ -1,6 +1,8 @@
 // Registry: membership, leases, drain and the index.
 #include "registry/registry.h"
 
+#include "registry/codec.h"
+
 #include <algorithm>
 
 namespace sy::registry {
@@ -145,10 +147,12 @@ std::vector<std::string> Registry::apply_config(const conf::Config& c) {
   return changes;
 }
 
-Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
+Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) { return put_impl(r, now_ms, true); }
+
+Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bool check_limits) {
   auto sit = services_.find(r.service);
   bool exists = sit != services_.end() && sit->second.instances.count(r.id);
-  if (!exists) {
+  if (!exists && check_limits) {
     if (total_ >= limits_.max_instances_total) return PutResult::kRegistryFull;
     if (sit != services_.end() && sit->second.instances.size() >= limits_.max_instances_per_service)
       return PutResult::kServiceFull;
@@ -169,7 +173,7 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) {
   track_lease(inst);
   track_routes(inst);
   track_id(inst);
-  persist_dirty_.emplace(r.service, r.id);
+  mark_persist(r.service, r.id);
   if (!exists) inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
   track_critical(inst);
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
@@ -184,7 +188,7 @@ bool Registry::remove(const std::string& service, const std::string& id) {
   auto it = sit->second.instances.find(id);
   if (it == sit->second.instances.end()) return false;
   forget(it->second);
-  if (it->second.source == Source::kDynamic) persist_dirty_.emplace(service, id);
+  if (it->second.source == Source::kDynamic) mark_persist(service, id);
   sit->second.instances.erase(it);
   --total_;
   log("instance deregistered: " + service + "/" + id);
@@ -199,6 +203,12 @@ bool Registry::heartbeat(const std::string& service, const std::string& id, int6
   auto it = sit->second.instances.find(id);
   if (it == sit->second.instances.end() || it->second.source != Source::kDynamic) return false;
   if (it->second.ttl.count() == 0) return true;  // no lease to renew
+  if (shared_) {
+    // The lease lives in the store: renewed there (a stale instance's is gone: the renewal fails
+    // and the client registers again).
+    if (it->second.shared_lease != 0 || it->second.stale) renewals_.push_back(it->second.stale ? -1 : it->second.shared_lease);
+    return true;
+  }
   untrack_lease(it->second);
   it->second.lease_expires_ms = now_ms + it->second.ttl.count();
   const bool was_stale = it->second.stale;
@@ -218,7 +228,7 @@ bool Registry::set_drain(const std::string& service, const std::string& id, bool
   if (it == sit->second.instances.end()) return false;
   if (it->second.draining != enabled) {
     it->second.draining = enabled;
-    if (it->second.source == Source::kDynamic) persist_dirty_.emplace(service, id);
+    if (it->second.source == Source::kDynamic) mark_persist(service, id);
     log(std::string(enabled ? "instance draining: " : "instance no longer draining: ") + service + "/" + id);
     changed(service);
   }
@@ -327,7 +337,7 @@ bool Registry::set_breaker_open(const std::string& service, const std::string& i
 }
 
 void Registry::track_lease(Instance& inst) {
-  if (inst.source == Source::kDynamic && inst.ttl.count() > 0 && !inst.stale) leases_.emplace(inst.lease_expires_ms, &inst);
+  if (!shared_ && inst.source == Source::kDynamic && inst.ttl.count() > 0 && !inst.stale) leases_.emplace(inst.lease_expires_ms, &inst);
 }
 
 void Registry::untrack_lease(Instance& inst) { leases_.erase({inst.lease_expires_ms, &inst}); }
@@ -405,6 +415,82 @@ const Instance* Registry::find(const std::string& service, const std::string& id
   if (sit == services_.end()) return nullptr;
   auto it = sit->second.instances.find(id);
   return it == sit->second.instances.end() ? nullptr : &it->second;
+}
+
+bool Registry::apply_remote(const Registration& r, int64_t lease, int64_t now_ms) {
+  if (Instance* cur = find_mutable(r.service, r.id)) {
+    if (cur->source == Source::kStatic) {
+      log("shared registry: " + r.service + "/" + r.id + " is a static instance here; the shared one is not applied");
+      return false;
+    }
+    cur->shared_lease = lease;
+    Registration have = registration_of(*cur);
+    have.written_at_ms = r.written_at_ms;
+    if (!cur->stale && encode_registration(have, DocKind::kStored) == encode_registration(r, DocKind::kStored)) return false;
+  }
+  remote_ = true;
+  put_impl(r, now_ms, false);
+  set_drain(r.service, r.id, r.draining);
+  remote_ = false;
+  if (Instance* inst = find_mutable(r.service, r.id)) inst->shared_lease = lease;
+  return true;
+}
+
+bool Registry::remove_remote(const std::string& service, const std::string& id) {
+  const Instance* inst = find(service, id);
+  if (!inst || inst->source != Source::kDynamic) return false;
+  remote_ = true;
+  const bool removed = remove(service, id);
+  remote_ = false;
+  return removed;
+}
+
+void Registry::lease_lost(const std::string& service, const std::string& id, int64_t now_ms) {
+  auto sit = services_.find(service);
+  if (sit == services_.end()) return;
+  Service& svc = sit->second;
+  auto it = svc.instances.find(id);
+  if (it == svc.instances.end() || it->second.source != Source::kDynamic || it->second.stale) return;
+  const int64_t window = default_ttl_.count();
+  std::erase_if(svc.recent_expiries, [&](int64_t t) { return t < now_ms - window; });
+  std::erase_if(svc.recently_expired, [&](const auto& e) { return e.first < now_ms - window; });
+  size_t dynamic = 0, stale = 0;
+  for (const auto& [iid, inst] : svc.instances) {
+    if (inst.source != Source::kDynamic) continue;
+    ++dynamic;
+    if (inst.stale) ++stale;
+  }
+  // The same verdict as expire(): more than one, and more than half, of the service's dynamic
+  // instances lost within one lease window looks like a partition, not like the services dying.
+  // Here "lost" is what the store reported (this one, the stale ones, the recent expiries): a
+  // proxy cannot see heartbeats sent to its peers, so it cannot count the silent ones.
+  const size_t expiring = 1 + stale + svc.recent_expiries.size();
+  const size_t population = dynamic + svc.recent_expiries.size();
+  const bool mass = expiring >= 2 && expiring * 2 > population;
+  if (!mass) {
+    svc.recently_expired.emplace_back(now_ms, registration_of(it->second));
+    svc.recent_expiries.push_back(now_ms);
+    log("lease expired in the shared registry, instance removed: " + service + "/" + id);
+    remove_remote(service, id);
+    return;
+  }
+  it->second.stale = true;
+  log("lease expired in a mass expiry (shared registry), keeping as stale: " + service + "/" + id + " (" +
+      std::to_string(expiring) + " of " + std::to_string(population) + " instances expired within one TTL)");
+  // Those removed just before the verdict come back as stale.
+  auto back = std::move(svc.recently_expired);
+  svc.recently_expired.clear();
+  remote_ = true;
+  for (auto& [t, reg] : back) {
+    if (find(reg.service, reg.id)) continue;
+    put_impl(reg, now_ms, false);
+    if (Instance* inst = find_mutable(reg.service, reg.id)) {
+      inst->stale = true;
+      log("kept as stale after all (mass expiry): " + reg.service + "/" + reg.id);
+    }
+  }
+  remote_ = false;
+  changed(service);
 }
 
 void Registry::restore(const Registration& r, int64_t now_ms) {

@@ -63,6 +63,8 @@ struct Instance {
   bool breaker_open = false;
   int64_t breaker_open_until_ms = 0;
 
+  int64_t shared_lease = 0;  // shared registry: the etcd lease this instance's key is attached to
+
   uint64_t uid = 0;  // never reused: keys per-loop state such as connection pools
   int64_t routable_since_ms = 0;  // became routable (new, recovered): slow start ramps from here
 
@@ -72,13 +74,6 @@ struct Instance {
   // and Eureka's "UP" report (drain aside, which each API shows its own way).
   bool in_good_standing() const { return health == Health::kHealthy && !ejected && !breaker_open && !stale; }
   const char* state_name() const;
-};
-
-struct Service {
-  conf::Service cfg;
-  bool in_config = false;  // defined in the config file (kept when its last instance leaves)
-  std::map<std::string, Instance> instances;
-  std::vector<int64_t> recent_expiries;  // lease expiries within the last TTL window
 };
 
 // What a registration asked for; the registry fills in lease times and uid.
@@ -97,6 +92,17 @@ struct Registration {
   conf::HealthCheck health_check;
   conf::Millis deregister_critical_after{0};  // 0 = never
   bool draining = false;  // stored documents only (restore()); put() leaves an instance's drain alone
+  int64_t written_at_ms = 0;  // shared registry: wall-clock ms of the write (sync lag); 0 = not sent
+};
+
+struct Service {
+  conf::Service cfg;
+  bool in_config = false;  // defined in the config file (kept when its last instance leaves)
+  std::map<std::string, Instance> instances;
+  std::vector<int64_t> recent_expiries;  // lease expiries within the last TTL window
+  // Shared registry: what the instances expired within the window were registered with, so a
+  // mass expiry can keep them all (stale), not only those after the verdict.
+  std::vector<std::pair<int64_t, Registration>> recently_expired;
 };
 
 struct Limits {
@@ -185,6 +191,25 @@ class Registry {
     return out;
   }
 
+  // ---- shared registry (registry.backend: etcd) ----
+  // Shared: leases run in the store, not here (expire() finds nothing), and dynamic instances
+  // change through the apply_* calls below as the store's watch reports them.
+  void set_shared(bool shared) { shared_ = shared; }
+  bool shared() const { return shared_; }
+  // A registration as the store holds it (a watch event or a full read): creates or replaces the
+  // instance, drain included, with no limit check (the store has accepted it already) and without
+  // marking it for writing back. False when the instance already read exactly so (an echo of this
+  // proxy's own write): nothing changes, the index stays.
+  bool apply_remote(const Registration& r, int64_t lease, int64_t now_ms);
+  // Shared: heartbeats renew leases in the store; what this turn's heartbeats asked to renew.
+  std::vector<int64_t> take_renewals() { return std::exchange(renewals_, {}); }
+  // The store deleted the key (a deregistration through any proxy). Not written back.
+  bool remove_remote(const std::string& service, const std::string& id);
+  // The store deleted the key because its lease ran out: removed, or kept as stale when the
+  // service is losing most of its instances at once (self-preservation on what the watch saw;
+  // the instances expired just before the verdict are brought back as stale too).
+  void lease_lost(const std::string& service, const std::string& id, int64_t now_ms);
+
   // Restores a dynamic instance from a persisted snapshot (lease restarts at `now_ms`; drain as
   // stored in `r`).
   void restore(const Registration& r, int64_t now_ms);
@@ -209,6 +234,13 @@ class Registry {
   void forget(Instance& inst);  // every index entry of an instance about to be erased
   void track_id(const Instance& inst);
   void note_change(const std::string& service);
+  PutResult put_impl(const Registration& r, int64_t now_ms, bool check_limits);
+  void mark_persist(const std::string& service, const std::string& id) {
+    if (!remote_) persist_dirty_.emplace(service, id);
+  }
+  bool shared_ = false;
+  std::vector<int64_t> renewals_;
+  bool remote_ = false;  // applying a change the store reported: nothing to write back
   std::set<std::pair<int64_t, Instance*>> leases_;
   std::set<std::pair<int64_t, Instance*>> critical_;  // (removal time, instance) of opted-in unhealthy ones
   std::map<std::string, uint64_t> service_index_;

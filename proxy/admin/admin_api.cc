@@ -8,6 +8,7 @@
 
 #include "proxy/admin/consul_api.h"
 #include "proxy/admin/eureka_api.h"
+#include "proxy/http/base64.h"
 #include "proxy/server/routing_table.h"
 #include "registry/codec.h"
 #include "version.h"
@@ -55,28 +56,6 @@ std::vector<std::string> split_path(const std::string& path) {
   return parts;
 }
 
-// RFC 4648 base64 (HTTP Basic credentials); stops at the first byte outside the alphabet.
-std::string base64_decode(std::string_view in) {
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char ch : in) {
-    int v;
-    if (ch >= 'A' && ch <= 'Z') v = ch - 'A';
-    else if (ch >= 'a' && ch <= 'z') v = ch - 'a' + 26;
-    else if (ch >= '0' && ch <= '9') v = ch - '0' + 52;
-    else if (ch == '+') v = 62;
-    else if (ch == '/') v = 63;
-    else break;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
 
 bool constant_time_equal(const std::string& a, const std::string& b) {
   // Compares every byte whatever the content; the length difference is folded in too.
@@ -113,7 +92,7 @@ bool AdminApi::authorized(const AdminRequest& req) const {
   if (h.rfind("Bearer ", 0) == 0) {
     given = h.substr(7);
   } else if (h.rfind("Basic ", 0) == 0) {
-    const std::string user_pass = base64_decode(h.substr(6));
+    const std::string user_pass = http::base64_decode(h.substr(6));
     given = user_pass.substr(user_pass.find(':') == std::string::npos ? user_pass.size() : user_pass.find(':') + 1);
   } else if (!req.header("x-consul-token").empty()) {
     given = req.header("x-consul-token");
@@ -124,13 +103,57 @@ bool AdminApi::authorized(const AdminRequest& req) const {
 }
 
 void AdminApi::handle(AdminConn* conn, AdminRequest& req) {
+  // Shared registry away: refuse changes rather than make ones no other proxy will see.
+  if (hooks_.writable && !hooks_.writable()) {
+    const bool mutating = ConsulApi::owns(req.path) ? ConsulApi::mutating(req.decoded_path())
+                                                    : req.method != "GET" && req.method != "HEAD" && req.path != "/v1/reload";
+    if (mutating) {
+      finish(conn, error(503, "registry_unavailable", "the shared registry (etcd) cannot be reached; routing continues on the last registry seen; retry later"), false);
+      return;
+    }
+  }
   bool deferred = false;
   // A call that changed the registry (whatever its method: Consul clients deregister with GET) is
   // acknowledged once the change is routed and on disk.
   const uint64_t before = reg_.index();
   AdminResponse r = route(conn, req, deferred);
+  std::vector<int64_t> renewals = reg_.take_renewals();
   if (deferred) return;
+  if (!renewals.empty() && hooks_.renew && r.status < 300) {
+    // A heartbeat renews the lease in the shared store: answer once the store has.
+    const uint64_t batch = ++next_batch_;
+    held_[batch].emplace_back(conn, std::move(r));
+    hooks_.renew(std::move(renewals), [this, batch](int status) {
+      if (status == 200) release_held(batch, 0, "", "");
+      else if (status == 404) release_held(batch, 404, "not_found", "the instance's lease is gone from the shared registry; register again");
+      else release_held(batch, 503, "registry_unavailable", "the shared registry (etcd) cannot be reached; retry later");
+    });
+    return;
+  }
   finish(conn, std::move(r), reg_.index() != before);
+}
+
+uint64_t AdminApi::take_held() {
+  const uint64_t batch = ++next_batch_;
+  if (!unpersisted_.empty()) held_[batch] = std::exchange(unpersisted_, {});
+  return batch;
+}
+
+void AdminApi::release_held(uint64_t batch, int status, const std::string& code, const std::string& message) {
+  auto it = held_.find(batch);
+  if (it == held_.end()) return;
+  auto answers = std::move(it->second);
+  held_.erase(it);
+  for (auto& [conn, r] : answers) {
+    if (status != 0) {
+      AdminResponse e = error(status, code, message);
+      for (const auto& h : r.headers)
+        if (h.first.rfind("X-", 0) == 0) e.headers.push_back(h);
+      conn->respond(e);
+    } else {
+      conn->respond(r);
+    }
+  }
 }
 
 void AdminApi::finish(AdminConn* conn, AdminResponse r, bool changed) {
@@ -163,6 +186,7 @@ void AdminApi::forget(AdminConn* conn) {
   consul_->forget(conn);
   waiters_.forget(conn);
   std::erase_if(unpersisted_, [&](const auto& p) { return p.first == conn; });
+  for (auto& [batch, answers] : held_) std::erase_if(answers, [&](const auto& p) { return p.first == conn; });
 }
 
 void AdminApi::on_registry_changed(const std::string* service) {
@@ -192,7 +216,9 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
   if (req.path == "/healthz" && (m == "GET" || m == "HEAD")) return json_response(200, {{"status", "ok"}});
   if (req.path == "/readyz" && (m == "GET" || m == "HEAD")) {
     bool ok = !hooks_.ready || hooks_.ready();
-    return json_response(ok ? 200 : 503, {{"status", ok ? "ready" : "not ready"}});
+    json body{{"status", ok ? "ready" : "not ready"}};
+    if (hooks_.registry_status) body["registry"] = hooks_.registry_status();
+    return json_response(ok ? 200 : 503, body);
   }
   if (req.path == "/metrics" && (m == "GET" || m == "HEAD")) {
     AdminResponse r;

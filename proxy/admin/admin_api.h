@@ -29,6 +29,12 @@ struct AdminHooks {
   std::function<void()> before_ack;              // publish the routing snapshot before a change is acknowledged
   std::function<const conf::Config&()> config;  // current config (route conflicts)
   std::function<void()> before_scrape;           // gauges read from live state, per scrape
+  // Shared registry (registry.backend: etcd). `writable` false: the store is unreachable and every
+  // mutating call answers 503 registry_unavailable. `renew`: heartbeats renew leases in the store;
+  // `done` gets 200 (renewed), 404 (lease gone: register again) or 503.
+  std::function<bool()> writable;
+  std::function<std::string()> registry_status;  // /readyz's "registry": embedded, etcd: up, ...
+  std::function<void(std::vector<int64_t> leases, std::function<void(int status)> done)> renew;
 };
 
 class ConsulApi;
@@ -50,6 +56,10 @@ class AdminApi final : public AdminHandler {
   // Persistence finished for this loop turn: send the held acknowledgements (or 500s).
   void release_persisted(const std::string& error);
   bool has_unpersisted() const { return !unpersisted_.empty(); }
+  // The same in two steps, for a store that answers later (etcd): this turn's held answers become
+  // one batch, released when the store has answered (`status` 0: as they are; else that error).
+  uint64_t take_held();
+  void release_held(uint64_t batch, int status, const std::string& code, const std::string& message);
   void set_token(std::string t) { token_ = std::move(t); }
 
   // ---- shared with the compatible APIs (consul_api.cc, eureka_api.cc) ----
@@ -85,6 +95,8 @@ class AdminApi final : public AdminHandler {
   std::string token_;
   Watchers waiters_;  // long polls, by the service they watch
   std::vector<std::pair<AdminConn*, AdminResponse>> unpersisted_;
+  std::map<uint64_t, std::vector<std::pair<AdminConn*, AdminResponse>>> held_;  // by batch
+  uint64_t next_batch_ = 0;
   uint64_t id_counter_ = 0;
   std::unique_ptr<ConsulApi> consul_;
   std::unique_ptr<EurekaApi> eureka_;

@@ -161,8 +161,7 @@ AdminResponse ConsulApi::route(AdminConn* conn, AdminRequest& req, bool& deferre
   const std::string dc = req.query_param("dc");
   const std::string& our_dc = api_.hooks().config ? api_.hooks().config().registry.datacenter : std::string("dc1");
   // The one check for every mutating call (Consul clients use GET for some).
-  const bool mutating = path == "/v1/agent/service/register" || after(path, "/v1/agent/service/deregister/") ||
-                        after(path, "/v1/agent/check/") || after(path, "/v1/agent/service/maintenance/");
+  const bool mutating = ConsulApi::mutating(path);
   if (!dc.empty() && dc != our_dc) {
     r = text(500, "No path to datacenter");
   } else if (mutating && !mutation_allowed()) {
@@ -451,6 +450,11 @@ const registry::Instance* ConsulApi::instance_of_check(const std::string& check_
       found = reg.find_by_id(id.substr(0, colon));
   }
   return found.empty() ? nullptr : found.front();
+}
+
+bool ConsulApi::mutating(const std::string& path) {
+  return path == "/v1/agent/service/register" || after(path, "/v1/agent/service/deregister/") ||
+         after(path, "/v1/agent/check/") || after(path, "/v1/agent/service/maintenance/");
 }
 
 AdminResponse ConsulApi::check_update(const std::string& check_id, const std::string& status, const std::string& output) {

@@ -35,6 +35,9 @@ class ConsulApi {
   // /v1/agent/..., /v1/health/..., /v1/catalog/... (not switchyard's own /v1/catalog), /v1/kv/...,
   // /v1/status/...
   static bool owns(const std::string& path);
+  // Calls that change the registry, whatever their method (Consul clients deregister with GET).
+  // `path` decoded.
+  static bool mutating(const std::string& path);
   AdminResponse route(AdminConn* conn, AdminRequest& req, bool& deferred);
 
   void on_changed(const std::string* service);

@@ -53,6 +53,12 @@ class Metrics final : public server::ExchangeObserver {
   void sync_registry(const registry::Registry& reg);
   std::string render();
 
+  // The registry's store (main loop): 1/0, errors talking to it, and how long a change written
+  // through any proxy took to be applied here (write to watch event, wall clock).
+  void set_backend_up(bool up) { backend_up_.Set(up ? 1 : 0); }
+  void on_backend_error() { backend_errors_.Increment(); }
+  void on_sync_lag(double seconds) { sync_lag_.Observe(seconds); }
+
  private:
   struct ServiceStats {
     std::string name;
@@ -95,6 +101,9 @@ class Metrics final : public server::ExchangeObserver {
   prometheus::Family<prometheus::Gauge>& registry_instances_;
   prometheus::Gauge& downstream_connections_;
   prometheus::Family<prometheus::Counter>& worker_connections_;
+  prometheus::Gauge& backend_up_;
+  prometheus::Counter& backend_errors_;
+  prometheus::Histogram& sync_lag_;
   prometheus::Counter* exhaustion_[net::kResourceKinds] = {};
   std::unordered_map<std::string, ServiceStats> services_;
   std::unordered_map<const void*, int> refs_;

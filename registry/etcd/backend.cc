@@ -1,0 +1,492 @@
+// Backend: the local registry kept in step with etcd (writes, full reads, the watch, the probe).
+#include "registry/etcd/backend.h"
+
+#include <chrono>
+
+#include "proxy/http/base64.h"
+#include "registry/codec.h"
+
+namespace sy::registry::etcd {
+
+namespace {
+using json = nlohmann::json;
+constexpr uint64_t kProbeEveryMs = 1000;
+constexpr int64_t kPageSize = 1000;    // keys per range call while reading everything
+constexpr size_t kOpsPerTxn = 100;     // etcd refuses more than --max-txn-ops (128 by default)
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+int64_t as_int(const json& j, const char* key) {
+  if (!j.contains(key)) return 0;
+  const auto& v = j[key];
+  if (v.is_string()) {
+    int64_t out = 0;
+    for (char c : v.get<std::string>()) {
+      if (c < '0' || c > '9') return 0;
+      out = out * 10 + (c - '0');
+    }
+    return out;
+  }
+  return v.is_number_integer() ? v.get<int64_t>() : 0;
+}
+
+std::string b64(const std::string& s) { return http::base64_encode(s); }
+}  // namespace
+
+Backend::Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks)
+    : loop_(loop), reg_(reg), cfg_(cfg), hooks_(std::move(hooks)),
+      client_(loop, cfg.endpoints, static_cast<uint64_t>(cfg.timeout.count())) {
+  rng_ ^= uv_hrtime();
+}
+
+Backend::~Backend() {
+  // The client closes its connections without calling back; the timers free themselves once closed.
+  for (uv_timer_t* t : {probe_timer_, watch_timer_}) {
+    if (!t) continue;
+    uv_timer_stop(t);
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+}
+
+void Backend::start() {
+  probe_timer_ = new uv_timer_t{};
+  watch_timer_ = new uv_timer_t{};
+  uv_timer_init(loop_, probe_timer_);
+  uv_timer_init(loop_, watch_timer_);
+  probe_timer_->data = watch_timer_->data = this;
+  hooks_.on_up(false);
+  probe();
+}
+
+std::string Backend::key_of(const std::string& service, const std::string& id) const {
+  return cfg_.prefix + "services/" + service + "/instances/" + id;
+}
+
+bool Backend::parse_key(const std::string& key, std::string& service, std::string& id) const {
+  const std::string head = cfg_.prefix + "services/";
+  if (key.compare(0, head.size(), head) != 0) return false;
+  const size_t mid = key.find("/instances/", head.size());
+  if (mid == std::string::npos) return false;
+  service = key.substr(head.size(), mid - head.size());
+  id = key.substr(mid + 11);
+  return valid_service_name(service) && valid_instance_id(id);
+}
+
+// ---- availability ----
+
+void Backend::schedule_probe(uint64_t delay_ms) {
+  uv_timer_start(probe_timer_, [](uv_timer_t* t) { static_cast<Backend*>(t->data)->probe(); }, delay_ms, 0);
+}
+
+void Backend::probe() {
+  if (probing_) return;
+  probing_ = true;
+  // A linearizable read of one key: answered only by a member that is part of a quorum.
+  client_.call("/v3/kv/range", json{{"key", b64(cfg_.prefix)}, {"count_only", true}}, [this](Result& r) {
+    probing_ = false;
+    if (!r.ok) {
+      hooks_.on_error();
+      client_.next_endpoint();
+      if (++probe_tries_ < cfg_.endpoints.size()) {
+        schedule_probe(0);  // the next member, at once
+        return;
+      }
+      probe_failed(r.error);
+      return;
+    }
+    probe_tries_ = 0;
+    probe_failures_ = 0;
+    set_up(true, "");
+    if (!synced_ || resync_needed_) {
+      if (!syncing_) start_sync();
+    } else if (!client_.watching() && !syncing_) {
+      start_watch();
+    }
+    schedule_probe(kProbeEveryMs);
+  });
+}
+
+void Backend::probe_failed(const std::string& why) {
+  probe_tries_ = 0;
+  set_up(false, why);
+  client_.cancel_watch();  // a member without quorum keeps a watch open and silent
+  ++watch_generation_;
+  // Exponential backoff (250 ms doubling to 5 s) with full jitter, so a fleet of proxies does not
+  // return to etcd in step.
+  const uint64_t cap = std::min<uint64_t>(5000, 250ULL << std::min(probe_failures_++, 5));
+  rng_ ^= rng_ << 13;
+  rng_ ^= rng_ >> 7;
+  rng_ ^= rng_ << 17;
+  schedule_probe(cap / 2 + rng_ % (cap / 2 + 1));
+}
+
+void Backend::set_up(bool up, const std::string& why) {
+  if (up == up_) return;
+  up_ = up;
+  hooks_.on_up(up);
+  if (up) {
+    hooks_.info(std::string("shared registry: etcd reachable") + (ever_up_ ? " again" : "") + " at " + client_.endpoint().text);
+    ever_up_ = true;
+  } else {
+    hooks_.warn("shared registry: etcd unreachable (" + why + "); routing continues on the last registry seen, changes answer 503 until it returns");
+  }
+}
+
+// ---- reading everything ----
+
+void Backend::start_sync() {
+  syncing_ = true;
+  client_.cancel_watch();
+  ++watch_generation_;
+  read_page(0, cfg_.prefix + "services/", std::make_shared<std::map<std::pair<std::string, std::string>, std::pair<std::string, int64_t>>>());
+}
+
+void Backend::read_page(int64_t revision, std::string from,
+                        std::shared_ptr<std::map<std::pair<std::string, std::string>, std::pair<std::string, int64_t>>> seen) {
+  json req{{"key", b64(from)}, {"range_end", b64(prefix_end(cfg_.prefix + "services/"))}, {"limit", std::to_string(kPageSize)}};
+  if (revision > 0) req["revision"] = std::to_string(revision);  // every page from the same revision
+  const int64_t t0 = hooks_.now_ms();
+  client_.call("/v3/kv/range", req, [this, revision, seen, t0](Result& r) {
+    if (!r.ok) {
+      hooks_.on_error();
+      if (r.error.find("compacted") != std::string::npos) {  // the revision went while paging: again
+        seen->clear();
+        read_page(0, cfg_.prefix + "services/", seen);
+        return;
+      }
+      syncing_ = false;
+      resync_needed_ = true;
+      hooks_.warn("shared registry: reading the registry from etcd failed: " + r.error);
+      if (r.unavailable) probe_failed(r.error);
+      return;
+    }
+    const int64_t rev = revision > 0 ? revision : r.revision;
+    std::string last;
+    if (r.body.contains("kvs") && r.body["kvs"].is_array()) {
+      for (const auto& kv : r.body["kvs"]) {
+        last = http::base64_decode(kv.value("key", std::string()));
+        std::string service, id;
+        if (!parse_key(last, service, id)) continue;
+        (*seen)[{service, id}] = {http::base64_decode(kv.value("value", std::string())), as_int(kv, "lease")};
+      }
+    }
+    if (r.body.value("more", false) && !last.empty()) {
+      read_page(rev, last + '\0', seen);
+      return;
+    }
+    // Reconcile: the store is the truth for dynamic instances (changes of this proxy still on
+    // their way to etcd excepted).
+    const int64_t now = hooks_.now_ms();
+    for (const auto& [k, v] : *seen) {
+      if (pending_keys_.count(k) || inflight_keys_.count(k)) continue;
+      apply_put(k.first, k.second, v.first, v.second, false);
+    }
+    std::vector<std::pair<std::string, std::string>> gone;
+    for (const auto& [name, svc] : reg_.services())
+      for (const auto& [id, inst] : svc.instances) {
+        if (inst.source != Source::kDynamic || inst.stale) continue;
+        std::pair<std::string, std::string> k{name, id};
+        if (!seen->count(k) && !pending_keys_.count(k) && !inflight_keys_.count(k)) gone.push_back(k);
+      }
+    for (const auto& [s, id] : gone) reg_.remove_remote(s, id);
+    (void)now;
+    last_rev_ = rev;
+    const bool first = !synced_;
+    synced_ = true;
+    syncing_ = false;
+    resync_needed_ = false;
+    hooks_.info(std::string("shared registry: ") + (first ? "read" : "read again") + " from etcd " + client_.endpoint().text +
+                ": " + std::to_string(seen->size()) + " instances at revision " + std::to_string(rev) + " in " +
+                std::to_string(hooks_.now_ms() - t0) + " ms" + (gone.empty() ? "" : ", " + std::to_string(gone.size()) + " gone"));
+    start_watch();
+  });
+}
+
+// ---- the watch ----
+
+void Backend::start_watch() {
+  const uint64_t gen = ++watch_generation_;
+  json create{{"key", b64(cfg_.prefix)}, {"range_end", b64(prefix_end(cfg_.prefix))},
+              {"start_revision", std::to_string(last_rev_ + 1)}, {"progress_notify", true}};
+  client_.watch(create,
+                [this, gen](const json& result) {
+                  if (gen == watch_generation_) on_watch_message(result);
+                },
+                [this, gen](const std::string& why) {
+                  if (gen == watch_generation_) on_watch_end(why);
+                });
+}
+
+void Backend::on_watch_end(const std::string& why) {
+  hooks_.on_error();
+  ++watch_generation_;
+  hooks_.warn("shared registry: watch on etcd " + client_.endpoint().text + " ended (" + why + "); resuming from revision " +
+              std::to_string(last_rev_ + 1));
+  client_.next_endpoint();
+  uv_timer_start(watch_timer_, [](uv_timer_t* t) {
+    auto* b = static_cast<Backend*>(t->data);
+    if (b->up_ && !b->syncing_ && !b->client_.watching()) b->start_watch();
+  }, 200 + rng_ % 300, 0);
+}
+
+void Backend::on_watch_message(const json& result) {
+  if (result.value("canceled", false)) {
+    const int64_t compacted = as_int(result, "compact_revision");
+    if (compacted > 0) {
+      hooks_.warn("shared registry: etcd compacted revision " + std::to_string(last_rev_ + 1) + " (oldest kept " +
+                  std::to_string(compacted) + "); reading everything again");
+      start_sync();
+    } else {
+      on_watch_end("canceled by etcd: " + result.value("cancel_reason", std::string("no reason given")));
+    }
+    return;
+  }
+  if (!result.contains("events") || !result["events"].is_array() || result["events"].empty()) {
+    // A progress notification: every change up to the header's revision has been sent.
+    if (!result.value("created", false) && result.contains("header")) last_rev_ = std::max(last_rev_, as_int(result["header"], "revision"));
+    return;
+  }
+  const std::string marker_key = cfg_.prefix + "deregistrations";
+  // Deregistrations first: a delete in the same revision as a marker listing it is a
+  // deregistration; any other delete is a lease that ran out.
+  std::map<int64_t, std::set<std::string>> deregistered;
+  for (const auto& ev : result["events"]) {
+    if (ev.value("type", std::string("PUT")) != "PUT" || !ev.contains("kv")) continue;
+    const auto& kv = ev["kv"];
+    if (http::base64_decode(kv.value("key", std::string())) != marker_key) continue;
+    json list = json::parse(http::base64_decode(kv.value("value", std::string())), nullptr, false);
+    if (!list.is_array()) continue;
+    auto& keys = deregistered[as_int(kv, "mod_revision")];
+    for (const auto& k : list)
+      if (k.is_string()) keys.insert(k.get<std::string>());
+  }
+  for (const auto& ev : result["events"]) {
+    if (!ev.contains("kv")) continue;
+    const auto& kv = ev["kv"];
+    const std::string key = http::base64_decode(kv.value("key", std::string()));
+    const int64_t rev = as_int(kv, "mod_revision");
+    last_rev_ = std::max(last_rev_, rev);
+    const bool put = ev.value("type", std::string("PUT")) == "PUT";
+    if (key == marker_key) {
+      // Also removes instances kept here as stale, which have no key left to delete.
+      for (const auto& k : deregistered[rev]) {
+        std::string s, id;
+        if (parse_key(k, s, id) && !pending_keys_.count({s, id}) && !inflight_keys_.count({s, id})) apply_delete(s, id, false);
+      }
+      continue;
+    }
+    std::string service, id;
+    if (!parse_key(key, service, id)) continue;
+    const std::pair<std::string, std::string> k{service, id};
+    const bool expired = !put && !deregistered[rev].count(key);
+    if (pending_keys_.count(k)) continue;  // this proxy's newer change will follow it into etcd
+    if (inflight_keys_.count(k)) {
+      deferred_[k] = {rev, put, put ? http::base64_decode(kv.value("value", std::string())) : std::string(), as_int(kv, "lease"), expired};
+      continue;
+    }
+    if (put) apply_put(service, id, http::base64_decode(kv.value("value", std::string())), as_int(kv, "lease"), true);
+    else apply_delete(service, id, expired);
+  }
+}
+
+void Backend::apply_put(const std::string& service, const std::string& id, const std::string& value, int64_t lease, bool from_watch) {
+  json j = json::parse(value, nullptr, false);
+  Registration r;
+  DecodeError err;
+  if (j.is_discarded() || !decode_registration(j, r, DocKind::kStored, err) || r.service != service || r.id != id) {
+    hooks_.on_error();
+    hooks_.warn("shared registry: ignoring the value of " + key_of(service, id) + ": " +
+                (j.is_discarded() ? std::string("not JSON") : err.message.empty() ? "service or id differ from the key" : err.message));
+    return;
+  }
+  reg_.apply_remote(r, lease, hooks_.now_ms());
+  if (from_watch && r.written_at_ms > 0) hooks_.on_sync_lag(std::max<int64_t>(0, wall_ms() - r.written_at_ms) / 1000.0);
+}
+
+void Backend::apply_delete(const std::string& service, const std::string& id, bool expired) {
+  if (expired) reg_.lease_lost(service, id, hooks_.now_ms());
+  else reg_.remove_remote(service, id);
+}
+
+// ---- writing ----
+
+void Backend::write(std::vector<std::pair<std::string, std::string>> keys, Done done) {
+  for (auto& k : keys) pending_keys_.insert(std::move(k));
+  pending_dones_.push_back(std::move(done));
+  if (!inflight_) flush();
+}
+
+void Backend::flush() {
+  if (pending_keys_.empty() && pending_dones_.empty()) return;
+  inflight_ = std::make_unique<Batch>();
+  inflight_->dones = std::exchange(pending_dones_, {});
+  inflight_keys_ = std::exchange(pending_keys_, {});
+  const int64_t written_at = wall_ms();
+  for (const auto& [service, id] : inflight_keys_) {
+    Op op;
+    op.service = service;
+    op.id = id;
+    const Instance* inst = reg_.find(service, id);
+    if (inst && inst->source == Source::kDynamic) {
+      Registration r = registration_of(*inst);
+      r.written_at_ms = written_at;
+      op.put = true;
+      op.value = encode_registration(r, DocKind::kStored).dump();
+      op.ttl_s = inst->ttl.count() > 0 ? (inst->ttl.count() + 999) / 1000 : 0;
+    }
+    inflight_->ops.push_back(std::move(op));
+  }
+  send_batch();
+}
+
+void Backend::send_batch() {
+  Batch& b = *inflight_;
+  ++b.attempts;
+  b.error.clear();
+  b.revision = 0;
+  b.waiting = 0;
+  for (const Op& op : b.ops)
+    if (op.put && op.ttl_s > 0) ++b.waiting;
+  if (b.waiting == 0) {
+    commit_batch();
+    return;
+  }
+  // One lease per instance, granted side by side (each is a Raft round trip); the puts follow.
+  for (size_t i = 0; i < b.ops.size(); ++i) {
+    if (!b.ops[i].put || b.ops[i].ttl_s <= 0) continue;
+    client_.call("/v3/lease/grant", json{{"TTL", std::to_string(b.ops[i].ttl_s)}}, [this, i](Result& r) {
+      Batch& batch = *inflight_;
+      if (r.ok) batch.ops[i].lease = as_int(r.body, "ID");
+      else if (batch.error.empty()) batch.error = r.error;
+      if (--batch.waiting > 0) return;
+      if (batch.error.empty()) commit_batch();
+      else finish_batch();
+    });
+  }
+}
+
+void Backend::commit_batch() {
+  Batch& b = *inflight_;
+  const std::string marker_key = cfg_.prefix + "deregistrations";
+  std::vector<json> txns;
+  json ops = json::array(), deleted = json::array();
+  auto close_txn = [&] {
+    if (ops.empty()) return;
+    if (!deleted.empty())
+      ops.push_back({{"request_put", {{"key", b64(marker_key)}, {"value", b64(deleted.dump())}}}});
+    txns.push_back(json{{"success", std::move(ops)}});
+    ops = json::array();
+    deleted = json::array();
+  };
+  for (const Op& op : b.ops) {
+    const std::string key = key_of(op.service, op.id);
+    if (op.put) {
+      json put{{"key", b64(key)}, {"value", b64(op.value)}};
+      if (op.lease != 0) put["lease"] = std::to_string(op.lease);
+      ops.push_back({{"request_put", std::move(put)}});
+    } else {
+      ops.push_back({{"request_delete_range", {{"key", b64(key)}}}});
+      deleted.push_back(key);
+    }
+    if (ops.size() >= kOpsPerTxn) close_txn();
+  }
+  close_txn();
+  b.waiting = txns.size();
+  if (b.waiting == 0) {
+    finish_batch();
+    return;
+  }
+  for (const json& t : txns) {
+    client_.call("/v3/kv/txn", t, [this](Result& r) {
+      Batch& batch = *inflight_;
+      if (r.ok) batch.revision = std::max(batch.revision, r.revision);
+      else if (batch.error.empty()) batch.error = r.error;
+      if (--batch.waiting == 0) finish_batch();
+    });
+  }
+}
+
+void Backend::finish_batch() {
+  Batch& b = *inflight_;
+  if (!b.error.empty() && b.attempts < static_cast<int>(cfg_.endpoints.size()) + 1 && up_) {
+    // Another member may serve it; writing the same values again is harmless (a put of the same
+    // value, a delete of a deleted key; an extra lease runs out unused).
+    hooks_.on_error();
+    hooks_.warn("shared registry: writing to etcd " + client_.endpoint().text + " failed (" + b.error + "); trying the next member");
+    client_.next_endpoint();
+    send_batch();
+    return;
+  }
+  std::unique_ptr<Batch> done = std::move(inflight_);
+  auto keys = std::exchange(inflight_keys_, {});
+  auto deferred = std::exchange(deferred_, {});
+  if (done->error.empty()) {
+    for (const Op& op : done->ops) {
+      if (!op.put) continue;
+      if (Instance* inst = reg_.find_mutable(op.service, op.id); inst && inst->source == Source::kDynamic) inst->shared_lease = op.lease;
+    }
+    // What other proxies wrote to these keys after this batch (seen while it was in flight).
+    for (auto& [k, d] : deferred) {
+      if (d.revision <= done->revision || pending_keys_.count(k)) continue;
+      if (d.put) apply_put(k.first, k.second, d.value, d.lease, true);
+      else apply_delete(k.first, k.second, d.expired);
+    }
+  } else {
+    // Applied here, not in etcd: the next full read puts this proxy back in line with the store.
+    hooks_.on_error();
+    resync_needed_ = true;
+    hooks_.warn("shared registry: " + std::to_string(keys.size()) + " changes not written to etcd: " + done->error);
+    probe_failed(done->error);
+  }
+  for (auto& d : done->dones) d(done->error);
+  if (!up_) {
+    // Changes gathered meanwhile fail too (new ones are refused while etcd is away).
+    auto dones = std::exchange(pending_dones_, {});
+    pending_keys_.clear();
+    for (auto& d : dones) d("etcd is unreachable");
+    return;
+  }
+  flush();
+}
+
+// ---- leases ----
+
+void Backend::renew(std::vector<int64_t> leases, std::function<void(int status)> done) {
+  if (!up_) {
+    done(503);
+    return;
+  }
+  struct Tally {
+    size_t waiting = 0;
+    int status = 200;
+    std::function<void(int)> done;
+  };
+  auto tally = std::make_shared<Tally>();
+  tally->done = std::move(done);
+  for (int64_t lease : leases) {
+    if (lease < 0) tally->status = 404;
+    else ++tally->waiting;
+  }
+  if (tally->waiting == 0) {
+    tally->done(tally->status);
+    return;
+  }
+  for (int64_t lease : leases) {
+    if (lease < 0) continue;
+    client_.call("/v3/lease/keepalive", json{{"ID", std::to_string(lease)}}, [this, tally](Result& r) {
+      if (!r.ok) {
+        hooks_.on_error();
+        tally->status = 503;
+      } else {
+        // An unknown (expired) lease comes back without a TTL.
+        const json& res = r.body.contains("result") ? r.body["result"] : r.body;
+        if (as_int(res, "TTL") <= 0 && tally->status == 200) tally->status = 404;
+      }
+      if (--tally->waiting == 0) tally->done(tally->status);
+    });
+  }
+}
+
+}  // namespace sy::registry::etcd

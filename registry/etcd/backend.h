@@ -1,0 +1,138 @@
+// The shared registry (registry.backend: etcd): the local Registry kept in step with etcd, on the
+// main loop.
+//
+// Model: one key per dynamic instance, {prefix}services/{service}/instances/{id}, whose value is
+// the stored registration document (registry/codec.h), attached to an etcd lease of the
+// instance's TTL. Deregistrations also write {prefix}deregistrations (the keys deleted by that
+// transaction), so a watcher can tell a deregistration from a lease that ran out.
+//
+// Writes: a change made through this proxy's admin API is applied locally at once, then written
+// (write()); its acknowledgement waits for etcd's answer. One batch is in flight at a time, the
+// next one gathers meanwhile (group commit), so etcd sees each key's changes in order.
+// Reads: a full range read, then a watch from its revision + 1; every change, this proxy's own
+// included, comes back through the watch and reaches the routing snapshot as a local change does.
+// A broken watch resumes from the last revision seen; a compacted one reads everything again.
+// Availability: a linearizable probe every second; on failure the next member is tried, then
+// the store is "down" (mutations 503, routing goes on), retried with backoff and jitter.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+#include "registry/etcd/client.h"
+#include "registry/registry.h"
+
+namespace sy::registry::etcd {
+
+class Backend {
+ public:
+  struct Hooks {
+    std::function<int64_t()> now_ms;                  // the loop's monotonic clock
+    std::function<void(const std::string&)> info, warn;
+    std::function<void(bool up)> on_up;               // switchyard_registry_backend_up
+    std::function<void()> on_error;                   // switchyard_registry_backend_errors_total
+    std::function<void(double seconds)> on_sync_lag;  // write (wall clock) to applied here
+  };
+  using Done = std::function<void(const std::string& error)>;
+
+  Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks);
+  ~Backend();  // closes its connections and timers (no callbacks after this)
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  void start();
+  // Reachable with a quorum, as of the last probe or call.
+  bool up() const { return up_; }
+  // Has read the whole registry at least once (a proxy that has not routes nothing dynamic).
+  bool synced() const { return synced_; }
+  int64_t revision() const { return last_rev_; }
+
+  // Writes these instances as the local registry now has them (absent → deleted). `done("")`
+  // once etcd has committed them, else done(why).
+  void write(std::vector<std::pair<std::string, std::string>> keys, Done done);
+  // Renews leases (one keepalive call for all of a turn's heartbeats); done(200 | 404 | 503).
+  // Lease -1: known gone (404).
+  void renew(std::vector<int64_t> leases, std::function<void(int status)> done);
+
+ private:
+  struct Op {
+    std::string service, id;
+    bool put = false;
+    std::string value;
+    int64_t ttl_s = 0;
+    int64_t lease = 0;
+  };
+  struct Batch {
+    std::vector<Op> ops;
+    std::vector<Done> dones;
+    int attempts = 0;
+    size_t waiting = 0;
+    std::string error;
+    int64_t revision = 0;
+  };
+  struct Deferred {  // a watch event for a key whose write is in flight
+    int64_t revision;
+    bool put;
+    std::string value;
+    int64_t lease;
+    bool expired;
+  };
+
+  std::string key_of(const std::string& service, const std::string& id) const;
+  bool parse_key(const std::string& key, std::string& service, std::string& id) const;
+
+  void probe();
+  void schedule_probe(uint64_t delay_ms);
+  void probe_failed(const std::string& why);
+  void set_up(bool up, const std::string& why);
+
+  void start_sync();
+  void read_page(int64_t revision, std::string from, std::shared_ptr<std::map<std::pair<std::string, std::string>, std::pair<std::string, int64_t>>> seen);
+  void start_watch();
+  void on_watch_message(const nlohmann::json& result);
+  void on_watch_end(const std::string& why);
+  void apply_put(const std::string& service, const std::string& id, const std::string& value, int64_t lease, bool from_watch);
+  void apply_delete(const std::string& service, const std::string& id, bool expired);
+
+  void flush();
+  void send_batch();
+  void commit_batch();
+  void finish_batch();
+
+  uv_loop_t* loop_;
+  Registry& reg_;
+  conf::EtcdConf cfg_;
+  Hooks hooks_;
+  Client client_;
+  // Heap-held: a timer's memory must outlive its close, which ends after this object is gone.
+  uv_timer_t* probe_timer_ = nullptr;
+  uv_timer_t* watch_timer_ = nullptr;  // restarts a broken watch after a pause
+  bool up_ = false;
+  bool ever_up_ = false;
+  bool synced_ = false;
+  bool syncing_ = false;
+  bool resync_needed_ = false;
+  bool probing_ = false;
+  int probe_failures_ = 0;   // consecutive, for the backoff
+  size_t probe_tries_ = 0;   // endpoints tried in this probe round
+  int64_t last_rev_ = 0;     // last revision applied (events or a full read)
+  int64_t last_watch_ms_ = 0;
+  uint64_t watch_generation_ = 0;
+  uint64_t rng_ = 0x9e3779b97f4a7c15ULL;
+
+  std::set<std::pair<std::string, std::string>> pending_keys_;  // changed here, not yet sent
+  std::vector<Done> pending_dones_;
+  std::unique_ptr<Batch> inflight_;
+  std::set<std::pair<std::string, std::string>> inflight_keys_;
+  std::map<std::pair<std::string, std::string>, Deferred> deferred_;
+};
+
+}  // namespace sy::registry::etcd

@@ -1,0 +1,107 @@
+"""A real etcd cluster on loopback for the shared-registry tests: N members (Debian's etcd-server),
+ports picked free, data in a temporary directory. Members can be stopped (SIGTERM or SIGKILL) and
+started again with their data; readiness is polled, never slept for."""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+
+from harness import free_port, wait_until
+
+ETCD = shutil.which("etcd")
+
+
+def b64(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def unb64(s):
+    return base64.b64decode(s).decode()
+
+
+class EtcdCluster:
+    def __init__(self, tmpdir, members=3):
+        self.tmpdir = tmpdir
+        self.token = "sy-" + uuid.uuid4().hex[:12]
+        self.members = []
+        for i in range(members):
+            self.members.append({"name": f"m{i}", "client": free_port(), "peer": free_port(), "proc": None,
+                                 "dir": os.path.join(tmpdir, f"etcd-m{i}")})
+        self.initial = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
+        for i in range(members):
+            self.start(i, state="new")
+        wait_until(self.healthy, 120, 0.1, what="etcd cluster to elect a leader")
+
+    @property
+    def endpoints(self):
+        return [f"127.0.0.1:{m['client']}" for m in self.members]
+
+    def start(self, i, state="existing"):
+        m = self.members[i]
+        log = open(os.path.join(self.tmpdir, f"etcd-{m['name']}.log"), "ab")
+        m["proc"] = subprocess.Popen([
+            ETCD, "--name", m["name"], "--data-dir", m["dir"],
+            "--listen-client-urls", f"http://127.0.0.1:{m['client']}",
+            "--advertise-client-urls", f"http://127.0.0.1:{m['client']}",
+            "--listen-peer-urls", f"http://127.0.0.1:{m['peer']}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{m['peer']}",
+            "--initial-cluster", self.initial, "--initial-cluster-state", state,
+            "--initial-cluster-token", self.token, "--log-level", "warn"],
+            stdout=log, stderr=log)
+
+    def stop(self, i, kill=False):
+        p = self.members[i]["proc"]
+        if p and p.poll() is None:
+            p.kill() if kill else p.terminate()
+            p.wait(60)
+        self.members[i]["proc"] = None
+
+    def restart(self, i):
+        self.start(i, state="existing")
+
+    def close(self):
+        for i in range(len(self.members)):
+            self.stop(i, kill=True)
+
+    # ---- direct access (what the tests check against) ----
+
+    def call(self, path, body, member=None, timeout=10):
+        order = [member] if member is not None else [i for i, m in enumerate(self.members) if m["proc"]]
+        last = None
+        for i in order:
+            req = urllib.request.Request(f"http://127.0.0.1:{self.members[i]['client']}{path}",
+                                         data=json.dumps(body).encode(), method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    return json.loads(r.read().splitlines()[0])
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                last = e
+        raise AssertionError(f"no etcd member answered {path}: {last}")
+
+    def healthy(self):
+        try:
+            self.call("/v3/kv/range", {"key": b64("health")}, timeout=2)
+            return True
+        except AssertionError:
+            return False
+
+    def instances(self, prefix="/switchyard/"):
+        """{(service, id): document} for every instance key under the prefix."""
+        start = prefix + "services/"
+        end = start[:-1] + chr(ord(start[-1]) + 1)
+        out = {}
+        r = self.call("/v3/kv/range", {"key": b64(start), "range_end": b64(end)})
+        for kv in r.get("kvs", []):
+            doc = json.loads(unb64(kv["value"]))
+            out[(doc["service"], doc["id"])] = doc
+        return out
+
+    def revision(self):
+        return int(self.call("/v3/kv/range", {"key": b64("x"), "count_only": True})["header"]["revision"])
+
+    def compact(self, revision):
+        self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
