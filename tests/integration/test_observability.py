@@ -279,6 +279,12 @@ def test_deploy_files_are_valid():
     r = subprocess.run([BIN, "--check", "-c", os.path.join(ROOT, "deploy", "compose", "switchyard.yaml")],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stdout
+    # The "ha" profile: three etcd members and two switchyards sharing the registry.
+    assert {"etcd1", "etcd2", "etcd3", "switchyard-a", "switchyard-b"} <= set(doc["services"])
+    assert all(doc["services"][s]["profiles"] == ["ha"] for s in ("etcd1", "etcd2", "etcd3", "switchyard-a", "switchyard-b"))
+    r = subprocess.run([BIN, "--check", "-c", os.path.join(ROOT, "deploy", "compose", "switchyard-ha.yaml")],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
     unit = open(os.path.join(ROOT, "deploy", "systemd", "switchyard.service")).read()
     for directive in ("NoNewPrivileges=yes", "DynamicUser=yes", "StateDirectory=switchyard", "ExecReload=/bin/kill -HUP"):
         assert directive in unit

@@ -32,7 +32,7 @@ def cluster(tmp_path):
 
 def shared_config(cluster, members=None, extra=""):
     eps = [cluster.endpoints[i] for i in (members if members is not None else range(len(cluster.endpoints)))]
-    return ("registry:\n  backend: etcd\n  default_ttl: 30s\n  etcd:\n    endpoints: [" + ", ".join(eps) +
+    return ("registry:\n  backend: etcd\n  default_ttl: 10m\n  etcd:\n    endpoints: [" + ", ".join(eps) +
             "]\n    timeout: 2s\n" + extra)
 
 
@@ -41,7 +41,7 @@ def ready(proxy):
     return proxy
 
 
-def register(proxy, service, iid, address, ttl="30s", **more):
+def register(proxy, service, iid, address, ttl="10m", **more):
     body = {"address": address, "ttl": ttl}
     body.update(more)
     return admin(proxy.admin, "PUT", f"/v1/services/{service}/instances/{iid}", body)

@@ -152,3 +152,69 @@ TEST_CASE("deregister_critical_after removes an instance unhealthy that long, an
   CHECK(r.find("a", "1") == nullptr);
   CHECK(r.find("a", "2") != nullptr);  // not opted in
 }
+
+// ---- shared registry (registry.backend: etcd) ----
+
+TEST_CASE("shared: changes the store reports are applied without being written back") {
+  Registry r;
+  r.set_shared(true);
+  Registration a = reg("s", "1", 9001);
+  CHECK(r.apply_remote(a, 77, 0));
+  CHECK(r.take_persist_dirty().empty());
+  CHECK(r.find("s", "1")->shared_lease == 77);
+  const uint64_t idx = r.index();
+  // The same document again (this proxy's own write coming back through the watch): nothing changes.
+  CHECK_FALSE(r.apply_remote(a, 78, 0));
+  CHECK(r.index() == idx);
+  CHECK(r.find("s", "1")->shared_lease == 78);
+  // A drain carried in the stored document is applied.
+  a.draining = true;
+  CHECK(r.apply_remote(a, 78, 0));
+  CHECK(r.find("s", "1")->draining);
+  CHECK(r.remove_remote("s", "1"));
+  CHECK(r.take_persist_dirty().empty());
+  CHECK(r.find("s", "1") == nullptr);
+  // Local changes are still marked for writing.
+  r.put(reg("s", "2", 9002), 0);
+  CHECK(r.take_persist_dirty().size() == 1);
+}
+
+TEST_CASE("shared: leases run in the store; heartbeats ask for renewals") {
+  Registry r;
+  r.set_shared(true);
+  r.apply_remote(reg("s", "1", 9001, Millis(1000)), 5, 0);
+  CHECK(r.expire(10000) == -1);  // nothing expires locally
+  CHECK(r.find("s", "1") != nullptr);
+  CHECK(r.heartbeat("s", "1", 100));
+  auto renewals = r.take_renewals();
+  REQUIRE(renewals.size() == 1);
+  CHECK(renewals[0] == 5);
+  CHECK(r.take_renewals().empty());
+}
+
+TEST_CASE("shared: one lease lost is removed; most of a service lost at once is kept stale, earlier ones too") {
+  Registry r;
+  r.set_shared(true);
+  r.set_default_ttl(Millis(30000));
+  for (int i = 0; i < 4; ++i) r.apply_remote(reg("s", std::to_string(i), 9000 + i), 1, 0);
+  r.lease_lost("s", "0", 100);
+  CHECK(r.find("s", "0") == nullptr);  // one of four: the service may just have lost one
+  r.lease_lost("s", "1", 110);
+  CHECK(r.find("s", "1") == nullptr);  // two of four: not more than half yet
+  r.lease_lost("s", "2", 120);         // three of four: a partition, not deaths
+  REQUIRE(r.find("s", "2") != nullptr);
+  CHECK(r.find("s", "2")->stale);
+  REQUIRE(r.find("s", "0") != nullptr);  // brought back
+  CHECK(r.find("s", "0")->stale);
+  REQUIRE(r.find("s", "1") != nullptr);
+  CHECK(r.find("s", "1")->stale);
+  r.lease_lost("s", "3", 130);
+  CHECK(r.find("s", "3")->stale);
+  CHECK(r.take_persist_dirty().empty());
+  // A stale instance's heartbeat asks the store for a lease that is gone (-1: answered 404).
+  r.heartbeat("s", "3", 200);
+  CHECK(r.take_renewals() == std::vector<int64_t>{-1});
+  // Registering again (through any proxy) makes it fresh.
+  CHECK(r.apply_remote(reg("s", "3", 9003), 9, 300));
+  CHECK_FALSE(r.find("s", "3")->stale);
+}
