@@ -13,6 +13,8 @@ using json = nlohmann::json;
 constexpr uint64_t kProbeEveryMs = 1000;
 constexpr int64_t kPageSize = 1000;    // keys per range call while reading everything
 constexpr size_t kOpsPerTxn = 100;     // etcd refuses more than --max-txn-ops (128 by default)
+constexpr size_t kSpareTtls = 8;       // TTLs with spare leases kept ready
+constexpr size_t kSparesPerTtl = 16;
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -315,16 +317,22 @@ void Backend::apply_delete(const std::string& service, const std::string& id, bo
 void Backend::write(std::vector<std::pair<std::string, std::string>> keys, Done done) {
   for (auto& k : keys) pending_keys_.insert(std::move(k));
   pending_dones_.push_back(std::move(done));
-  if (!inflight_) flush();
+  flush();
 }
 
 void Backend::flush() {
   if (pending_keys_.empty() && pending_dones_.empty()) return;
-  inflight_ = std::make_unique<Batch>();
-  inflight_->dones = std::exchange(pending_dones_, {});
-  inflight_keys_ = std::exchange(pending_keys_, {});
+  for (const auto& k : pending_keys_)
+    if (inflight_keys_.count(k)) return;  // sent when that batch is answered
+  auto owned = std::make_unique<Batch>();
+  Batch& b = *owned;
+  b.id = ++next_batch_;
+  inflight_[b.id] = std::move(owned);
+  b.dones = std::exchange(pending_dones_, {});
+  const auto keys = std::exchange(pending_keys_, {});
   const int64_t written_at = wall_ms();
-  for (const auto& [service, id] : inflight_keys_) {
+  for (const auto& [service, id] : keys) {
+    inflight_keys_[{service, id}] = b.id;
     Op op;
     op.service = service;
     op.id = id;
@@ -336,39 +344,75 @@ void Backend::flush() {
       op.value = encode_registration(r, DocKind::kStored).dump();
       op.ttl_s = inst->ttl.count() > 0 ? (inst->ttl.count() + 999) / 1000 : 0;
     }
-    inflight_->ops.push_back(std::move(op));
+    b.ops.push_back(std::move(op));
   }
-  send_batch();
+  send_batch(b);
 }
 
-void Backend::send_batch() {
-  Batch& b = *inflight_;
+int64_t Backend::take_spare_lease(int64_t ttl_s) {
+  auto it = spares_.find(ttl_s);
+  if (it == spares_.end()) {
+    if (spares_.size() >= kSpareTtls) return 0;  // a TTL nobody else uses: granted on demand
+    it = spares_.emplace(ttl_s, std::vector<Spare>{}).first;
+    for (size_t i = 0; i < kSparesPerTtl; ++i) grant_spare(ttl_s);
+    return 0;
+  }
+  auto& pool = it->second;
+  const int64_t now = hooks_.now_ms();
+  // A spare is used only while most of its TTL is left (the keepalive sent with the put restores
+  // the rest); older ones are dropped and run out in etcd unused.
+  std::erase_if(pool, [&](const Spare& s) { return now - s.granted_ms > ttl_s * 1000 / 4; });
+  grant_spare(ttl_s);  // one taken (or one wanted): one more on the way
+  if (pool.empty()) return 0;
+  const int64_t lease = pool.back().lease;
+  pool.pop_back();
+  return lease;
+}
+
+void Backend::grant_spare(int64_t ttl_s) {
+  if (!up_) return;
+  client_.call("/v3/lease/grant", json{{"TTL", std::to_string(ttl_s)}}, [this, ttl_s](Result& r) {
+    auto it = spares_.find(ttl_s);
+    if (!r.ok || it == spares_.end() || it->second.size() >= kSparesPerTtl * 4) return;
+    it->second.push_back({as_int(r.body, "ID"), hooks_.now_ms()});
+  });
+}
+
+void Backend::send_batch(Batch& b) {
   ++b.attempts;
   b.error.clear();
   b.revision = 0;
   b.waiting = 0;
-  for (const Op& op : b.ops)
-    if (op.put && op.ttl_s > 0) ++b.waiting;
+  for (Op& op : b.ops) {
+    if (!op.put || op.ttl_s <= 0) continue;
+    op.lease = b.attempts == 1 ? take_spare_lease(op.ttl_s) : 0;
+    if (op.lease != 0) {
+      // Restart the spare's clock; sent with the put, not before it (a renewal is no Raft round).
+      client_.call("/v3/lease/keepalive", json{{"ID", std::to_string(op.lease)}}, [](Result&) {});
+      continue;
+    }
+    ++b.waiting;
+  }
   if (b.waiting == 0) {
-    commit_batch();
+    commit_batch(b);
     return;
   }
   // One lease per instance, granted side by side (each is a Raft round trip); the puts follow.
+  const uint64_t id = b.id;
   for (size_t i = 0; i < b.ops.size(); ++i) {
-    if (!b.ops[i].put || b.ops[i].ttl_s <= 0) continue;
-    client_.call("/v3/lease/grant", json{{"TTL", std::to_string(b.ops[i].ttl_s)}}, [this, i](Result& r) {
-      Batch& batch = *inflight_;
+    if (!b.ops[i].put || b.ops[i].ttl_s <= 0 || b.ops[i].lease != 0) continue;
+    client_.call("/v3/lease/grant", json{{"TTL", std::to_string(b.ops[i].ttl_s)}}, [this, id, i](Result& r) {
+      Batch& batch = *inflight_.at(id);
       if (r.ok) batch.ops[i].lease = as_int(r.body, "ID");
       else if (batch.error.empty()) batch.error = r.error;
       if (--batch.waiting > 0) return;
-      if (batch.error.empty()) commit_batch();
-      else finish_batch();
+      if (batch.error.empty()) commit_batch(batch);
+      else finish_batch(batch);
     });
   }
 }
 
-void Backend::commit_batch() {
-  Batch& b = *inflight_;
+void Backend::commit_batch(Batch& b) {
   const std::string marker_key = cfg_.prefix + "deregistrations";
   std::vector<json> txns;
   json ops = json::array(), deleted = json::array();
@@ -395,49 +439,52 @@ void Backend::commit_batch() {
   close_txn();
   b.waiting = txns.size();
   if (b.waiting == 0) {
-    finish_batch();
+    finish_batch(b);
     return;
   }
+  const uint64_t id = b.id;
   for (const json& t : txns) {
-    client_.call("/v3/kv/txn", t, [this](Result& r) {
-      Batch& batch = *inflight_;
+    client_.call("/v3/kv/txn", t, [this, id](Result& r) {
+      Batch& batch = *inflight_.at(id);
       if (r.ok) batch.revision = std::max(batch.revision, r.revision);
       else if (batch.error.empty()) batch.error = r.error;
-      if (--batch.waiting == 0) finish_batch();
+      if (--batch.waiting == 0) finish_batch(batch);
     });
   }
 }
 
-void Backend::finish_batch() {
-  Batch& b = *inflight_;
+void Backend::finish_batch(Batch& b) {
   if (!b.error.empty() && b.attempts < static_cast<int>(cfg_.endpoints.size()) + 1 && up_) {
     // Another member may serve it; writing the same values again is harmless (a put of the same
     // value, a delete of a deleted key; an extra lease runs out unused).
     hooks_.on_error();
     hooks_.warn("shared registry: writing to etcd " + client_.endpoint().text + " failed (" + b.error + "); trying the next member");
     client_.next_endpoint();
-    send_batch();
+    send_batch(b);
     return;
   }
-  std::unique_ptr<Batch> done = std::move(inflight_);
-  auto keys = std::exchange(inflight_keys_, {});
-  auto deferred = std::exchange(deferred_, {});
+  std::unique_ptr<Batch> done = std::move(inflight_.at(b.id));
+  inflight_.erase(b.id);
+  for (const Op& op : done->ops) inflight_keys_.erase({op.service, op.id});
   if (done->error.empty()) {
     for (const Op& op : done->ops) {
-      if (!op.put) continue;
-      if (Instance* inst = reg_.find_mutable(op.service, op.id); inst && inst->source == Source::kDynamic) inst->shared_lease = op.lease;
-    }
-    // What other proxies wrote to these keys after this batch (seen while it was in flight).
-    for (auto& [k, d] : deferred) {
-      if (d.revision <= done->revision || pending_keys_.count(k)) continue;
-      if (d.put) apply_put(k.first, k.second, d.value, d.lease, true);
-      else apply_delete(k.first, k.second, d.expired);
+      if (op.put)
+        if (Instance* inst = reg_.find_mutable(op.service, op.id); inst && inst->source == Source::kDynamic) inst->shared_lease = op.lease;
+      // What other proxies wrote to this key after this batch (seen while it was in flight).
+      auto d = deferred_.find({op.service, op.id});
+      if (d == deferred_.end()) continue;
+      const Deferred ev = std::move(d->second);
+      deferred_.erase(d);
+      if (ev.revision <= done->revision || pending_keys_.count({op.service, op.id})) continue;
+      if (ev.put) apply_put(op.service, op.id, ev.value, ev.lease, true);
+      else apply_delete(op.service, op.id, ev.expired);
     }
   } else {
     // Applied here, not in etcd: the next full read puts this proxy back in line with the store.
+    for (const Op& op : done->ops) deferred_.erase({op.service, op.id});
     hooks_.on_error();
     resync_needed_ = true;
-    hooks_.warn("shared registry: " + std::to_string(keys.size()) + " changes not written to etcd: " + done->error);
+    hooks_.warn("shared registry: " + std::to_string(done->ops.size()) + " changes not written to etcd: " + done->error);
     probe_failed(done->error);
   }
   for (auto& d : done->dones) d(done->error);

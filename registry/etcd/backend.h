@@ -71,6 +71,7 @@ class Backend {
     int64_t lease = 0;
   };
   struct Batch {
+    uint64_t id = 0;
     std::vector<Op> ops;
     std::vector<Done> dones;
     int attempts = 0;
@@ -103,9 +104,13 @@ class Backend {
   void apply_delete(const std::string& service, const std::string& id, bool expired);
 
   void flush();
-  void send_batch();
-  void commit_batch();
-  void finish_batch();
+  // A lease of `ttl_s` granted moments ago, or 0. Taking one asks for a replacement, so
+  // registrations wait for one Raft round (the put) instead of two (grant, then put).
+  int64_t take_spare_lease(int64_t ttl_s);
+  void grant_spare(int64_t ttl_s);
+  void send_batch(Batch& b);
+  void commit_batch(Batch& b);
+  void finish_batch(Batch& b);
 
   uv_loop_t* loop_;
   Registry& reg_;
@@ -128,11 +133,20 @@ class Backend {
   uint64_t watch_generation_ = 0;
   uint64_t rng_ = 0x9e3779b97f4a7c15ULL;
 
+  // Batches with no key in common are in flight side by side (etcd commits them in one Raft round
+  // when they arrive together); a batch touching a key still in flight waits for it, so etcd sees
+  // each key's changes in the order they were made.
   std::set<std::pair<std::string, std::string>> pending_keys_;  // changed here, not yet sent
   std::vector<Done> pending_dones_;
-  std::unique_ptr<Batch> inflight_;
-  std::set<std::pair<std::string, std::string>> inflight_keys_;
+  std::map<uint64_t, std::unique_ptr<Batch>> inflight_;
+  uint64_t next_batch_ = 0;
+  std::map<std::pair<std::string, std::string>, uint64_t> inflight_keys_;  // → its batch
   std::map<std::pair<std::string, std::string>, Deferred> deferred_;
+  struct Spare {
+    int64_t lease;
+    int64_t granted_ms;
+  };
+  std::map<int64_t, std::vector<Spare>> spares_;  // by TTL in seconds (a few TTLs at most)
 };
 
 }  // namespace sy::registry::etcd

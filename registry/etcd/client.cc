@@ -8,7 +8,7 @@ namespace sy::registry::etcd {
 namespace {
 // Enough connections that lease grants for a burst of registrations run side by side (each is a
 // Raft round trip); few enough to be nothing to etcd.
-constexpr size_t kPoolSize = 4;
+constexpr size_t kPoolSize = 16;
 
 // gRPC codes the gateway returns that mean "not now / not here" rather than "no".
 bool unavailable_code(int code) { return code == 14 /* UNAVAILABLE */ || code == 4 /* DEADLINE_EXCEEDED */; }

@@ -131,7 +131,7 @@ def main():
         try:
             w = wrk_register(pw, "sync", 30)
             # stop once 10,000 distinct ids are in (register.lua counts up from i0)
-            wait_until(lambda: len(admin(pw.admin, "GET", "/v1/services/sync")[1]["instances"]) >= 10000, 120, 0.2)
+            wait_until(lambda: len((admin(pw.admin, "GET", "/v1/services/sync")[1] or {}).get("instances", [])) >= 10000, 300, 0.5)
             w.terminate()
             w.communicate()
         finally:
