@@ -5,6 +5,7 @@
 
 #include "proxy/http/base64.h"
 #include "registry/codec.h"
+#include "registry/etcd/watch.h"
 
 namespace sy::registry::etcd {
 
@@ -13,25 +14,12 @@ using json = nlohmann::json;
 constexpr uint64_t kProbeEveryMs = 1000;
 constexpr int64_t kPageSize = 1000;    // keys per range call while reading everything
 constexpr size_t kOpsPerTxn = 100;     // etcd refuses more than --max-txn-ops (128 by default)
+constexpr unsigned kStallCheckEvery = 5;  // probes
 constexpr size_t kSpareTtls = 8;       // TTLs with spare leases kept ready
 constexpr size_t kSparesPerTtl = 16;
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-int64_t as_int(const json& j, const char* key) {
-  if (!j.contains(key)) return 0;
-  const auto& v = j[key];
-  if (v.is_string()) {
-    int64_t out = 0;
-    for (char c : v.get<std::string>()) {
-      if (c < '0' || c > '9') return 0;
-      out = out * 10 + (c - '0');
-    }
-    return out;
-  }
-  return v.is_number_integer() ? v.get<int64_t>() : 0;
 }
 
 std::string b64(const std::string& s) { return http::base64_encode(s); }
@@ -63,17 +51,11 @@ void Backend::start() {
 }
 
 std::string Backend::key_of(const std::string& service, const std::string& id) const {
-  return cfg_.prefix + "services/" + service + "/instances/" + id;
+  return instance_key(cfg_.prefix, service, id);
 }
 
 bool Backend::parse_key(const std::string& key, std::string& service, std::string& id) const {
-  const std::string head = cfg_.prefix + "services/";
-  if (key.compare(0, head.size(), head) != 0) return false;
-  const size_t mid = key.find("/instances/", head.size());
-  if (mid == std::string::npos) return false;
-  service = key.substr(head.size(), mid - head.size());
-  id = key.substr(mid + 11);
-  return valid_service_name(service) && valid_instance_id(id);
+  return parse_instance_key(cfg_.prefix, key, service, id);
 }
 
 // ---- availability ----
@@ -103,10 +85,39 @@ void Backend::probe() {
     set_up(true, "");
     if (!synced_ || resync_needed_) {
       if (!syncing_) start_sync();
-    } else if (!client_.watching() && !syncing_) {
+    } else if (!syncing_ && (!client_.watching() || !(client_.watch_peer() == client_.endpoint()))) {
+      // No watch, or one left on a member the probe had to move away from (stopped, frozen, cut
+      // off): resume on the member that answered.
       start_watch();
+    } else if (++probes_ % kStallCheckEvery == 0 && !syncing_) {
+      check_stall();
     }
     schedule_probe(kProbeEveryMs);
+  });
+}
+
+void Backend::check_stall() {
+  const std::string start = cfg_.prefix + "services/";
+  json req{{"key", b64(start)}, {"range_end", b64(prefix_end(start))}, {"limit", "1"}, {"keys_only", true},
+           {"sort_order", "DESCEND"}, {"sort_target", "MOD"}};
+  client_.call("/v3/kv/range", req, [this](Result& r) {
+    if (!r.ok || syncing_ || !client_.watching()) return;
+    int64_t newest = 0;
+    if (r.body.contains("kvs") && r.body["kvs"].is_array() && !r.body["kvs"].empty()) newest = int_field(r.body["kvs"][0], "mod_revision");
+    if (newest <= last_rev_) {
+      stall_suspect_ = 0;
+      return;
+    }
+    if (stall_suspect_ == 0 || newest < stall_suspect_) {
+      stall_suspect_ = newest;  // may be an event still on its way: look again next time
+      return;
+    }
+    hooks_.on_error();
+    hooks_.warn("shared registry: the watch delivered nothing past revision " + std::to_string(last_rev_) + " while etcd holds revision " +
+                std::to_string(newest) + " under the prefix; opening it again");
+    stall_suspect_ = 0;
+    client_.cancel_watch();
+    start_watch();
   });
 }
 
@@ -168,13 +179,13 @@ void Backend::read_page(int64_t revision, std::string from,
     std::string last;
     if (r.body.contains("kvs") && r.body["kvs"].is_array()) {
       for (const auto& kv : r.body["kvs"]) {
-        last = http::base64_decode(kv.value("key", std::string()));
+        last = http::base64_decode(str_field(kv, "key"));
         std::string service, id;
         if (!parse_key(last, service, id)) continue;
-        (*seen)[{service, id}] = {http::base64_decode(kv.value("value", std::string())), as_int(kv, "lease")};
+        (*seen)[{service, id}] = {http::base64_decode(str_field(kv, "value")), int_field(kv, "lease")};
       }
     }
-    if (r.body.value("more", false) && !last.empty()) {
+    if (bool_field(r.body, "more") && !last.empty()) {
       read_page(rev, last + '\0', seen);
       return;
     }
@@ -234,62 +245,31 @@ void Backend::on_watch_end(const std::string& why) {
 }
 
 void Backend::on_watch_message(const json& result) {
-  if (result.value("canceled", false)) {
-    const int64_t compacted = as_int(result, "compact_revision");
-    if (compacted > 0) {
+  const WatchMessage m = decode_watch_message(result, cfg_.prefix);
+  if (m.canceled) {
+    if (m.compact_revision > 0) {
       hooks_.warn("shared registry: etcd compacted revision " + std::to_string(last_rev_ + 1) + " (oldest kept " +
-                  std::to_string(compacted) + "); reading everything again");
+                  std::to_string(m.compact_revision) + "); reading everything again");
       start_sync();
     } else {
-      on_watch_end("canceled by etcd: " + result.value("cancel_reason", std::string("no reason given")));
+      on_watch_end("canceled by etcd: " + (m.cancel_reason.empty() ? std::string("no reason given") : m.cancel_reason));
     }
     return;
   }
-  if (!result.contains("events") || !result["events"].is_array() || result["events"].empty()) {
-    // A progress notification: every change up to the header's revision has been sent.
-    if (!result.value("created", false) && result.contains("header")) last_rev_ = std::max(last_rev_, as_int(result["header"], "revision"));
-    return;
-  }
-  const std::string marker_key = cfg_.prefix + "deregistrations";
-  // Deregistrations first: a delete in the same revision as a marker listing it is a
-  // deregistration; any other delete is a lease that ran out.
-  std::map<int64_t, std::set<std::string>> deregistered;
-  for (const auto& ev : result["events"]) {
-    if (ev.value("type", std::string("PUT")) != "PUT" || !ev.contains("kv")) continue;
-    const auto& kv = ev["kv"];
-    if (http::base64_decode(kv.value("key", std::string())) != marker_key) continue;
-    json list = json::parse(http::base64_decode(kv.value("value", std::string())), nullptr, false);
-    if (!list.is_array()) continue;
-    auto& keys = deregistered[as_int(kv, "mod_revision")];
-    for (const auto& k : list)
-      if (k.is_string()) keys.insert(k.get<std::string>());
-  }
-  for (const auto& ev : result["events"]) {
-    if (!ev.contains("kv")) continue;
-    const auto& kv = ev["kv"];
-    const std::string key = http::base64_decode(kv.value("key", std::string()));
-    const int64_t rev = as_int(kv, "mod_revision");
-    last_rev_ = std::max(last_rev_, rev);
-    const bool put = ev.value("type", std::string("PUT")) == "PUT";
-    if (key == marker_key) {
-      // Also removes instances kept here as stale, which have no key left to delete.
-      for (const auto& k : deregistered[rev]) {
-        std::string s, id;
-        if (parse_key(k, s, id) && !pending_keys_.count({s, id}) && !inflight_keys_.count({s, id})) apply_delete(s, id, false);
-      }
-      continue;
-    }
-    std::string service, id;
-    if (!parse_key(key, service, id)) continue;
-    const std::pair<std::string, std::string> k{service, id};
-    const bool expired = !put && !deregistered[rev].count(key);
+  last_rev_ = std::max({last_rev_, m.progress_revision, m.last_revision});
+  auto ours = [&](const std::pair<std::string, std::string>& k) { return pending_keys_.count(k) || inflight_keys_.count(k); };
+  // Removes instances kept here as stale too, which have no key left to delete.
+  for (const auto& k : m.deregistered)
+    if (!ours(k)) apply_delete(k.first, k.second, false);
+  for (const WatchChange& c : m.changes) {
+    const std::pair<std::string, std::string> k{c.service, c.id};
     if (pending_keys_.count(k)) continue;  // this proxy's newer change will follow it into etcd
     if (inflight_keys_.count(k)) {
-      deferred_[k] = {rev, put, put ? http::base64_decode(kv.value("value", std::string())) : std::string(), as_int(kv, "lease"), expired};
+      deferred_[k] = {c.revision, c.put, c.value, c.lease, c.expired};
       continue;
     }
-    if (put) apply_put(service, id, http::base64_decode(kv.value("value", std::string())), as_int(kv, "lease"), true);
-    else apply_delete(service, id, expired);
+    if (c.put) apply_put(c.service, c.id, c.value, c.lease, true);
+    else apply_delete(c.service, c.id, c.expired);
   }
 }
 
@@ -374,7 +354,7 @@ void Backend::grant_spare(int64_t ttl_s) {
   client_.call("/v3/lease/grant", json{{"TTL", std::to_string(ttl_s)}}, [this, ttl_s](Result& r) {
     auto it = spares_.find(ttl_s);
     if (!r.ok || it == spares_.end() || it->second.size() >= kSparesPerTtl * 4) return;
-    it->second.push_back({as_int(r.body, "ID"), hooks_.now_ms()});
+    it->second.push_back({int_field(r.body, "ID"), hooks_.now_ms()});
   });
 }
 
@@ -403,7 +383,7 @@ void Backend::send_batch(Batch& b) {
     if (!b.ops[i].put || b.ops[i].ttl_s <= 0 || b.ops[i].lease != 0) continue;
     client_.call("/v3/lease/grant", json{{"TTL", std::to_string(b.ops[i].ttl_s)}}, [this, id, i](Result& r) {
       Batch& batch = *inflight_.at(id);
-      if (r.ok) batch.ops[i].lease = as_int(r.body, "ID");
+      if (r.ok) batch.ops[i].lease = int_field(r.body, "ID");
       else if (batch.error.empty()) batch.error = r.error;
       if (--batch.waiting > 0) return;
       if (batch.error.empty()) commit_batch(batch);
@@ -413,7 +393,7 @@ void Backend::send_batch(Batch& b) {
 }
 
 void Backend::commit_batch(Batch& b) {
-  const std::string marker_key = cfg_.prefix + "deregistrations";
+  const std::string marker_key = deregistrations_key(cfg_.prefix);
   std::vector<json> txns;
   json ops = json::array(), deleted = json::array();
   auto close_txn = [&] {
@@ -529,7 +509,7 @@ void Backend::renew(std::vector<int64_t> leases, std::function<void(int status)>
       } else {
         // An unknown (expired) lease comes back without a TTL.
         const json& res = r.body.contains("result") ? r.body["result"] : r.body;
-        if (as_int(res, "TTL") <= 0 && tally->status == 200) tally->status = 404;
+        if (int_field(res, "TTL") <= 0 && tally->status == 200) tally->status = 404;
       }
       if (--tally->waiting == 0) tally->done(tally->status);
     });

@@ -93,6 +93,9 @@ class Backend {
   void probe();
   void schedule_probe(uint64_t delay_ms);
   void probe_failed(const std::string& why);
+  // Every few probes: the newest change under the prefix, by mod revision. Newer than anything the
+  // watch delivered, twice in a row: the watch is stalled; it is opened again.
+  void check_stall();
   void set_up(bool up, const std::string& why);
 
   void start_sync();
@@ -129,7 +132,8 @@ class Backend {
   int probe_failures_ = 0;   // consecutive, for the backoff
   size_t probe_tries_ = 0;   // endpoints tried in this probe round
   int64_t last_rev_ = 0;     // last revision applied (events or a full read)
-  int64_t last_watch_ms_ = 0;
+  int64_t stall_suspect_ = 0;  // the newest revision seen by the last stall check, if ahead of the watch
+  unsigned probes_ = 0;
   uint64_t watch_generation_ = 0;
   uint64_t rng_ = 0x9e3779b97f4a7c15ULL;
 

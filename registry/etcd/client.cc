@@ -2,6 +2,7 @@
 #include "registry/etcd/client.h"
 
 #include <algorithm>
+#include <charconv>
 
 namespace sy::registry::etcd {
 
@@ -11,7 +12,7 @@ namespace {
 constexpr size_t kPoolSize = 16;
 
 // gRPC codes the gateway returns that mean "not now / not here" rather than "no".
-bool unavailable_code(int code) { return code == 14 /* UNAVAILABLE */ || code == 4 /* DEADLINE_EXCEEDED */; }
+bool unavailable_code(int64_t code) { return code == 14 /* UNAVAILABLE */ || code == 4 /* DEADLINE_EXCEEDED */; }
 }  // namespace
 
 std::string prefix_end(std::string prefix) {
@@ -26,6 +27,30 @@ std::string prefix_end(std::string prefix) {
     prefix.pop_back();
   }
   return std::string(1, '\0');
+}
+
+std::string str_field(const nlohmann::json& j, const char* key) {
+  if (!j.is_object()) return {};
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+bool bool_field(const nlohmann::json& j, const char* key) {
+  if (!j.is_object()) return false;
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
+int64_t int_field(const nlohmann::json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  auto it = j.find(key);
+  if (it == j.end()) return 0;
+  if (it->is_number_integer()) return it->get<int64_t>();
+  if (!it->is_string()) return 0;
+  const std::string& s = it->get_ref<const std::string&>();
+  int64_t out = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && end == s.data() + s.size() ? out : 0;
 }
 
 Client::Client(uv_loop_t* loop, std::vector<conf::Address> endpoints, uint64_t timeout_ms)
@@ -88,15 +113,12 @@ Result Client::classify(int status, std::string body, const std::string& transpo
   if (status == 200) {
     r.ok = true;
     const auto& h = r.body.contains("result") ? r.body["result"] : r.body;
-    if (h.contains("header") && h["header"].contains("revision")) {
-      const auto& rev = h["header"]["revision"];
-      if (rev.is_string()) r.revision = std::stoll(rev.get<std::string>());
-    }
+    if (h.is_object() && h.contains("header")) r.revision = int_field(h["header"], "revision");
     return r;
   }
-  const int code = r.body.value("code", 0);
-  r.error = "etcd " + from.text + ": " + r.body.value("error", "HTTP " + std::to_string(status));
-  const std::string& msg = r.body.value("error", std::string());
+  const int64_t code = int_field(r.body, "code");
+  const std::string msg = str_field(r.body, "error");
+  r.error = "etcd " + from.text + ": " + (msg.empty() ? "HTTP " + std::to_string(status) : msg);
   r.unavailable = unavailable_code(code) || status >= 500 || msg.find("no leader") != std::string::npos ||
                   msg.find("timed out") != std::string::npos;
   return r;
@@ -128,8 +150,8 @@ void Client::watch(const nlohmann::json& create_request, Message on_message, End
                  if (msg.is_discarded() || !msg.is_object()) return;
                  if (msg.contains("error")) {
                    // The gateway reports a broken stream as a message, then ends it.
-                   const std::string why = msg["error"].is_object() ? msg["error"].value("message", std::string("watch error"))
-                                                                    : msg["error"].dump();
+                   std::string why = str_field(msg["error"], "message");
+                   if (why.empty()) why = "watch error: " + msg["error"].dump();
                    watch_ = nullptr;
                    conn->close(true);
                    if (*ended) (*ended)(why);
@@ -144,7 +166,10 @@ void Client::watch(const nlohmann::json& create_request, Message on_message, End
                  }
                  std::string why = !err.empty() ? err : "watch stream ended (HTTP " + std::to_string(status) + (body.empty() ? "" : ": " + body.substr(0, 200)) + ")";
                  if (*ended) (*ended)(why);
-               });
+               },
+               // gRPC metadata through the gateway: the member ends the watch ("no leader") when it
+               // loses its leader, instead of keeping it open and silent (clientv3's WithRequireLeader).
+               "Grpc-Metadata-hasleader: true\r\n");
 }
 
 void Client::cancel_watch() {

@@ -46,6 +46,8 @@ class Client {
   void watch(const nlohmann::json& create_request, Message on_message, Ended on_end);
   void cancel_watch();
   bool watching() const { return watch_ != nullptr; }
+  // The member the watch is open on (when watching()).
+  const conf::Address& watch_peer() const { return watch_->peer(); }
 
   // The following calls go to the next endpoint (after the current one failed).
   void next_endpoint();
@@ -66,5 +68,11 @@ class Client {
 
 // Key helpers: etcd's range_end for "every key with this prefix".
 std::string prefix_end(std::string prefix);
+
+// Fields of etcd's answers, read without trusting their shape: a missing field, or one of another
+// type, reads as empty / false / 0 (64-bit numbers come as decimal strings). Nothing here throws.
+std::string str_field(const nlohmann::json& j, const char* key);
+bool bool_field(const nlohmann::json& j, const char* key);
+int64_t int_field(const nlohmann::json& j, const char* key);
 
 }  // namespace sy::registry::etcd

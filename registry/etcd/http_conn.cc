@@ -43,14 +43,14 @@ void HttpConn::post(std::string_view path, std::string body, Done done) {
   enqueue(path, std::move(body), std::move(c));
 }
 
-void HttpConn::stream(std::string_view path, std::string body, Line line, Done end) {
+void HttpConn::stream(std::string_view path, std::string body, Line line, Done end, std::string_view headers) {
   Call c;
   c.done = std::move(end);
   c.line = std::move(line);
-  enqueue(path, std::move(body), std::move(c));
+  enqueue(path, std::move(body), std::move(c), headers);
 }
 
-void HttpConn::enqueue(std::string_view path, std::string body, Call call) {
+void HttpConn::enqueue(std::string_view path, std::string body, Call call, std::string_view headers) {
   if (broken_ || closing_) {
     // The caller learns from the loop, as for any other failure.
     if (call.done) call.done(0, {}, "connection to " + to_.text + " is broken");
@@ -62,7 +62,7 @@ void HttpConn::enqueue(std::string_view path, std::string body, Call call) {
   req.reserve(body.size() + 160);
   req.append("POST ").append(path).append(" HTTP/1.1\r\nHost: ").append(to_.text);
   req.append("\r\nContent-Type: application/json\r\nContent-Length: ").append(std::to_string(body.size()));
-  req.append("\r\n\r\n").append(body);
+  req.append("\r\n").append(headers).append("\r\n").append(body);
   if (!connected_) unsent_.append(req);
   else write(std::move(req));
   arm_timer();

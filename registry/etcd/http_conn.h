@@ -35,7 +35,8 @@ class HttpConn {
   // A streaming call: messages go to `line` as they arrive; `end` is told when the stream ends
   // (or fails). The timeout covers only the connect and the response head: a watch may be silent
   // for as long as nothing changes.
-  void stream(std::string_view path, std::string body, Line line, Done end);
+  // `headers`: extra request header lines, each ending in "\r\n".
+  void stream(std::string_view path, std::string body, Line line, Done end, std::string_view headers = {});
 
   // Answers pending calls with "closed" (unless `quiet`), then releases the socket and itself.
   void close(bool quiet = false);
@@ -52,7 +53,7 @@ class HttpConn {
   };
   HttpConn(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms, Broken on_broken);
   ~HttpConn() = default;
-  void enqueue(std::string_view path, std::string body, Call call);
+  void enqueue(std::string_view path, std::string body, Call call, std::string_view headers = {});
   void write(std::string bytes);
   void fail(const std::string& why);
   void arm_timer();

@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -59,6 +60,13 @@ class EtcdCluster:
             p.kill() if kill else p.terminate()
             p.wait(60)
         self.members[i]["proc"] = None
+
+    def pause(self, i):
+        """SIGSTOP: the member keeps its connections open and answers nothing (a hung host)."""
+        self.members[i]["proc"].send_signal(signal.SIGSTOP)
+
+    def resume(self, i):
+        self.members[i]["proc"].send_signal(signal.SIGCONT)
 
     def restart(self, i):
         self.start(i, state="existing")

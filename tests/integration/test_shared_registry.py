@@ -176,6 +176,25 @@ def test_one_member_stopped_everything_works(cluster, proxies, backends):
     assert metric(a_proxy, "switchyard_registry_backend_up") == 1
 
 
+def test_a_frozen_member_is_left_for_another(cluster, proxies, backends):
+    """Member 0 hangs (SIGSTOP: connections stay open, nothing is answered): the proxies' probe
+    times out, moves to the next member, and the watch follows it; changes keep flowing."""
+    b = backends()
+    a_proxy = ready(proxies(shared_config(cluster, members=[1, 2])))
+    b_proxy = ready(proxies(shared_config(cluster)))  # talks to member 0 first
+    assert register(a_proxy, "frz", "before", b.address)[0] == 201
+    wait_until(lambda: "before" in instance_ids(b_proxy, "frz"), WAIT, what="B to see 'before'")
+    cluster.pause(0)
+    try:
+        assert register(a_proxy, "frz", "during", b.address)[0] == 201
+        wait_until(lambda: "during" in instance_ids(b_proxy, "frz"), WAIT, 0.05, what="B's watch to move off the frozen member")
+        status, body, _ = register(b_proxy, "frz", "through-b", b.address)
+        assert status == 201, body
+        wait_until(lambda: "through-b" in instance_ids(a_proxy, "frz"), WAIT, what="A to see B's registration")
+    finally:
+        cluster.resume(0)
+
+
 def test_quorum_lost_routing_continues_changes_refused_then_all_back(cluster, proxies, backends):
     b = backends()
     a_proxy = ready(proxies(shared_config(cluster)))

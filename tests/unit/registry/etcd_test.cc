@@ -3,6 +3,7 @@
 
 #include "proxy/http/base64.h"
 #include "registry/etcd/client.h"
+#include "registry/etcd/watch.h"
 
 using sy::http::base64_decode;
 using sy::http::base64_encode;
@@ -24,4 +25,46 @@ TEST_CASE("prefix_end is the first key after every key with the prefix") {
   CHECK(prefix_end("/switchyard/") == "/switchyard0");
   CHECK(prefix_end("a\xff") == "b");
   CHECK(prefix_end("\xff\xff") == std::string(1, '\0'));
+}
+
+TEST_CASE("watch messages: puts, deregistrations told from lease expiries, compaction, progress") {
+  using namespace sy::registry::etcd;
+  using nlohmann::json;
+  auto b = [](const std::string& s) { return sy::http::base64_encode(s); };
+  const std::string p = "/sy/";
+  json msg = {{"header", {{"revision", "9"}}},
+              {"events", json::array({
+                  {{"kv", {{"key", b(p + "services/web/instances/w1")}, {"mod_revision", "8"}, {"value", b("{}")}, {"lease", "77"}}}},
+                  {{"type", "DELETE"}, {"kv", {{"key", b(p + "services/web/instances/w2")}, {"mod_revision", "9"}}}},
+                  {{"type", "DELETE"}, {"kv", {{"key", b(p + "services/web/instances/w3")}, {"mod_revision", "9"}}}},
+                  {{"kv", {{"key", b(p + "deregistrations")}, {"mod_revision", "9"}, {"value", b("[\"/sy/services/web/instances/w2\"]")}}}},
+                  {{"kv", {{"key", b(p + "other")}, {"mod_revision", "9"}}}},
+                  {{"kv", "not an object"}},
+              })}};
+  WatchMessage m = decode_watch_message(msg, p);
+  REQUIRE(m.changes.size() == 3);
+  CHECK(m.changes[0].put);
+  CHECK(m.changes[0].lease == 77);
+  CHECK(m.changes[0].value == "{}");
+  CHECK(m.changes[1].id == "w2");
+  CHECK_FALSE(m.changes[1].expired);  // listed by the marker of its revision: deregistered
+  CHECK(m.changes[2].id == "w3");
+  CHECK(m.changes[2].expired);  // no marker names it: its lease ran out
+  CHECK(m.deregistered.size() == 1);
+  CHECK(m.last_revision == 9);
+
+  m = decode_watch_message(json{{"canceled", true}, {"compact_revision", "5"}}, p);
+  CHECK(m.canceled);
+  CHECK(m.compact_revision == 5);
+  m = decode_watch_message(json{{"header", {{"revision", "42"}}}}, p);
+  CHECK(m.progress_revision == 42);
+  m = decode_watch_message(json{{"header", {{"revision", "42"}}}, {"created", true}}, p);
+  CHECK(m.progress_revision == 0);  // the creation's header is the store's revision, not progress
+  m = decode_watch_message(json::array({1, 2}), p);
+  CHECK(m.changes.empty());
+  std::string s, id;
+  CHECK(parse_instance_key(p, instance_key(p, "a.b", "x:1"), s, id));
+  CHECK(s == "a.b");
+  CHECK(id == "x:1");
+  CHECK_FALSE(parse_instance_key(p, "/sy/services/bad name/instances/x", s, id));
 }
