@@ -361,6 +361,33 @@ def test_same_id_registered_through_two_proxies_converges_on_etcds_order(cluster
         wait_until(agreed, WAIT, what=f"both proxies to hold etcd's value (round {round_})")
 
 
+def test_consul_and_eureka_clients_share_the_registry_too(cluster, proxies, backends):
+    """A Consul client registers through A with a TTL check and passes it through B; a Eureka-style
+    registration through B is renewed through A (the compatibility APIs write the same shared keys)."""
+    consul = pytest.importorskip("consul")
+    b = backends()
+    a_proxy = ready(proxies(shared_config(cluster)))
+    b_proxy = ready(proxies(shared_config(cluster)))
+    ca = consul.Consul(host=a_proxy.admin[0], port=a_proxy.admin[1])
+    cb = consul.Consul(host=b_proxy.admin[0], port=b_proxy.admin[1])
+    host, port = b.address.rsplit(":", 1)
+    assert ca.agent.service.register("pay", service_id="pay-1", address=host, port=int(port),
+                                     check=consul.Check.ttl("60s"))
+    wait_until(lambda: "pay-1" in instance_ids(b_proxy, "pay"), WAIT, what="B to see the Consul registration")
+    assert ("pay", "pay-1") in cluster.instances()
+    assert cb.agent.check.ttl_pass("service:pay-1")  # renews the shared lease through B
+    _, nodes = cb.health.service("pay")
+    assert [n["Service"]["ID"] for n in nodes] == ["pay-1"]
+    doc = {"instance": {"instanceId": "inv-1", "app": "INVENTORY", "ipAddr": host, "port": {"$": int(port), "@enabled": "true"},
+                        "status": "UP", "leaseInfo": {"durationInSecs": 60}}}
+    status, _, _ = admin(b_proxy.admin, "POST", "/eureka/apps/INVENTORY", doc)
+    assert status == 204
+    wait_until(lambda: "inv-1" in instance_ids(a_proxy, "inventory"), WAIT, what="A to see the Eureka registration")
+    assert admin(a_proxy.admin, "PUT", "/eureka/apps/INVENTORY/inv-1")[0] == 200
+    assert ca.agent.service.deregister("pay-1")
+    wait_until(lambda: "pay-1" not in instance_ids(b_proxy, "pay"), WAIT, what="B to see the Consul deregistration")
+
+
 def test_config_rejects_a_snapshot_file_with_the_etcd_backend(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("registry:\n  backend: etcd\n  snapshot: /tmp/x.json\n  etcd:\n    endpoints: []\n    prefix: nope\n")
