@@ -9,8 +9,8 @@
 #include "proxy/admin/consul_api.h"
 #include "proxy/admin/eureka_api.h"
 #include "proxy/http/base64.h"
-#include "proxy/server/routing_table.h"
 #include "registry/codec.h"
+#include "registry/route_owner.h"
 #include "version.h"
 
 namespace sy::admin {
@@ -391,7 +391,7 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
   out["ttl_ms"] = inst->ttl.count();
   json conflicts = json::array();
   for (const auto& spec : r.routes) {
-    std::string owner = hooks_.config ? server::route_owner(reg_, hooks_.config(), spec, service) : "";
+    std::string owner = hooks_.config ? registry::route_owner(reg_, hooks_.config(), spec, service) : "";
     if (!owner.empty()) conflicts.push_back({{"host", spec.host}, {"path_prefix", spec.path_prefix}, {"conflict", owner}});
   }
   if (!conflicts.empty()) out["route_conflicts"] = conflicts;

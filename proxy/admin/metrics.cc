@@ -63,7 +63,7 @@ Metrics::ServiceStats& Metrics::service(std::string_view name) {
   return s;
 }
 
-void Metrics::on_exchange(const Record& r) {
+void Metrics::on_exchange(const http::ExchangeRecord& r) {
   // Handles resolved once per service (ServiceRuntime::stats); a label look-up only for requests
   // that reached no known service (404s), cached too.
   ServiceStats* s = static_cast<ServiceStats*>(r.service_stats);

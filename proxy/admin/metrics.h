@@ -24,20 +24,23 @@
 #include "health/health_checker.h"
 #include "proxy/admin/process_metrics.h"
 #include "health/runtime.h"
-#include "proxy/server/worker.h"
+#include "proxy/http/exchange_record.h"
+#include "proxy/net/resource.h"
 #include "registry/registry.h"
 
 namespace sy::admin {
 
-class Metrics final : public server::ExchangeObserver {
+// Not an exchange observer itself: the wiring (App's per-worker reporter) is the one observer and
+// hands each record here and to the access log.
+class Metrics final {
  public:
   Metrics();
-  void on_exchange(const Record& r) override;
-  void on_connections(int64_t delta) override;
+  void on_exchange(const http::ExchangeRecord& r);
+  void on_connections(int64_t delta);
   // switchyard_resource_exhaustion_total{resource} (the logging is the caller's).
-  void on_exhaustion(net::Resource r, std::string_view) override { exhaustion_[static_cast<int>(r)]->Increment(); }
+  void on_exhaustion(net::Resource r, std::string_view) { exhaustion_[static_cast<int>(r)]->Increment(); }
   void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
-                            int status) override;
+                            int status);
   // Per-service handles for ServiceRuntime::stats (stable address; never freed while we live).
   void* service_stats(const std::string& service) { return &this->service(service); }
   // Per-instance handles, resolved once when the instance appears; dropped when it leaves (its

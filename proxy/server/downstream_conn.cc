@@ -566,7 +566,8 @@ void DownstreamConn::begin_exchange() {
   }
   std::string_view host_header;
   x_->req.find("host", host_header);
-  std::string host = normalize_host(host_header);
+  std::string& host = x_->host;  // pooled with the exchange: no allocation once it has grown
+  http::normalize_host(host_header, host);
   std::string_view url = x_->req.url();
   const RouteEntry* route = nullptr;
   if (!table_->route(host, url, route, upstreams_)) {

@@ -12,12 +12,13 @@
 namespace sy::server {
 
 // The working storage of one exchange: the parsed request head, the output batch towards the client,
-// the rewritten target, the request id and the replay buffer. Taken from the worker's pool when a
+// the normalised host, the rewritten target, the request id and the replay buffer. Taken from the worker's pool when a
 // request's first byte arrives and given back when the connection goes idle, so an idle keep-alive
 // connection holds none of it (and a busy one reuses warm capacity: no allocation per request).
 struct Exchange {
   http::MessageHead req;
   net::OutBatch to_client;
+  std::string host;  // Host as routes compare it (http::normalize_host)
   std::string target;
   std::string request_id;
   std::string replay;

@@ -7,21 +7,6 @@
 
 namespace sy::server {
 
-std::string normalize_host(std::string_view host) {
-  std::string h;
-  if (!host.empty() && host[0] == '[') {
-    size_t close = host.find(']');
-    h = std::string(host.substr(0, close == std::string_view::npos ? host.size() : close + 1));
-  } else {
-    size_t colon = host.find(':');
-    h = std::string(host.substr(0, colon));
-  }
-  if (!h.empty() && h.back() == '.') h.pop_back();
-  for (auto& c : h)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  return h;
-}
-
 namespace {
 
 bool has_tags(const registry::Instance& inst, const std::vector<std::string>& tags) {
@@ -136,19 +121,19 @@ std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg,
   }
 
   auto add_route = [&](RouteEntry r) {
-    r.host = normalize_host(r.host);
+    r.host = http::normalize_host(r.host);
     auto sit = reg.services().find(r.service);
     if (sit != reg.services().end()) r.upstreams = r.tags.empty() ? t->services[r.service] : make_upstreams(sit->second, r.tags, runtime, cfg.zone, now_ms);
     t->routes.push_back(std::move(r));
   };
   for (const auto& r : cfg.routes) add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr});
-  // Routes carried by registrations (route_owner() states the rule): a config route with the
+  // Routes carried by registrations (registry/route_owner.h states the rule): a config route with the
   // same host and prefix wins, the operator's file being the authority; between registrations of
   // different services, the earliest registered instance's service keeps it.
   // (The registry keeps the carriers by uid: no walk over every instance here.)
   for (const auto& [uid, inst] : reg.route_carriers()) {
     for (const auto& rs : inst->routes) {
-      std::string h = normalize_host(rs.host);
+      std::string h = http::normalize_host(rs.host);
       bool taken = std::any_of(t->routes.begin(), t->routes.end(),
                                [&](const RouteEntry& e) { return e.host == h && e.path_prefix == rs.path_prefix; });
       if (!taken) add_route(RouteEntry{rs.host, rs.path_prefix, rs.strip_prefix, inst->service, {}, nullptr});
@@ -159,23 +144,6 @@ std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg,
     return a.path_prefix.size() > b.path_prefix.size();
   });
   return t;
-}
-
-std::string route_owner(const registry::Registry& reg, const conf::Config& cfg, const registry::RouteSpec& spec,
-                        const std::string& service) {
-  const std::string h = normalize_host(spec.host);
-  for (const auto& r : cfg.routes)
-    if (normalize_host(r.host) == h && r.path_prefix == spec.path_prefix && r.service != service)
-      return "the config file routes it to service '" + r.service + "' (config routes win)";
-  const registry::Instance* first = nullptr;
-  for (const auto& [uid, inst] : reg.route_carriers()) {  // by uid: the first match is the earliest
-    for (const auto& rs : inst->routes)
-      if (normalize_host(rs.host) == h && rs.path_prefix == spec.path_prefix) first = inst;
-    if (first) break;
-  }
-  if (first && first->service != service)
-    return "service '" + first->service + "' registered it first and keeps it";
-  return "";
 }
 
 bool RoutingTable::route(std::string_view host, std::string_view path, const RouteEntry*& route,

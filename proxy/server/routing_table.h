@@ -15,6 +15,7 @@
 #include "conf/config.h"
 #include "health/runtime.h"
 #include "proxy/lb/policy.h"
+#include "proxy/http/host.h"
 #include "registry/registry.h"
 
 namespace sy::server {
@@ -95,13 +96,6 @@ std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg,
 // (from 10 % up to 100 % over the window).
 double slow_start_factor(int64_t since_ms, int64_t now_ms, conf::Millis window);
 
-// Who serves a registration-carried route when another claims the same host and prefix: "" when
-// `service` does, else a sentence naming the winner (reported in the admin API's answer).
-std::string route_owner(const registry::Registry& reg, const conf::Config& cfg, const registry::RouteSpec& spec,
-                        const std::string& service);
-
-// "Host: Example.com:8080" → "example.com" (lower case, port and trailing dot removed).
-std::string normalize_host(std::string_view host);
 
 // Single writer (main loop), many readers (workers). Readers poll `generation()` (one acquire
 // load per request) and take the pointer, under the lock, only when it moved: once per publish per

@@ -13,6 +13,7 @@
 
 #include "conf/config.h"
 #include "health/runtime.h"
+#include "proxy/http/exchange_record.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/listener.h"
 #include "proxy/net/resource.h"
@@ -29,22 +30,7 @@ class DownstreamConn;
 class ExchangeObserver {
  public:
   virtual ~ExchangeObserver() = default;
-  struct Record {
-    std::string_view client;
-    std::string_view method;
-    std::string_view path;
-    std::string_view host;
-    int status = 0;
-    uint64_t bytes_in = 0;
-    uint64_t bytes_out = 0;
-    double seconds = 0;
-    std::string_view service;
-    std::string_view instance;
-    int attempts = 0;
-    std::string_view request_id;
-    std::string_view error;
-    void* service_stats = nullptr;  // health::ServiceRuntime::stats, when the service is known
-  };
+  using Record = http::ExchangeRecord;
   virtual void on_exchange(const Record& r) = 0;
   // One upstream attempt got a response head (also those a retry throws away).
   virtual void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,

@@ -48,9 +48,9 @@ TEST_CASE("most specific route wins: exact host, then longest prefix") {
 }
 
 TEST_CASE("host normalisation") {
-  CHECK(server::normalize_host("Shop.Example:8080") == "shop.example");
-  CHECK(server::normalize_host("svc.") == "svc");
-  CHECK(server::normalize_host("[::1]:80") == "[::1]");
+  CHECK(http::normalize_host("Shop.Example:8080") == "shop.example");
+  CHECK(http::normalize_host("svc.") == "svc");
+  CHECK(http::normalize_host("[::1]:80") == "[::1]");
 }
 
 TEST_CASE("draining and unhealthy instances are not routable; unknown only as fallback") {

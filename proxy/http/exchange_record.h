@@ -1,0 +1,28 @@
+// What one client exchange was, as the request path reports it when the exchange ends: the one
+// record the access log writes and the metrics count (both read it; neither owns the request path).
+// Views into the connection's storage, valid for the duration of the report only.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace sy::http {
+
+struct ExchangeRecord {
+  std::string_view client;
+  std::string_view method;
+  std::string_view path;
+  std::string_view host;
+  int status = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  double seconds = 0;
+  std::string_view service;
+  std::string_view instance;
+  int attempts = 0;
+  std::string_view request_id;
+  std::string_view error;
+  void* service_stats = nullptr;  // health::ServiceRuntime::stats, when the service is known
+};
+
+}  // namespace sy::http
