@@ -77,15 +77,14 @@ AdminConn::AdminConn(uv_loop_t* loop, AdminHandler* h) : handler_(h) {
   if (live_) live_->prev_ = this;
   live_ = this;
   ++count_;
-  uv_tcp_init(loop, &tcp_);
-  uv_timer_init(loop, &timer_);
-  tcp_.data = timer_.data = wreq_.data = this;
+  sock_.init(loop, this);
+  wreq_.data = this;
   parser_.init(HTTP_REQUEST, settings(), this);
 }
 
 void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
   auto* c = new AdminConn(server->loop, handler);
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->sock_.tcp)) != 0) {
     c->close();
     return;
   }
@@ -98,7 +97,7 @@ void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
   }
   sockaddr_storage peer{};
   int len = sizeof peer;
-  if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+  if (uv_tcp_getpeername(&c->sock_.tcp, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
     char ip[INET6_ADDRSTRLEN] = "";
     if (peer.ss_family == AF_INET) uv_ip4_name(reinterpret_cast<const sockaddr_in*>(&peer), ip, sizeof ip);
     else uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(&peer), ip, sizeof ip);
@@ -106,10 +105,10 @@ void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
   }
   c->phase_ = Phase::kIdle;
   c->arm(limits_.header_timeout_ms);  // the first request's head must come within header_timeout
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->sock_.tcp), on_alloc, on_read);
 }
 
-void AdminConn::arm(uint64_t ms) { uv_timer_start(&timer_, on_timer, ms, 0); }
+void AdminConn::arm(uint64_t ms) { uv_timer_start(&sock_.timer, on_timer, ms, 0); }
 
 // Answers `status` with Connection: close, whatever the connection was doing.
 void AdminConn::refuse(int status, const char* code, const std::string& message) {
@@ -196,7 +195,7 @@ void AdminConn::respond(const AdminResponse& r) {
   out_ += "\r\n";
   if (req_.method != "HEAD") out_ += r.body;
   uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-  if (uv_write(&wreq_, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write) != 0) close();
+  if (uv_write(&wreq_, reinterpret_cast<uv_stream_t*>(&sock_.tcp), &b, 1, on_write) != 0) close();
 }
 
 void AdminConn::on_write(uv_write_t* w, int status) {
@@ -211,10 +210,9 @@ void AdminConn::on_write(uv_write_t* w, int status) {
     // answer instead of a reset; close on its EOF or after a second.
     c->lingering_ = true;
     c->in_.clear();
-    c->shutdown_req_.data = c;
-    if (uv_shutdown(&c->shutdown_req_, reinterpret_cast<uv_stream_t*>(&c->tcp_), [](uv_shutdown_t* r, int st) {
+    if (!c->sock_.shutdown_write([](uv_shutdown_t* r, int st) {
           if (st < 0) static_cast<AdminConn*>(r->data)->close();
-        }) != 0) {
+        })) {
       c->close();
       return;
     }
@@ -239,15 +237,13 @@ void AdminConn::close() {
   if (next_) next_->prev_ = prev_;
   prev_ = next_ = nullptr;
   if (busy_ && handler_) handler_->forget(this);
-  pending_closes_ = 2;
-  net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  sock_.close(on_gone);
 }
 
-void AdminConn::on_close(uv_handle_t* h) {
-  auto* c = static_cast<AdminConn*>(h->data);
-  SY_ASSERT(c->closing_ && c->pending_closes_ > 0);  // two handles, one callback each
-  if (--c->pending_closes_ == 0) delete c;
+void AdminConn::on_gone(void* owner) {
+  auto* c = static_cast<AdminConn*>(owner);
+  SY_ASSERT(c->closing_);
+  delete c;
 }
 
 const llhttp_settings_t* AdminConn::settings() {
@@ -263,7 +259,7 @@ const llhttp_settings_t* AdminConn::settings() {
       c->in_value_ = false;
       c->error_ = 0;
       c->phase_ = Phase::kHead;
-      c->head_deadline_ms_ = uv_now(c->tcp_.loop) + limits_.header_timeout_ms;
+      c->head_deadline_ms_ = uv_now(c->sock_.tcp.loop) + limits_.header_timeout_ms;
       c->arm(limits_.header_timeout_ms);
       return 0;
     };
@@ -307,7 +303,7 @@ const llhttp_settings_t* AdminConn::settings() {
       }
       if ((p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0)) {
         c->phase_ = Phase::kBody;
-        c->last_read_ms_ = uv_now(c->tcp_.loop);
+        c->last_read_ms_ = uv_now(c->sock_.tcp.loop);
         c->arm(limits_.body_timeout_ms);
       }
       return 0;
@@ -326,7 +322,7 @@ const llhttp_settings_t* AdminConn::settings() {
       c->keep_alive_ = llhttp_should_keep_alive(p);
       c->busy_ = true;
       c->phase_ = Phase::kBusy;
-      uv_timer_stop(&c->timer_);
+      uv_timer_stop(&c->sock_.timer);
       return static_cast<int>(HPE_PAUSED);
     };
     return x;

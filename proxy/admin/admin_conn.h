@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "proxy/http/parser.h"
+#include "proxy/net/tcp_conn.h"
 
 namespace sy::admin {
 
@@ -69,7 +70,7 @@ class AdminConn {
   static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void on_write(uv_write_t* w, int status);
-  static void on_close(uv_handle_t* h);
+  static void on_gone(void* owner);
   static void on_timer(uv_timer_t* t);
   static const llhttp_settings_t* settings();
   void parse();
@@ -88,11 +89,9 @@ class AdminConn {
   uint64_t head_deadline_ms_ = 0;
   uint64_t last_read_ms_ = 0;
 
-  uv_tcp_t tcp_{};
+  net::TcpConn sock_;  // socket + timer, closed together
   std::string peer_ip_;
-  uv_timer_t timer_{};
   uv_write_t wreq_{};
-  uv_shutdown_t shutdown_req_{};
   bool lingering_ = false;  // answer sent with "Connection: close": discard input, then close
   http::Parser parser_;
   AdminHandler* handler_;
@@ -107,7 +106,6 @@ class AdminConn {
   bool closing_ = false;
   bool keep_alive_ = true;
   int error_ = 0;         // status for a request we refuse while parsing
-  int pending_closes_ = 0;
   AdminConn* prev_ = nullptr;  // every live connection, for close_all()
   AdminConn* next_ = nullptr;
   static AdminConn* live_;

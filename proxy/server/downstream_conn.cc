@@ -79,10 +79,7 @@ bool method_idempotent(int m) {
 // ---- lifecycle ----
 
 DownstreamConn::DownstreamConn(Worker& w) : w_(w) {
-  uv_tcp_init(w.loop, &tcp_);
-  uv_timer_init(w.loop, &timer_);
-  tcp_.data = this;
-  timer_.data = this;
+  sock_.init(w.loop, this);
   parser_.init(HTTP_REQUEST, settings(), this);
 }
 
@@ -116,17 +113,15 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
     return;
   }
   auto* c = new DownstreamConn(w);
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->sock_.tcp)) != 0) {
     c->state_ = State::kClosed;
-    c->pending_closes_ = 2;
-    net::close_socket(reinterpret_cast<uv_handle_t*>(&c->tcp_), on_close);
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->timer_), on_close);
+    c->sock_.close(on_gone);
     return;
   }
-  uv_tcp_nodelay(&c->tcp_, 1);
+  uv_tcp_nodelay(&c->sock_.tcp, 1);
   sockaddr_storage ss{};
   int len = sizeof ss;
-  if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+  if (uv_tcp_getpeername(&c->sock_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     // XFF and the access log carry the address without the port (fits the string's inline
     // storage: no allocation per connection).
     char ip[INET6_ADDRSTRLEN] = "";
@@ -150,7 +145,7 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
 // exchange is never registered at all. Returns false when nothing was there yet.
 bool DownstreamConn::read_now() {
   uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return false;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&sock_.tcp), &fd) != 0) return false;
   if (!(rbuf_.data = w_.buffers.acquire())) return false;
   ssize_t n;
   do {
@@ -162,7 +157,7 @@ bool DownstreamConn::read_now() {
     return false;
   }
   want_read_ = true;
-  on_read(reinterpret_cast<uv_stream_t*>(&tcp_), n, nullptr);
+  on_read(reinterpret_cast<uv_stream_t*>(&sock_.tcp), n, nullptr);
   // A partial head needs more bytes: watch the socket now. (Later states arm it when they want.)
   if (want_read_) start_reading();
   return true;
@@ -182,7 +177,7 @@ void DownstreamConn::close_now() {
       http::build_error_response(503, "shutting_down",
                                  "switchyard is shutting down and shutdown_timeout ran out before an answer came", true, out);
       uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
-      const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
+      const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&sock_.tcp), &buf, 1);
       status_ = 503;
       if (n > 0) bytes_out_ += static_cast<uint64_t>(n);
     }
@@ -205,10 +200,8 @@ void DownstreamConn::close() {
   prev = next = nullptr;
   --w_.conn_count;
   if (w_.observer) w_.observer->on_connections(-1);
-  uv_timer_stop(&timer_);
-  pending_closes_ = 2;
-  net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  uv_timer_stop(&sock_.timer);
+  sock_.close(on_gone);
   // A place is free: a listener left waiting at max_connections takes its client now.
   if (!w_.paused_listeners.empty() && !w_.shutting_down && w_.conn_count < w_.max_conns) {
     uv_stream_t* server = w_.paused_listeners.back();
@@ -229,8 +222,7 @@ void DownstreamConn::linger_close() {
     up_ = nullptr;
   }
   state_ = State::kLingering;
-  shutdown_req_.data = this;
-  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), on_shutdown) != 0) {
+  if (!sock_.shutdown_write(on_shutdown)) {
     close();
     return;
   }
@@ -243,13 +235,13 @@ void DownstreamConn::on_shutdown(uv_shutdown_t* req, int status) {
   if (status < 0 && c->state_ == State::kLingering) c->close();
 }
 
-void DownstreamConn::on_close(uv_handle_t* h) {
-  auto* c = static_cast<DownstreamConn*>(h->data);
-  SY_ASSERT(c->state_ == State::kClosed && c->pending_closes_ > 0);  // two handles, one close callback each
-  if (--c->pending_closes_ == 0) delete c;
+void DownstreamConn::on_gone(void* owner) {
+  auto* c = static_cast<DownstreamConn*>(owner);
+  SY_ASSERT(c->state_ == State::kClosed);
+  delete c;
 }
 
-void DownstreamConn::arm(int64_t t) { uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(t), 0); }
+void DownstreamConn::arm(int64_t t) { uv_timer_start(&sock_.timer, on_timer, static_cast<uint64_t>(t), 0); }
 
 void DownstreamConn::on_timer(uv_timer_t* t) {
   auto* c = static_cast<DownstreamConn*>(t->data);
@@ -301,7 +293,7 @@ void DownstreamConn::start_reading() {
   if (!want_read_) body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));  // silence so far was ours
   want_read_ = true;
   if (reading_ || state_ == State::kClosed) return;
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_alloc, on_read) == 0) reading_ = true;
 }
 
 // Lazy: the socket stays armed in libuv, so a client that waits for its answer costs no
@@ -313,7 +305,7 @@ void DownstreamConn::stop_reading() { want_read_ = false; }
 void DownstreamConn::stop_reading_now() {
   want_read_ = false;
   if (!reading_) return;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&sock_.tcp));
   reading_ = false;
 }
 
@@ -948,7 +940,7 @@ void DownstreamConn::on_upstream_complete(UpstreamConn*) {
 }
 
 int DownstreamConn::flush_client() {
-  return x_->to_client.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_client_write, this);
+  return x_->to_client.flush(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_client_write, this);
 }
 
 bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {

@@ -15,6 +15,7 @@
 #include "proxy/http/head.h"
 #include "proxy/http/parser.h"
 #include "proxy/http/rewrite.h"
+#include "proxy/net/tcp_conn.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
 #include "proxy/server/slot.h"
@@ -59,7 +60,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void on_client_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
-  static void on_close(uv_handle_t* h);
+  static void on_gone(void* owner);
 
   // llhttp (request parser)
   static const llhttp_settings_t* settings();
@@ -115,12 +116,9 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void record(const char* error);
 
   Worker& w_;
-  uv_tcp_t tcp_{};
-  uv_timer_t timer_{};
-  uv_shutdown_t shutdown_req_{};
+  net::TcpConn sock_;  // socket + timer, closed together
   http::Parser parser_;
   State state_ = State::kIdle;
-  int pending_closes_ = 0;
   bool reading_ = false;    // armed in libuv
   bool want_read_ = false;  // bytes are welcome now (see stop_reading())
   int64_t body_quiet_since_ms_ = 0;  // last client read, or when we last became willing to read

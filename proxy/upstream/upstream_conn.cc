@@ -34,10 +34,7 @@ const char* error_name(UpstreamError e) {
 }
 
 UpstreamConn::UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers) : buffers_(buffers) {
-  uv_tcp_init(loop, &tcp_);
-  uv_timer_init(loop, &timer_);
-  tcp_.data = this;
-  timer_.data = this;
+  sock_.init(loop, this);
   connect_req_.data = this;
   parser_.init(HTTP_RESPONSE, settings(), this);
 }
@@ -56,7 +53,7 @@ UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, c
   c->address_ = addr;
   c->uid_ = uid;
   c->state_ = State::kConnecting;
-  int rc = uv_tcp_connect(&c->connect_req_, &c->tcp_, addr.sa(), on_connect);
+  int rc = uv_tcp_connect(&c->connect_req_, &c->sock_.tcp, addr.sa(), on_connect);
   if (rc < 0) {
     if (error) *error = rc;
     c->owner_ = nullptr;
@@ -74,9 +71,9 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
     c->fail(UpstreamError::kConnectFailed);
     return;
   }
-  uv_tcp_nodelay(&c->tcp_, 1);
+  uv_tcp_nodelay(&c->sock_.tcp, 1);
   c->state_ = State::kActive;
-  uv_timer_stop(&c->timer_);
+  uv_timer_stop(&c->sock_.timer);
   if (c->owner_) c->owner_->on_upstream_connected(c);
 }
 
@@ -88,9 +85,9 @@ void UpstreamConn::attach(UpstreamOwner* owner) {
 }
 
 void UpstreamConn::write() {
-  int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), on_write, this);
+  int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_write, this);
   if (rc == net::OutBatch::kPending) {
-    write_since_ms_ = static_cast<int64_t>(uv_now(tcp_.loop));
+    write_since_ms_ = static_cast<int64_t>(uv_now(sock_.tcp.loop));
     return;
   }
   if (rc < 0) {
@@ -119,12 +116,12 @@ void UpstreamConn::expect_response(bool head_request, conf::Millis idle_timeout)
   awaiting_head_ = true;
   reusable_ = true;
   idle_ms_ = idle_timeout.count();
-  last_read_ms_ = static_cast<int64_t>(uv_now(tcp_.loop));
+  last_read_ms_ = static_cast<int64_t>(uv_now(sock_.tcp.loop));
   response_deadline_ms_ = kNoDeadline;
   // A pooled connection's idle timer is still armed; a fresh one has none. Either way on_timer()
   // works out what applies when it fires; request_sent() (a timer start per request) sets the
   // real limit, and until then only a backend that refuses request bytes is timed.
-  if (state_ == State::kActive && !uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_))) arm(idle_ms_);
+  if (state_ == State::kActive && !uv_is_active(reinterpret_cast<uv_handle_t*>(&sock_.timer))) arm(idle_ms_);
   resume_reading();
 }
 
@@ -132,12 +129,12 @@ void UpstreamConn::request_sent(conf::Millis response_timeout) {
   if (state_ != State::kActive || !awaiting_head_ || response_deadline_ms_ != kNoDeadline) return;
   // One timer for the whole response: it fires at the earlier of the two limits and on_timer()
   // works out which applies, so nothing is re-armed when the head or body bytes arrive.
-  response_deadline_ms_ = static_cast<int64_t>(uv_now(tcp_.loop)) + response_timeout.count();
+  response_deadline_ms_ = static_cast<int64_t>(uv_now(sock_.tcp.loop)) + response_timeout.count();
   arm(std::min(response_timeout.count(), idle_ms_));
 }
 
 void UpstreamConn::pause_reading() {
-  if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&sock_.tcp));
   reading_ = false;
   read_paused_ = true;
 }
@@ -148,7 +145,7 @@ void UpstreamConn::resume_reading() {
   // Whatever was read before the pause has been written downstream by now.
   if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
   if (!reading_) {
-    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_alloc, on_read) == 0) reading_ = true;
   }
   // Bytes parked behind a pause are parsed now.
   if (state_ == State::kActive && rbuf_.pending() > 0 && !response_done_) parse();
@@ -156,7 +153,7 @@ void UpstreamConn::resume_reading() {
 
 void UpstreamConn::start_tunnel() {
   state_ = State::kTunnel;
-  uv_timer_stop(&timer_);
+  uv_timer_stop(&sock_.timer);
 }
 
 void UpstreamConn::release(Pool& pool, conf::Millis idle_timeout) {
@@ -170,7 +167,7 @@ void UpstreamConn::release(Pool& pool, conf::Millis idle_timeout) {
   drop_buffer();
   pool.put(this);
   arm(idle_timeout.count());
-  if (!reading_ && uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
+  if (!reading_ && uv_read_start(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_alloc, on_read) == 0) reading_ = true;
 }
 
 void UpstreamConn::close() {
@@ -182,16 +179,11 @@ void UpstreamConn::close() {
     --*open_count_;
     open_count_.reset();
   }
-  uv_timer_stop(&timer_);
-  pending_closes_ = 2;
-  net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  uv_timer_stop(&sock_.timer);
+  sock_.close(on_gone);
 }
 
-void UpstreamConn::on_close(uv_handle_t* h) {
-  auto* c = static_cast<UpstreamConn*>(h->data);
-  SY_ASSERT(c->pending_closes_ > 0);  // two handles, one close callback each
-  if (--c->pending_closes_ == 0) delete c;
+void UpstreamConn::on_gone(void* owner) { delete static_cast<UpstreamConn*>(owner);
 }
 
 void UpstreamConn::drop_buffer() {
@@ -207,8 +199,8 @@ void UpstreamConn::fail(UpstreamError e) {
 }
 
 void UpstreamConn::arm(int64_t ms) {
-  deadline_ms_ = static_cast<int64_t>(uv_now(tcp_.loop)) + ms;
-  uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(ms), 0);
+  deadline_ms_ = static_cast<int64_t>(uv_now(sock_.tcp.loop)) + ms;
+  uv_timer_start(&sock_.timer, on_timer, static_cast<uint64_t>(ms), 0);
 }
 
 void UpstreamConn::on_timer(uv_timer_t* t) {
@@ -228,7 +220,7 @@ void UpstreamConn::on_timer(uv_timer_t* t) {
           c->fail(UpstreamError::kResponseTimeout);
           return;
         }
-        uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(std::min(c->response_deadline_ms_ - now, c->idle_ms_)), 0);
+        uv_timer_start(&c->sock_.timer, on_timer, static_cast<uint64_t>(std::min(c->response_deadline_ms_ - now, c->idle_ms_)), 0);
         return;
       }
       if (c->awaiting_head_) {
@@ -239,7 +231,7 @@ void UpstreamConn::on_timer(uv_timer_t* t) {
           c->fail(UpstreamError::kSendTimeout);
           return;
         }
-        uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(std::max<int64_t>(1, c->idle_ms_ - stuck)), 0);
+        uv_timer_start(&c->sock_.timer, on_timer, static_cast<uint64_t>(std::max<int64_t>(1, c->idle_ms_ - stuck)), 0);
         return;
       }
       // Body streaming: stalled only if the backend went quiet while we were willing to read.
@@ -249,7 +241,7 @@ void UpstreamConn::on_timer(uv_timer_t* t) {
         return;
       }
       const int64_t next = c->read_paused_ ? c->idle_ms_ : c->idle_ms_ - quiet;
-      uv_timer_start(&c->timer_, on_timer, static_cast<uint64_t>(std::max<int64_t>(1, next)), 0);
+      uv_timer_start(&c->sock_.timer, on_timer, static_cast<uint64_t>(std::max<int64_t>(1, next)), 0);
       return;
     }
     default:
@@ -330,7 +322,7 @@ void UpstreamConn::parse() {
     rbuf_.start += fed.used;
     if (fed.kind == http::Fed::Kind::kUpgrade) {
       state_ = State::kTunnel;
-      uv_timer_stop(&timer_);
+      uv_timer_stop(&sock_.timer);
       if (rbuf_.pending() > 0 && owner_) {
         owner_->on_upstream_body(this, rbuf_.data + rbuf_.start, rbuf_.pending());
         rbuf_.start = rbuf_.end;

@@ -15,6 +15,7 @@
 #include "conf/units.h"
 #include "proxy/http/head.h"
 #include "proxy/http/parser.h"
+#include "proxy/net/tcp_conn.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
 
@@ -107,7 +108,7 @@ class UpstreamConn {
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
-  static void on_close(uv_handle_t* h);
+  static void on_gone(void* owner);
 
   static const llhttp_settings_t* settings();
   static int cb_message_begin(llhttp_t* p);
@@ -123,8 +124,7 @@ class UpstreamConn {
   void arm(int64_t ms);
   void drop_buffer();
 
-  uv_tcp_t tcp_{};
-  uv_timer_t timer_{};
+  net::TcpConn sock_;  // socket + timer, closed together
   uv_connect_t connect_req_{};
   http::Parser parser_;
   http::MessageHead head_;
@@ -137,7 +137,6 @@ class UpstreamConn {
   conf::Address address_;
   uint64_t uid_ = 0;
   State state_ = State::kConnecting;
-  int pending_closes_ = 0;
   bool reading_ = false;
   bool read_paused_ = false;
   bool head_request_ = false;

@@ -4,7 +4,6 @@
 #include <memory>
 #include <utility>
 
-#include "proxy/net/close.h"
 
 namespace sy::registry::etcd {
 
@@ -23,16 +22,15 @@ HttpConn::HttpConn(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms
 
 HttpConn* HttpConn::open(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms, Broken on_broken) {
   auto* c = new HttpConn(loop, to, timeout_ms, std::move(on_broken));
-  uv_tcp_init(loop, &c->tcp_);
-  uv_timer_init(loop, &c->timer_);
-  c->tcp_.data = c->timer_.data = c->connect_req_.data = c;
-  uv_tcp_nodelay(&c->tcp_, 1);
-  const int rc = uv_tcp_connect(&c->connect_req_, &c->tcp_, to.sa(), on_connect);
+  c->sock_.init(loop, c);
+  c->connect_req_.data = c;
+  uv_tcp_nodelay(&c->sock_.tcp, 1);
+  const int rc = uv_tcp_connect(&c->connect_req_, &c->sock_.tcp, to.sa(), on_connect);
   if (rc < 0) {
     // Reported from the loop, not from inside open(): callers never see a callback re-enter them.
     c->broken_ = true;
     c->unsent_ = std::string("connect to ") + to.text + ": " + uv_strerror(rc);
-    uv_timer_start(&c->timer_, on_timer, 0, 0);
+    uv_timer_start(&c->sock_.timer, on_timer, 0, 0);
   }
   return c;
 }
@@ -69,7 +67,7 @@ void HttpConn::enqueue(std::string_view path, std::string body, Call call, std::
 }
 
 void HttpConn::arm_timer() {
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_))) uv_timer_start(&timer_, on_timer, kTimerTickMs, kTimerTickMs);
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&sock_.timer))) uv_timer_start(&sock_.timer, on_timer, kTimerTickMs, kTimerTickMs);
 }
 
 void HttpConn::write(std::string bytes) {
@@ -81,7 +79,7 @@ void HttpConn::write(std::string bytes) {
   auto* r = new Req{{}, this, std::move(bytes)};
   r->w.data = r;
   uv_buf_t b = uv_buf_init(r->bytes.data(), static_cast<unsigned>(r->bytes.size()));
-  const int rc = uv_write(&r->w, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, [](uv_write_t* w, int status) {
+  const int rc = uv_write(&r->w, reinterpret_cast<uv_stream_t*>(&sock_.tcp), &b, 1, [](uv_write_t* w, int status) {
     std::unique_ptr<Req> owned(static_cast<Req*>(w->data));
     HttpConn* c = owned->conn;
     if (status < 0 && status != UV_ECANCELED) c->fail(std::string("write to ") + c->to_.text + ": " + uv_strerror(status));
@@ -100,7 +98,7 @@ void HttpConn::on_connect(uv_connect_t* req, int status) {
     return;
   }
   c->connected_ = true;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), on_alloc, on_read);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->sock_.tcp), on_alloc, on_read);
   if (!c->unsent_.empty()) c->write(std::exchange(c->unsent_, {}));
 }
 
@@ -168,7 +166,7 @@ int HttpConn::on_message_complete(llhttp_t* p) {
     call.line(body);  // a last message without its newline
     body.clear();
   }
-  if (c->calls_.empty()) uv_timer_stop(&c->timer_);
+  if (c->calls_.empty()) uv_timer_stop(&c->sock_.timer);
   if (call.done) call.done(c->status_, std::move(body), "");
   return (c->closing_ || c->broken_) ? -1 : 0;
 }
@@ -194,8 +192,8 @@ void HttpConn::on_timer(uv_timer_t* t) {
 void HttpConn::fail(const std::string& why) {
   if (broken_ || closing_) return;
   broken_ = true;
-  uv_timer_stop(&timer_);
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  uv_timer_stop(&sock_.timer);
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&sock_.tcp));
   auto calls = std::move(calls_);
   calls_.clear();
   for (auto& call : calls)
@@ -213,14 +211,9 @@ void HttpConn::close(bool quiet) {
   }
   calls_.clear();
   closing_ = true;
-  uv_timer_stop(&timer_);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_closed);
-  net::close_socket(reinterpret_cast<uv_handle_t*>(&tcp_), on_closed);
+  sock_.close(on_gone);
 }
 
-void HttpConn::on_closed(uv_handle_t* h) {
-  auto* c = static_cast<HttpConn*>(h->data);
-  if (--c->open_handles_ == 0) delete c;
-}
+void HttpConn::on_gone(void* owner) { delete static_cast<HttpConn*>(owner); }
 
 }  // namespace sy::registry::etcd

@@ -16,6 +16,7 @@
 
 #include "conf/units.h"
 #include "proxy/http/parser.h"
+#include "proxy/net/tcp_conn.h"
 
 namespace sy::registry::etcd {
 
@@ -61,7 +62,7 @@ class HttpConn {
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void on_timer(uv_timer_t* t);
-  static void on_closed(uv_handle_t* h);
+  static void on_gone(void* owner);
   static int on_headers_complete(llhttp_t* p);
   static int on_body(llhttp_t* p, const char* at, size_t n);
   static int on_message_complete(llhttp_t* p);
@@ -70,13 +71,11 @@ class HttpConn {
   conf::Address to_;
   uint64_t timeout_ms_;
   Broken on_broken_;
-  uv_tcp_t tcp_{};
-  uv_timer_t timer_{};
+  net::TcpConn sock_;  // socket + timer, closed together
   uv_connect_t connect_req_{};
   bool connected_ = false;
   bool broken_ = false;
   bool closing_ = false;
-  int open_handles_ = 2;
   std::string unsent_;  // written once connected
   std::deque<Call> calls_;
   http::Parser parser_;
