@@ -1,0 +1,105 @@
+// net::TcpConn on a real libuv loop (port 0): the owner is told once, after both handles are
+// closed; a lingering close's shutdown reaches the peer as EOF; uv_loop_close() succeeds after.
+#include <doctest.h>
+#include <uv.h>
+
+#include "proxy/net/tcp_conn.h"
+
+namespace {
+
+struct Owner {
+  sy::net::TcpConn sock;
+  int* gone;
+  static void on_gone(void* o) {
+    auto* self = static_cast<Owner*>(o);
+    ++*self->gone;
+    delete self;
+  }
+};
+
+struct Rig {
+  uv_loop_t loop{};
+  uv_tcp_t server{};
+  uv_tcp_t client{};
+  uv_connect_t connect_req{};
+  Owner* accepted = nullptr;
+  int gone = 0;
+  bool client_eof = false;
+  bool shutdown_done = false;
+  char buf[256];
+
+  Rig() {
+    REQUIRE(uv_loop_init(&loop) == 0);
+    uv_tcp_init(&loop, &server);
+    sockaddr_in a{};
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    REQUIRE(uv_tcp_bind(&server, reinterpret_cast<const sockaddr*>(&a), 0) == 0);
+    server.data = this;
+    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&server), 16, [](uv_stream_t* s, int status) {
+      REQUIRE(status == 0);
+      auto* r = static_cast<Rig*>(s->data);
+      auto* o = new Owner{{}, &r->gone};
+      o->sock.init(&r->loop, o);
+      REQUIRE(uv_accept(s, o->sock.stream()) == 0);
+      r->accepted = o;
+    }) == 0);
+    sockaddr_storage bound{};
+    int len = sizeof bound;
+    uv_tcp_getsockname(&server, reinterpret_cast<sockaddr*>(&bound), &len);
+    uv_tcp_init(&loop, &client);
+    client.data = this;
+    REQUIRE(uv_tcp_connect(&connect_req, &client, reinterpret_cast<sockaddr*>(&bound), [](uv_connect_t* c, int status) {
+      REQUIRE(status == 0);
+      uv_read_start(c->handle, [](uv_handle_t* h, size_t, uv_buf_t* b) {
+        auto* r = static_cast<Rig*>(h->data);
+        *b = uv_buf_init(r->buf, sizeof r->buf);
+      }, [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+        if (n == UV_EOF) static_cast<Rig*>(s->data)->client_eof = true;
+      });
+    }) == 0);
+  }
+  template <typename P>
+  void run_until(P done) {
+    for (int i = 0; i < 100000 && !done(); ++i) uv_run(&loop, UV_RUN_ONCE);
+    REQUIRE(done());
+  }
+  ~Rig() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&server), nullptr);
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&client))) uv_close(reinterpret_cast<uv_handle_t*>(&client), nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("TcpConn: close frees the owner once, after both handles; a second close is nothing") {
+  Rig r;
+  r.run_until([&] { return r.accepted != nullptr; });
+  Owner* o = r.accepted;
+  o->sock.arm(60000, [](uv_timer_t*) { FAIL("timer fired after close"); });
+  o->sock.close(Owner::on_gone);
+  CHECK(o->sock.closing());
+  o->sock.close(Owner::on_gone);  // idempotent
+  CHECK(r.gone == 0);             // not before the close callbacks
+  r.run_until([&] { return r.gone == 1; });
+  r.run_until([&] { return r.client_eof; });  // the peer sees the connection end
+  CHECK(r.gone == 1);
+}
+
+TEST_CASE("TcpConn: shutdown_write sends FIN while the connection stays open") {
+  Rig r;
+  r.run_until([&] { return r.accepted != nullptr; });
+  Owner* o = r.accepted;
+  // The shutdown callback gets the owner as req->data.
+  static Owner* seen_owner = nullptr;
+  REQUIRE(o->sock.shutdown_write([](uv_shutdown_t* req, int status) {
+    CHECK(status == 0);
+    seen_owner = static_cast<Owner*>(req->data);
+  }));
+  r.run_until([&] { return r.client_eof && seen_owner != nullptr; });
+  CHECK(seen_owner == o);
+  CHECK(r.gone == 0);
+  o->sock.close(Owner::on_gone);
+  r.run_until([&] { return r.gone == 1; });
+}
