@@ -170,16 +170,16 @@ void DownstreamConn::shutdown() {
 
 void DownstreamConn::close_now() {
   if (state_ == State::kClosed) return;
-  if (head_done_ && x_) {
-    const bool answered = response_started_ || !x_->to_client.empty() || x_->to_client.pending();
+  if (s_.head_done && x_) {
+    const bool answered = s_.response_started || !x_->to_client.empty() || x_->to_client.pending();
     if (!answered) {
       std::string out;
       http::build_error_response(503, "shutting_down",
                                  "switchyard is shutting down and shutdown_timeout ran out before an answer came", true, out);
       uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
       const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&sock_.tcp), &buf, 1);
-      status_ = 503;
-      if (n > 0) bytes_out_ += static_cast<uint64_t>(n);
+      s_.status = 503;
+      if (n > 0) s_.bytes_out += static_cast<uint64_t>(n);
     }
     record(answered ? "shutdown_timeout" : "shutting_down");
   }
@@ -254,8 +254,8 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
       c->send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
       return;
     case State::kConnecting:
-      if (c->backoff_) {
-        c->backoff_ = false;
+      if (c->s_.backoff) {
+        c->s_.backoff = false;
         c->start_attempt();
       }
       return;
@@ -272,7 +272,7 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
 // Timestamps, not timer restarts per read: the timer fires at the earliest possible expiry and
 // re-arms for what is left.
 void DownstreamConn::check_body_timeout() {
-  if (request_done_ || !head_done_) return;  // (a header timer left to run out)
+  if (s_.request_done || !s_.head_done) return;  // (a header timer left to run out)
   const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
   const int64_t limit = ms(cfg_->client.body_timeout);
   const int64_t quiet = want_read_ ? now - body_quiet_since_ms_ : 0;
@@ -280,7 +280,7 @@ void DownstreamConn::check_body_timeout() {
     arm(limit - quiet);
     return;
   }
-  if (response_started_) {
+  if (s_.response_started) {
     abort_exchange();  // the answer is already on its way: nothing else can be said
     return;
   }
@@ -338,7 +338,7 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
   if (n == UV_ENOBUFS && c->w_.observer) c->w_.observer->on_exhaustion(net::Resource::kMemory, "no read buffer for a client");
   if (n < 0) {
     // The client went away (or half-closed). Nothing more will come: finish nothing, drop all.
-    if (c->state_ == State::kForwarding && c->request_done_ && n == UV_EOF) {
+    if (c->state_ == State::kForwarding && c->s_.request_done && n == UV_EOF) {
       c->stop_reading_now();  // a half-close after a complete request: let the response finish
       c->close_after_ = true;
       return;
@@ -368,7 +368,7 @@ void DownstreamConn::process_input() {
   const bool outer = !in_process_;
   in_process_ = true;
   while (state_ != State::kClosed && rbuf_.pending() > 0) {
-    if (state_ == State::kConnecting || state_ == State::kTunnel || paused_at_end_) break;
+    if (state_ == State::kConnecting || state_ == State::kTunnel || s_.paused_at_end) break;
     const char* begin = rbuf_.data + rbuf_.start;
     const http::Fed fed = parser_.feed(begin, rbuf_.pending());
     if (state_ == State::kClosed) break;
@@ -378,21 +378,21 @@ void DownstreamConn::process_input() {
     }
     if (fed.kind != http::Fed::Kind::kError) {  // paused (resumed already) or upgrade
       rbuf_.start += fed.used;
-      if (paused_at_head_) {
-        paused_at_head_ = false;
+      if (s_.paused_at_head) {
+        s_.paused_at_head = false;
         begin_exchange();
       }
       continue;
     }
     // A malformed or over-limit request: answer and close; never forward an ambiguous message.
-    int status = error_status_ ? error_status_ : 400;
+    int status = s_.error_status ? s_.error_status : 400;
     const char* code = status == 431 ? "headers_too_large"
                        : status == 414 ? "uri_too_long"
                        : status == 413 ? "body_too_large"
                                        : "bad_request";
-    std::string msg = error_status_ ? std::string(error_code_ ? error_code_ : "limit exceeded")
+    std::string msg = s_.error_status ? std::string(s_.error_code ? s_.error_code : "limit exceeded")
                                     : std::string("malformed request: ") + parser_.reason();
-    if (response_started_) abort_exchange();
+    if (s_.response_started) abort_exchange();
     else send_error(status, code, msg, true);
     break;
   }
@@ -400,9 +400,9 @@ void DownstreamConn::process_input() {
   in_process_ = false;
   if (state_ == State::kForwarding && up_) {
     flush_upstream();
-    if (request_done_) stop_reading();  // pipelined requests wait until this exchange ends
+    if (s_.request_done) stop_reading();  // pipelined requests wait until this exchange ends
   } else if (state_ == State::kReadingHead) {
-    if (!message_begun_ && rbuf_.pending() == 0) go_idle();
+    if (!s_.message_begun && rbuf_.pending() == 0) go_idle();
     else start_reading();
   }
 }
@@ -428,7 +428,7 @@ const llhttp_settings_t* DownstreamConn::settings() {
 int DownstreamConn::cb_message_begin(llhttp_t* p) {
   auto* c = static_cast<DownstreamConn*>(p->data);
   c->x_->req.clear();
-  c->message_begun_ = true;
+  c->s_.message_begun = true;
   c->started_ns_ = uv_hrtime();
   c->state_ = State::kReadingHead;
   c->arm(ms(c->cfg_->client.header_timeout));
@@ -439,8 +439,8 @@ int DownstreamConn::cb_url(llhttp_t* p, const char* at, size_t n) {
   auto* c = static_cast<DownstreamConn*>(p->data);
   c->x_->req.add_url(at, n);
   if (c->x_->req.url().size() > c->cfg_->client.max_uri_bytes) {
-    c->error_status_ = 414;
-    c->error_code_ = "the request-target is longer than client.max_uri_bytes";
+    c->s_.error_status = 414;
+    c->s_.error_code = "the request-target is longer than client.max_uri_bytes";
     return -1;
   }
   return 0;
@@ -450,13 +450,13 @@ int DownstreamConn::cb_header_field(llhttp_t* p, const char* at, size_t n) {
   auto* c = static_cast<DownstreamConn*>(p->data);
   c->x_->req.add_field(at, n);
   if (c->x_->req.count() > c->cfg_->client.max_headers) {
-    c->error_status_ = 431;
-    c->error_code_ = "more header fields than client.max_headers";
+    c->s_.error_status = 431;
+    c->s_.error_code = "more header fields than client.max_headers";
     return -1;
   }
   if (c->x_->req.bytes() > c->cfg_->client.max_header_bytes) {
-    c->error_status_ = 431;
-    c->error_code_ = "the request head is larger than client.max_header_bytes";
+    c->s_.error_status = 431;
+    c->s_.error_code = "the request head is larger than client.max_header_bytes";
     return -1;
   }
   return 0;
@@ -471,8 +471,8 @@ int DownstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
   if (q > c->rbuf_.data && q[-1] == '\n') return -1;
   c->x_->req.add_value(at, n);
   if (c->x_->req.bytes() > c->cfg_->client.max_header_bytes) {
-    c->error_status_ = 431;
-    c->error_code_ = "the request head is larger than client.max_header_bytes";
+    c->s_.error_status = 431;
+    c->s_.error_code = "the request head is larger than client.max_header_bytes";
     return -1;
   }
   return 0;
@@ -483,76 +483,76 @@ int DownstreamConn::cb_headers_complete(llhttp_t* p) {
   c->x_->req.http_major = p->http_major;
   c->x_->req.http_minor = p->http_minor;
   c->x_->req.method = p->method;
-  if (!http::forwardable_request(c->x_->req, c->looped_)) return -1;
+  if (!http::forwardable_request(c->x_->req, c->s_.looped)) return -1;
   if (p->flags & F_CHUNKED) {
-    c->req_framing_ = http::Framing::kChunked;
+    c->s_.req_framing = http::Framing::kChunked;
   } else if (p->flags & F_CONTENT_LENGTH) {
-    c->req_framing_ = http::Framing::kLength;
-    c->req_content_length_ = p->content_length;
+    c->s_.req_framing = http::Framing::kLength;
+    c->s_.req_content_length = p->content_length;
     const uint64_t max = c->cfg_->client.max_body_bytes;
     if (max && p->content_length > max) {
-      c->error_status_ = 413;
-      c->error_code_ = "the request body is larger than client.max_body_bytes";
+      c->s_.error_status = 413;
+      c->s_.error_code = "the request body is larger than client.max_body_bytes";
       return -1;
     }
   } else {
-    c->req_framing_ = http::Framing::kNone;
+    c->s_.req_framing = http::Framing::kNone;
   }
-  c->upgrade_ = p->upgrade != 0;
-  c->paused_at_head_ = true;
+  c->s_.upgrade = p->upgrade != 0;
+  c->s_.paused_at_head = true;
   // A request with a body pauses here, so no body byte is consumed before an upstream exists.
   // One without a body runs on to its end first: then an early answer (404, 503) can keep the
   // connection, because the request is wholly read.
-  return c->req_framing_ == http::Framing::kNone ? 0 : HPE_PAUSED;
+  return c->s_.req_framing == http::Framing::kNone ? 0 : HPE_PAUSED;
 }
 
 int DownstreamConn::cb_body(llhttp_t* p, const char* at, size_t n) {
   auto* c = static_cast<DownstreamConn*>(p->data);
-  c->body_in_ += n;
+  c->s_.body_in += n;
   const uint64_t max = c->cfg_->client.max_body_bytes;
-  if (max && c->body_in_ > max) {
-    c->error_status_ = 413;
-    c->error_code_ = "the request body is larger than client.max_body_bytes";
+  if (max && c->s_.body_in > max) {
+    c->s_.error_status = 413;
+    c->s_.error_code = "the request body is larger than client.max_body_bytes";
     return -1;
   }
-  if (c->replayable_) {
+  if (c->s_.replayable) {
     if (c->x_->replay.size() + n <= kReplayLimit) {
       c->x_->replay.append(at, n);
     } else {
-      c->replayable_ = false;  // streamed past the replay limit: this request is never replayed
+      c->s_.replayable = false;  // streamed past the replay limit: this request is never replayed
       c->x_->replay.clear();
     }
   }
   if (!c->up_) return 0;
   net::OutBatch& out = c->up_->out();
-  if (c->req_framing_ == http::Framing::kChunked) http::append_chunk(out, at, n);
+  if (c->s_.req_framing == http::Framing::kChunked) http::append_chunk(out, at, n);
   else out.ref(at, n);
   return 0;
 }
 
 int DownstreamConn::cb_message_complete(llhttp_t* p) {
   auto* c = static_cast<DownstreamConn*>(p->data);
-  c->request_done_ = true;
-  c->paused_at_end_ = true;
-  if (c->up_ && c->req_framing_ == http::Framing::kChunked) http::append_last_chunk(c->up_->out());
-  if (c->upgrade_) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
+  c->s_.request_done = true;
+  c->s_.paused_at_end = true;
+  if (c->up_ && c->s_.req_framing == http::Framing::kChunked) http::append_last_chunk(c->up_->out());
+  if (c->s_.upgrade) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;
 }
 
 // ---- the exchange ----
 
 void DownstreamConn::begin_exchange() {
-  head_done_ = true;
+  s_.head_done = true;
   // The header timer is left to run out: on_timer ignores it in the exchange's states, and not
   // stopping it saves a timer-heap operation per request.
-  table_ = w_.snapshot();
-  cfg_ = table_->config;
-  is_head_ = x_->req.method == HTTP_HEAD;
-  idempotent_ = method_idempotent(x_->req.method);
+  s_.table = w_.snapshot();
+  cfg_ = s_.table->config;
+  s_.is_head = x_->req.method == HTTP_HEAD;
+  s_.idempotent = method_idempotent(x_->req.method);
   if (!parser_.keep_alive() || w_.shutting_down) close_after_ = true;
-  keep_alive_10_ = x_->req.http_minor == 0 && !close_after_;
+  s_.keep_alive_10 = x_->req.http_minor == 0 && !close_after_;
 
-  if (looped_) {
+  if (s_.looped) {
     send_error(508, "loop_detected", "this request came back through this proxy (its Via carries our marker)", close_after_);
     return;
   }
@@ -562,11 +562,11 @@ void DownstreamConn::begin_exchange() {
   http::normalize_host(host_header, host);
   std::string_view url = x_->req.url();
   const RouteEntry* route = nullptr;
-  if (!table_->route(host, url, route, upstreams_)) {
+  if (!s_.table->route(host, url, route, s_.upstreams)) {
     send_error(404, "no_route", "no route or service matches host '" + host + "'", close_after_);
     return;
   }
-  if (!upstreams_ || upstreams_->endpoints.empty()) {
+  if (!s_.upstreams || s_.upstreams->endpoints.empty()) {
     const std::string svc = route ? route->service : host;
     send_error(503, "no_healthy_upstream", "service '" + svc + "' has no healthy instance", close_after_);
     return;
@@ -595,40 +595,40 @@ void DownstreamConn::begin_exchange() {
   } else {
     x_->request_id.assign(rid);
   }
-  srt_ = upstreams_->runtime.get();
-  if (srt_) {
-    if (srt_->active_requests >= upstreams_->cfg->circuit_breaker.max_requests) {
-      send_error(503, "overloaded", "service '" + upstreams_->service + "' is at circuit_breaker.max_requests", close_after_);
+  s_.srt = s_.upstreams->runtime.get();
+  if (s_.srt) {
+    if (s_.srt->active_requests >= s_.upstreams->cfg->circuit_breaker.max_requests) {
+      send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at circuit_breaker.max_requests", close_after_);
       return;
     }
-    request_slot_.take(srt_->active_requests);
+    request_slot_.take(s_.srt->active_requests);
   }
   // Only idempotent requests are replayed after bytes reached a backend, and only when the whole
   // body fits in the replay buffer (RFC 9110 §9.2.2).
-  replayable_ = idempotent_ && upstreams_->cfg->retry.attempts > 1 &&
-                (req_framing_ != http::Framing::kLength || req_content_length_ <= kReplayLimit);
+  s_.replayable = s_.idempotent && s_.upstreams->cfg->retry.attempts > 1 &&
+                (s_.req_framing != http::Framing::kLength || s_.req_content_length <= kReplayLimit);
   start_attempt();
 }
 
 void DownstreamConn::start_attempt() {
   const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
   lb::PickContext ctx;
-  ctx.exclude_mask = tried_mask_;
+  ctx.exclude_mask = s_.tried_mask;
   ctx.now_ns = static_cast<int64_t>(uv_hrtime());
-  if (upstreams_->hash_on.kind != HashOn::Kind::kNone) {
+  if (s_.upstreams->hash_on.kind != HashOn::Kind::kNone) {
     ctx.has_hash = request_hash(ctx.hash);
   }
   const Endpoint* chosen = nullptr;
   int chosen_idx = -1;
   // An instance whose breaker is half-open takes only its trial requests; try another then. In
   // panic routing every instance is out anyway: breakers are not asked (Envoy's panic mode).
-  const size_t max_tries = std::min<size_t>(8, upstreams_->endpoints.size() + 2);
+  const size_t max_tries = std::min<size_t>(8, s_.upstreams->endpoints.size() + 2);
   for (size_t tries = 0; tries < max_tries && !chosen; ++tries) {
     ctx.random = w_.next_random();
-    int idx = upstreams_->pick(ctx);
+    int idx = s_.upstreams->pick(ctx);
     if (idx < 0) break;
-    const Endpoint& e = upstreams_->endpoints[static_cast<size_t>(idx)];
-    if (e.runtime && !upstreams_->panic && !e.runtime->breaker.allow(now)) {
+    const Endpoint& e = s_.upstreams->endpoints[static_cast<size_t>(idx)];
+    if (e.runtime && !s_.upstreams->panic && !e.runtime->breaker.allow(now)) {
       if (idx < 64) ctx.exclude_mask |= uint64_t{1} << idx;
       continue;
     }
@@ -636,13 +636,13 @@ void DownstreamConn::start_attempt() {
     chosen_idx = idx;
   }
   if (!chosen) {
-    send_error(503, "overloaded", "every instance of '" + upstreams_->service + "' is refusing requests (circuit breakers)", close_after_);
+    send_error(503, "overloaded", "every instance of '" + s_.upstreams->service + "' is refusing requests (circuit breakers)", close_after_);
     return;
   }
-  endpoint_ = chosen;
-  if (chosen_idx < 64) tried_mask_ |= uint64_t{1} << chosen_idx;
+  s_.endpoint = chosen;
+  if (chosen_idx < 64) s_.tried_mask |= uint64_t{1} << chosen_idx;
   rt_ = chosen->runtime.get();
-  outcome_reported_ = false;
+  s_.outcome_reported = false;
   if (rt_) {
     ++rt_->load.active;  // also switchyard_upstream_active_requests (Runtime::export_gauges)
   }
@@ -650,7 +650,7 @@ void DownstreamConn::start_attempt() {
 }
 
 bool DownstreamConn::request_hash(uint64_t& out) const {
-  const HashOn& h = upstreams_->hash_on;
+  const HashOn& h = s_.upstreams->hash_on;
   std::string_view key;
   switch (h.kind) {
     case HashOn::Kind::kSourceIp:
@@ -685,30 +685,30 @@ bool DownstreamConn::request_hash(uint64_t& out) const {
 }
 
 void DownstreamConn::connect_upstream(bool fresh) {
-  ++attempts_;
+  ++s_.attempts;
   state_ = State::kConnecting;
   stop_reading();
   if (!fresh) {
-    if (UpstreamConn* c = w_.pool.take(endpoint_->uid)) {
+    if (UpstreamConn* c = w_.pool.take(s_.endpoint->uid)) {
       up_ = c;
       c->attach(this);
       send_request_head();
       return;
     }
   }
-  const auto& cb = upstreams_->cfg->circuit_breaker;
-  if (srt_) {
+  const auto& cb = s_.upstreams->cfg->circuit_breaker;
+  if (s_.srt) {
     // Past a limit the answer is an immediate 503: queues never grow without bound.
-    if (*srt_->connections >= cb.max_connections || srt_->pending >= cb.max_pending) {
+    if (*s_.srt->connections >= cb.max_connections || s_.srt->pending >= cb.max_pending) {
       report_outcome(health::Outcome::kNeutral);  // not the instance's fault: frees a half-open trial
-      send_error(503, "overloaded", "service '" + upstreams_->service + "' is at its connection limits", close_after_);
+      send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at its connection limits", close_after_);
       return;
     }
-    pending_slot_.take(srt_->pending);
+    pending_slot_.take(s_.srt->pending);
   }
   int err = 0;
-  up_ = UpstreamConn::connect(w_.loop, w_.buffers, endpoint_->address, endpoint_->uid, upstreams_->cfg->timeouts.connect,
-                              this, srt_ ? srt_->connections : nullptr, &err);
+  up_ = UpstreamConn::connect(w_.loop, w_.buffers, s_.endpoint->address, s_.endpoint->uid, s_.upstreams->cfg->timeouts.connect,
+                              this, s_.srt ? s_.srt->connections : nullptr, &err);
   if (up_) return;
   pending_slot_.release();
   net::Resource r;
@@ -729,18 +729,18 @@ void DownstreamConn::on_upstream_connected(UpstreamConn*) {
 }
 
 void DownstreamConn::report_outcome(health::Outcome o) {
-  if (outcome_reported_) return;
-  outcome_reported_ = true;
+  if (s_.outcome_reported) return;
+  s_.outcome_reported = true;
   if (!rt_) return;
-  SY_ASSERT(endpoint_ && endpoint_->runtime.get() == rt_);  // the attempt's endpoint holds its runtime
-  w_.report(endpoint_->runtime, o);
+  SY_ASSERT(s_.endpoint && s_.endpoint->runtime.get() == rt_);  // the attempt's endpoint holds its runtime
+  w_.report(s_.endpoint->runtime, o);
 }
 
 void DownstreamConn::release_attempt() {
   pending_slot_.release();
   retry_slot_.release();
   if (rt_) {
-    if (!outcome_reported_) report_outcome(health::Outcome::kNeutral);  // never judged: free its trial
+    if (!s_.outcome_reported) report_outcome(health::Outcome::kNeutral);  // never judged: free its trial
     --rt_->load.active;
     rt_ = nullptr;
   }
@@ -752,43 +752,43 @@ void DownstreamConn::release_exchange() {
 }
 
 bool DownstreamConn::should_retry(bool named, bool connect_failure) const {
-  if (!upstreams_) return false;
+  if (!s_.upstreams) return false;
   FailedTry t;
   t.named = named;
   t.connect_failure = connect_failure;
-  t.attempts_made = static_cast<uint32_t>(attempts_);
-  t.head_sent = head_sent_;
-  t.idempotent = idempotent_;
-  t.request_done = request_done_;
-  t.body_replayable = req_framing_ == http::Framing::kNone || replayable_;
+  t.attempts_made = static_cast<uint32_t>(s_.attempts);
+  t.head_sent = s_.head_sent;
+  t.idempotent = s_.idempotent;
+  t.request_done = s_.request_done;
+  t.body_replayable = s_.req_framing == http::Framing::kNone || s_.replayable;
   t.shutting_down = w_.shutting_down;
   // (The budget is asked only when it matters: may_retry() ignores it for connect failures.)
-  const bool budget = !srt_ || connect_failure || health::Runtime::retry_allowed(*srt_, *upstreams_->cfg);
-  return may_retry(upstreams_->cfg->retry, t, budget);
+  const bool budget = !s_.srt || connect_failure || health::Runtime::retry_allowed(*s_.srt, *s_.upstreams->cfg);
+  return may_retry(s_.upstreams->cfg->retry, t, budget);
 }
 
 void DownstreamConn::schedule_retry() {
-  const bool budgeted = head_sent_;  // see should_retry(): connect failures are not budgeted
+  const bool budgeted = s_.head_sent;  // see should_retry(): connect failures are not budgeted
   release_attempt();
-  if (srt_ && budgeted) retry_slot_.take(srt_->active_retries);
+  if (s_.srt && budgeted) retry_slot_.take(s_.srt->active_retries);
   state_ = State::kConnecting;
   stop_reading();
-  response_started_ = response_done_ = discarding_ = discard_done_ = false;
+  s_.response_started = s_.response_done = s_.discarding = s_.discard_done = false;
   x_->to_client.clear();
-  backoff_ = true;
-  arm(backoff_ms(upstreams_->cfg->retry, static_cast<uint32_t>(attempts_), w_.next_random()));
+  s_.backoff = true;
+  arm(backoff_ms(s_.upstreams->cfg->retry, static_cast<uint32_t>(s_.attempts), w_.next_random()));
 }
 
 void DownstreamConn::fail_attempt(UpstreamError e) {
   report_outcome(outcome_of(e));
-  if (should_retry(names(upstreams_->cfg->retry.on, e), is_connect_failure(e))) {
+  if (should_retry(names(s_.upstreams->cfg->retry.on, e), is_connect_failure(e))) {
     schedule_retry();
     return;
   }
   const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout ||
                        e == UpstreamError::kSendTimeout;
-  std::string msg = std::string("upstream ") + (endpoint_ ? endpoint_->address.text : "") + ": " + upstream::error_name(e);
-  if (attempts_ > 1) msg += " (after " + std::to_string(attempts_) + " attempts)";
+  std::string msg = std::string("upstream ") + (s_.endpoint ? s_.endpoint->address.text : "") + ": " + upstream::error_name(e);
+  if (s_.attempts > 1) msg += " (after " + std::to_string(s_.attempts) + " attempts)";
   if (timeout) send_error(504, "upstream_timeout", msg, close_after_);
   else send_error(502, "upstream_failed", msg, close_after_);
 }
@@ -800,11 +800,11 @@ void DownstreamConn::send_request_head() {
   f.target = x_->target;
   f.client_ip = client_ip_;
   f.request_id = x_->request_id;
-  f.framing = req_framing_;
-  f.content_length = req_content_length_;
-  f.upgrade = upgrade_;
+  f.framing = s_.req_framing;
+  f.content_length = s_.req_content_length;
+  f.upgrade = s_.upgrade;
   // A replay (a retry after the body was consumed) sends the kept body with its length.
-  const bool replay = head_sent_ && req_framing_ != http::Framing::kNone;
+  const bool replay = s_.head_sent && s_.req_framing != http::Framing::kNone;
   if (replay) {
     f.framing = http::Framing::kLength;
     f.content_length = x_->replay.size();
@@ -814,12 +814,12 @@ void DownstreamConn::send_request_head() {
   http::build_upstream_request(x_->req, f, out.scratch());
   out.end_copy(from);
   if (replay) out.copy(x_->replay);
-  head_sent_ = true;
+  s_.head_sent = true;
   attempt_started_ns_ = static_cast<int64_t>(uv_hrtime());
   // The response timer starts when the request's last byte is written (on_upstream_drained);
   // until then the client's pace is timed on this side, by client.body_timeout.
-  up_->expect_response(is_head_, upstreams_->cfg->timeouts.idle);
-  if (!request_done_) {
+  up_->expect_response(s_.is_head, s_.upstreams->cfg->timeouts.idle);
+  if (!s_.request_done) {
     body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));
     arm(ms(cfg_->client.body_timeout));
   }
@@ -828,35 +828,35 @@ void DownstreamConn::send_request_head() {
   process_input();
   if (state_ == State::kForwarding && up_) {
     flush_upstream();
-    if (!request_done_ && up_ && !up_->out().pending()) start_reading();
+    if (!s_.request_done && up_ && !up_->out().pending()) start_reading();
   }
 }
 
 void DownstreamConn::flush_upstream() {
   if (!up_ || up_->out().pending()) return;
   if (up_->out().empty()) return;
-  up_drained_ = false;
+  s_.up_drained = false;
   up_->write();  // may report drained (or an error) before returning
   if (up_ && up_->out().pending()) stop_reading();  // backpressure: the backend is slower than the client
 }
 
 // timeouts.response for one try, or retry.per_try_timeout when that is set and shorter.
 conf::Millis DownstreamConn::try_timeout() const {
-  const auto& t = upstreams_->cfg->timeouts;
-  const auto& r = upstreams_->cfg->retry;
+  const auto& t = s_.upstreams->cfg->timeouts;
+  const auto& r = s_.upstreams->cfg->retry;
   return r.per_try_timeout.count() > 0 ? std::min(t.response, r.per_try_timeout) : t.response;
 }
 
 void DownstreamConn::on_upstream_drained(UpstreamConn*) {
-  up_drained_ = true;
+  s_.up_drained = true;
   if (state_ == State::kClosed) return;
-  if (state_ == State::kForwarding && request_done_ && up_) up_->request_sent(try_timeout());
+  if (state_ == State::kForwarding && s_.request_done && up_) up_->request_sent(try_timeout());
   if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
   if (state_ == State::kTunnel) {
     start_reading();
     return;
   }
-  if (state_ == State::kForwarding && !request_done_) start_reading();
+  if (state_ == State::kForwarding && !s_.request_done) start_reading();
 }
 
 void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& head) {
@@ -871,24 +871,24 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
     }
     return;
   }
-  if (w_.observer && endpoint_) w_.observer->on_upstream_response(rt_, upstreams_->service, endpoint_->id, st);
+  if (w_.observer && s_.endpoint) w_.observer->on_upstream_response(rt_, s_.upstreams->service, s_.endpoint->id, st);
   if (rt_) {
     const int64_t now_ns = static_cast<int64_t>(uv_hrtime());
     rt_->load.observe(now_ns, static_cast<double>(now_ns - attempt_started_ns_));
   }
   // A status counts against the instance only when circuit_breaker.on or outlier_detection.on
   // names it (by default 502/503/504: an application's 500 on one path is not the instance failing).
-  const conf::Service& sc = *upstreams_->cfg;
+  const conf::Service& sc = *s_.upstreams->cfg;
   const bool judged = sc.circuit_breaker.on.has_status(st) || sc.outlier_detection.on.has_status(st);
   report_outcome(judged ? health::Outcome(health::Outcome::kStatus, st) : health::Outcome(health::Outcome::kSuccess));
   if (st >= 200 && should_retry(sc.retry.on.has_status(st), false)) {
-    discarding_ = true;  // read it to the end, throw it away, try elsewhere
+    s_.discarding = true;  // read it to the end, throw it away, try elsewhere
     return;
   }
-  response_started_ = true;
-  status_ = st;
+  s_.response_started = true;
+  s_.status = st;
   if (st == 101) {
-    if (!upgrade_) {
+    if (!s_.upgrade) {
       abort_exchange();  // a 101 nobody asked for
       return;
     }
@@ -899,44 +899,44 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
     c->start_tunnel();
     return;
   }
-  if (upgrade_ || !request_done_) close_after_ = true;  // the rest of the request is not ours to read
+  if (s_.upgrade || !s_.request_done) close_after_ = true;  // the rest of the request is not ours to read
   const llhttp_t& p = c->parser();
   const bool client11 = x_->req.http_minor >= 1;
   uint64_t length = 0;
-  if (is_head_ || st == 204 || st == 304) {
-    resp_framing_ = http::Framing::kNone;
+  if (s_.is_head || st == 204 || st == 304) {
+    s_.resp_framing = http::Framing::kNone;
   } else if (p.flags & F_CHUNKED) {
-    resp_framing_ = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
+    s_.resp_framing = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
   } else if (p.flags & F_CONTENT_LENGTH) {
-    resp_framing_ = http::Framing::kLength;
+    s_.resp_framing = http::Framing::kLength;
     length = p.content_length;
   } else {
-    resp_framing_ = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
+    s_.resp_framing = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
   }
-  if (resp_framing_ == http::Framing::kUntilClose || w_.shutting_down) close_after_ = true;
-  f.framing = resp_framing_;
+  if (s_.resp_framing == http::Framing::kUntilClose || w_.shutting_down) close_after_ = true;
+  f.framing = s_.resp_framing;
   f.content_length = length;
   f.close = close_after_;
-  f.keep_alive_10 = keep_alive_10_ && !close_after_;
-  f.head_or_304 = is_head_ || st == 304;
+  f.keep_alive_10 = s_.keep_alive_10 && !close_after_;
+  f.head_or_304 = s_.is_head || st == 304;
   http::build_downstream_response(head, f, x_->to_client.scratch());
   x_->to_client.end_copy(from);
 }
 
 void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
-  if (discarding_) return;
-  bytes_out_ += n;
-  if (resp_framing_ == http::Framing::kChunked && state_ != State::kTunnel) http::append_chunk(x_->to_client, p, n);
+  if (s_.discarding) return;
+  s_.bytes_out += n;
+  if (s_.resp_framing == http::Framing::kChunked && state_ != State::kTunnel) http::append_chunk(x_->to_client, p, n);
   else x_->to_client.ref(p, n);
 }
 
 void DownstreamConn::on_upstream_complete(UpstreamConn*) {
-  if (discarding_) {
-    discard_done_ = true;
+  if (s_.discarding) {
+    s_.discard_done = true;
     return;
   }
-  response_done_ = true;
-  if (resp_framing_ == http::Framing::kChunked) http::append_last_chunk(x_->to_client);
+  s_.response_done = true;
+  if (s_.resp_framing == http::Framing::kChunked) http::append_last_chunk(x_->to_client);
 }
 
 int DownstreamConn::flush_client() {
@@ -945,10 +945,10 @@ int DownstreamConn::flush_client() {
 
 bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
   if (state_ == State::kClosed) return false;
-  if (discarding_) {
-    if (discard_done_) {
+  if (s_.discarding) {
+    if (s_.discard_done) {
       if (up_) {
-        if (up_drained_) up_->release(w_.pool, upstreams_->cfg->timeouts.idle);
+        if (s_.up_drained) up_->release(w_.pool, s_.upstreams->cfg->timeouts.idle);
         else up_->close();
         up_ = nullptr;
       }
@@ -958,7 +958,7 @@ bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
   }
   // The upstream's part is over: give the limit slots back before the client can see the last
   // byte, so its next request (on whichever worker) finds them free.
-  if (response_done_ && request_done_ && state_ == State::kForwarding) release_exchange();
+  if (s_.response_done && s_.request_done && state_ == State::kForwarding) release_exchange();
   int rc = flush_client();
   if (rc == net::OutBatch::kPending) return true;
   if (rc < 0) {
@@ -971,12 +971,12 @@ bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
       up_->out().ref(rbuf_.data + rbuf_.start, rbuf_.pending());
       rbuf_.start = rbuf_.end;
       flush_upstream();
-    } else if (up_drained_) {
+    } else if (s_.up_drained) {
       start_reading();
     }
     return false;
   }
-  if (response_done_) finish_exchange();
+  if (s_.response_done) finish_exchange();
   return false;
 }
 
@@ -988,18 +988,18 @@ void DownstreamConn::on_client_write(uv_write_t* req, int status) {
     c->abort_exchange();
     return;
   }
-  if (c->response_done_) {
+  if (c->s_.response_done) {
     c->finish_exchange();
     return;
   }
-  if (c->state_ == State::kTunnel && c->up_drained_) c->start_reading();
+  if (c->state_ == State::kTunnel && c->s_.up_drained) c->start_reading();
   if (c->up_) c->up_->resume_reading();
 }
 
 void DownstreamConn::on_upstream_error(UpstreamConn* c, UpstreamError e) {
   up_ = nullptr;  // `c` is closed already
   if (state_ == State::kClosed) return;
-  if (state_ == State::kTunnel || response_started_) {
+  if (state_ == State::kTunnel || s_.response_started) {
     report_outcome(outcome_of(e));
     // Nothing honest can be said to the client mid-response: truncate by closing.
     if (state_ == State::kTunnel && x_->to_client.pending()) close_after_ = true;
@@ -1010,10 +1010,10 @@ void DownstreamConn::on_upstream_error(UpstreamConn* c, UpstreamError e) {
   // A pooled connection the backend closed under us before any response byte: the request never
   // reached an application, so an idempotent one without a body goes once more on a fresh
   // connection to the same instance (not counted against the instance or the retry budget).
-  if (c->reused() && !c->response_started() && e == UpstreamError::kReset && idempotent_ &&
-      req_framing_ == http::Framing::kNone && !stale_retried_) {
-    stale_retried_ = true;
-    --attempts_;
+  if (c->reused() && !c->response_started() && e == UpstreamError::kReset && s_.idempotent &&
+      s_.req_framing == http::Framing::kNone && !s_.stale_retried) {
+    s_.stale_retried = true;
+    --s_.attempts;
     connect_upstream(true);
     return;
   }
@@ -1025,11 +1025,11 @@ void DownstreamConn::send_error(int status, const char* code, const std::string&
     up_->close();
     up_ = nullptr;
   }
-  status_ = status;
-  error_code_ = code;
-  response_started_ = true;
-  response_done_ = true;
-  if (!request_done_ || close_conn) close_after_ = true;
+  s_.status = status;
+  s_.error_code = code;
+  s_.response_started = true;
+  s_.response_done = true;
+  if (!s_.request_done || close_conn) close_after_ = true;
   if (close_after_) stop_reading();
   if (x_->to_client.pending()) {  // an interim response is still going out; the error follows it
     close_after_ = true;
@@ -1053,17 +1053,17 @@ void DownstreamConn::abort_exchange() {
 }
 
 void DownstreamConn::finish_exchange() {
-  record(error_code_);
+  record(s_.error_code);
   release_exchange();
   if (up_) {
-    if (request_done_ && up_drained_) up_->release(w_.pool, upstreams_->cfg->timeouts.idle);
+    if (s_.request_done && s_.up_drained) up_->release(w_.pool, s_.upstreams->cfg->timeouts.idle);
     else up_->close();
     up_ = nullptr;
   }
-  if (close_after_ || upgrade_) {
+  if (close_after_ || s_.upgrade) {
     // Linger only when the client may still be sending (its request not wholly read, or bytes
     // behind it): closing then would answer those bytes with a reset. Otherwise close at once.
-    if (!request_done_ || rbuf_.pending() > 0) linger_close();
+    if (!s_.request_done || rbuf_.pending() > 0) linger_close();
     else close();
     return;
   }
@@ -1072,23 +1072,9 @@ void DownstreamConn::finish_exchange() {
 
 void DownstreamConn::reset_for_next() {
   x_->req.clear();
-  table_.reset();
-  upstreams_ = nullptr;
-  endpoint_ = nullptr;
-  req_framing_ = resp_framing_ = http::Framing::kNone;
-  req_content_length_ = body_in_ = bytes_out_ = 0;
-  status_ = attempts_ = error_status_ = 0;
-  head_done_ = request_done_ = response_started_ = response_done_ = false;
-  upgrade_ = is_head_ = idempotent_ = keep_alive_10_ = looped_ = false;
-  paused_at_head_ = paused_at_end_ = false;
-  up_drained_ = true;
-  srt_ = nullptr;
-  tried_mask_ = 0;
   x_->replay.clear();
   if (x_->replay.capacity() > 4096) x_->replay.shrink_to_fit();  // idle connections keep no 64 KiB buffer
-  replayable_ = head_sent_ = outcome_reported_ = discarding_ = discard_done_ = backoff_ = stale_retried_ = false;
-  error_code_ = nullptr;
-  message_begun_ = false;
+  s_ = {};
   state_ = State::kReadingHead;
   if (in_process_) return;  // the parsing loop below us goes on with the next request
   if (rbuf_.pending() > 0) {
@@ -1117,24 +1103,24 @@ void DownstreamConn::go_idle() {
 }
 
 void DownstreamConn::record(const char* error) {
-  if (!w_.observer || !head_done_ || !x_) return;
+  if (!w_.observer || !s_.head_done || !x_) return;
   ExchangeObserver::Record r;
   r.client = client_ip_;
   r.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
   r.path = x_->req.url();
   x_->req.find("host", r.host);
-  r.status = status_;
-  r.bytes_in = body_in_;
-  r.bytes_out = bytes_out_;
+  r.status = s_.status;
+  r.bytes_in = s_.body_in;
+  r.bytes_out = s_.bytes_out;
   r.seconds = static_cast<double>(uv_hrtime() - started_ns_) / 1e9;
-  r.service = upstreams_ ? std::string_view(upstreams_->service) : std::string_view();
-  r.instance = endpoint_ ? std::string_view(endpoint_->id) : std::string_view();
-  r.attempts = attempts_;
+  r.service = s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view();
+  r.instance = s_.endpoint ? std::string_view(s_.endpoint->id) : std::string_view();
+  r.attempts = s_.attempts;
   r.request_id = x_->request_id;
   r.error = error ? error : "";
-  r.service_stats = upstreams_ && upstreams_->runtime ? upstreams_->runtime->stats : nullptr;
+  r.service_stats = s_.upstreams && s_.upstreams->runtime ? s_.upstreams->runtime->stats : nullptr;
   w_.observer->on_exchange(r);
-  head_done_ = false;  // once per exchange
+  s_.head_done = false;  // once per exchange
 }
 
 }  // namespace sy::server

@@ -127,54 +127,58 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)
   std::string client_ip_;
 
-  // The exchange in progress (reset by reset_for_next).
-  std::shared_ptr<const RoutingTable> table_;  // pins endpoints for this exchange
+  // One exchange's state: a new exchange starts from `s_ = {}` (reset_for_next), never from a
+  // field-by-field reset. Declared before the limit slots, whose counters `table` pins.
+  struct Stream {
+    std::shared_ptr<const RoutingTable> table;  // pins endpoints for this exchange
+    const Upstreams* upstreams = nullptr;
+    const Endpoint* endpoint = nullptr;
+    http::Framing req_framing = http::Framing::kNone;
+    http::Framing resp_framing = http::Framing::kNone;
+    uint64_t req_content_length = 0;
+    uint64_t body_in = 0;      // request body bytes received
+    uint64_t bytes_out = 0;    // response bytes sent to the client
+    int status = 0;
+    int attempts = 0;
+    int error_status = 0;      // set by parser callbacks for 413/414/431
+    bool head_done = false;
+    bool request_done = false;
+    bool response_started = false;
+    bool response_done = false;
+    bool upgrade = false;       // the request asks for a protocol upgrade
+    bool is_head = false;
+    bool idempotent = false;
+    bool keep_alive_10 = false;
+    bool looped = false;        // the request carries this process's Via marker
+    bool up_drained = true;     // nothing queued towards the upstream
+    bool paused_at_head = false;
+    bool paused_at_end = false;
+    health::ServiceRuntime* srt = nullptr;         // pinned by table_
+    uint64_t tried_mask = 0;                       // endpoints (index < 64) already tried
+    bool replayable = false;
+    bool head_sent = false;        // bytes of this request reached an upstream
+    bool outcome_reported = false;
+    bool discarding = false;       // reading a retryable response to throw it away
+    bool discard_done = false;
+    bool backoff = false;          // waiting out the retry backoff (state kConnecting)
+    bool stale_retried = false;    // re-sent once after a pooled connection died under it
+    bool message_begun = false;  // bytes of a request head have been parsed
+    const char* error_code = nullptr;
+  };
+  Stream s_;
   std::shared_ptr<const conf::Config> cfg_;
-  const Upstreams* upstreams_ = nullptr;
-  const Endpoint* endpoint_ = nullptr;
   upstream::UpstreamConn* up_ = nullptr;
-  http::Framing req_framing_ = http::Framing::kNone;
-  http::Framing resp_framing_ = http::Framing::kNone;
-  uint64_t req_content_length_ = 0;
-  uint64_t body_in_ = 0;      // request body bytes received
-  uint64_t bytes_out_ = 0;    // response bytes sent to the client
   uint64_t started_ns_ = 0;
-  int status_ = 0;
-  int attempts_ = 0;
-  int error_status_ = 0;      // set by parser callbacks for 413/414/431
-  bool head_done_ = false;
-  bool request_done_ = false;
-  bool response_started_ = false;
-  bool response_done_ = false;
   bool close_after_ = false;   // close once the current response is written
-  bool upgrade_ = false;       // the request asks for a protocol upgrade
-  bool is_head_ = false;
-  bool idempotent_ = false;
-  bool keep_alive_10_ = false;
-  bool looped_ = false;        // the request carries this process's Via marker
-  bool up_drained_ = true;     // nothing queued towards the upstream
-  bool paused_at_head_ = false;
-  bool paused_at_end_ = false;
   // Attempts and retries (issue 4).
   health::InstanceRuntime* rt_ = nullptr;         // the current attempt's instance (pinned by table_
                                                   // through endpoint_->runtime: no copy per attempt)
-  health::ServiceRuntime* srt_ = nullptr;         // pinned by table_
-  uint64_t tried_mask_ = 0;                       // endpoints (index < 64) already tried
   int64_t attempt_started_ns_ = 0;                // request head sent (latency for ewma)
-  bool replayable_ = false;
-  bool head_sent_ = false;        // bytes of this request reached an upstream
-  bool outcome_reported_ = false;
   // Limit slots (declared after table_, which pins the counters they point into).
   Slot request_slot_;  // srt_->active_requests: this exchange
   Slot pending_slot_;  // srt_->pending: this attempt, until its upstream connection is up
   Slot retry_slot_;    // srt_->active_retries: this attempt is a budgeted retry
-  bool discarding_ = false;       // reading a retryable response to throw it away
-  bool discard_done_ = false;
-  bool backoff_ = false;          // waiting out the retry backoff (state kConnecting)
-  bool stale_retried_ = false;    // re-sent once after a pooled connection died under it
-  bool message_begun_ = false;  // bytes of a request head have been parsed
   bool in_process_ = false;
-  const char* error_code_ = nullptr;
 };
 
 }  // namespace sy::server
