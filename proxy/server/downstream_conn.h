@@ -48,6 +48,9 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   // every request cut here gets its access-log line.
   void close_now();
 
+  // A request body up to this size is kept while it streams, so a retry can send it again.
+  static constexpr size_t kReplayLimit = 64 * 1024;
+
   DownstreamConn* prev = nullptr;  // Worker::conns list
   DownstreamConn* next = nullptr;
 
