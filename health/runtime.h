@@ -25,7 +25,7 @@
 
 #include "health/circuit_breaker.h"
 #include "health/outlier.h"
-#include "proxy/lb/load.h"
+#include "proxy/net/load_stats.h"
 #include "registry/registry.h"
 
 namespace sy::health {
@@ -79,7 +79,7 @@ struct InstanceRuntime {
   uint64_t uid = 0;
   std::string service;
   std::string id;
-  lb::LoadStats load;  // requests in flight, latency estimate (read by least_request, ewma)
+  net::LoadStats load;  // requests in flight, latency estimate (read by least_request, ewma)
   CircuitBreaker breaker;
   OutlierDetector outlier;  // main loop only
   // Set by the main loop while a success would change something (a failure streak, a breaker
