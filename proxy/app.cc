@@ -406,10 +406,11 @@ void App::persist() {
       api_->release_held(batch, 0, "", "");
       return;
     }
-    backend_->write(std::move(keys), [this, batch](const std::string& err) {
+    backend_->write(std::move(keys), [this, batch](const std::string& err, bool unavailable) {
       if (!api_) return;
       if (err.empty()) api_->release_held(batch, 0, "", "");
-      else api_->release_held(batch, 503, "registry_unavailable", "the change was not written to the shared registry (etcd): " + err);
+      else if (unavailable) api_->release_held(batch, 503, "registry_unavailable", "the change was not written to the shared registry (etcd): " + err);
+      else api_->release_held(batch, 500, "registry_write_failed", "etcd refused the change: " + err);
     });
     return;
   }

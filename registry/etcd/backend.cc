@@ -5,6 +5,7 @@
 
 #include "proxy/http/base64.h"
 #include "registry/codec.h"
+#include "registry/etcd/txn.h"
 #include "registry/etcd/watch.h"
 
 namespace sy::registry::etcd {
@@ -13,7 +14,6 @@ namespace {
 using json = nlohmann::json;
 constexpr uint64_t kProbeEveryMs = 1000;
 constexpr int64_t kPageSize = 1000;    // keys per range call while reading everything
-constexpr size_t kOpsPerTxn = 100;     // etcd refuses more than --max-txn-ops (128 by default)
 constexpr unsigned kStallCheckEvery = 5;  // probes
 constexpr size_t kSpareTtls = 8;       // TTLs with spare leases kept ready
 constexpr size_t kSparesPerTtl = 16;
@@ -361,6 +361,7 @@ void Backend::grant_spare(int64_t ttl_s) {
 void Backend::send_batch(Batch& b) {
   ++b.attempts;
   b.error.clear();
+  b.unavailable = false;
   b.revision = 0;
   b.waiting = 0;
   for (Op& op : b.ops) {
@@ -384,7 +385,7 @@ void Backend::send_batch(Batch& b) {
     client_.call("/v3/lease/grant", json{{"TTL", std::to_string(b.ops[i].ttl_s)}}, [this, id, i](Result& r) {
       Batch& batch = *inflight_.at(id);
       if (r.ok) batch.ops[i].lease = int_field(r.body, "ID");
-      else if (batch.error.empty()) batch.error = r.error;
+      else if (batch.error.empty()) batch.error = r.error, batch.unavailable = r.unavailable;
       if (--batch.waiting > 0) return;
       if (batch.error.empty()) commit_batch(batch);
       else finish_batch(batch);
@@ -393,30 +394,10 @@ void Backend::send_batch(Batch& b) {
 }
 
 void Backend::commit_batch(Batch& b) {
-  const std::string marker_key = deregistrations_key(cfg_.prefix);
-  std::vector<json> txns;
-  json ops = json::array(), deleted = json::array();
-  auto close_txn = [&] {
-    if (ops.empty()) return;
-    if (!deleted.empty())
-      ops.push_back({{"request_put", {{"key", b64(marker_key)}, {"value", b64(deleted.dump())}}}});
-    txns.push_back(json{{"success", std::move(ops)}});
-    ops = json::array();
-    deleted = json::array();
-  };
-  for (const Op& op : b.ops) {
-    const std::string key = key_of(op.service, op.id);
-    if (op.put) {
-      json put{{"key", b64(key)}, {"value", b64(op.value)}};
-      if (op.lease != 0) put["lease"] = std::to_string(op.lease);
-      ops.push_back({{"request_put", std::move(put)}});
-    } else {
-      ops.push_back({{"request_delete_range", {{"key", b64(key)}}}});
-      deleted.push_back(key);
-    }
-    if (ops.size() >= kOpsPerTxn) close_txn();
-  }
-  close_txn();
+  std::vector<TxnOp> ops;
+  ops.reserve(b.ops.size());
+  for (const Op& op : b.ops) ops.push_back({key_of(op.service, op.id), op.put, op.value, op.lease});
+  const std::vector<json> txns = plan_transactions(ops, deregistrations_key(cfg_.prefix));
   b.waiting = txns.size();
   if (b.waiting == 0) {
     finish_batch(b);
@@ -427,14 +408,14 @@ void Backend::commit_batch(Batch& b) {
     client_.call("/v3/kv/txn", t, [this, id](Result& r) {
       Batch& batch = *inflight_.at(id);
       if (r.ok) batch.revision = std::max(batch.revision, r.revision);
-      else if (batch.error.empty()) batch.error = r.error;
+      else if (batch.error.empty()) batch.error = r.error, batch.unavailable = r.unavailable;
       if (--batch.waiting == 0) finish_batch(batch);
     });
   }
 }
 
 void Backend::finish_batch(Batch& b) {
-  if (!b.error.empty() && b.attempts < static_cast<int>(cfg_.endpoints.size()) + 1 && up_) {
+  if (!b.error.empty() && b.unavailable && b.attempts < static_cast<int>(cfg_.endpoints.size()) + 1 && up_) {
     // Another member may serve it; writing the same values again is harmless (a put of the same
     // value, a delete of a deleted key; an extra lease runs out unused).
     hooks_.on_error();
@@ -465,14 +446,15 @@ void Backend::finish_batch(Batch& b) {
     hooks_.on_error();
     resync_needed_ = true;
     hooks_.warn("shared registry: " + std::to_string(done->ops.size()) + " changes not written to etcd: " + done->error);
-    probe_failed(done->error);
+    if (done->unavailable) probe_failed(done->error);
+    else if (!syncing_) start_sync();  // etcd said no to these writes, and is there: read it back now
   }
-  for (auto& d : done->dones) d(done->error);
+  for (auto& d : done->dones) d(done->error, done->unavailable);
   if (!up_) {
     // Changes gathered meanwhile fail too (new ones are refused while etcd is away).
     auto dones = std::exchange(pending_dones_, {});
     pending_keys_.clear();
-    for (auto& d : dones) d("etcd is unreachable");
+    for (auto& d : dones) d("etcd is unreachable", true);
     return;
   }
   flush();

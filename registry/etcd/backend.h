@@ -41,7 +41,9 @@ class Backend {
     std::function<void()> on_error;                   // switchyard_registry_backend_errors_total
     std::function<void(double seconds)> on_sync_lag;  // write (wall clock) to applied here
   };
-  using Done = std::function<void(const std::string& error)>;
+  // `error` empty: committed. Else `unavailable` says whether etcd could not be reached (503
+  // registry_unavailable) or refused the write itself (500).
+  using Done = std::function<void(const std::string& error, bool unavailable)>;
 
   Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks);
   ~Backend();  // closes its connections and timers (no callbacks after this)
@@ -77,6 +79,7 @@ class Backend {
     int attempts = 0;
     size_t waiting = 0;
     std::string error;
+    bool unavailable = false;  // the error said "not now / not here", not "no"
     int64_t revision = 0;
   };
   struct Deferred {  // a watch event for a key whose write is in flight

@@ -388,6 +388,33 @@ def test_consul_and_eureka_clients_share_the_registry_too(cluster, proxies, back
     wait_until(lambda: "pay-1" not in instance_ids(b_proxy, "pay"), WAIT, what="B to see the Consul deregistration")
 
 
+def test_large_registrations_are_shared_intact_beside_small_ones(cluster, proxies, backends):
+    """Registrations of 700 KiB (the admin API takes up to 1 MiB; etcd's request limit is 1.5 MiB,
+    two of them together would pass it) sent at once with small ones: every one is acknowledged,
+    shared whole, and etcd stays writable. (How a turn's writes are cut into transactions is
+    checked deterministically by the unit test of plan_transactions.)"""
+    b = backends()
+    a_proxy = ready(proxies(shared_config(cluster)))
+    b_proxy = ready(proxies(shared_config(cluster)))
+    big = "x" * (700 * 1024)
+    results = {}
+
+    def reg(i):
+        meta = {"blob": big} if i < 4 else {"small": "yes"}
+        results[i] = register(a_proxy, "big", f"g{i}", b.address, meta=meta)[0]
+
+    threads = [threading.Thread(target=reg, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert sorted(results.values()) == [201] * 8, results
+    wait_until(lambda: len(instance_ids(b_proxy, "big")) == 8, WAIT, what="B to see all eight")
+    docs = cluster.instances()
+    assert all(docs[("big", f"g{i}")]["meta"].get("blob") == big for i in range(4))
+    assert metric(a_proxy, "switchyard_registry_backend_up") == 1
+
+
 def test_config_rejects_a_snapshot_file_with_the_etcd_backend(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("registry:\n  backend: etcd\n  snapshot: /tmp/x.json\n  etcd:\n    endpoints: []\n    prefix: nope\n")

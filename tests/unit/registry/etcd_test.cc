@@ -3,6 +3,7 @@
 
 #include "proxy/http/base64.h"
 #include "registry/etcd/client.h"
+#include "registry/etcd/txn.h"
 #include "registry/etcd/watch.h"
 
 using sy::http::base64_decode;
@@ -67,4 +68,32 @@ TEST_CASE("watch messages: puts, deregistrations told from lease expiries, compa
   CHECK(s == "a.b");
   CHECK(id == "x:1");
   CHECK_FALSE(parse_instance_key(p, "/sy/services/bad name/instances/x", s, id));
+}
+
+TEST_CASE("transactions stay within etcd's limits: 100 operations, about 1 MiB; deletes carry the marker") {
+  using namespace sy::registry::etcd;
+  std::vector<TxnOp> ops;
+  const std::string big(700 * 1024, 'x');
+  for (int i = 0; i < 4; ++i) ops.push_back({"/sy/services/s/instances/big" + std::to_string(i), true, big, 1});
+  for (int i = 0; i < 250; ++i) ops.push_back({"/sy/services/s/instances/small" + std::to_string(i), true, "{}", 0});
+  ops.push_back({"/sy/services/s/instances/gone", false, "", 0});
+  const auto txns = plan_transactions(ops, "/sy/deregistrations");
+  size_t total = 0, with_marker = 0;
+  for (const auto& t : txns) {
+    const auto& ops_in = t["success"];
+    CHECK(ops_in.size() <= 101);  // 100 and the marker
+    CHECK(t.dump().size() < 1536 * 1024);  // etcd's default --max-request-bytes
+    for (const auto& op : ops_in) {
+      if (op.contains("request_put") && sy::http::base64_decode(op["request_put"]["key"].get<std::string>()) == "/sy/deregistrations") {
+        ++with_marker;
+        CHECK(sy::http::base64_decode(op["request_put"]["value"].get<std::string>()) == "[\"/sy/services/s/instances/gone\"]");
+        continue;
+      }
+      ++total;
+    }
+  }
+  CHECK(total == ops.size());
+  CHECK(with_marker == 1);
+  CHECK(txns.size() >= 6);  // four large ones alone (two would pass 1.5 MiB), 250 small in threes of 100
+  CHECK(txns[0]["success"][0]["request_put"]["lease"] == "1");
 }
