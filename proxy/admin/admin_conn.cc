@@ -77,7 +77,7 @@ AdminConn::AdminConn(uv_loop_t* loop, AdminHandler* h) : handler_(h) {
   if (live_) live_->prev_ = this;
   live_ = this;
   ++count_;
-  sock_.init(loop, this);
+  sock_.init(loop, this, net::thread_buffers());
   wreq_.data = this;
   parser_.init(HTTP_REQUEST, settings(), this);
 }
@@ -105,7 +105,7 @@ void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
   }
   c->phase_ = Phase::kIdle;
   c->arm(limits_.header_timeout_ms);  // the first request's head must come within header_timeout
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->sock_.tcp), on_alloc, on_read);
+  c->sock_.read_start(on_read);
 }
 
 void AdminConn::arm(uint64_t ms) { uv_timer_start(&sock_.timer, on_timer, ms, 0); }
@@ -145,21 +145,19 @@ void AdminConn::on_timer(uv_timer_t* t) {
   }
 }
 
-void AdminConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* c = static_cast<AdminConn*>(h->data);
-  *buf = uv_buf_init(c->rbuf_, sizeof c->rbuf_);
-}
-
-void AdminConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+void AdminConn::on_read(uv_stream_t* s, ssize_t n) {
   auto* c = static_cast<AdminConn*>(s->data);
-  if (n == 0 || c->closing_) return;
+  if (c->closing_) return;
   if (n < 0) {
     c->close();
     return;
   }
-  if (c->lingering_) return;  // discarded
+  if (c->lingering_) return;  // discarded (TcpConn::discard)
   c->last_read_ms_ = uv_now(s->loop);
-  c->in_.append(c->rbuf_, static_cast<size_t>(n));
+  net::ReadBuffer& rb = c->sock_.rbuf;
+  c->in_.append(rb.data + rb.start, rb.pending());
+  rb.start = rb.end;
+  c->sock_.release_if_empty();  // requests are whole in in_: no buffer held between reads
   if (c->in_.size() > kMaxBody + kMaxHead && !c->busy_) {
     c->close();
     return;
@@ -209,6 +207,7 @@ void AdminConn::on_write(uv_write_t* w, int status) {
     // Lingering close: FIN first and discard what the client still sends, so it reads our
     // answer instead of a reset; close on its EOF or after a second.
     c->lingering_ = true;
+    c->sock_.discard();
     c->in_.clear();
     if (!c->sock_.shutdown_write([](uv_shutdown_t* r, int st) {
           if (st < 0) static_cast<AdminConn*>(r->data)->close();

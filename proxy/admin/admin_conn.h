@@ -67,8 +67,7 @@ class AdminConn {
 
  private:
   explicit AdminConn(uv_loop_t* loop, AdminHandler* h);
-  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n);
   static void on_write(uv_write_t* w, int status);
   static void on_gone(void* owner);
   static void on_timer(uv_timer_t* t);
@@ -89,7 +88,7 @@ class AdminConn {
   uint64_t head_deadline_ms_ = 0;
   uint64_t last_read_ms_ = 0;
 
-  net::TcpConn sock_;  // socket + timer, closed together
+  net::TcpConn sock_;  // socket, timer and read buffer, closed together
   std::string peer_ip_;
   uv_write_t wreq_{};
   bool lingering_ = false;  // answer sent with "Connection: close": discard input, then close
@@ -101,7 +100,6 @@ class AdminConn {
   bool in_value_ = false;
   std::string in_;        // unparsed input
   std::string out_;
-  char rbuf_[16 * 1024];
   bool busy_ = false;     // a request is being handled
   bool closing_ = false;
   bool keep_alive_ = true;

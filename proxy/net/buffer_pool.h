@@ -62,6 +62,12 @@ class BufferPool {
   size_t low_ = 0;  // fewest buffers parked since the last trim()
 };
 
+// The calling thread's pool, for connections no worker owns (admin, etcd): one loop per thread.
+inline BufferPool& thread_buffers() {
+  thread_local BufferPool pool;
+  return pool;
+}
+
 // A connection's read buffer: [start, end) holds bytes read but not yet consumed.
 struct ReadBuffer {
   char* data = nullptr;

@@ -1,15 +1,20 @@
-// The socket and timer pair every connection object holds (client, upstream, admin, etcd, probe
-// connections), and the one way to end them: close both handles, then — once both close callbacks
-// have run — tell the owner it may free itself. Also the lingering close's first step (FIN, keep
-// reading). A member of its owner, not a base class: each owner keeps its own state machine, and
-// both handles' `data` point to the owner, so libuv callbacks reach it directly.
+// The socket, timer and read buffer every connection object holds (client, upstream — so also
+// HTTP probes —, admin, etcd connections): reading into a pooled buffer taken only while bytes are
+// in flight, the lazy read stop, discarding input, the lingering close's first step (FIN), and the
+// one way to end a connection: close both handles, then — once both close callbacks have run —
+// tell the owner it may free itself. A member of its owner, not a base class: each owner keeps
+// its own state machine, and both handles' `data` point to the owner, so libuv callbacks reach it
+// directly.
 #pragma once
 
+#include <sys/socket.h>
 #include <uv.h>
 
+#include <cerrno>
 #include <cstddef>
 
 #include "proxy/net/assert.h"
+#include "proxy/net/buffer_pool.h"
 #include "proxy/net/close.h"
 
 namespace sy::net {
@@ -17,12 +22,20 @@ namespace sy::net {
 struct TcpConn {
   uv_tcp_t tcp{};
   uv_timer_t timer{};
+  // Bytes read and not consumed yet. The owner consumes by advancing rbuf.start; its read
+  // callback sees the new bytes at the end of [start, end).
+  ReadBuffer rbuf;
 
   // Called once, after both handles are closed: the owner deletes itself there.
   using Gone = void (*)(void* owner);
+  // The owner's read callback, as libuv's (stream->data is the owner): n > 0 bytes were added at
+  // the end of rbuf (nothing is kept while discarding); n < 0 the end or an error (UV_ENOBUFS: no
+  // memory for a buffer). Never called with n == 0.
+  using OnRead = void (*)(uv_stream_t* s, ssize_t n);
 
-  void init(uv_loop_t* loop, void* owner) {
+  void init(uv_loop_t* loop, void* owner, BufferPool& buffers) {
     owner_ = owner;
+    buffers_ = &buffers;
     uv_tcp_init(loop, &tcp);
     uv_timer_init(loop, &timer);
     tcp.data = timer.data = owner;
@@ -32,18 +45,79 @@ struct TcpConn {
   void disarm() { uv_timer_stop(&timer); }
   bool closing() const { return pending_ > 0; }
 
-  // Idempotent.
+  // ---- reading ----
+
+  // Bytes are welcome: arms libuv unless it is armed already (a lazy stop left it so).
+  void read_start(OnRead cb) {
+    on_read_ = cb;
+    wanted_ = true;
+    if (armed_ || pending_ > 0) return;
+    if (uv_read_start(stream(), alloc_cb, read_cb) == 0) armed_ = true;
+  }
+  // Lazy stop: bytes are not welcome now, but the socket stays armed in libuv, so a peer that
+  // waits for its answer costs no epoll_ctl now and none when reading resumes (two syscalls per
+  // keep-alive request otherwise). Should bytes arrive meanwhile, they are left in the kernel and
+  // reading stops for real then.
+  void read_pause() { wanted_ = false; }
+  // Stops at once (backpressure that must hold, a half-closed peer).
+  void read_stop() {
+    wanted_ = false;
+    if (!armed_) return;
+    uv_read_stop(stream());
+    armed_ = false;
+  }
+  bool read_wanted() const { return wanted_; }
+  // Input from now on is read and thrown away (lingering close; an idle pooled connection, whose
+  // any byte or EOF means "close it"). The owner may drop_buffer() once nothing refers into it.
+  void discard() { discard_ = true; }
+  void keep() { discard_ = false; }
+  // One read straight from the socket, before libuv watches it: a request usually arrives with
+  // its connection, and reading it at once (as HAProxy does) saves registering the socket with
+  // epoll and a loop turn. Delivers what came to the read callback; false when nothing was there.
+  bool read_now(OnRead cb) {
+    uv_os_fd_t fd;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp), &fd) != 0) return false;
+    if (!take_buffer()) return false;
+    ssize_t n;
+    do {
+      n = ::recv(fd, rbuf.data + rbuf.end, rbuf.space(), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {  // EAGAIN; or end/error, which libuv's own read then reports
+      if (rbuf.pending() == 0) drop_buffer();
+      return false;
+    }
+    on_read_ = cb;
+    wanted_ = true;
+    rbuf.end += static_cast<size_t>(n);
+    cb(stream(), n);
+    return true;
+  }
+  // Gives the read buffer back when it holds nothing (an idle connection costs no buffer);
+  // compacts it to the front otherwise.
+  void release_if_empty() {
+    if (rbuf.data && rbuf.pending() == 0) drop_buffer();
+  }
+  void drop_buffer() {
+    if (rbuf.data) buffers_->release(rbuf.data);
+    rbuf = {};
+  }
+
+  // ---- closing ----
+
+  // Idempotent. The read buffer goes back to the pool with the last close callback, not here: a
+  // parser may still be walking it up the stack.
   void close(Gone gone) {
     if (pending_ > 0) return;
     gone_ = gone;
     pending_ = 2;
+    armed_ = wanted_ = false;
     uv_timer_stop(&timer);
     close_socket(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_closed);
   }
 
-  // Lingering close, first step: send FIN once queued writes are out; the owner keeps reading (and
-  // discarding) until the peer closes or its linger timer runs out. `cb` gets the owner as
+  // Lingering close, first step: send FIN once queued writes are out; the owner keeps reading
+  // (discard()) until the peer closes or its linger timer runs out. `cb` gets the owner as
   // req->data. False: the shutdown could not start (close instead).
   bool shutdown_write(uv_shutdown_cb cb) {
     shutdown_req_.data = owner_;
@@ -51,17 +125,50 @@ struct TcpConn {
   }
 
   // Internal (public only so that the struct stays standard-layout for offsetof).
-  static void on_closed(uv_handle_t* h) {
+  static TcpConn* of(uv_handle_t* h) {
     const size_t off = h->type == UV_TCP ? offsetof(TcpConn, tcp) : offsetof(TcpConn, timer);
-    auto* c = reinterpret_cast<TcpConn*>(reinterpret_cast<char*>(h) - off);
+    return reinterpret_cast<TcpConn*>(reinterpret_cast<char*>(h) - off);
+  }
+  static void on_closed(uv_handle_t* h) {
+    TcpConn* c = of(h);
     SY_ASSERT(c->pending_ > 0);  // two handles, one close callback each
-    if (--c->pending_ == 0) c->gone_(c->owner_);
+    if (--c->pending_ > 0) return;
+    c->drop_buffer();
+    c->gone_(c->owner_);
+  }
+  bool take_buffer() {
+    if (!rbuf.data && !(rbuf.data = buffers_->acquire())) return false;
+    rbuf.compact();
+    return true;
+  }
+  static void alloc_cb(uv_handle_t* h, size_t, uv_buf_t* buf) {
+    // Input nobody keeps: a small shared sink (one per thread; read callbacks never overlap).
+    thread_local char sink[4096];
+    TcpConn* c = of(h);
+    if (c->discard_) *buf = uv_buf_init(sink, sizeof sink);
+    else if (!c->wanted_ || !c->take_buffer()) *buf = uv_buf_init(nullptr, 0);  // read_cb gets UV_ENOBUFS
+    else *buf = uv_buf_init(c->rbuf.data + c->rbuf.end, static_cast<unsigned>(c->rbuf.space()));
+  }
+  static void read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+    TcpConn* c = of(reinterpret_cast<uv_handle_t*>(s));
+    if (n == 0 || c->pending_ > 0) return;
+    if (n == UV_ENOBUFS && !c->wanted_ && !c->discard_) {
+      c->read_stop();  // a lazy stop meeting bytes: they stay in the kernel until read_start()
+      return;
+    }
+    if (n > 0 && !c->discard_) c->rbuf.end += static_cast<size_t>(n);
+    c->on_read_(s, n);
   }
 
+  BufferPool* buffers_ = nullptr;
+  OnRead on_read_ = nullptr;
   uv_shutdown_t shutdown_req_{};
   void* owner_ = nullptr;
   Gone gone_ = nullptr;
-  int pending_ = 0;
+  int pending_ = 0;     // close callbacks still to come
+  bool armed_ = false;  // uv_read_start in effect
+  bool wanted_ = false;
+  bool discard_ = false;
 };
 
 }  // namespace sy::net

@@ -31,12 +31,11 @@ constexpr int64_t kLingerMs = 1000;
 // ---- lifecycle ----
 
 DownstreamConn::DownstreamConn(Worker& w) : w_(w) {
-  sock_.init(w.loop, this);
+  sock_.init(w.loop, this, w.buffers);
   parser_.init(HTTP_REQUEST, settings(), this);
 }
 
 DownstreamConn::~DownstreamConn() {
-  w_.buffers.release(rbuf_.data);
   if (x_) {
     x_->to_client.clear();
     w_.exchanges.release(std::move(x_));
@@ -89,30 +88,11 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
   c->cfg_ = w.snapshot()->config;
   c->state_ = State::kIdle;
   c->arm(ms(c->cfg_->client.header_timeout));
-  if (!c->read_now()) c->start_reading();
-}
-
-// The request usually arrives with the connection: reading it at once (as HAProxy does) saves
-// registering the socket with epoll and a loop turn, and a connection that closes after one
-// exchange is never registered at all. Returns false when nothing was there yet.
-bool DownstreamConn::read_now() {
-  uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&sock_.tcp), &fd) != 0) return false;
-  if (!(rbuf_.data = w_.buffers.acquire())) return false;
-  ssize_t n;
-  do {
-    n = ::recv(fd, rbuf_.data, net::BufferPool::kSize, 0);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) {  // EAGAIN; or end/error, which libuv's own read then reports
-    w_.buffers.release(rbuf_.data);
-    rbuf_ = {};
-    return false;
-  }
-  want_read_ = true;
-  on_read(reinterpret_cast<uv_stream_t*>(&sock_.tcp), n, nullptr);
+  // The request usually arrives with the connection (see TcpConn::read_now): a connection that
+  // closes after one exchange is then never registered with epoll at all.
+  if (!c->sock_.read_now(on_read)) c->start_reading();
   // A partial head needs more bytes: watch the socket now. (Later states arm it when they want.)
-  if (want_read_) start_reading();
-  return true;
+  else if (c->state_ != State::kClosed && c->sock_.read_wanted()) c->start_reading();
 }
 
 void DownstreamConn::shutdown() {
@@ -174,6 +154,7 @@ void DownstreamConn::linger_close() {
     up_ = nullptr;
   }
   state_ = State::kLingering;
+  sock_.discard();
   if (!sock_.shutdown_write(on_shutdown)) {
     close();
     return;
@@ -227,7 +208,7 @@ void DownstreamConn::check_body_timeout() {
   if (s_.request_done || !s_.head_done) return;  // (a header timer left to run out)
   const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
   const int64_t limit = ms(cfg_->client.body_timeout);
-  const int64_t quiet = want_read_ ? now - body_quiet_since_ms_ : 0;
+  const int64_t quiet = sock_.read_wanted() ? now - body_quiet_since_ms_ : 0;
   if (quiet < limit) {
     arm(limit - quiet);
     return;
@@ -242,49 +223,21 @@ void DownstreamConn::check_body_timeout() {
 // ---- reading ----
 
 void DownstreamConn::start_reading() {
-  if (!want_read_) body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));  // silence so far was ours
-  want_read_ = true;
-  if (reading_ || state_ == State::kClosed) return;
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_alloc, on_read) == 0) reading_ = true;
+  if (state_ == State::kClosed) return;
+  if (!sock_.read_wanted()) body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));  // silence so far was ours
+  sock_.read_start(on_read);
 }
 
-// Lazy: the socket stays armed in libuv, so a client that waits for its answer costs no
-// epoll_ctl now and none when reading resumes (two syscalls per keep-alive request otherwise).
-// Should bytes arrive meanwhile, on_alloc refuses them (they stay in the kernel) and on_read stops
-// for real.
-void DownstreamConn::stop_reading() { want_read_ = false; }
+// Lazy (TcpConn::read_pause): a client waiting for its answer costs no epoll_ctl.
+void DownstreamConn::stop_reading() { sock_.read_pause(); }
 
-void DownstreamConn::stop_reading_now() {
-  want_read_ = false;
-  if (!reading_) return;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&sock_.tcp));
-  reading_ = false;
-}
+void DownstreamConn::stop_reading_now() { sock_.read_stop(); }
 
-void DownstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* c = static_cast<DownstreamConn*>(h->data);
-  if (!c->want_read_) {
-    *buf = uv_buf_init(nullptr, 0);  // not now: on_read gets UV_ENOBUFS and stops reading
-    return;
-  }
-  if (!c->rbuf_.data && !(c->rbuf_.data = c->w_.buffers.acquire())) {
-    *buf = uv_buf_init(nullptr, 0);  // out of memory: libuv reports UV_ENOBUFS, the read fails
-    return;
-  }
-  c->rbuf_.compact();
-  *buf = uv_buf_init(c->rbuf_.data + c->rbuf_.end, static_cast<unsigned>(c->rbuf_.space()));
-}
-
-void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
   auto* c = static_cast<DownstreamConn*>(s->data);
-  if (n == 0 || c->state_ == State::kClosed) return;
-  if (n == UV_ENOBUFS && !c->want_read_) {
-    c->stop_reading_now();
-    return;
-  }
+  if (c->state_ == State::kClosed) return;
   if (c->state_ == State::kLingering) {
-    if (n < 0) c->close();
-    else c->rbuf_.start = c->rbuf_.end = 0;  // discarded
+    if (n < 0) c->close();  // (input is discarded: TcpConn::discard)
     return;
   }
   if (n == UV_ENOBUFS && c->w_.observer) c->w_.observer->on_exhaustion(net::Resource::kMemory, "no read buffer for a client");
@@ -299,13 +252,12 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     c->close();
     return;
   }
-  c->rbuf_.end += static_cast<size_t>(n);  // (read_now() and libuv both read at rbuf_.end)
   c->body_quiet_since_ms_ = static_cast<int64_t>(uv_now(c->w_.loop));
   c->take_exchange();
   if (c->state_ == State::kTunnel) {
     if (c->up_) {
-      c->up_->out().ref(c->rbuf_.data + c->rbuf_.start, c->rbuf_.pending());
-      c->rbuf_.start = c->rbuf_.end;
+      c->up_->out().ref(c->sock_.rbuf.data + c->sock_.rbuf.start, c->sock_.rbuf.pending());
+      c->sock_.rbuf.start = c->sock_.rbuf.end;
       c->flush_upstream();
     }
     return;
@@ -319,17 +271,17 @@ void DownstreamConn::process_input() {
   // then carries on with the next pipelined request instead of recursing.
   const bool outer = !in_process_;
   in_process_ = true;
-  while (state_ != State::kClosed && rbuf_.pending() > 0) {
+  while (state_ != State::kClosed && sock_.rbuf.pending() > 0) {
     if (state_ == State::kConnecting || state_ == State::kTunnel || s_.paused_at_end) break;
-    const char* begin = rbuf_.data + rbuf_.start;
-    const http::Fed fed = parser_.feed(begin, rbuf_.pending());
+    const char* begin = sock_.rbuf.data + sock_.rbuf.start;
+    const http::Fed fed = parser_.feed(begin, sock_.rbuf.pending());
     if (state_ == State::kClosed) break;
     if (fed.kind == http::Fed::Kind::kAll) {
-      rbuf_.start = rbuf_.end;
+      sock_.rbuf.start = sock_.rbuf.end;
       break;
     }
     if (fed.kind != http::Fed::Kind::kError) {  // paused (resumed already) or upgrade
-      rbuf_.start += fed.used;
+      sock_.rbuf.start += fed.used;
       if (s_.paused_at_head) {
         s_.paused_at_head = false;
         begin_exchange();
@@ -354,7 +306,7 @@ void DownstreamConn::process_input() {
     flush_upstream();
     if (s_.request_done) stop_reading();  // pipelined requests wait until this exchange ends
   } else if (state_ == State::kReadingHead) {
-    if (!s_.message_begun && rbuf_.pending() == 0) go_idle();
+    if (!s_.message_begun && sock_.rbuf.pending() == 0) go_idle();
     else start_reading();
   }
 }
@@ -419,8 +371,8 @@ int DownstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
   // llhttp accepts obs-fold (a value continued on the next line after SP/HTAB, RFC 9112 §5.2)
   // and hands the continuation as another piece. A piece preceded by LF + whitespace is one.
   const char* q = at;
-  while (q > c->rbuf_.data && (q[-1] == ' ' || q[-1] == '\t')) --q;
-  if (q > c->rbuf_.data && q[-1] == '\n') return -1;
+  while (q > c->sock_.rbuf.data && (q[-1] == ' ' || q[-1] == '\t')) --q;
+  if (q > c->sock_.rbuf.data && q[-1] == '\n') return -1;
   c->x_->req.add_value(at, n);
   if (c->x_->req.bytes() > c->cfg_->client.max_header_bytes) {
     c->s_.error_status = 431;
@@ -536,7 +488,7 @@ void DownstreamConn::finish_exchange() {
   if (close_after_ || s_.upgrade) {
     // Linger only when the client may still be sending (its request not wholly read, or bytes
     // behind it): closing then would answer those bytes with a reset. Otherwise close at once.
-    if (!s_.request_done || rbuf_.pending() > 0) linger_close();
+    if (!s_.request_done || sock_.rbuf.pending() > 0) linger_close();
     else close();
     return;
   }
@@ -550,7 +502,7 @@ void DownstreamConn::reset_for_next() {
   s_ = {};
   state_ = State::kReadingHead;
   if (in_process_) return;  // the parsing loop below us goes on with the next request
-  if (rbuf_.pending() > 0) {
+  if (sock_.rbuf.pending() > 0) {
     // A pipelined request is already here.
     arm(ms(cfg_->client.header_timeout));
     process_input();
@@ -562,8 +514,7 @@ void DownstreamConn::reset_for_next() {
 void DownstreamConn::go_idle() {
   // Idle keep-alive: give the read buffer and the exchange storage back, so idle clients cost
   // only their connection object.
-  w_.buffers.release(rbuf_.data);
-  rbuf_ = {};
+  sock_.drop_buffer();
   if (x_) {
     x_->req.clear();
     x_->to_client.clear();

@@ -59,8 +59,7 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   ~DownstreamConn() override;
 
   // libuv
-  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n);
   static void on_client_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
   static void on_gone(void* owner);
@@ -87,7 +86,6 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void start_reading();
   void stop_reading();
   void stop_reading_now();
-  bool read_now();
   void process_input();       // parse what is in the read buffer, as far as the state allows
   void begin_exchange();      // a request head is complete: route, limits, first attempt
   void start_attempt();       // pick an instance (not tried yet) and connect
@@ -119,14 +117,11 @@ class DownstreamConn final : public upstream::UpstreamOwner {
   void record(const char* error);
 
   Worker& w_;
-  net::TcpConn sock_;  // socket + timer, closed together
+  net::TcpConn sock_;  // socket, timer and read buffer, closed together
   http::Parser parser_;
   State state_ = State::kIdle;
-  bool reading_ = false;    // armed in libuv
-  bool want_read_ = false;  // bytes are welcome now (see stop_reading())
   int64_t body_quiet_since_ms_ = 0;  // last client read, or when we last became willing to read
 
-  net::ReadBuffer rbuf_;
   std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)
   std::string client_ip_;
 

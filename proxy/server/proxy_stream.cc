@@ -378,7 +378,7 @@ void DownstreamConn::on_upstream_drained(UpstreamConn*) {
   s_.up_drained = true;
   if (state_ == State::kClosed) return;
   if (state_ == State::kForwarding && s_.request_done && up_) up_->request_sent(try_timeout());
-  if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
+  if (sock_.rbuf.start == sock_.rbuf.end) sock_.rbuf.start = sock_.rbuf.end = 0;
   if (state_ == State::kTunnel) {
     start_reading();
     return;
@@ -494,9 +494,9 @@ bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
   }
   if (state_ == State::kTunnel) {
     // The 101 is out: bytes the client sent after its upgrade request go up now.
-    if (rbuf_.pending() > 0 && up_) {
-      up_->out().ref(rbuf_.data + rbuf_.start, rbuf_.pending());
-      rbuf_.start = rbuf_.end;
+    if (sock_.rbuf.pending() > 0 && up_) {
+      up_->out().ref(sock_.rbuf.data + sock_.rbuf.start, sock_.rbuf.pending());
+      sock_.rbuf.start = sock_.rbuf.end;
       flush_upstream();
     } else if (s_.up_drained) {
       start_reading();

@@ -12,9 +12,6 @@ namespace sy::upstream {
 
 namespace {
 
-// Idle pooled connections need no real buffer: any byte or EOF there means "close it".
-thread_local char idle_sink[256];
-
 constexpr size_t kMaxResponseHead = 64 * 1024;
 constexpr int64_t kNoDeadline = INT64_MAX;
 
@@ -33,13 +30,13 @@ const char* error_name(UpstreamError e) {
   return "?";
 }
 
-UpstreamConn::UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers) : buffers_(buffers) {
-  sock_.init(loop, this);
+UpstreamConn::UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers) {
+  sock_.init(loop, this, buffers);
   connect_req_.data = this;
   parser_.init(HTTP_RESPONSE, settings(), this);
 }
 
-UpstreamConn::~UpstreamConn() { drop_buffer(); }
+UpstreamConn::~UpstreamConn() = default;
 
 UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                     uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
@@ -79,6 +76,7 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
 
 void UpstreamConn::attach(UpstreamOwner* owner) {
   owner_ = owner;
+  sock_.keep();  // input is the response again, no longer a sign to close
   // Reading stays armed (no epoll_ctl): the owner writes the request and calls expect_response()
   // before the loop runs again, so no byte can arrive in between unparsed.
   state_ = State::kActive;  // the pool's idle timer is re-armed by expect_response()
@@ -134,8 +132,7 @@ void UpstreamConn::request_sent(conf::Millis response_timeout) {
 }
 
 void UpstreamConn::pause_reading() {
-  if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&sock_.tcp));
-  reading_ = false;
+  sock_.read_stop();  // at once: the client is slower than the backend
   read_paused_ = true;
 }
 
@@ -143,12 +140,10 @@ void UpstreamConn::resume_reading() {
   read_paused_ = false;
   if (state_ == State::kClosed) return;
   // Whatever was read before the pause has been written downstream by now.
-  if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
-  if (!reading_) {
-    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_alloc, on_read) == 0) reading_ = true;
-  }
+  if (sock_.rbuf.start == sock_.rbuf.end) sock_.rbuf.start = sock_.rbuf.end = 0;
+  sock_.read_start(on_read);
   // Bytes parked behind a pause are parsed now.
-  if (state_ == State::kActive && rbuf_.pending() > 0 && !response_done_) parse();
+  if (state_ == State::kActive && sock_.rbuf.pending() > 0 && !response_done_) parse();
 }
 
 void UpstreamConn::start_tunnel() {
@@ -157,17 +152,18 @@ void UpstreamConn::start_tunnel() {
 }
 
 void UpstreamConn::release(Pool& pool, conf::Millis idle_timeout) {
-  if (state_ != State::kActive || !reusable_ || !response_done_ || rbuf_.pending() > 0 || out_.pending()) {
+  if (state_ != State::kActive || !reusable_ || !response_done_ || sock_.rbuf.pending() > 0 || out_.pending()) {
     close();
     return;
   }
   owner_ = nullptr;
   state_ = State::kIdle;
   reused_ = true;
-  drop_buffer();
+  sock_.discard();  // idle: any byte or EOF means "close it", and needs no buffer
+  sock_.drop_buffer();
   pool.put(this);
   arm(idle_timeout.count());
-  if (!reading_ && uv_read_start(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_alloc, on_read) == 0) reading_ = true;
+  sock_.read_start(on_read);
 }
 
 void UpstreamConn::close() {
@@ -184,11 +180,6 @@ void UpstreamConn::close() {
 }
 
 void UpstreamConn::on_gone(void* owner) { delete static_cast<UpstreamConn*>(owner);
-}
-
-void UpstreamConn::drop_buffer() {
-  buffers_.release(rbuf_.data);
-  rbuf_ = {};
 }
 
 void UpstreamConn::fail(UpstreamError e) {
@@ -249,23 +240,9 @@ void UpstreamConn::on_timer(uv_timer_t* t) {
   }
 }
 
-void UpstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* c = static_cast<UpstreamConn*>(h->data);
-  if (c->state_ == State::kIdle) {
-    *buf = uv_buf_init(idle_sink, sizeof idle_sink);
-    return;
-  }
-  if (!c->rbuf_.data && !(c->rbuf_.data = c->buffers_.acquire())) {
-    *buf = uv_buf_init(nullptr, 0);  // out of memory: libuv reports UV_ENOBUFS, the read fails
-    return;
-  }
-  c->rbuf_.compact();
-  *buf = uv_buf_init(c->rbuf_.data + c->rbuf_.end, static_cast<unsigned>(c->rbuf_.space()));
-}
-
-void UpstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+void UpstreamConn::on_read(uv_stream_t* s, ssize_t n) {
   auto* c = static_cast<UpstreamConn*>(s->data);
-  if (n == 0 || c->state_ == State::kClosed) return;
+  if (c->state_ == State::kClosed) return;
   if (c->state_ == State::kIdle) {
     c->close();  // the backend closed it (or sent bytes nobody asked for)
     return;
@@ -290,22 +267,21 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     return;
   }
   c->last_read_ms_ = static_cast<int64_t>(uv_now(s->loop));
-  c->rbuf_.end += static_cast<size_t>(n);
   if (c->state_ == State::kTunnel) {
-    if (c->owner_) c->owner_->on_upstream_body(c, c->rbuf_.data + c->rbuf_.start, c->rbuf_.pending());
-    c->rbuf_.start = c->rbuf_.end;
+    if (c->owner_) c->owner_->on_upstream_body(c, c->sock_.rbuf.data + c->sock_.rbuf.start, c->sock_.rbuf.pending());
+    c->sock_.rbuf.start = c->sock_.rbuf.end;
     if (c->state_ == State::kClosed) return;
     if (c->owner_ && c->owner_->on_upstream_read_done(c)) {
       if (c->state_ != State::kClosed) c->pause_reading();
     } else {
-      c->rbuf_.start = c->rbuf_.end = 0;
+      c->sock_.rbuf.start = c->sock_.rbuf.end = 0;
     }
     return;
   }
   if (c->response_done_) {
     // Bytes after a complete response, before the owner released us: not reusable.
     c->reusable_ = false;
-    c->rbuf_.start = c->rbuf_.end;
+    c->sock_.rbuf.start = c->sock_.rbuf.end;
     return;
   }
   c->response_started_ = true;
@@ -313,24 +289,24 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
 }
 
 void UpstreamConn::parse() {
-  const char* begin = rbuf_.data + rbuf_.start;
-  const http::Fed fed = parser_.feed(begin, rbuf_.pending());
+  const char* begin = sock_.rbuf.data + sock_.rbuf.start;
+  const http::Fed fed = parser_.feed(begin, sock_.rbuf.pending());
   if (state_ == State::kClosed) return;
   if (fed.kind == http::Fed::Kind::kAll) {
-    rbuf_.start = rbuf_.end;
+    sock_.rbuf.start = sock_.rbuf.end;
   } else if (fed.kind != http::Fed::Kind::kError) {
-    rbuf_.start += fed.used;
+    sock_.rbuf.start += fed.used;
     if (fed.kind == http::Fed::Kind::kUpgrade) {
       state_ = State::kTunnel;
       uv_timer_stop(&sock_.timer);
-      if (rbuf_.pending() > 0 && owner_) {
-        owner_->on_upstream_body(this, rbuf_.data + rbuf_.start, rbuf_.pending());
-        rbuf_.start = rbuf_.end;
+      if (sock_.rbuf.pending() > 0 && owner_) {
+        owner_->on_upstream_body(this, sock_.rbuf.data + sock_.rbuf.start, sock_.rbuf.pending());
+        sock_.rbuf.start = sock_.rbuf.end;
         if (state_ == State::kClosed) return;
       }
-    } else if (rbuf_.pending() > 0) {
+    } else if (sock_.rbuf.pending() > 0) {
       reusable_ = false;  // trailing bytes after the response
-      rbuf_.start = rbuf_.end;
+      sock_.rbuf.start = sock_.rbuf.end;
     }
   } else {
     fail(UpstreamError::kBadResponse);
@@ -339,7 +315,7 @@ void UpstreamConn::parse() {
   if (owner_ && owner_->on_upstream_read_done(this)) {
     if (state_ != State::kClosed && state_ != State::kIdle) pause_reading();
   } else if (state_ == State::kActive || state_ == State::kTunnel) {
-    if (rbuf_.start == rbuf_.end) rbuf_.start = rbuf_.end = 0;
+    if (sock_.rbuf.start == sock_.rbuf.end) sock_.rbuf.start = sock_.rbuf.end = 0;
   }
 }
 

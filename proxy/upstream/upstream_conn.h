@@ -104,8 +104,7 @@ class UpstreamConn {
   ~UpstreamConn();
 
   static void on_connect(uv_connect_t* req, int status);
-  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n);
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
   static void on_gone(void* owner);
@@ -122,22 +121,18 @@ class UpstreamConn {
   void parse();
   void fail(UpstreamError e);
   void arm(int64_t ms);
-  void drop_buffer();
 
-  net::TcpConn sock_;  // socket + timer, closed together
+  net::TcpConn sock_;  // socket, timer and read buffer, closed together
   uv_connect_t connect_req_{};
   http::Parser parser_;
   http::MessageHead head_;
-  net::ReadBuffer rbuf_;
   net::OutBatch out_;
-  net::BufferPool& buffers_;
   UpstreamOwner* owner_ = nullptr;
   Pool* pool_ = nullptr;
   std::shared_ptr<std::atomic<uint32_t>> open_count_;
   conf::Address address_;
   uint64_t uid_ = 0;
   State state_ = State::kConnecting;
-  bool reading_ = false;
   bool read_paused_ = false;
   bool head_request_ = false;
   bool response_started_ = false;

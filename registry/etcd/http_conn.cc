@@ -22,7 +22,7 @@ HttpConn::HttpConn(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms
 
 HttpConn* HttpConn::open(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms, Broken on_broken) {
   auto* c = new HttpConn(loop, to, timeout_ms, std::move(on_broken));
-  c->sock_.init(loop, c);
+  c->sock_.init(loop, c, net::thread_buffers());
   c->connect_req_.data = c;
   uv_tcp_nodelay(&c->sock_.tcp, 1);
   const int rc = uv_tcp_connect(&c->connect_req_, &c->sock_.tcp, to.sa(), on_connect);
@@ -98,25 +98,26 @@ void HttpConn::on_connect(uv_connect_t* req, int status) {
     return;
   }
   c->connected_ = true;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->sock_.tcp), on_alloc, on_read);
+  c->sock_.read_start(on_read);
   if (!c->unsent_.empty()) c->write(std::exchange(c->unsent_, {}));
 }
 
-void HttpConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* c = static_cast<HttpConn*>(h->data);
-  *buf = uv_buf_init(c->read_buf_, sizeof c->read_buf_);
-}
-
-void HttpConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+void HttpConn::on_read(uv_stream_t* s, ssize_t n) {
   auto* c = static_cast<HttpConn*>(s->data);
-  if (n == 0 || c->closing_ || c->broken_) return;
+  if (c->closing_ || c->broken_) return;
   if (n < 0) {
     c->fail(n == UV_EOF ? "etcd " + c->to_.text + " closed the connection" : std::string("read from ") + c->to_.text + ": " + uv_strerror(static_cast<int>(n)));
     return;
   }
-  const http::Fed fed = c->parser_.feed(buf->base, static_cast<size_t>(n));
-  if (fed.kind == http::Fed::Kind::kError && !c->broken_ && !c->closing_)
+  net::ReadBuffer& rb = c->sock_.rbuf;
+  const http::Fed fed = c->parser_.feed(rb.data + rb.start, rb.pending());
+  if (c->closing_ || c->broken_) return;  // (the buffer goes back with the close)
+  if (fed.kind == http::Fed::Kind::kError) {
     c->fail("malformed response from etcd " + c->to_.text + ": " + c->parser_.reason());
+    return;
+  }
+  rb.start = rb.end;  // the parser keeps what it needs (body_, the partial line)
+  c->sock_.release_if_empty();
 }
 
 int HttpConn::on_headers_complete(llhttp_t* p) {
@@ -193,7 +194,7 @@ void HttpConn::fail(const std::string& why) {
   if (broken_ || closing_) return;
   broken_ = true;
   uv_timer_stop(&sock_.timer);
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&sock_.tcp));
+  sock_.read_stop();
   auto calls = std::move(calls_);
   calls_.clear();
   for (auto& call : calls)

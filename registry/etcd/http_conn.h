@@ -59,8 +59,7 @@ class HttpConn {
   void fail(const std::string& why);
   void arm_timer();
   static void on_connect(uv_connect_t* req, int status);
-  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n);
   static void on_timer(uv_timer_t* t);
   static void on_gone(void* owner);
   static int on_headers_complete(llhttp_t* p);
@@ -71,7 +70,7 @@ class HttpConn {
   conf::Address to_;
   uint64_t timeout_ms_;
   Broken on_broken_;
-  net::TcpConn sock_;  // socket + timer, closed together
+  net::TcpConn sock_;  // socket, timer and read buffer, closed together
   uv_connect_t connect_req_{};
   bool connected_ = false;
   bool broken_ = false;
@@ -82,7 +81,6 @@ class HttpConn {
   llhttp_settings_t settings_{};
   int status_ = 0;
   std::string body_;  // the current response's body (unary) or the partial line (streaming)
-  char read_buf_[64 * 1024];
 };
 
 }  // namespace sy::registry::etcd
