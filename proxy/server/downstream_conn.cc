@@ -1,10 +1,8 @@
-// DownstreamConn, the connection half: accept, reading and the request parser, keep-alive and
-// pipelining, timeouts, lingering close, shutdown, the access-log record. One exchange at a time is
-// driven by the stream half (proxy_stream.cc); retry decisions are retry_state's.
+// DownstreamConn: accept, reading and the request parser, keep-alive and pipelining, client-side
+// timeouts, writing to the client, lingering close, shutdown (see downstream_conn.h). Each exchange
+// is its ProxyStream's (proxy_stream.cc).
 #include "proxy/server/downstream_conn.h"
-#include "proxy/http/chunked.h"
 #include "proxy/net/assert.h"
-#include "proxy/server/retry_state.h"
 
 #include <sys/socket.h>
 
@@ -32,18 +30,7 @@ constexpr int64_t kLingerMs = 1000;
 
 DownstreamConn::DownstreamConn(Worker& w) : w_(w) {
   sock_.init(w.loop, this, w.buffers);
-  parser_.init(HTTP_REQUEST, settings(), this);
-}
-
-DownstreamConn::~DownstreamConn() {
-  if (x_) {
-    x_->to_client.clear();
-    w_.exchanges.release(std::move(x_));
-  }
-}
-
-void DownstreamConn::take_exchange() {
-  if (!x_) x_ = w_.exchanges.acquire();
+  parser_.init(HTTP_REQUEST, ProxyStream::settings(), &stream_);  // the request's callbacks are the stream's
 }
 
 void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
@@ -102,18 +89,19 @@ void DownstreamConn::shutdown() {
 
 void DownstreamConn::close_now() {
   if (state_ == State::kClosed) return;
-  if (s_.head_done && x_) {
-    const bool answered = s_.response_started || !x_->to_client.empty() || x_->to_client.pending();
+  ProxyStream& st = stream_;
+  if (st.s_.head_done && st.x_) {
+    const bool answered = st.answered();
     if (!answered) {
       std::string out;
       http::build_error_response(503, "shutting_down",
                                  "switchyard is shutting down and shutdown_timeout ran out before an answer came", true, out);
       uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
       const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&sock_.tcp), &buf, 1);
-      s_.status = 503;
-      if (n > 0) s_.bytes_out += static_cast<uint64_t>(n);
+      st.s_.status = 503;
+      if (n > 0) st.s_.bytes_out += static_cast<uint64_t>(n);
     }
-    record(answered ? "shutdown_timeout" : "shutting_down");
+    st.record(answered ? "shutdown_timeout" : "shutting_down");
   }
   close();
 }
@@ -121,11 +109,8 @@ void DownstreamConn::close_now() {
 void DownstreamConn::close() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
-  if (up_) {
-    up_->close();
-    up_ = nullptr;
-  }
-  release_exchange();
+  stream_.drop_upstream();
+  stream_.release_exchange();
   if (prev) prev->next = next;
   else if (w_.conns == this) w_.conns = next;
   if (next) next->prev = prev;
@@ -149,10 +134,7 @@ void DownstreamConn::close() {
 // the linger timer runs out, then close (nginx's lingering close).
 void DownstreamConn::linger_close() {
   if (state_ == State::kClosed || state_ == State::kLingering) return;
-  if (up_) {
-    up_->close();
-    up_ = nullptr;
-  }
+  stream_.drop_upstream();
   state_ = State::kLingering;
   sock_.discard();
   if (!sock_.shutdown_write(on_shutdown)) {
@@ -184,13 +166,10 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
       c->close();  // idle keep-alive (or a connection that never sent a byte), or linger over
       return;
     case State::kReadingHead:
-      c->send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
+      c->stream_.send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
       return;
     case State::kConnecting:
-      if (c->s_.backoff) {
-        c->s_.backoff = false;
-        c->start_attempt();
-      }
+      if (c->stream_.s_.backoff) c->stream_.on_backoff_over();
       return;
     case State::kForwarding:
       c->check_body_timeout();
@@ -205,7 +184,8 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
 // Timestamps, not timer restarts per read: the timer fires at the earliest possible expiry and
 // re-arms for what is left.
 void DownstreamConn::check_body_timeout() {
-  if (s_.request_done || !s_.head_done) return;  // (a header timer left to run out)
+  const ProxyStream::ExchangeState& s = stream_.s_;
+  if (s.request_done || !s.head_done) return;  // (a header timer left to run out)
   const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
   const int64_t limit = ms(cfg_->client.body_timeout);
   const int64_t quiet = sock_.read_wanted() ? now - body_quiet_since_ms_ : 0;
@@ -213,11 +193,11 @@ void DownstreamConn::check_body_timeout() {
     arm(limit - quiet);
     return;
   }
-  if (s_.response_started) {
-    abort_exchange();  // the answer is already on its way: nothing else can be said
+  if (s.response_started) {
+    stream_.abort();  // the answer is already on its way: nothing else can be said
     return;
   }
-  send_error(408, "request_timeout", "no request body bytes for client.body_timeout", true);
+  stream_.send_error(408, "request_timeout", "no request body bytes for client.body_timeout", true);
 }
 
 // ---- reading ----
@@ -243,23 +223,19 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
   if (n == UV_ENOBUFS && c->w_.observer) c->w_.observer->on_exhaustion(net::Resource::kMemory, "no read buffer for a client");
   if (n < 0) {
     // The client went away (or half-closed). Nothing more will come: finish nothing, drop all.
-    if (c->state_ == State::kForwarding && c->s_.request_done && n == UV_EOF) {
+    if (c->state_ == State::kForwarding && c->stream_.s_.request_done && n == UV_EOF) {
       c->stop_reading_now();  // a half-close after a complete request: let the response finish
       c->close_after_ = true;
       return;
     }
-    if (c->state_ == State::kForwarding || c->state_ == State::kTunnel || c->state_ == State::kConnecting) c->record("client_closed");
+    if (c->state_ == State::kForwarding || c->state_ == State::kTunnel || c->state_ == State::kConnecting) c->stream_.record("client_closed");
     c->close();
     return;
   }
   c->body_quiet_since_ms_ = static_cast<int64_t>(uv_now(c->w_.loop));
-  c->take_exchange();
+  c->stream_.take_storage();
   if (c->state_ == State::kTunnel) {
-    if (c->up_) {
-      c->up_->out().ref(c->sock_.rbuf.data + c->sock_.rbuf.start, c->sock_.rbuf.pending());
-      c->sock_.rbuf.start = c->sock_.rbuf.end;
-      c->flush_upstream();
-    }
+    c->stream_.relay_tunnel_input();
     return;
   }
   if (c->state_ == State::kIdle) c->state_ = State::kReadingHead;  // cb_message_begin arms the header timer
@@ -271,8 +247,9 @@ void DownstreamConn::process_input() {
   // then carries on with the next pipelined request instead of recursing.
   const bool outer = !in_process_;
   in_process_ = true;
+  ProxyStream::ExchangeState& s = stream_.s_;  // (reset in place: the reference stays good)
   while (state_ != State::kClosed && sock_.rbuf.pending() > 0) {
-    if (state_ == State::kConnecting || state_ == State::kTunnel || s_.paused_at_end) break;
+    if (state_ == State::kConnecting || state_ == State::kTunnel || s.paused_at_end) break;
     const char* begin = sock_.rbuf.data + sock_.rbuf.start;
     const http::Fed fed = parser_.feed(begin, sock_.rbuf.pending());
     if (state_ == State::kClosed) break;
@@ -282,213 +259,67 @@ void DownstreamConn::process_input() {
     }
     if (fed.kind != http::Fed::Kind::kError) {  // paused (resumed already) or upgrade
       sock_.rbuf.start += fed.used;
-      if (s_.paused_at_head) {
-        s_.paused_at_head = false;
-        begin_exchange();
+      if (s.paused_at_head) {
+        s.paused_at_head = false;
+        stream_.begin();
       }
       continue;
     }
     // A malformed or over-limit request: answer and close; never forward an ambiguous message.
-    int status = s_.error_status ? s_.error_status : 400;
+    int status = s.error_status ? s.error_status : 400;
     const char* code = status == 431 ? "headers_too_large"
                        : status == 414 ? "uri_too_long"
                        : status == 413 ? "body_too_large"
                                        : "bad_request";
-    std::string msg = s_.error_status ? std::string(s_.error_code ? s_.error_code : "limit exceeded")
+    std::string msg = s.error_status ? std::string(s.error_code ? s.error_code : "limit exceeded")
                                     : std::string("malformed request: ") + parser_.reason();
-    if (s_.response_started) abort_exchange();
-    else send_error(status, code, msg, true);
+    if (s.response_started) stream_.abort();
+    else stream_.send_error(status, code, msg, true);
     break;
   }
   if (!outer) return;
   in_process_ = false;
-  if (state_ == State::kForwarding && up_) {
-    flush_upstream();
-    if (s_.request_done) stop_reading();  // pipelined requests wait until this exchange ends
+  if (state_ == State::kForwarding && s.up) {
+    stream_.flush_upstream();
+    if (s.request_done) stop_reading();  // pipelined requests wait until this exchange ends
   } else if (state_ == State::kReadingHead) {
-    if (!s_.message_begun && sock_.rbuf.pending() == 0) go_idle();
+    if (!s.message_begun && sock_.rbuf.pending() == 0) go_idle();
     else start_reading();
   }
 }
 
-// ---- llhttp callbacks ----
+// ---- writing to the client ----
 
-const llhttp_settings_t* DownstreamConn::settings() {
-  static const llhttp_settings_t s = [] {
-    llhttp_settings_t x;
-    llhttp_settings_init(&x);
-    x.on_message_begin = cb_message_begin;
-    x.on_url = cb_url;
-    x.on_header_field = cb_header_field;
-    x.on_header_value = cb_header_value;
-    x.on_headers_complete = cb_headers_complete;
-    x.on_body = cb_body;
-    x.on_message_complete = cb_message_complete;
-    return x;
-  }();
-  return &s;
+int DownstreamConn::flush_client() {
+  return stream_.x_->to_client.flush(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_client_write, this);
 }
 
-int DownstreamConn::cb_message_begin(llhttp_t* p) {
-  auto* c = static_cast<DownstreamConn*>(p->data);
-  c->x_->req.clear();
-  c->s_.message_begun = true;
-  c->started_ns_ = uv_hrtime();
-  c->state_ = State::kReadingHead;
-  c->arm(ms(c->cfg_->client.header_timeout));
-  return 0;
-}
-
-int DownstreamConn::cb_url(llhttp_t* p, const char* at, size_t n) {
-  auto* c = static_cast<DownstreamConn*>(p->data);
-  c->x_->req.add_url(at, n);
-  if (c->x_->req.url().size() > c->cfg_->client.max_uri_bytes) {
-    c->s_.error_status = 414;
-    c->s_.error_code = "the request-target is longer than client.max_uri_bytes";
-    return -1;
-  }
-  return 0;
-}
-
-int DownstreamConn::cb_header_field(llhttp_t* p, const char* at, size_t n) {
-  auto* c = static_cast<DownstreamConn*>(p->data);
-  c->x_->req.add_field(at, n);
-  if (c->x_->req.count() > c->cfg_->client.max_headers) {
-    c->s_.error_status = 431;
-    c->s_.error_code = "more header fields than client.max_headers";
-    return -1;
-  }
-  if (c->x_->req.bytes() > c->cfg_->client.max_header_bytes) {
-    c->s_.error_status = 431;
-    c->s_.error_code = "the request head is larger than client.max_header_bytes";
-    return -1;
-  }
-  return 0;
-}
-
-int DownstreamConn::cb_header_value(llhttp_t* p, const char* at, size_t n) {
-  auto* c = static_cast<DownstreamConn*>(p->data);
-  // llhttp accepts obs-fold (a value continued on the next line after SP/HTAB, RFC 9112 §5.2)
-  // and hands the continuation as another piece. A piece preceded by LF + whitespace is one.
-  const char* q = at;
-  while (q > c->sock_.rbuf.data && (q[-1] == ' ' || q[-1] == '\t')) --q;
-  if (q > c->sock_.rbuf.data && q[-1] == '\n') return -1;
-  c->x_->req.add_value(at, n);
-  if (c->x_->req.bytes() > c->cfg_->client.max_header_bytes) {
-    c->s_.error_status = 431;
-    c->s_.error_code = "the request head is larger than client.max_header_bytes";
-    return -1;
-  }
-  return 0;
-}
-
-int DownstreamConn::cb_headers_complete(llhttp_t* p) {
-  auto* c = static_cast<DownstreamConn*>(p->data);
-  c->x_->req.http_major = p->http_major;
-  c->x_->req.http_minor = p->http_minor;
-  c->x_->req.method = p->method;
-  if (!http::forwardable_request(c->x_->req, c->s_.looped)) return -1;
-  if (p->flags & F_CHUNKED) {
-    c->s_.req_framing = http::Framing::kChunked;
-  } else if (p->flags & F_CONTENT_LENGTH) {
-    c->s_.req_framing = http::Framing::kLength;
-    c->s_.req_content_length = p->content_length;
-    const uint64_t max = c->cfg_->client.max_body_bytes;
-    if (max && p->content_length > max) {
-      c->s_.error_status = 413;
-      c->s_.error_code = "the request body is larger than client.max_body_bytes";
-      return -1;
-    }
-  } else {
-    c->s_.req_framing = http::Framing::kNone;
-  }
-  c->s_.upgrade = p->upgrade != 0;
-  c->s_.paused_at_head = true;
-  // A request with a body pauses here, so no body byte is consumed before an upstream exists.
-  // One without a body runs on to its end first: then an early answer (404, 503) can keep the
-  // connection, because the request is wholly read.
-  return c->s_.req_framing == http::Framing::kNone ? 0 : HPE_PAUSED;
-}
-
-int DownstreamConn::cb_body(llhttp_t* p, const char* at, size_t n) {
-  auto* c = static_cast<DownstreamConn*>(p->data);
-  c->s_.body_in += n;
-  const uint64_t max = c->cfg_->client.max_body_bytes;
-  if (max && c->s_.body_in > max) {
-    c->s_.error_status = 413;
-    c->s_.error_code = "the request body is larger than client.max_body_bytes";
-    return -1;
-  }
-  if (c->s_.replayable) {
-    if (c->x_->replay.size() + n <= kReplayLimit) {
-      c->x_->replay.append(at, n);
-    } else {
-      c->s_.replayable = false;  // streamed past the replay limit: this request is never replayed
-      c->x_->replay.clear();
-    }
-  }
-  if (!c->up_) return 0;
-  net::OutBatch& out = c->up_->out();
-  if (c->s_.req_framing == http::Framing::kChunked) http::append_chunk(out, at, n);
-  else out.ref(at, n);
-  return 0;
-}
-
-int DownstreamConn::cb_message_complete(llhttp_t* p) {
-  auto* c = static_cast<DownstreamConn*>(p->data);
-  c->s_.request_done = true;
-  c->s_.paused_at_end = true;
-  if (c->up_ && c->s_.req_framing == http::Framing::kChunked) http::append_last_chunk(c->up_->out());
-  if (c->s_.upgrade) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
-  return HPE_PAUSED;
-}
-
-// ---- the exchange ----
-
-void DownstreamConn::send_error(int status, const char* code, const std::string& message, bool close_conn) {
-  if (up_) {
-    up_->close();
-    up_ = nullptr;
-  }
-  s_.status = status;
-  s_.error_code = code;
-  s_.response_started = true;
-  s_.response_done = true;
-  if (!s_.request_done || close_conn) close_after_ = true;
-  if (close_after_) stop_reading();
-  if (x_->to_client.pending()) {  // an interim response is still going out; the error follows it
-    close_after_ = true;
+void DownstreamConn::on_client_write(uv_write_t* req, int status) {
+  auto* c = static_cast<DownstreamConn*>(req->data);
+  ProxyStream& st = c->stream_;
+  st.x_->to_client.done();
+  if (c->state_ == State::kClosed) return;
+  if (status < 0) {
+    st.abort();
     return;
   }
-  size_t from = x_->to_client.begin_copy();
-  http::build_error_response(status, code, message, close_after_, x_->to_client.scratch());
-  x_->to_client.end_copy(from);
-  int rc = flush_client();
-  if (rc == net::OutBatch::kPending) return;
-  if (rc < 0) {
-    close();
+  if (st.s_.response_done) {
+    c->finish_exchange();
     return;
   }
-  finish_exchange();
+  if (c->state_ == State::kTunnel && st.s_.up_drained) c->start_reading();
+  if (st.s_.up) st.s_.up->resume_reading();
 }
 
-void DownstreamConn::abort_exchange() {
-  record("aborted");
-  close();
-}
+// ---- between exchanges ----
 
 void DownstreamConn::finish_exchange() {
-  record(s_.error_code);
-  release_exchange();
-  if (up_) {
-    if (s_.request_done && s_.up_drained) up_->release(w_.pool, s_.upstreams->cfg->timeouts.idle);
-    else up_->close();
-    up_ = nullptr;
-  }
-  if (close_after_ || s_.upgrade) {
+  stream_.finish();
+  const ProxyStream::ExchangeState& s = stream_.s_;
+  if (close_after_ || s.upgrade) {
     // Linger only when the client may still be sending (its request not wholly read, or bytes
     // behind it): closing then would answer those bytes with a reset. Otherwise close at once.
-    if (!s_.request_done || sock_.rbuf.pending() > 0) linger_close();
+    if (!s.request_done || sock_.rbuf.pending() > 0) linger_close();
     else close();
     return;
   }
@@ -496,10 +327,7 @@ void DownstreamConn::finish_exchange() {
 }
 
 void DownstreamConn::reset_for_next() {
-  x_->req.clear();
-  x_->replay.clear();
-  if (x_->replay.capacity() > 4096) x_->replay.shrink_to_fit();  // idle connections keep no 64 KiB buffer
-  s_ = {};
+  stream_.reset();
   state_ = State::kReadingHead;
   if (in_process_) return;  // the parsing loop below us goes on with the next request
   if (sock_.rbuf.pending() > 0) {
@@ -515,36 +343,10 @@ void DownstreamConn::go_idle() {
   // Idle keep-alive: give the read buffer and the exchange storage back, so idle clients cost
   // only their connection object.
   sock_.drop_buffer();
-  if (x_) {
-    x_->req.clear();
-    x_->to_client.clear();
-    x_->replay.clear();
-    w_.exchanges.release(std::move(x_));
-  }
+  stream_.give_storage();
   state_ = State::kIdle;
   arm(ms(cfg_->client.idle_timeout));
   start_reading();
-}
-
-void DownstreamConn::record(const char* error) {
-  if (!w_.observer || !s_.head_done || !x_) return;
-  ExchangeObserver::Record r;
-  r.client = client_ip_;
-  r.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
-  r.path = x_->req.url();
-  x_->req.find("host", r.host);
-  r.status = s_.status;
-  r.bytes_in = s_.body_in;
-  r.bytes_out = s_.bytes_out;
-  r.seconds = static_cast<double>(uv_hrtime() - started_ns_) / 1e9;
-  r.service = s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view();
-  r.instance = s_.endpoint ? std::string_view(s_.endpoint->id) : std::string_view();
-  r.attempts = s_.attempts;
-  r.request_id = x_->request_id;
-  r.error = error ? error : "";
-  r.service_stats = s_.upstreams && s_.upstreams->runtime ? s_.upstreams->runtime->stats : nullptr;
-  w_.observer->on_exchange(r);
-  s_.head_done = false;  // once per exchange
 }
 
 }  // namespace sy::server

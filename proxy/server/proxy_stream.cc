@@ -1,7 +1,9 @@
-// DownstreamConn, the stream half: one exchange from a complete request head to the last byte of
-// its response — route, limits, attempts and retries (retry_state decides), the upstream
-// connection's callbacks, relaying the response, error answers. Its state is DownstreamConn::Stream
-// (`s_`), reset as a whole for the next exchange; the connection half is downstream_conn.cc.
+// ProxyStream, the exchange: storage and reset, route and limits, the request head and body going
+// up, the response coming down (1xx, framing, tunnels), error answers, the access-log record. The
+// request's parser callbacks are in stream_request.cc, attempts and retries in stream_attempts.cc;
+// the connection around it is downstream_conn.cc.
+#include "proxy/server/proxy_stream.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -20,38 +22,6 @@ namespace {
 
 int64_t ms(conf::Millis m) { return m.count(); }
 
-health::Outcome outcome_of(upstream::UpstreamError e) {
-  switch (e) {
-    case upstream::UpstreamError::kConnectFailed:
-    case upstream::UpstreamError::kConnectTimeout:
-      return health::Outcome::kConnectFailure;
-    case upstream::UpstreamError::kResponseTimeout:
-    case upstream::UpstreamError::kIdleTimeout:
-    case upstream::UpstreamError::kSendTimeout:
-      return health::Outcome::kTimeout;
-    default:
-      return health::Outcome::kReset;
-  }
-}
-
-bool is_connect_failure(upstream::UpstreamError e) {
-  return e == upstream::UpstreamError::kConnectFailed || e == upstream::UpstreamError::kConnectTimeout;
-}
-
-// Does `on` (retry.on) name this failure?
-bool names(const conf::Conditions& on, upstream::UpstreamError e) {
-  switch (e) {
-    case upstream::UpstreamError::kConnectFailed:
-    case upstream::UpstreamError::kConnectTimeout:
-      return on.connect_failure;
-    case upstream::UpstreamError::kResponseTimeout:
-    case upstream::UpstreamError::kSendTimeout:
-      return on.timeout;
-    default:
-      return on.reset;
-  }
-}
-
 bool method_idempotent(int m) {
   switch (m) {
     case HTTP_GET:
@@ -68,19 +38,49 @@ bool method_idempotent(int m) {
 
 }  // namespace
 
-void DownstreamConn::begin_exchange() {
+// ---- storage and lifetime ----
+
+ProxyStream::~ProxyStream() {
+  SY_ASSERT(!s_.up);  // the connection closed it (DownstreamConn::close)
+  give_storage();
+}
+
+void ProxyStream::take_storage() {
+  if (!x_) x_ = w_.exchanges.acquire();
+}
+
+void ProxyStream::give_storage() {
+  if (!x_) return;
+  x_->req.clear();
+  x_->to_client.clear();
+  x_->replay.clear();
+  w_.exchanges.release(std::move(x_));
+}
+
+void ProxyStream::reset() {
+  // finish() gave everything back; what is left is plain state.
+  SY_ASSERT(!s_.up && !s_.rt && !request_slot_.held() && !pending_slot_.held() && !retry_slot_.held());
+  x_->req.clear();
+  x_->replay.clear();
+  if (x_->replay.capacity() > 4096) x_->replay.shrink_to_fit();  // idle connections keep no 64 KiB buffer
+  s_ = {};
+}
+
+// ---- the exchange ----
+
+void ProxyStream::begin() {
   s_.head_done = true;
   // The header timer is left to run out: on_timer ignores it in the exchange's states, and not
   // stopping it saves a timer-heap operation per request.
   s_.table = w_.snapshot();
-  cfg_ = s_.table->config;
+  c_.cfg_ = s_.table->config;
   s_.is_head = x_->req.method == HTTP_HEAD;
   s_.idempotent = method_idempotent(x_->req.method);
-  if (!parser_.keep_alive() || w_.shutting_down) close_after_ = true;
-  s_.keep_alive_10 = x_->req.http_minor == 0 && !close_after_;
+  if (!c_.parser_.keep_alive() || w_.shutting_down) c_.close_after_ = true;
+  s_.keep_alive_10 = x_->req.http_minor == 0 && !c_.close_after_;
 
   if (s_.looped) {
-    send_error(508, "loop_detected", "this request came back through this proxy (its Via carries our marker)", close_after_);
+    send_error(508, "loop_detected", "this request came back through this proxy (its Via carries our marker)", c_.close_after_);
     return;
   }
   std::string_view host_header;
@@ -90,12 +90,12 @@ void DownstreamConn::begin_exchange() {
   std::string_view url = x_->req.url();
   const RouteEntry* route = nullptr;
   if (!s_.table->route(host, url, route, s_.upstreams)) {
-    send_error(404, "no_route", "no route or service matches host '" + host + "'", close_after_);
+    send_error(404, "no_route", "no route or service matches host '" + host + "'", c_.close_after_);
     return;
   }
   if (!s_.upstreams || s_.upstreams->endpoints.empty()) {
     const std::string svc = route ? route->service : host;
-    send_error(503, "no_healthy_upstream", "service '" + svc + "' has no healthy instance", close_after_);
+    send_error(503, "no_healthy_upstream", "service '" + svc + "' has no healthy instance", c_.close_after_);
     return;
   }
   if (route && route->strip_prefix && !route->path_prefix.empty()) {
@@ -125,7 +125,7 @@ void DownstreamConn::begin_exchange() {
   s_.srt = s_.upstreams->runtime.get();
   if (s_.srt) {
     if (s_.srt->active_requests >= s_.upstreams->cfg->circuit_breaker.max_requests) {
-      send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at circuit_breaker.max_requests", close_after_);
+      send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at circuit_breaker.max_requests", c_.close_after_);
       return;
     }
     request_slot_.take(s_.srt->active_requests);
@@ -137,195 +137,12 @@ void DownstreamConn::begin_exchange() {
   start_attempt();
 }
 
-void DownstreamConn::start_attempt() {
-  const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
-  lb::PickContext ctx;
-  ctx.exclude_mask = s_.tried_mask;
-  ctx.now_ns = static_cast<int64_t>(uv_hrtime());
-  if (s_.upstreams->hash_on.kind != HashOn::Kind::kNone) {
-    ctx.has_hash = request_hash(ctx.hash);
-  }
-  const Endpoint* chosen = nullptr;
-  int chosen_idx = -1;
-  // An instance whose breaker is half-open takes only its trial requests; try another then. In
-  // panic routing every instance is out anyway: breakers are not asked (Envoy's panic mode).
-  const size_t max_tries = std::min<size_t>(8, s_.upstreams->endpoints.size() + 2);
-  for (size_t tries = 0; tries < max_tries && !chosen; ++tries) {
-    ctx.random = w_.next_random();
-    int idx = s_.upstreams->pick(ctx);
-    if (idx < 0) break;
-    const Endpoint& e = s_.upstreams->endpoints[static_cast<size_t>(idx)];
-    if (e.runtime && !s_.upstreams->panic && !e.runtime->breaker.allow(now)) {
-      if (idx < 64) ctx.exclude_mask |= uint64_t{1} << idx;
-      continue;
-    }
-    chosen = &e;
-    chosen_idx = idx;
-  }
-  if (!chosen) {
-    send_error(503, "overloaded", "every instance of '" + s_.upstreams->service + "' is refusing requests (circuit breakers)", close_after_);
-    return;
-  }
-  s_.endpoint = chosen;
-  if (chosen_idx < 64) s_.tried_mask |= uint64_t{1} << chosen_idx;
-  rt_ = chosen->runtime.get();
-  s_.outcome_reported = false;
-  if (rt_) {
-    ++rt_->load.active;  // also switchyard_upstream_active_requests (Runtime::export_gauges)
-  }
-  connect_upstream(false);
-}
-
-bool DownstreamConn::request_hash(uint64_t& out) const {
-  const HashOn& h = s_.upstreams->hash_on;
-  std::string_view key;
-  switch (h.kind) {
-    case HashOn::Kind::kSourceIp:
-      key = client_ip_;
-      break;
-    case HashOn::Kind::kHeader:
-      if (!x_->req.find(h.name, key)) return false;
-      break;
-    case HashOn::Kind::kCookie: {
-      std::string_view cookies;
-      if (!x_->req.find("cookie", cookies)) return false;
-      // "a=1; b=2": find NAME= at the start of a pair.
-      while (!cookies.empty()) {
-        size_t semi = cookies.find(';');
-        std::string_view pair = cookies.substr(0, semi);
-        while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
-        if (pair.size() > h.name.size() && pair.substr(0, h.name.size()) == h.name && pair[h.name.size()] == '=') {
-          key = pair.substr(h.name.size() + 1);
-          break;
-        }
-        if (semi == std::string_view::npos) break;
-        cookies.remove_prefix(semi + 1);
-      }
-      if (key.empty()) return false;
-      break;
-    }
-    default:
-      return false;
-  }
-  out = lb::hash_bytes(key.data(), key.size());
-  return true;
-}
-
-void DownstreamConn::connect_upstream(bool fresh) {
-  ++s_.attempts;
-  state_ = State::kConnecting;
-  stop_reading();
-  if (!fresh) {
-    if (UpstreamConn* c = w_.pool.take(s_.endpoint->uid)) {
-      up_ = c;
-      c->attach(this);
-      send_request_head();
-      return;
-    }
-  }
-  const auto& cb = s_.upstreams->cfg->circuit_breaker;
-  if (s_.srt) {
-    // Past a limit the answer is an immediate 503: queues never grow without bound.
-    if (*s_.srt->connections >= cb.max_connections || s_.srt->pending >= cb.max_pending) {
-      report_outcome(health::Outcome::kNeutral);  // not the instance's fault: frees a half-open trial
-      send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at its connection limits", close_after_);
-      return;
-    }
-    pending_slot_.take(s_.srt->pending);
-  }
-  int err = 0;
-  up_ = UpstreamConn::connect(w_.loop, w_.buffers, s_.endpoint->address, s_.endpoint->uid, s_.upstreams->cfg->timeouts.connect,
-                              this, s_.srt ? s_.srt->connections : nullptr, &err);
-  if (up_) return;
-  pending_slot_.release();
-  net::Resource r;
-  if (net::is_exhaustion(err, r)) {
-    // The proxy's own shortage: the instance is not blamed, and the client hears why.
-    report_outcome(health::Outcome::kNeutral);
-    if (w_.observer) w_.observer->on_exhaustion(r, std::string("upstream connect: ") + uv_strerror(err));
-    send_error(503, "overloaded", std::string("switchyard is out of ") + (r == net::Resource::kFd ? "file descriptors" : "memory") +
-                                      " (" + uv_strerror(err) + "); try again shortly", close_after_);
-    return;
-  }
-  fail_attempt(upstream::UpstreamError::kConnectFailed);
-}
-
-void DownstreamConn::on_upstream_connected(UpstreamConn*) {
-  pending_slot_.release();
-  send_request_head();
-}
-
-void DownstreamConn::report_outcome(health::Outcome o) {
-  if (s_.outcome_reported) return;
-  s_.outcome_reported = true;
-  if (!rt_) return;
-  SY_ASSERT(s_.endpoint && s_.endpoint->runtime.get() == rt_);  // the attempt's endpoint holds its runtime
-  w_.report(s_.endpoint->runtime, o);
-}
-
-void DownstreamConn::release_attempt() {
-  pending_slot_.release();
-  retry_slot_.release();
-  if (rt_) {
-    if (!s_.outcome_reported) report_outcome(health::Outcome::kNeutral);  // never judged: free its trial
-    --rt_->load.active;
-    rt_ = nullptr;
-  }
-}
-
-void DownstreamConn::release_exchange() {
-  release_attempt();
-  request_slot_.release();
-}
-
-bool DownstreamConn::should_retry(bool named, bool connect_failure) const {
-  if (!s_.upstreams) return false;
-  FailedTry t;
-  t.named = named;
-  t.connect_failure = connect_failure;
-  t.attempts_made = static_cast<uint32_t>(s_.attempts);
-  t.head_sent = s_.head_sent;
-  t.idempotent = s_.idempotent;
-  t.request_done = s_.request_done;
-  t.body_replayable = s_.req_framing == http::Framing::kNone || s_.replayable;
-  t.shutting_down = w_.shutting_down;
-  // (The budget is asked only when it matters: may_retry() ignores it for connect failures.)
-  const bool budget = !s_.srt || connect_failure || health::Runtime::retry_allowed(*s_.srt, *s_.upstreams->cfg);
-  return may_retry(s_.upstreams->cfg->retry, t, budget);
-}
-
-void DownstreamConn::schedule_retry() {
-  const bool budgeted = s_.head_sent;  // see should_retry(): connect failures are not budgeted
-  release_attempt();
-  if (s_.srt && budgeted) retry_slot_.take(s_.srt->active_retries);
-  state_ = State::kConnecting;
-  stop_reading();
-  s_.response_started = s_.response_done = s_.discarding = s_.discard_done = false;
-  x_->to_client.clear();
-  s_.backoff = true;
-  arm(backoff_ms(s_.upstreams->cfg->retry, static_cast<uint32_t>(s_.attempts), w_.next_random()));
-}
-
-void DownstreamConn::fail_attempt(UpstreamError e) {
-  report_outcome(outcome_of(e));
-  if (should_retry(names(s_.upstreams->cfg->retry.on, e), is_connect_failure(e))) {
-    schedule_retry();
-    return;
-  }
-  const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout ||
-                       e == UpstreamError::kSendTimeout;
-  std::string msg = std::string("upstream ") + (s_.endpoint ? s_.endpoint->address.text : "") + ": " + upstream::error_name(e);
-  if (s_.attempts > 1) msg += " (after " + std::to_string(s_.attempts) + " attempts)";
-  if (timeout) send_error(504, "upstream_timeout", msg, close_after_);
-  else send_error(502, "upstream_failed", msg, close_after_);
-}
-
-void DownstreamConn::send_request_head() {
-  state_ = State::kForwarding;
+void ProxyStream::send_request_head() {
+  c_.state_ = DownstreamConn::State::kForwarding;
   http::RequestForward f;
   f.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
   f.target = x_->target;
-  f.client_ip = client_ip_;
+  f.client_ip = c_.client_ip_;
   f.request_id = x_->request_id;
   f.framing = s_.req_framing;
   f.content_length = s_.req_content_length;
@@ -336,57 +153,57 @@ void DownstreamConn::send_request_head() {
     f.framing = http::Framing::kLength;
     f.content_length = x_->replay.size();
   }
-  net::OutBatch& out = up_->out();
+  net::OutBatch& out = s_.up->out();
   size_t from = out.begin_copy();
   http::build_upstream_request(x_->req, f, out.scratch());
   out.end_copy(from);
   if (replay) out.copy(x_->replay);
   s_.head_sent = true;
-  attempt_started_ns_ = static_cast<int64_t>(uv_hrtime());
+  s_.attempt_started_ns = static_cast<int64_t>(uv_hrtime());
   // The response timer starts when the request's last byte is written (on_upstream_drained);
   // until then the client's pace is timed on this side, by client.body_timeout.
-  up_->expect_response(s_.is_head, s_.upstreams->cfg->timeouts.idle);
+  s_.up->expect_response(s_.is_head, s_.upstreams->cfg->timeouts.idle);
   if (!s_.request_done) {
-    body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));
-    arm(ms(cfg_->client.body_timeout));
+    c_.body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));
+    c_.arm(ms(c_.cfg_->client.body_timeout));
   }
-  if (state_ != State::kForwarding) return;
+  if (c_.state_ != DownstreamConn::State::kForwarding) return;
   // Body bytes already read follow the head in the same write.
-  process_input();
-  if (state_ == State::kForwarding && up_) {
+  c_.process_input();
+  if (c_.state_ == DownstreamConn::State::kForwarding && s_.up) {
     flush_upstream();
-    if (!s_.request_done && up_ && !up_->out().pending()) start_reading();
+    if (!s_.request_done && s_.up && !s_.up->out().pending()) c_.start_reading();
   }
 }
 
-void DownstreamConn::flush_upstream() {
-  if (!up_ || up_->out().pending()) return;
-  if (up_->out().empty()) return;
+void ProxyStream::flush_upstream() {
+  if (!s_.up || s_.up->out().pending()) return;
+  if (s_.up->out().empty()) return;
   s_.up_drained = false;
-  up_->write();  // may report drained (or an error) before returning
-  if (up_ && up_->out().pending()) stop_reading();  // backpressure: the backend is slower than the client
+  s_.up->write();  // may report drained (or an error) before returning
+  if (s_.up && s_.up->out().pending()) c_.stop_reading();  // backpressure: the backend is slower than the client
 }
 
 // timeouts.response for one try, or retry.per_try_timeout when that is set and shorter.
-conf::Millis DownstreamConn::try_timeout() const {
+conf::Millis ProxyStream::try_timeout() const {
   const auto& t = s_.upstreams->cfg->timeouts;
   const auto& r = s_.upstreams->cfg->retry;
   return r.per_try_timeout.count() > 0 ? std::min(t.response, r.per_try_timeout) : t.response;
 }
 
-void DownstreamConn::on_upstream_drained(UpstreamConn*) {
+void ProxyStream::on_upstream_drained(UpstreamConn*) {
   s_.up_drained = true;
-  if (state_ == State::kClosed) return;
-  if (state_ == State::kForwarding && s_.request_done && up_) up_->request_sent(try_timeout());
-  if (sock_.rbuf.start == sock_.rbuf.end) sock_.rbuf.start = sock_.rbuf.end = 0;
-  if (state_ == State::kTunnel) {
-    start_reading();
+  if (c_.state_ == DownstreamConn::State::kClosed) return;
+  if (c_.state_ == DownstreamConn::State::kForwarding && s_.request_done && s_.up) s_.up->request_sent(try_timeout());
+  if (c_.sock_.rbuf.start == c_.sock_.rbuf.end) c_.sock_.rbuf.start = c_.sock_.rbuf.end = 0;
+  if (c_.state_ == DownstreamConn::State::kTunnel) {
+    c_.start_reading();
     return;
   }
-  if (state_ == State::kForwarding && !s_.request_done) start_reading();
+  if (c_.state_ == DownstreamConn::State::kForwarding && !s_.request_done) c_.start_reading();
 }
 
-void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& head) {
+void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& head) {
   const int st = head.status;
   http::ResponseForward f;
   size_t from = x_->to_client.begin_copy();
@@ -398,10 +215,10 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
     }
     return;
   }
-  if (w_.observer && s_.endpoint) w_.observer->on_upstream_response(rt_, s_.upstreams->service, s_.endpoint->id, st);
-  if (rt_) {
+  if (w_.observer && s_.endpoint) w_.observer->on_upstream_response(s_.rt, s_.upstreams->service, s_.endpoint->id, st);
+  if (s_.rt) {
     const int64_t now_ns = static_cast<int64_t>(uv_hrtime());
-    rt_->load.observe(now_ns, static_cast<double>(now_ns - attempt_started_ns_));
+    s_.rt->load.observe(now_ns, static_cast<double>(now_ns - s_.attempt_started_ns));
   }
   // A status counts against the instance only when circuit_breaker.on or outlier_detection.on
   // names it (by default 502/503/504: an application's 500 on one path is not the instance failing).
@@ -416,17 +233,17 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
   s_.status = st;
   if (st == 101) {
     if (!s_.upgrade) {
-      abort_exchange();  // a 101 nobody asked for
+      abort();  // a 101 nobody asked for
       return;
     }
     f.upgrade = true;
     http::build_downstream_response(head, f, x_->to_client.scratch());
     x_->to_client.end_copy(from);
-    state_ = State::kTunnel;
+    c_.state_ = DownstreamConn::State::kTunnel;
     c->start_tunnel();
     return;
   }
-  if (s_.upgrade || !s_.request_done) close_after_ = true;  // the rest of the request is not ours to read
+  if (s_.upgrade || !s_.request_done) c_.close_after_ = true;  // the rest of the request is not ours to read
   const llhttp_t& p = c->parser();
   const bool client11 = x_->req.http_minor >= 1;
   uint64_t length = 0;
@@ -440,24 +257,24 @@ void DownstreamConn::on_upstream_head(UpstreamConn* c, const http::MessageHead& 
   } else {
     s_.resp_framing = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
   }
-  if (s_.resp_framing == http::Framing::kUntilClose || w_.shutting_down) close_after_ = true;
+  if (s_.resp_framing == http::Framing::kUntilClose || w_.shutting_down) c_.close_after_ = true;
   f.framing = s_.resp_framing;
   f.content_length = length;
-  f.close = close_after_;
-  f.keep_alive_10 = s_.keep_alive_10 && !close_after_;
+  f.close = c_.close_after_;
+  f.keep_alive_10 = s_.keep_alive_10 && !c_.close_after_;
   f.head_or_304 = s_.is_head || st == 304;
   http::build_downstream_response(head, f, x_->to_client.scratch());
   x_->to_client.end_copy(from);
 }
 
-void DownstreamConn::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
+void ProxyStream::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
   if (s_.discarding) return;
   s_.bytes_out += n;
-  if (s_.resp_framing == http::Framing::kChunked && state_ != State::kTunnel) http::append_chunk(x_->to_client, p, n);
+  if (s_.resp_framing == http::Framing::kChunked && c_.state_ != DownstreamConn::State::kTunnel) http::append_chunk(x_->to_client, p, n);
   else x_->to_client.ref(p, n);
 }
 
-void DownstreamConn::on_upstream_complete(UpstreamConn*) {
+void ProxyStream::on_upstream_complete(UpstreamConn*) {
   if (s_.discarding) {
     s_.discard_done = true;
     return;
@@ -466,86 +283,117 @@ void DownstreamConn::on_upstream_complete(UpstreamConn*) {
   if (s_.resp_framing == http::Framing::kChunked) http::append_last_chunk(x_->to_client);
 }
 
-int DownstreamConn::flush_client() {
-  return x_->to_client.flush(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_client_write, this);
-}
-
-bool DownstreamConn::on_upstream_read_done(UpstreamConn*) {
-  if (state_ == State::kClosed) return false;
+bool ProxyStream::on_upstream_read_done(UpstreamConn*) {
+  if (c_.state_ == DownstreamConn::State::kClosed) return false;
   if (s_.discarding) {
     if (s_.discard_done) {
-      if (up_) {
-        if (s_.up_drained) up_->release(w_.pool, s_.upstreams->cfg->timeouts.idle);
-        else up_->close();
-        up_ = nullptr;
-      }
+      hand_back_upstream(s_.up_drained);
       schedule_retry();
     }
     return false;
   }
   // The upstream's part is over: give the limit slots back before the client can see the last
   // byte, so its next request (on whichever worker) finds them free.
-  if (s_.response_done && s_.request_done && state_ == State::kForwarding) release_exchange();
-  int rc = flush_client();
+  if (s_.response_done && s_.request_done && c_.state_ == DownstreamConn::State::kForwarding) release_exchange();
+  int rc = c_.flush_client();
   if (rc == net::OutBatch::kPending) return true;
   if (rc < 0) {
-    abort_exchange();
+    abort();
     return false;
   }
-  if (state_ == State::kTunnel) {
+  if (c_.state_ == DownstreamConn::State::kTunnel) {
     // The 101 is out: bytes the client sent after its upgrade request go up now.
-    if (sock_.rbuf.pending() > 0 && up_) {
-      up_->out().ref(sock_.rbuf.data + sock_.rbuf.start, sock_.rbuf.pending());
-      sock_.rbuf.start = sock_.rbuf.end;
-      flush_upstream();
+    if (c_.sock_.rbuf.pending() > 0 && s_.up) {
+      relay_tunnel_input();
     } else if (s_.up_drained) {
-      start_reading();
+      c_.start_reading();
     }
     return false;
   }
-  if (s_.response_done) finish_exchange();
+  if (s_.response_done) c_.finish_exchange();
   return false;
 }
 
-void DownstreamConn::on_client_write(uv_write_t* req, int status) {
-  auto* c = static_cast<DownstreamConn*>(req->data);
-  c->x_->to_client.done();
-  if (c->state_ == State::kClosed) return;
-  if (status < 0) {
-    c->abort_exchange();
-    return;
-  }
-  if (c->s_.response_done) {
-    c->finish_exchange();
-    return;
-  }
-  if (c->state_ == State::kTunnel && c->s_.up_drained) c->start_reading();
-  if (c->up_) c->up_->resume_reading();
+void ProxyStream::relay_tunnel_input() {
+  if (!s_.up) return;
+  net::ReadBuffer& rb = c_.sock_.rbuf;
+  s_.up->out().ref(rb.data + rb.start, rb.pending());
+  rb.start = rb.end;
+  flush_upstream();
 }
 
-void DownstreamConn::on_upstream_error(UpstreamConn* c, UpstreamError e) {
-  up_ = nullptr;  // `c` is closed already
-  if (state_ == State::kClosed) return;
-  if (state_ == State::kTunnel || s_.response_started) {
-    report_outcome(outcome_of(e));
-    // Nothing honest can be said to the client mid-response: truncate by closing.
-    if (state_ == State::kTunnel && x_->to_client.pending()) close_after_ = true;
-    abort_exchange();
-    return;
-  }
-  pending_slot_.release();
-  // A pooled connection the backend closed under us before any response byte: the request never
-  // reached an application, so an idempotent one without a body goes once more on a fresh
-  // connection to the same instance (not counted against the instance or the retry budget).
-  if (c->reused() && !c->response_started() && e == UpstreamError::kReset && s_.idempotent &&
-      s_.req_framing == http::Framing::kNone && !s_.stale_retried) {
-    s_.stale_retried = true;
-    --s_.attempts;
-    connect_upstream(true);
-    return;
-  }
-  fail_attempt(e);
+void ProxyStream::drop_upstream() {
+  if (!s_.up) return;
+  s_.up->close();
+  s_.up = nullptr;
 }
 
+// To the pool when the connection may carry another request, closed otherwise.
+void ProxyStream::hand_back_upstream(bool reusable) {
+  if (!s_.up) return;
+  if (reusable) s_.up->release(w_.pool, s_.upstreams->cfg->timeouts.idle);
+  else s_.up->close();
+  s_.up = nullptr;
+}
+
+void ProxyStream::finish() {
+  record(s_.error_code);
+  release_exchange();
+  hand_back_upstream(s_.request_done && s_.up_drained);
+}
+
+bool ProxyStream::answered() const {
+  return s_.response_started || !x_->to_client.empty() || x_->to_client.pending();
+}
+
+void ProxyStream::send_error(int status, const char* code, const std::string& message, bool close_conn) {
+  drop_upstream();
+  s_.status = status;
+  s_.error_code = code;
+  s_.response_started = true;
+  s_.response_done = true;
+  if (!s_.request_done || close_conn) c_.close_after_ = true;
+  if (c_.close_after_) c_.stop_reading();
+  if (x_->to_client.pending()) {  // an interim response is still going out; the error follows it
+    c_.close_after_ = true;
+    return;
+  }
+  size_t from = x_->to_client.begin_copy();
+  http::build_error_response(status, code, message, c_.close_after_, x_->to_client.scratch());
+  x_->to_client.end_copy(from);
+  int rc = c_.flush_client();
+  if (rc == net::OutBatch::kPending) return;
+  if (rc < 0) {
+    c_.close();
+    return;
+  }
+  c_.finish_exchange();
+}
+
+void ProxyStream::abort() {
+  record("aborted");
+  c_.close();
+}
+
+void ProxyStream::record(const char* error) {
+  if (!w_.observer || !s_.head_done || !x_) return;
+  ExchangeObserver::Record r;
+  r.client = c_.client_ip_;
+  r.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
+  r.path = x_->req.url();
+  x_->req.find("host", r.host);
+  r.status = s_.status;
+  r.bytes_in = s_.body_in;
+  r.bytes_out = s_.bytes_out;
+  r.seconds = static_cast<double>(uv_hrtime() - s_.started_ns) / 1e9;
+  r.service = s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view();
+  r.instance = s_.endpoint ? std::string_view(s_.endpoint->id) : std::string_view();
+  r.attempts = s_.attempts;
+  r.request_id = x_->request_id;
+  r.error = error ? error : "";
+  r.service_stats = s_.upstreams && s_.upstreams->runtime ? s_.upstreams->runtime->stats : nullptr;
+  w_.observer->on_exchange(r);
+  s_.head_done = false;  // once per exchange
+}
 
 }  // namespace sy::server

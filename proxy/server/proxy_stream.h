@@ -1,0 +1,151 @@
+// One exchange on a client connection, from the first byte of a request head to the last byte of
+// its response: decoding the request (the connection's parser calls back here), route, limits,
+// attempts and retries (retry_state decides), the upstream connection's callbacks, relaying the
+// response, the proxy's own error answers and the access-log record. (HAProxy's h1s, Envoy's
+// ActiveStream and Router.) The connection (downstream_conn) owns the socket, reading, keep-alive,
+// pipelining, timers and closing; the stream asks it for those.
+//
+// A member of its connection, reused: the next exchange starts from `s_ = {}` (reset()), never
+// from a field-by-field reset; its working storage (Exchange) comes from the worker's pool while a
+// request is in progress. Threading: its worker's loop only.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proxy/http/head.h"
+#include "proxy/http/rewrite.h"
+#include "proxy/server/exchange.h"
+#include "proxy/server/slot.h"
+#include "proxy/server/worker.h"
+#include "proxy/upstream/upstream_conn.h"
+
+namespace sy::server {
+
+class DownstreamConn;
+
+class ProxyStream final : public upstream::UpstreamOwner {
+ public:
+  // A request body up to this size is kept while it streams, so a retry can send it again.
+  static constexpr size_t kReplayLimit = 64 * 1024;
+
+  ProxyStream(Worker& w, DownstreamConn& c) : w_(w), c_(c) {}
+  ~ProxyStream() override;
+  ProxyStream(const ProxyStream&) = delete;
+  ProxyStream& operator=(const ProxyStream&) = delete;
+
+  // The request parser's callbacks (llhttp_t::data is the stream).
+  static const llhttp_settings_t* settings();
+
+ private:
+  friend class DownstreamConn;
+
+  // ---- storage and lifetime ----
+  void take_storage();    // x_ from the worker's pool, if not held yet
+  void give_storage();    // x_ back: the connection goes idle
+  void reset();           // the next exchange on this connection: s_ = {}
+
+  // ---- request (llhttp) ----
+  static int cb_message_begin(llhttp_t* p);
+  static int cb_url(llhttp_t* p, const char* at, size_t n);
+  static int cb_header_field(llhttp_t* p, const char* at, size_t n);
+  static int cb_header_value(llhttp_t* p, const char* at, size_t n);
+  static int cb_headers_complete(llhttp_t* p);
+  static int cb_body(llhttp_t* p, const char* at, size_t n);
+  static int cb_message_complete(llhttp_t* p);
+  int over_limit(int status, const char* why);  // -1, for the callback to return
+
+  // ---- the exchange ----
+  void begin();               // a request head is complete: route, limits, first attempt
+  void start_attempt();       // pick an instance (not tried yet) and connect
+  void connect_upstream(bool fresh);
+  bool request_hash(uint64_t& out) const;  // the hash_on key of this request, if present
+  void report_outcome(health::Outcome o);  // once per attempt: breaker, outlier detection
+  void release_attempt();     // the attempt's in-flight counters
+  void release_exchange();    // the exchange's service counters
+  // May the failed attempt be tried again? `named`: retry.on names what happened;
+  // `connect_failure`: it reached no backend (not budgeted).
+  bool should_retry(bool named, bool connect_failure) const;
+  void schedule_retry();
+  void on_backoff_over();     // the retry backoff ran out: next attempt
+  void fail_attempt(upstream::UpstreamError e);
+  void send_request_head();
+  void flush_upstream();
+  void relay_tunnel_input();  // client bytes after an upgrade go up as they are
+  conf::Millis try_timeout() const;
+  void drop_upstream();       // close the upstream connection, if any
+  void hand_back_upstream(bool reusable);
+  void finish();              // the response is out: record, counters back, upstream to the pool
+  void send_error(int status, const char* code, const std::string& message, bool close);
+  void abort();               // mid-response failure: drop both connections
+  void record(const char* error);
+  bool answered() const;      // bytes of a response went (or are going) to the client
+
+  // UpstreamOwner
+  void on_upstream_connected(upstream::UpstreamConn* c) override;
+  void on_upstream_head(upstream::UpstreamConn* c, const http::MessageHead& head) override;
+  void on_upstream_body(upstream::UpstreamConn* c, const char* p, size_t n) override;
+  void on_upstream_complete(upstream::UpstreamConn* c) override;
+  bool on_upstream_read_done(upstream::UpstreamConn* c) override;
+  void on_upstream_error(upstream::UpstreamConn* c, upstream::UpstreamError e) override;
+  void on_upstream_drained(upstream::UpstreamConn* c) override;
+
+  Worker& w_;
+  DownstreamConn& c_;
+  std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)
+
+  // One exchange's state: a new exchange starts from `s_ = {}`. Declared before the limit slots,
+  // whose counters `table` pins.
+  struct ExchangeState {
+    std::shared_ptr<const RoutingTable> table;  // pins endpoints for this exchange
+    const Upstreams* upstreams = nullptr;
+    const Endpoint* endpoint = nullptr;
+    health::ServiceRuntime* srt = nullptr;   // pinned by table
+    health::InstanceRuntime* rt = nullptr;   // the current attempt's instance (pinned by table
+                                             // through endpoint->runtime: no copy per attempt)
+    upstream::UpstreamConn* up = nullptr;    // the current attempt's connection
+    http::Framing req_framing = http::Framing::kNone;
+    http::Framing resp_framing = http::Framing::kNone;
+    uint64_t req_content_length = 0;
+    uint64_t body_in = 0;      // request body bytes received
+    uint64_t bytes_out = 0;    // response bytes sent to the client
+    uint64_t started_ns = 0;   // first byte of the request head
+    int64_t attempt_started_ns = 0;  // request head sent (latency for ewma)
+    uint64_t tried_mask = 0;   // endpoints (index < 64) already tried
+    int status = 0;
+    int attempts = 0;
+    int error_status = 0;      // set by parser callbacks for 413/414/431
+    const char* error_code = nullptr;
+    bool message_begun = false;  // bytes of a request head have been parsed
+    bool head_done = false;
+    bool request_done = false;
+    bool response_started = false;
+    bool response_done = false;
+    bool upgrade = false;       // the request asks for a protocol upgrade
+    bool is_head = false;
+    bool idempotent = false;
+    bool keep_alive_10 = false;
+    bool looped = false;        // the request carries this process's Via marker
+    bool up_drained = true;     // nothing queued towards the upstream
+    bool paused_at_head = false;
+    bool paused_at_end = false;
+    bool replayable = false;
+    bool head_sent = false;        // bytes of this request reached an upstream
+    bool outcome_reported = false;
+    bool discarding = false;       // reading a retryable response to throw it away
+    bool discard_done = false;
+    bool backoff = false;          // waiting out the retry backoff
+    bool stale_retried = false;    // re-sent once after a pooled connection died under it
+  };
+  ExchangeState s_;
+  // Limit slots (after s_, whose table pins the counters they point into).
+  Slot request_slot_;  // srt->active_requests: this exchange
+  Slot pending_slot_;  // srt->pending: this attempt, until its upstream connection is up
+  Slot retry_slot_;    // srt->active_retries: this attempt is a budgeted retry
+};
+
+}  // namespace sy::server

@@ -1,0 +1,276 @@
+// ProxyStream, its attempts: picking an instance not tried yet (hash_on, half-open breakers),
+// connecting or taking a pooled connection, the circuit breaker's limits, each attempt's outcome
+// for the breaker and outlier detection, and what follows a failed attempt — another (with
+// backoff; retry_state decides whether) or the 502/503/504 answer.
+#include <algorithm>
+#include <string>
+
+#include "proxy/net/assert.h"
+#include "proxy/server/downstream_conn.h"
+#include "proxy/server/proxy_stream.h"
+#include "proxy/server/retry_state.h"
+
+namespace sy::server {
+
+using upstream::UpstreamConn;
+using upstream::UpstreamError;
+
+namespace {
+
+health::Outcome outcome_of(upstream::UpstreamError e) {
+  switch (e) {
+    case upstream::UpstreamError::kConnectFailed:
+    case upstream::UpstreamError::kConnectTimeout:
+      return health::Outcome::kConnectFailure;
+    case upstream::UpstreamError::kResponseTimeout:
+    case upstream::UpstreamError::kIdleTimeout:
+    case upstream::UpstreamError::kSendTimeout:
+      return health::Outcome::kTimeout;
+    default:
+      return health::Outcome::kReset;
+  }
+}
+
+bool is_connect_failure(upstream::UpstreamError e) {
+  return e == upstream::UpstreamError::kConnectFailed || e == upstream::UpstreamError::kConnectTimeout;
+}
+
+// Does `on` (retry.on) name this failure?
+bool names(const conf::Conditions& on, upstream::UpstreamError e) {
+  switch (e) {
+    case upstream::UpstreamError::kConnectFailed:
+    case upstream::UpstreamError::kConnectTimeout:
+      return on.connect_failure;
+    case upstream::UpstreamError::kResponseTimeout:
+    case upstream::UpstreamError::kSendTimeout:
+      return on.timeout;
+    default:
+      return on.reset;
+  }
+}
+
+}  // namespace
+
+void ProxyStream::start_attempt() {
+  const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
+  lb::PickContext ctx;
+  ctx.exclude_mask = s_.tried_mask;
+  ctx.now_ns = static_cast<int64_t>(uv_hrtime());
+  if (s_.upstreams->hash_on.kind != HashOn::Kind::kNone) {
+    ctx.has_hash = request_hash(ctx.hash);
+  }
+  const Endpoint* chosen = nullptr;
+  int chosen_idx = -1;
+  // An instance whose breaker is half-open takes only its trial requests; try another then. In
+  // panic routing every instance is out anyway: breakers are not asked (Envoy's panic mode).
+  const size_t max_tries = std::min<size_t>(8, s_.upstreams->endpoints.size() + 2);
+  for (size_t tries = 0; tries < max_tries && !chosen; ++tries) {
+    ctx.random = w_.next_random();
+    int idx = s_.upstreams->pick(ctx);
+    if (idx < 0) break;
+    const Endpoint& e = s_.upstreams->endpoints[static_cast<size_t>(idx)];
+    if (e.runtime && !s_.upstreams->panic && !e.runtime->breaker.allow(now)) {
+      if (idx < 64) ctx.exclude_mask |= uint64_t{1} << idx;
+      continue;
+    }
+    chosen = &e;
+    chosen_idx = idx;
+  }
+  if (!chosen) {
+    send_error(503, "overloaded", "every instance of '" + s_.upstreams->service + "' is refusing requests (circuit breakers)", c_.close_after_);
+    return;
+  }
+  s_.endpoint = chosen;
+  if (chosen_idx < 64) s_.tried_mask |= uint64_t{1} << chosen_idx;
+  s_.rt = chosen->runtime.get();
+  s_.outcome_reported = false;
+  if (s_.rt) {
+    ++s_.rt->load.active;  // also switchyard_upstream_active_requests (Runtime::export_gauges)
+  }
+  connect_upstream(false);
+}
+
+
+bool ProxyStream::request_hash(uint64_t& out) const {
+  const HashOn& h = s_.upstreams->hash_on;
+  std::string_view key;
+  switch (h.kind) {
+    case HashOn::Kind::kSourceIp:
+      key = c_.client_ip_;
+      break;
+    case HashOn::Kind::kHeader:
+      if (!x_->req.find(h.name, key)) return false;
+      break;
+    case HashOn::Kind::kCookie: {
+      std::string_view cookies;
+      if (!x_->req.find("cookie", cookies)) return false;
+      // "a=1; b=2": find NAME= at the start of a pair.
+      while (!cookies.empty()) {
+        size_t semi = cookies.find(';');
+        std::string_view pair = cookies.substr(0, semi);
+        while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+        if (pair.size() > h.name.size() && pair.substr(0, h.name.size()) == h.name && pair[h.name.size()] == '=') {
+          key = pair.substr(h.name.size() + 1);
+          break;
+        }
+        if (semi == std::string_view::npos) break;
+        cookies.remove_prefix(semi + 1);
+      }
+      if (key.empty()) return false;
+      break;
+    }
+    default:
+      return false;
+  }
+  out = lb::hash_bytes(key.data(), key.size());
+  return true;
+}
+
+
+void ProxyStream::connect_upstream(bool fresh) {
+  ++s_.attempts;
+  c_.state_ = DownstreamConn::State::kConnecting;
+  c_.stop_reading();
+  if (!fresh) {
+    if (UpstreamConn* c = w_.pool.take(s_.endpoint->uid)) {
+      s_.up = c;
+      c->attach(this);
+      send_request_head();
+      return;
+    }
+  }
+  const auto& cb = s_.upstreams->cfg->circuit_breaker;
+  if (s_.srt) {
+    // Past a limit the answer is an immediate 503: queues never grow without bound.
+    if (*s_.srt->connections >= cb.max_connections || s_.srt->pending >= cb.max_pending) {
+      report_outcome(health::Outcome::kNeutral);  // not the instance's fault: frees a half-open trial
+      send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at its connection limits", c_.close_after_);
+      return;
+    }
+    pending_slot_.take(s_.srt->pending);
+  }
+  int err = 0;
+  s_.up = UpstreamConn::connect(w_.loop, w_.buffers, s_.endpoint->address, s_.endpoint->uid, s_.upstreams->cfg->timeouts.connect,
+                              this, s_.srt ? s_.srt->connections : nullptr, &err);
+  if (s_.up) return;
+  pending_slot_.release();
+  net::Resource r;
+  if (net::is_exhaustion(err, r)) {
+    // The proxy's own shortage: the instance is not blamed, and the client hears why.
+    report_outcome(health::Outcome::kNeutral);
+    if (w_.observer) w_.observer->on_exhaustion(r, std::string("upstream connect: ") + uv_strerror(err));
+    send_error(503, "overloaded", std::string("switchyard is out of ") + (r == net::Resource::kFd ? "file descriptors" : "memory") +
+                                      " (" + uv_strerror(err) + "); try again shortly", c_.close_after_);
+    return;
+  }
+  fail_attempt(upstream::UpstreamError::kConnectFailed);
+}
+
+
+void ProxyStream::on_upstream_connected(UpstreamConn*) {
+  pending_slot_.release();
+  send_request_head();
+}
+
+
+void ProxyStream::report_outcome(health::Outcome o) {
+  if (s_.outcome_reported) return;
+  s_.outcome_reported = true;
+  if (!s_.rt) return;
+  SY_ASSERT(s_.endpoint && s_.endpoint->runtime.get() == s_.rt);  // the attempt's endpoint holds its runtime
+  w_.report(s_.endpoint->runtime, o);
+}
+
+
+void ProxyStream::release_attempt() {
+  pending_slot_.release();
+  retry_slot_.release();
+  if (s_.rt) {
+    if (!s_.outcome_reported) report_outcome(health::Outcome::kNeutral);  // never judged: free its trial
+    --s_.rt->load.active;
+    s_.rt = nullptr;
+  }
+}
+
+
+void ProxyStream::release_exchange() {
+  release_attempt();
+  request_slot_.release();
+}
+
+
+bool ProxyStream::should_retry(bool named, bool connect_failure) const {
+  if (!s_.upstreams) return false;
+  FailedTry t;
+  t.named = named;
+  t.connect_failure = connect_failure;
+  t.attempts_made = static_cast<uint32_t>(s_.attempts);
+  t.head_sent = s_.head_sent;
+  t.idempotent = s_.idempotent;
+  t.request_done = s_.request_done;
+  t.body_replayable = s_.req_framing == http::Framing::kNone || s_.replayable;
+  t.shutting_down = w_.shutting_down;
+  // (The budget is asked only when it matters: may_retry() ignores it for connect failures.)
+  const bool budget = !s_.srt || connect_failure || health::Runtime::retry_allowed(*s_.srt, *s_.upstreams->cfg);
+  return may_retry(s_.upstreams->cfg->retry, t, budget);
+}
+
+
+void ProxyStream::schedule_retry() {
+  const bool budgeted = s_.head_sent;  // see should_retry(): connect failures are not budgeted
+  release_attempt();
+  if (s_.srt && budgeted) retry_slot_.take(s_.srt->active_retries);
+  c_.state_ = DownstreamConn::State::kConnecting;
+  c_.stop_reading();
+  s_.response_started = s_.response_done = s_.discarding = s_.discard_done = false;
+  x_->to_client.clear();
+  s_.backoff = true;
+  c_.arm(backoff_ms(s_.upstreams->cfg->retry, static_cast<uint32_t>(s_.attempts), w_.next_random()));
+}
+
+
+void ProxyStream::on_backoff_over() {
+  s_.backoff = false;
+  start_attempt();
+}
+
+
+void ProxyStream::fail_attempt(UpstreamError e) {
+  report_outcome(outcome_of(e));
+  if (should_retry(names(s_.upstreams->cfg->retry.on, e), is_connect_failure(e))) {
+    schedule_retry();
+    return;
+  }
+  const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout ||
+                       e == UpstreamError::kSendTimeout;
+  std::string msg = std::string("upstream ") + (s_.endpoint ? s_.endpoint->address.text : "") + ": " + upstream::error_name(e);
+  if (s_.attempts > 1) msg += " (after " + std::to_string(s_.attempts) + " attempts)";
+  if (timeout) send_error(504, "upstream_timeout", msg, c_.close_after_);
+  else send_error(502, "upstream_failed", msg, c_.close_after_);
+}
+
+void ProxyStream::on_upstream_error(UpstreamConn* c, UpstreamError e) {
+  s_.up = nullptr;  // `c` is closed already
+  if (c_.state_ == DownstreamConn::State::kClosed) return;
+  if (c_.state_ == DownstreamConn::State::kTunnel || s_.response_started) {
+    report_outcome(outcome_of(e));
+    // Nothing honest can be said to the client mid-response: truncate by closing.
+    if (c_.state_ == DownstreamConn::State::kTunnel && x_->to_client.pending()) c_.close_after_ = true;
+    abort();
+    return;
+  }
+  pending_slot_.release();
+  // A pooled connection the backend closed under us before any response byte: the request never
+  // reached an application, so an idempotent one without a body goes once more on a fresh
+  // connection to the same instance (not counted against the instance or the retry budget).
+  if (c->reused() && !c->response_started() && e == UpstreamError::kReset && s_.idempotent &&
+      s_.req_framing == http::Framing::kNone && !s_.stale_retried) {
+    s_.stale_retried = true;
+    --s_.attempts;
+    connect_upstream(true);
+    return;
+  }
+  fail_attempt(e);
+}
+
+}  // namespace sy::server
