@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "proxy/admin/admin_conn.h"
+#include "tests/unit/loop_rig.h"
 
 using sy::admin::AdminConn;
 using sy::admin::AdminHandler;
@@ -53,22 +54,14 @@ struct Rig {
 
   Rig() {
     REQUIRE(uv_loop_init(&loop) == 0);
-    uv_tcp_init(&loop, &server);
-    sockaddr_in a{};
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    REQUIRE(uv_tcp_bind(&server, reinterpret_cast<const sockaddr*>(&a), 0) == 0);
-    server.data = this;
-    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&server), 16, [](uv_stream_t* s, int status) {
-              REQUIRE(status == 0);
-              AdminConn::accept(s, &static_cast<Rig*>(s->data)->handler);
-            }) == 0);
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    uv_tcp_getsockname(&server, reinterpret_cast<sockaddr*>(&bound), &len);
+    const sy::conf::Address bound = sy::test::listen_loopback(&loop, &server, this, [](uv_stream_t* s, int status) {
+      REQUIRE(status == 0);
+      AdminConn::accept(s, &static_cast<Rig*>(s->data)->handler);
+    });
     uv_tcp_init(&loop, &client);
     client.data = this;
     connect_req.data = this;
-    REQUIRE(uv_tcp_connect(&connect_req, &client, reinterpret_cast<const sockaddr*>(&bound), [](uv_connect_t* r, int status) {
+    REQUIRE(uv_tcp_connect(&connect_req, &client, bound.sa(), [](uv_connect_t* r, int status) {
               REQUIRE(status == 0);
               auto* rig = static_cast<Rig*>(r->data);
               uv_read_start(
@@ -90,11 +83,10 @@ struct Rig {
     REQUIRE(uv_write(&write_req, reinterpret_cast<uv_stream_t*>(&client), &b, 1, nullptr) == 0);
   }
 
-  // Runs the loop until `done` holds (bounded by a count of turns, not by time).
   template <class F>
   bool run_until(F done) {
-    for (int i = 0; i < 100000 && !done(); ++i) uv_run(&loop, UV_RUN_ONCE);
-    return done();
+    sy::test::run_until(&loop, done);
+    return true;
   }
 
   size_t answers() const {
@@ -108,10 +100,9 @@ struct Rig {
     auto count = [](uv_handle_t* h) { ++static_cast<Rig*>(h->data)->closes; };
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&client))) uv_close(reinterpret_cast<uv_handle_t*>(&client), count);
     uv_close(reinterpret_cast<uv_handle_t*>(&server), count);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    sy::test::finish_loop(&loop);
     CHECK(closes == 2);
     CHECK(AdminConn::open_count() == 0);
-    CHECK(uv_loop_close(&loop) == 0);
   }
 };
 

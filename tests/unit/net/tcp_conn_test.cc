@@ -7,6 +7,7 @@
 #include <string>
 
 #include "proxy/net/tcp_conn.h"
+#include "tests/unit/loop_rig.h"
 
 namespace {
 
@@ -60,12 +61,7 @@ struct Rig {
 
   Rig() {
     REQUIRE(uv_loop_init(&loop) == 0);
-    uv_tcp_init(&loop, &server);
-    sockaddr_in a{};
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    REQUIRE(uv_tcp_bind(&server, reinterpret_cast<const sockaddr*>(&a), 0) == 0);
-    server.data = this;
-    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&server), 16, [](uv_stream_t* s, int status) {
+    const sy::conf::Address bound = sy::test::listen_loopback(&loop, &server, this, [](uv_stream_t* s, int status) {
       REQUIRE(status == 0);
       auto* r = static_cast<Rig*>(s->data);
       auto* o = new Owner;
@@ -73,13 +69,10 @@ struct Rig {
       o->gone = &r->gone;
       REQUIRE(uv_accept(s, o->sock.stream()) == 0);
       r->accepted = o;
-    }) == 0);
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    uv_tcp_getsockname(&server, reinterpret_cast<sockaddr*>(&bound), &len);
+    });
     uv_tcp_init(&loop, &client);
     client.data = this;
-    REQUIRE(uv_tcp_connect(&connect_req, &client, reinterpret_cast<sockaddr*>(&bound), [](uv_connect_t* c, int status) {
+    REQUIRE(uv_tcp_connect(&connect_req, &client, bound.sa(), [](uv_connect_t* c, int status) {
       REQUIRE(status == 0);
       uv_read_start(c->handle, [](uv_handle_t* h, size_t, uv_buf_t* b) {
         auto* r = static_cast<Rig*>(h->data);
@@ -91,14 +84,12 @@ struct Rig {
   }
   template <typename P>
   void run_until(P done) {
-    for (int i = 0; i < 100000 && !done(); ++i) uv_run(&loop, UV_RUN_ONCE);
-    REQUIRE(done());
+    sy::test::run_until(&loop, done);
   }
   ~Rig() {
     uv_close(reinterpret_cast<uv_handle_t*>(&server), nullptr);
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&client))) uv_close(reinterpret_cast<uv_handle_t*>(&client), nullptr);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK(uv_loop_close(&loop) == 0);
+    sy::test::finish_loop(&loop);
   }
 };
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "registry/etcd/http_conn.h"
+#include "tests/unit/loop_rig.h"
 
 using sy::registry::etcd::HttpConn;
 
@@ -27,12 +28,7 @@ struct Server {
   sy::conf::Address addr;
 
   explicit Server(uv_loop_t* l, std::string a) : loop(l), answer(std::move(a)) {
-    uv_tcp_init(loop, &listener);
-    sockaddr_in sa{};
-    uv_ip4_addr("127.0.0.1", 0, &sa);
-    REQUIRE(uv_tcp_bind(&listener, reinterpret_cast<const sockaddr*>(&sa), 0) == 0);
-    listener.data = this;
-    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 4, [](uv_stream_t* s, int) {
+    addr = sy::test::listen_loopback(loop, &listener, this, [](uv_stream_t* s, int) {
       auto* self = static_cast<Server*>(s->data);
       uv_tcp_init(self->loop, &self->conn);
       self->conn.data = self;
@@ -50,11 +46,7 @@ struct Server {
         uv_buf_t out = uv_buf_init(me->answer.data(), static_cast<unsigned>(me->answer.size()));
         uv_write(&me->wreq, st, &out, 1, nullptr);
       });
-    }) == 0);
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    uv_tcp_getsockname(&listener, reinterpret_cast<sockaddr*>(&bound), &len);
-    REQUIRE(sy::conf::parse_address("127.0.0.1:" + std::to_string(ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)), addr, false).empty());
+    });
   }
   void close() {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
@@ -62,16 +54,8 @@ struct Server {
   }
 };
 
-template <typename P>
-void run_until(uv_loop_t* loop, P done) {
-  for (int i = 0; i < 100000 && !done(); ++i) uv_run(loop, UV_RUN_ONCE);
-  REQUIRE(done());
-}
-
-void finish(uv_loop_t* loop) {
-  uv_run(loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(loop) == 0);
-}
+using sy::test::run_until;
+void finish(uv_loop_t* loop) { sy::test::finish_loop(loop); }
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 
 #include "proxy/upstream/pool.h"
 #include "proxy/upstream/upstream_conn.h"
+#include "tests/unit/loop_rig.h"
 
 using namespace sy;
 using upstream::Pool;
@@ -29,12 +30,7 @@ struct Backend {
   conf::Address addr;
 
   Backend(uv_loop_t* l, std::string a) : loop(l), answer(std::move(a)) {
-    uv_tcp_init(loop, &listener);
-    sockaddr_in sa{};
-    uv_ip4_addr("127.0.0.1", 0, &sa);
-    REQUIRE(uv_tcp_bind(&listener, reinterpret_cast<const sockaddr*>(&sa), 0) == 0);
-    listener.data = this;
-    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 8, [](uv_stream_t* s, int) {
+    addr = test::listen_loopback(loop, &listener, this, [](uv_stream_t* s, int) {
       auto* self = static_cast<Backend*>(s->data);
       auto* c = new uv_tcp_t{};
       uv_tcp_init(self->loop, c);
@@ -54,11 +50,7 @@ struct Backend {
         uv_buf_t out = uv_buf_init(me->answer.data(), static_cast<unsigned>(me->answer.size()));
         uv_write(w, st, &out, 1, [](uv_write_t* req, int) { delete req; });
       });
-    }) == 0);
-    sockaddr_storage bound{};
-    int len = sizeof bound;
-    uv_tcp_getsockname(&listener, reinterpret_cast<sockaddr*>(&bound), &len);
-    REQUIRE(conf::parse_address("127.0.0.1:" + std::to_string(ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)), addr, false).empty());
+    });
   }
   void close_conns() {
     for (auto* c : conns) uv_close(reinterpret_cast<uv_handle_t*>(c), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
@@ -87,11 +79,7 @@ struct Owner : upstream::UpstreamOwner {
   void on_upstream_drained(UpstreamConn*) override {}
 };
 
-template <typename P>
-void run_until(uv_loop_t* loop, P done) {
-  for (int i = 0; i < 100000 && !done(); ++i) uv_run(loop, UV_RUN_ONCE);
-  REQUIRE(done());
-}
+using test::run_until;
 
 void send_get(UpstreamConn* c, conf::Millis response_timeout) {
   c->out().copy("GET / HTTP/1.1\r\nHost: b\r\n\r\n");
@@ -136,8 +124,7 @@ TEST_CASE("UpstreamConn: a response, the connection parked and reused, then clos
     pool.close_all();
     be.close();
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  test::finish_loop(&loop);
 }
 
 TEST_CASE("UpstreamConn: refused connect and a silent backend are reported as such") {
@@ -161,6 +148,5 @@ TEST_CASE("UpstreamConn: refused connect and a silent backend are reported as su
     run_until(&loop, [&] { return !r.errors.empty(); });
     CHECK(r.errors[0] == UpstreamError::kConnectFailed);
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  test::finish_loop(&loop);
 }
