@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -113,3 +115,64 @@ class EtcdCluster:
 
     def compact(self, revision):
         self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
+
+class StallingRelay:
+    """A TCP relay in front of one etcd member that can silence the watch streams open through it:
+    after stall_watches(), what etcd sends on those connections is dropped while they stay open
+    (a watch that stalls without breaking); every other connection, and every watch opened
+    afterwards, is relayed as usual."""
+
+    def __init__(self, target):
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.watches = []       # connections whose requests went to /v3/watch
+        self.silenced = set()   # ids of connections whose answers are dropped
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall_watches(self):
+        with self.lock:
+            self.silenced.update(id(c) for c in self.watches)
+            return len(self.watches)
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src, dst, from_client):
+        conn = src if from_client else dst  # the client side names the connection
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_client and b"/v3/watch" in data:
+                    with self.lock:
+                        if conn not in self.watches:
+                            self.watches.append(conn)
+                if not from_client:
+                    with self.lock:
+                        if id(conn) in self.silenced:
+                            continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

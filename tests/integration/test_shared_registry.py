@@ -2,7 +2,8 @@
 changes through one proxy routed by another, heartbeats through any proxy, kill -9 of a proxy,
 members stopped (one: everything works; two: routing goes on, changes 503, all back afterwards),
 compaction while a proxy's watch is down, 10,000 instances synced by a new proxy, a proxy killed
-in the middle of a registration stream, self-preservation on what the watch reports, same-id races.
+in the middle of a registration stream, self-preservation on what the watch reports, same-id races,
+a watch that goes silent without breaking (found by the stall check).
 
 Skips only where etcd is not installed (deploy/install-deps.sh installs etcd-server)."""
 import json
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from etcd_cluster import ETCD, EtcdCluster, b64
+from etcd_cluster import ETCD, EtcdCluster, StallingRelay, b64
 from harness import BIN, admin, get, wait_until
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (deploy/install-deps.sh installs etcd-server)")
@@ -250,6 +251,27 @@ def test_compaction_while_a_watch_is_down_reads_everything_again(cluster, proxie
     wait_until(lambda: instance_ids(b_proxy, "cmp") == {"new"}, WAIT, 0.05, what="B to read everything again")
     b_proxy.wait_log("compacted revision", WAIT)
     assert get(b_proxy.addr, "/", host="cmp").status == 200
+
+
+def test_a_watch_that_goes_silent_is_found_by_the_stall_check_and_opened_again(cluster, proxies, backends):
+    """A's watch stays open but delivers nothing (a relay drops etcd's bytes on it): no error, no
+    close, the probe still answers. Only the stall check (every 5th probe: the newest revision
+    under the prefix, ahead of the watch twice in a row) can find it; it opens the watch again
+    and the change written meanwhile through B arrives on A."""
+    b = backends()
+    relay = StallingRelay(cluster.endpoints[0])
+    try:
+        a_proxy = ready(proxies(shared_config(cluster, members=[]).replace("endpoints: []", f"endpoints: [{relay.endpoint}]")))
+        b_proxy = ready(proxies(shared_config(cluster)))
+        assert register(b_proxy, "st", "before", b.address)[0] == 201
+        wait_until(lambda: "before" in instance_ids(a_proxy, "st"), WAIT, 0.02, what="A to see 'before' (the watch works)")
+        wait_until(lambda: relay.stall_watches() > 0, WAIT, 0.02, what="A's watch through the relay")
+        assert register(b_proxy, "st", "after", b.address)[0] == 201
+        a_proxy.wait_log("the watch delivered nothing past revision", timeout=WAIT)
+        wait_until(lambda: "after" in instance_ids(a_proxy, "st"), WAIT, 0.02, what="A to see 'after' once the watch is opened again")
+        assert metric(a_proxy, "switchyard_registry_backend_errors_total") >= 1
+    finally:
+        relay.close()
 
 
 def test_a_new_proxy_syncs_ten_thousand_instances(cluster, proxies, backends):
