@@ -63,6 +63,17 @@ def metric(proxy, name):
     return None
 
 
+def rx_queue(local_port, remote_port):
+    """Bytes waiting unread in the receive queue of the loopback TCP connection local_port →
+    remote_port (/proc/net/tcp), or None if there is no such connection."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == local_port and int(fields[2].split(":")[1], 16) == remote_port:
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
 def percentile(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
@@ -412,25 +423,48 @@ def test_consul_and_eureka_clients_share_the_registry_too(cluster, proxies, back
 
 def test_large_registrations_are_shared_intact_beside_small_ones(cluster, proxies, backends):
     """Registrations of 700 KiB (the admin API takes up to 1 MiB; etcd's request limit is 1.5 MiB,
-    two of them together would pass it) sent at once with small ones: every one is acknowledged,
-    shared whole, and etcd stays writable. (How a turn's writes are cut into transactions is
-    checked deterministically by the unit test of plan_transactions.)"""
+    two of them together would pass it) arriving in one loop turn with small ones: each request
+    is sent whole but its last byte, on its own connection; the last bytes are sent while the
+    proxy is stopped (SIGSTOP), so its loop finds all eight complete together. Every one is acknowledged, shared whole,
+    and etcd stays writable. (How a turn's writes are cut into transactions is also checked
+    deterministically by the unit test of plan_transactions.)"""
+    import socket
     b = backends()
     a_proxy = ready(proxies(shared_config(cluster)))
     b_proxy = ready(proxies(shared_config(cluster)))
     big = "x" * (700 * 1024)
-    results = {}
-
-    def reg(i):
+    conns, reqs = [], []
+    for i in range(8):
         meta = {"blob": big} if i < 4 else {"small": "yes"}
-        results[i] = register(a_proxy, "big", f"g{i}", b.address, meta=meta)[0]
-
-    threads = [threading.Thread(target=reg, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(WAIT)
-    assert sorted(results.values()) == [201] * 8, results
+        body = json.dumps({"address": b.address, "ttl": "10m", "meta": meta}).encode()
+        reqs.append(f"PUT /v1/services/big/instances/g{i} HTTP/1.1\r\nHost: admin\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        c = socket.create_connection(a_proxy.admin, timeout=WAIT)
+        c.sendall(reqs[-1][:-1])
+        conns.append(c)
+    # Everything but the last bytes has been read by the proxy: its receive queues are empty.
+    ports = [c.getsockname()[1] for c in conns]
+    wait_until(lambda: all(rx_queue(a_proxy.admin[1], p) == 0 for p in ports), WAIT, 0.01, what="the proxy to read the bodies")
+    # The last bytes arrive while the proxy is stopped, so its loop finds all eight requests
+    # complete in one turn when it runs again.
+    a_proxy.send_signal(signal.SIGSTOP)
+    try:
+        for c, r in zip(conns, reqs):
+            c.sendall(r[-1:])
+        wait_until(lambda: all(rx_queue(a_proxy.admin[1], p) == 1 for p in ports), WAIT, 0.01, what="the last bytes queued")
+    finally:
+        a_proxy.send_signal(signal.SIGCONT)
+    statuses = []
+    for c in conns:
+        got = b""
+        while b"\r\n" not in got:
+            data = c.recv(4096)
+            if not data:
+                break
+            got += data
+        statuses.append(got.split(b" ", 2)[1] if got else b"")
+        c.close()
+    assert statuses == [b"201"] * 8, statuses
     wait_until(lambda: len(instance_ids(b_proxy, "big")) == 8, WAIT, what="B to see all eight")
     docs = cluster.instances()
     assert all(docs[("big", f"g{i}")]["meta"].get("blob") == big for i in range(4))
