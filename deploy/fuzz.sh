@@ -4,7 +4,8 @@
 # tests/fuzz/corpus/<target>/ (read only: what a run discovers goes to build-fuzz/corpus/<target>/).
 # A crash leaves its input as build-fuzz/crash-<target>-*; turn it into a regression test.
 #   deploy/fuzz.sh [SECONDS] [TARGET...]
-# Prints one line per target and "N passed, N failed"; exits non-zero if any target failed.
+# Targets run side by side, one per core (FUZZ_JOBS). Prints one line per target and
+# "N passed, N failed"; exits non-zero if any target failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh >&2
@@ -23,20 +24,43 @@ if ((${#targets[@]} == 0)); then
 fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-ok=0; failed=0
-for t in "${targets[@]}"; do
-  work="$dir/corpus/$t"
+# One target: its result line goes to $dir/<target>.result (targets run side by side, so
+# the lines are printed afterwards, in order).
+run_one() {
+  local t=$1 work="$dir/corpus/$1" log="$dir/$1.log"
   mkdir -p "$work"
-  log="$dir/$t.log"
   if "$dir/tests/fuzz/$t" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$dir/crash-$t-" \
        -timeout=10 -rss_limit_mb=2048 "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo "?")
-    echo "fuzz $t: ok, $execs runs in ${seconds}s, coverage $cov"
+    echo "fuzz $t: ok, $execs runs in ${seconds}s, coverage $cov" >"$dir/$t.result"
+  else
+    echo "fuzz $t: FAILED (see $log)" >"$dir/$t.result"
+  fi
+}
+# Each libFuzzer run uses one core: run as many at once as there are cores (FUZZ_JOBS to change),
+# so the suite's wall time is not the sum of every target's SECONDS.
+jobs=${FUZZ_JOBS:-$(nproc)}
+((jobs >= 1)) || jobs=1
+running=0
+for t in "${targets[@]}"; do
+  rm -f "$dir/$t.result"
+  if ((running >= jobs)); then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  run_one "$t" &
+  running=$((running + 1))
+done
+wait || true
+ok=0; failed=0
+for t in "${targets[@]}"; do
+  line=$(cat "$dir/$t.result" 2>/dev/null || echo "fuzz $t: FAILED (no result; see $dir/$t.log)")
+  echo "$line"
+  if [[ $line == *": ok,"* ]]; then
     ok=$((ok + 1))
   else
-    echo "fuzz $t: FAILED (see $log)"
-    tail -30 "$log"
+    tail -30 "$dir/$t.log" 2>/dev/null || true
     failed=$((failed + 1))
   fi
 done
