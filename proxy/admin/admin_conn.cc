@@ -209,8 +209,8 @@ void AdminConn::on_write(uv_write_t* w, int status) {
     c->lingering_ = true;
     c->sock_.discard();
     c->in_.clear();
-    if (!c->sock_.shutdown_write([](uv_shutdown_t* r, int st) {
-          if (st < 0) static_cast<AdminConn*>(r->data)->close();
+    if (!c->sock_.shutdown_write([](void* owner, int st) {
+          if (st < 0) static_cast<AdminConn*>(owner)->close();
         })) {
       c->close();
       return;

@@ -117,11 +117,18 @@ struct TcpConn {
   }
 
   // Lingering close, first step: send FIN once queued writes are out; the owner keeps reading
-  // (discard()) until the peer closes or its linger timer runs out. `cb` gets the owner as
-  // req->data. False: the shutdown could not start (close instead).
-  bool shutdown_write(uv_shutdown_cb cb) {
-    shutdown_req_.data = owner_;
-    return uv_shutdown(&shutdown_req_, stream(), cb) == 0;
+  // (discard()) until the peer closes or its linger timer runs out. `cb` runs once (status < 0:
+  // the FIN could not go; UV_ECANCELED when the connection closes first). False: the shutdown
+  // could not start (close instead). The request is allocated here, not held by every
+  // connection: only a lingering one needs it (80 bytes off each idle keep-alive client).
+  using Shut = void (*)(void* owner, int status);
+  bool shutdown_write(Shut cb) {
+    auto* req = new uv_shutdown_t;
+    req->data = this;
+    shut_ = cb;
+    if (uv_shutdown(req, stream(), shutdown_cb) == 0) return true;
+    delete req;
+    return false;
   }
 
   // Internal (public only so that the struct stays standard-layout for offsetof).
@@ -140,6 +147,12 @@ struct TcpConn {
     if (!rbuf.data && !(rbuf.data = buffers_->acquire())) return false;
     rbuf.compact();
     return true;
+  }
+  static void shutdown_cb(uv_shutdown_t* req, int status) {
+    // (libuv calls it before the close callbacks when the connection closes first.)
+    auto* c = static_cast<TcpConn*>(req->data);
+    delete req;
+    c->shut_(c->owner_, status);
   }
   static void alloc_cb(uv_handle_t* h, size_t, uv_buf_t* buf) {
     // Input nobody keeps: a small shared sink (one per thread; read callbacks never overlap).
@@ -162,7 +175,7 @@ struct TcpConn {
 
   BufferPool* buffers_ = nullptr;
   OnRead on_read_ = nullptr;
-  uv_shutdown_t shutdown_req_{};
+  Shut shut_ = nullptr;
   void* owner_ = nullptr;
   Gone gone_ = nullptr;
   int pending_ = 0;     // close callbacks still to come

@@ -145,8 +145,8 @@ void DownstreamConn::linger_close() {
   start_reading();
 }
 
-void DownstreamConn::on_shutdown(uv_shutdown_t* req, int status) {
-  auto* c = static_cast<DownstreamConn*>(req->data);
+void DownstreamConn::on_shutdown(void* owner, int status) {
+  auto* c = static_cast<DownstreamConn*>(owner);
   if (status < 0 && c->state_ == State::kLingering) c->close();
 }
 

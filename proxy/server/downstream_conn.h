@@ -64,7 +64,7 @@ class DownstreamConn final {
   static void on_client_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
   static void on_gone(void* owner);
-  static void on_shutdown(uv_shutdown_t* req, int status);
+  static void on_shutdown(void* owner, int status);
 
   void start_reading();
   void stop_reading();

@@ -113,17 +113,35 @@ TEST_CASE("TcpConn: shutdown_write sends FIN while the connection stays open") {
   Rig r;
   r.run_until([&] { return r.accepted != nullptr; });
   Owner* o = r.accepted;
-  // The shutdown callback gets the owner as req->data.
+  // The shutdown callback gets the owner.
   static Owner* seen_owner = nullptr;
-  REQUIRE(o->sock.shutdown_write([](uv_shutdown_t* req, int status) {
+  REQUIRE(o->sock.shutdown_write([](void* owner, int status) {
     CHECK(status == 0);
-    seen_owner = static_cast<Owner*>(req->data);
+    seen_owner = static_cast<Owner*>(owner);
   }));
   r.run_until([&] { return r.client_eof && seen_owner != nullptr; });
   CHECK(seen_owner == o);
   CHECK(r.gone == 0);
   o->sock.close(Owner::on_gone);
   r.run_until([&] { return r.gone == 1; });
+}
+
+TEST_CASE("TcpConn: a close before the FIN went cancels the shutdown, reported before the owner goes") {
+  Rig r;
+  r.run_until([&] { return r.accepted != nullptr; });
+  Owner* o = r.accepted;
+  static int status_seen = 0;
+  static int gone_then = -1;
+  static int* gone_count = nullptr;
+  gone_count = &r.gone;
+  REQUIRE(o->sock.shutdown_write([](void*, int status) {
+    status_seen = status;
+    gone_then = *gone_count;
+  }));
+  o->sock.close(Owner::on_gone);  // the request is still queued: libuv cancels it
+  r.run_until([&] { return r.gone == 1; });
+  CHECK(status_seen == UV_ECANCELED);
+  CHECK(gone_then == 0);  // the owner was still there for it (and the request was freed: ASan)
 }
 
 TEST_CASE("TcpConn: reads land in a pooled buffer, held only while bytes are in it") {
