@@ -145,7 +145,7 @@ struct TcpConn {
   }
   bool take_buffer() {
     if (!rbuf.data && !(rbuf.data = buffers_->acquire())) return false;
-    rbuf.compact();
+    rbuf.compact();  // before every read: owners only advance rbuf.start, never rewind it
     return true;
   }
   static void shutdown_cb(uv_shutdown_t* req, int status) {

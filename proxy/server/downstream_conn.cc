@@ -20,8 +20,6 @@ using upstream::UpstreamError;
 
 namespace {
 
-int64_t ms(conf::Millis m) { return m.count(); }
-
 constexpr int64_t kLingerMs = 1000;
 
 }  // namespace
@@ -74,7 +72,7 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
   if (w.observer) w.observer->on_connections(1);
   c->cfg_ = w.snapshot()->config;
   c->state_ = State::kIdle;
-  c->arm(ms(c->cfg_->client.header_timeout));
+  c->arm(c->cfg_->client.header_timeout);
   // The request usually arrives with the connection (see TcpConn::read_now): a connection that
   // closes after one exchange is then never registered with epoll at all.
   if (!c->sock_.read_now(on_read)) c->start_reading();
@@ -187,7 +185,7 @@ void DownstreamConn::check_body_timeout() {
   const ProxyStream::ExchangeState& s = stream_.s_;
   if (s.request_done || !s.head_done) return;  // (a header timer left to run out)
   const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
-  const int64_t limit = ms(cfg_->client.body_timeout);
+  const int64_t limit = cfg_->client.body_timeout.count();
   const int64_t quiet = sock_.read_wanted() ? now - body_quiet_since_ms_ : 0;
   if (quiet < limit) {
     arm(limit - quiet);
@@ -332,7 +330,7 @@ void DownstreamConn::reset_for_next() {
   if (in_process_) return;  // the parsing loop below us goes on with the next request
   if (sock_.rbuf.pending() > 0) {
     // A pipelined request is already here.
-    arm(ms(cfg_->client.header_timeout));
+    arm(cfg_->client.header_timeout);
     process_input();
     return;
   }
@@ -345,7 +343,7 @@ void DownstreamConn::go_idle() {
   sock_.drop_buffer();
   stream_.give_storage();
   state_ = State::kIdle;
-  arm(ms(cfg_->client.idle_timeout));
+  arm(cfg_->client.idle_timeout);
   start_reading();
 }
 

@@ -77,6 +77,7 @@ class DownstreamConn final {
   void close();
   void linger_close();
   void arm(int64_t ms);
+  void arm(conf::Millis t) { arm(t.count()); }
   void check_body_timeout();
 
   Worker& w_;

@@ -20,8 +20,6 @@ using upstream::UpstreamError;
 
 namespace {
 
-int64_t ms(conf::Millis m) { return m.count(); }
-
 bool method_idempotent(int m) {
   switch (m) {
     case HTTP_GET:
@@ -165,7 +163,7 @@ void ProxyStream::send_request_head() {
   s_.up->expect_response(s_.is_head, s_.upstreams->cfg->timeouts.idle);
   if (!s_.request_done) {
     c_.body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));
-    c_.arm(ms(c_.cfg_->client.body_timeout));
+    c_.arm(c_.cfg_->client.body_timeout);
   }
   if (c_.state_ != DownstreamConn::State::kForwarding) return;
   // Body bytes already read follow the head in the same write.
@@ -195,7 +193,6 @@ void ProxyStream::on_upstream_drained(UpstreamConn*) {
   s_.up_drained = true;
   if (c_.state_ == DownstreamConn::State::kClosed) return;
   if (c_.state_ == DownstreamConn::State::kForwarding && s_.request_done && s_.up) s_.up->request_sent(try_timeout());
-  if (c_.sock_.rbuf.start == c_.sock_.rbuf.end) c_.sock_.rbuf.start = c_.sock_.rbuf.end = 0;
   if (c_.state_ == DownstreamConn::State::kTunnel) {
     c_.start_reading();
     return;

@@ -8,12 +8,6 @@
 
 namespace sy::server {
 
-namespace {
-
-int64_t ms(conf::Millis m) { return m.count(); }
-
-}  // namespace
-
 // A request over a client.* limit: the connection's parsing loop answers `status` (with `why`).
 int ProxyStream::over_limit(int status, const char* why) {
   s_.error_status = status;
@@ -43,7 +37,7 @@ int ProxyStream::cb_message_begin(llhttp_t* p) {
   st->s_.message_begun = true;
   st->s_.started_ns = uv_hrtime();
   st->c_.state_ = DownstreamConn::State::kReadingHead;
-  st->c_.arm(ms(st->c_.cfg_->client.header_timeout));
+  st->c_.arm(st->c_.cfg_->client.header_timeout);
   return 0;
 }
 

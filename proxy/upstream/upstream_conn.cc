@@ -139,8 +139,6 @@ void UpstreamConn::pause_reading() {
 void UpstreamConn::resume_reading() {
   read_paused_ = false;
   if (state_ == State::kClosed) return;
-  // Whatever was read before the pause has been written downstream by now.
-  if (sock_.rbuf.start == sock_.rbuf.end) sock_.rbuf.start = sock_.rbuf.end = 0;
   sock_.read_start(on_read);
   // Bytes parked behind a pause are parsed now.
   if (state_ == State::kActive && sock_.rbuf.pending() > 0 && !response_done_) parse();
@@ -271,11 +269,7 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t n) {
     if (c->owner_) c->owner_->on_upstream_body(c, c->sock_.rbuf.data + c->sock_.rbuf.start, c->sock_.rbuf.pending());
     c->sock_.rbuf.start = c->sock_.rbuf.end;
     if (c->state_ == State::kClosed) return;
-    if (c->owner_ && c->owner_->on_upstream_read_done(c)) {
-      if (c->state_ != State::kClosed) c->pause_reading();
-    } else {
-      c->sock_.rbuf.start = c->sock_.rbuf.end = 0;
-    }
+    if (c->owner_ && c->owner_->on_upstream_read_done(c) && c->state_ != State::kClosed) c->pause_reading();
     return;
   }
   if (c->response_done_) {
@@ -312,11 +306,8 @@ void UpstreamConn::parse() {
     fail(UpstreamError::kBadResponse);
     return;
   }
-  if (owner_ && owner_->on_upstream_read_done(this)) {
-    if (state_ != State::kClosed && state_ != State::kIdle) pause_reading();
-  } else if (state_ == State::kActive || state_ == State::kTunnel) {
-    if (sock_.rbuf.start == sock_.rbuf.end) sock_.rbuf.start = sock_.rbuf.end = 0;
-  }
+  // (A consumed buffer needs no rewinding here: TcpConn compacts it before the next read.)
+  if (owner_ && owner_->on_upstream_read_done(this) && state_ != State::kClosed && state_ != State::kIdle) pause_reading();
 }
 
 // ---- llhttp callbacks ----

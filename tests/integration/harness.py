@@ -373,7 +373,9 @@ class Proxy:
     def log(self):
         return "\n".join(self.lines)
 
-    def wait_log(self, pattern, timeout=10):
+    def wait_log(self, pattern, timeout=60):
+        # (A bound on a hang, not a pace: polling returns as soon as the line is there, and a
+        # sanitizer build on a slow machine may take seconds to log it.)
         return wait_until(lambda: any(re.search(pattern, l) for l in self.lines), timeout, what=f"log line /{pattern}/")
 
     def send_signal(self, sig):

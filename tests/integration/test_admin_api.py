@@ -186,10 +186,11 @@ def test_long_poll_waits_for_a_change(backends, proxies):
     admin(p.admin, "PUT", "/v1/services/s/instances/a", {"address": b.address})
     _, body, r = admin(p.admin, "GET", "/v1/services/s")
     index = int(r.header("x-switchyard-index"))
-    # Index already passed: answered at once.
+    # Index already passed: answered at once, not after the 60 s wait (the bound leaves a slow
+    # sanitizer build plenty of room).
     t0 = time.monotonic()
-    admin(p.admin, "GET", f"/v1/services/s?index={index - 1}&wait=5s")
-    assert time.monotonic() - t0 < 1
+    admin(p.admin, "GET", f"/v1/services/s?index={index - 1}&wait=60s")
+    assert time.monotonic() - t0 < 30
     # Blocks until a change.
     result = {}
 
@@ -201,7 +202,8 @@ def test_long_poll_waits_for_a_change(backends, proxies):
     time.sleep(0.3)  # proving a negative: after 300 ms the long poll must still be blocked
     assert t.is_alive()
     admin(p.admin, "PUT", "/v1/services/s/instances/b", {"address": b.address})
-    t.join(5)
+    t.join(60)
+    assert not t.is_alive(), "the change did not answer the long poll"
     status, body, r = result["r"]
     assert status == 200 and len(body["instances"]) == 2 and int(r.header("x-switchyard-index")) > index
     # The wait is honoured when nothing changes.

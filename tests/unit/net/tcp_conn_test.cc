@@ -82,6 +82,11 @@ struct Rig {
       });
     }) == 0);
   }
+  // The server side of the client connection, once accepted.
+  Owner* accept_one() {
+    run_until([&] { return accepted != nullptr; });
+    return accepted;
+  }
   template <typename P>
   void run_until(P done) {
     sy::test::run_until(&loop, done);
@@ -97,8 +102,7 @@ struct Rig {
 
 TEST_CASE("TcpConn: close frees the owner once, after both handles; a second close is nothing") {
   Rig r;
-  r.run_until([&] { return r.accepted != nullptr; });
-  Owner* o = r.accepted;
+  Owner* o = r.accept_one();
   o->sock.arm(60000, [](uv_timer_t*) { FAIL("timer fired after close"); });
   o->sock.close(Owner::on_gone);
   CHECK(o->sock.closing());
@@ -111,8 +115,7 @@ TEST_CASE("TcpConn: close frees the owner once, after both handles; a second clo
 
 TEST_CASE("TcpConn: shutdown_write sends FIN while the connection stays open") {
   Rig r;
-  r.run_until([&] { return r.accepted != nullptr; });
-  Owner* o = r.accepted;
+  Owner* o = r.accept_one();
   // The shutdown callback gets the owner.
   static Owner* seen_owner = nullptr;
   REQUIRE(o->sock.shutdown_write([](void* owner, int status) {
@@ -128,8 +131,7 @@ TEST_CASE("TcpConn: shutdown_write sends FIN while the connection stays open") {
 
 TEST_CASE("TcpConn: a close before the FIN went cancels the shutdown, reported before the owner goes") {
   Rig r;
-  r.run_until([&] { return r.accepted != nullptr; });
-  Owner* o = r.accepted;
+  Owner* o = r.accept_one();
   static int status_seen = 0;
   static int gone_then = -1;
   static int* gone_count = nullptr;
@@ -146,8 +148,7 @@ TEST_CASE("TcpConn: a close before the FIN went cancels the shutdown, reported b
 
 TEST_CASE("TcpConn: reads land in a pooled buffer, held only while bytes are in it") {
   Rig r;
-  r.run_until([&] { return r.accepted != nullptr; });
-  Owner* o = r.accepted;
+  Owner* o = r.accept_one();
   o->sock.read_start(Owner::on_read);
   r.send("hello");
   r.run_until([&] { return o->got == "hello"; });
@@ -166,8 +167,7 @@ TEST_CASE("TcpConn: reads land in a pooled buffer, held only while bytes are in 
 
 TEST_CASE("TcpConn: a lazy pause leaves bytes in the kernel until read_start") {
   Rig r;
-  r.run_until([&] { return r.accepted != nullptr; });
-  Owner* o = r.accepted;
+  Owner* o = r.accept_one();
   o->sock.read_start(Owner::on_read);
   o->sock.read_pause();
   CHECK(o->sock.armed_);  // still armed in libuv: no epoll_ctl for the pause
@@ -184,8 +184,7 @@ TEST_CASE("TcpConn: a lazy pause leaves bytes in the kernel until read_start") {
 
 TEST_CASE("TcpConn: read_now takes what is already there without arming libuv") {
   Rig r;
-  r.run_until([&] { return r.accepted != nullptr; });
-  Owner* o = r.accepted;
+  Owner* o = r.accept_one();
   CHECK_FALSE(o->sock.read_now(Owner::on_read));  // nothing sent yet
   CHECK(o->sock.rbuf.data == nullptr);            // and no buffer kept for it
   r.send("early");
@@ -200,8 +199,7 @@ TEST_CASE("TcpConn: read_now takes what is already there without arming libuv") 
 
 TEST_CASE("TcpConn: discarding reads and drops input; the end still reaches the owner") {
   Rig r;
-  r.run_until([&] { return r.accepted != nullptr; });
-  Owner* o = r.accepted;
+  Owner* o = r.accept_one();
   o->sock.discard();
   o->sock.read_start(Owner::on_read);
   r.send("ignored");
