@@ -30,6 +30,8 @@ class Loader {
     o << name_ << ":" << line << ":" << col << ": " << msg;
     errors_.push_back(o.str());
   }
+  // At a position recorded while loading; a key that was not written (a default) reports 1:1.
+  void error_at(Pos p, const std::string& msg) { error_at(p.line ? p.line : 1, p.line ? p.col : 1, msg); }
   static Pos pos(const YAML::Node& n) { return {n.Mark().line + 1, n.Mark().column + 1}; }
 
   // Visits every key of a mapping; keys not in `handlers` are reported as unknown.
@@ -176,6 +178,7 @@ class Loader {
 
   std::string name_;
   std::vector<std::string>& errors_;
+  Pos admin_listen_pos_, admin_token_pos_;  // for the cross-field checks at the end of load()
 };
 
 bool valid_name(const std::string& s) {
@@ -233,8 +236,16 @@ void Loader::load(const YAML::Node& root, Config& c) {
           {"admin",
            [&](const YAML::Node& n) {
              map(n, "admin",
-                 {{"listen", [&](const YAML::Node& v) { address(v, "admin.listen", c.admin.listen, true); }},
-                  {"token", [&](const YAML::Node& v) { str(v, "admin.token", c.admin.token); }},
+                 {{"listen",
+                   [&](const YAML::Node& v) {
+                     admin_listen_pos_ = pos(v);
+                     address(v, "admin.listen", c.admin.listen, true);
+                   }},
+                  {"token",
+                   [&](const YAML::Node& v) {
+                     admin_token_pos_ = pos(v);
+                     str(v, "admin.token", c.admin.token);
+                   }},
                   {"max_connections", [&](const YAML::Node& v) { uint(v, "admin.max_connections", c.admin.max_connections, 1, 100000); }}});
            }},
           {"registry",
@@ -301,12 +312,18 @@ void Loader::load(const YAML::Node& root, Config& c) {
            }},
       });
 
-  // Cross-field checks.
+  // Cross-field checks, each at the key that decides it. Start-up, --check, SIGHUP and
+  // POST /v1/reload all load through here, so a reload cannot do what a start would refuse.
   if (!c.admin.token.empty() && c.admin.token.size() < 8) {
-    error_at(1, 1, "'admin.token' must be at least 8 characters");
+    error_at(admin_token_pos_, "'admin.token' must be at least 8 characters");
+  }
+  if (!c.admin.listen.is_loopback() && c.admin.token.empty()) {
+    error_at(admin_token_pos_.line ? admin_token_pos_ : admin_listen_pos_,
+             "admin.listen " + c.admin.listen.text +
+                 " is not a loopback address and admin.token is empty: refusing to expose an unauthenticated admin API");
   }
   for (const auto& l : c.listen) {
-    if (l.port() != 0 && l == c.admin.listen) error_at(1, 1, "'listen' and 'admin.listen' are the same address " + l.text);
+    if (l.port() != 0 && l == c.admin.listen) error_at(admin_listen_pos_, "'listen' and 'admin.listen' are the same address " + l.text);
   }
 }
 
@@ -370,6 +387,8 @@ void Loader::load_health(const YAML::Node& n, HealthCheck& h) {
 
 void Loader::load_service(const std::string& name, const YAML::Node& n, Service& s) {
   const std::string w = "services." + name;
+  // Where the keys of the cross-field checks below were written (0 = not written: a default).
+  Pos hash_on_pos, backoff_base_pos, backoff_max_pos, hc_pos, hc_interval_pos, hc_timeout_pos;
   map(n, "service '" + name + "'",
       {{"lb",
         [&](const YAML::Node& v) {
@@ -384,6 +403,7 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
        {"hash_on",
         [&](const YAML::Node& v) {
           std::string h;
+          hash_on_pos = pos(v);
           if (!scalar(v, w + ".hash_on", h)) return;
           if (!parse_hash_on(h, s.hash_on)) error(v, "'" + w + ".hash_on' must be header:NAME, cookie:NAME or source_ip; got '" + h + "'");
         }},
@@ -424,6 +444,11 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
        {"health_check",
         [&](const YAML::Node& v) {
           s.has_health_check = true;
+          hc_pos = pos(v);
+          if (v.IsMap()) {
+            if (v["interval"]) hc_interval_pos = pos(v["interval"]);
+            if (v["timeout"]) hc_timeout_pos = pos(v["timeout"]);
+          }
           load_health(v, s.health_check);
         }},
        {"outlier_detection",
@@ -457,8 +482,16 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
                {"backoff",
                 [&](const YAML::Node& x) {
                   map(x, "retry.backoff",
-                      {{"base", [&](const YAML::Node& y) { duration(y, "retry.backoff.base", r.backoff_base); }},
-                       {"max", [&](const YAML::Node& y) { duration(y, "retry.backoff.max", r.backoff_max); }}});
+                      {{"base",
+                        [&](const YAML::Node& y) {
+                          backoff_base_pos = pos(y);
+                          duration(y, "retry.backoff.base", r.backoff_base);
+                        }},
+                       {"max",
+                        [&](const YAML::Node& y) {
+                          backoff_max_pos = pos(y);
+                          duration(y, "retry.backoff.max", r.backoff_max);
+                        }}});
                 }},
                {"per_try_timeout", [&](const YAML::Node& x) { duration(x, "retry.per_try_timeout", r.per_try_timeout); }},
                {"budget_percent", [&](const YAML::Node& x) { uint(x, "retry.budget_percent", r.budget_percent, 0, 100); }}});
@@ -471,6 +504,21 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
                {"response", [&](const YAML::Node& x) { duration(x, "timeouts.response", t.response, false); }},
                {"idle", [&](const YAML::Node& x) { duration(x, "timeouts.idle", t.idle, false); }}});
         }}});
+
+  // Cross-field checks of the service, at the key a user would change.
+  if (hash_on_pos.line && s.lb != Lb::kRingHash && s.lb != Lb::kMaglev)
+    error_at(hash_on_pos, "'" + w + ".hash_on' is set but '" + w + ".lb' is " + std::string(lb_name(s.lb)) +
+                              ", which does not hash: use lb: ring_hash or maglev, or remove hash_on");
+  if (s.retry.backoff_base > s.retry.backoff_max)
+    error_at(backoff_base_pos.line ? backoff_base_pos : backoff_max_pos,
+             "'" + w + ".retry.backoff.base' (" + std::to_string(s.retry.backoff_base.count()) +
+                 " ms) is larger than 'retry.backoff.max' (" + std::to_string(s.retry.backoff_max.count()) + " ms)");
+  if (s.has_health_check && s.health_check.type != HealthCheck::Type::kNone &&
+      s.health_check.timeout >= s.health_check.interval)
+    error_at(hc_timeout_pos.line ? hc_timeout_pos : hc_interval_pos.line ? hc_interval_pos : hc_pos,
+             "'" + w + ".health_check.timeout' (" + std::to_string(s.health_check.timeout.count()) +
+                 " ms) must be shorter than its interval (" + std::to_string(s.health_check.interval.count()) +
+                 " ms): a probe must end before the next is due");
 }
 
 void Loader::load_route(const YAML::Node& n, Route& r) {

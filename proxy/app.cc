@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "proxy/admin/admin_conn.h"
+#include "proxy/net/assert.h"
 #include "proxy/net/close.h"
 #include "proxy/net/log.h"
 #include "proxy/server/downstream_conn.h"
@@ -73,8 +74,8 @@ class App::Reporter final : public server::ExchangeObserver {
 std::string App::start() {
   log::set_level(log::parse_level(cfg_->log_level));
   const auto& c = *cfg_;
-  if (!c.admin.listen.is_loopback() && c.admin.token.empty())
-    return "admin.listen " + c.admin.listen.text + " is not a loopback address and admin.token is empty: refusing to expose an unauthenticated admin API";
+  // (An admin API beyond loopback without a token is refused by the config loader itself, for
+  // start-up, --check and every reload alike.)
 
   registry_.set_logger([](const std::string& m) { log::info(m); });
   registry_.set_probing(true);
@@ -101,6 +102,9 @@ std::string App::start() {
     const uint64_t t0 = uv_hrtime();
     std::vector<std::string> notes;
     journal_.set_compact_bytes(c.registry.journal_max);
+    uv_async_init(loop_, &journal_wake_, on_journal_synced);
+    journal_wake_.data = this;
+    journal_.set_on_synced([this] { uv_async_send(&journal_wake_); });
     std::string e = journal_.open(c.registry.snapshot, registry_, now_ms(), notes);
     if (!e.empty()) return e;
     for (const auto& n : notes) log::warn(n);
@@ -183,6 +187,9 @@ std::string App::start() {
   uv_signal_start(&sig_int_, on_signal, SIGINT);
   uv_signal_start(&sig_usr1_, on_signal, SIGUSR1);
   std::signal(SIGPIPE, SIG_IGN);
+  // A file-size limit (RLIMIT_FSIZE) makes a journal write fail with EFBIG, answered 503, instead
+  // of killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
 
   uv_timer_init(loop_, &tick_);
   tick_.data = this;
@@ -414,18 +421,38 @@ void App::persist() {
     });
     return;
   }
-  if (journal_.is_open() && !keys.empty()) {
-    std::string e = journal_.write(registry_, keys);
-    if (!e.empty()) log::error("registry changes not saved: " + e);
-    if (api_) api_->release_persisted(e);
+  if (journal_.is_open() && (!keys.empty() || journal_.has_failed_keys())) {
+    // On the sync thread: the loop goes on serving; the answers wait for the disk (on_journal_synced).
+    const uint64_t batch = api_ ? api_->take_held() : 0;
+    journal_batches_.emplace_back(journal_.write_async(registry_, keys), batch);
   } else if (api_ && api_->has_unpersisted()) {
+    // Nothing of this turn is persisted (a heartbeat, a health flip): routed is enough.
     api_->release_persisted("");
+  }
+}
+
+void App::on_journal_synced(uv_async_t* a) { static_cast<App*>(a->data)->release_synced(); }
+
+void App::release_synced() {
+  for (auto& [ticket, err] : journal_.take_synced()) {
+    SY_ASSERT(!journal_batches_.empty() && journal_batches_.front().first == ticket);
+    const uint64_t batch = journal_batches_.front().second;
+    journal_batches_.pop_front();
+    if (!err.empty()) log::error("registry changes not saved (answered 503; written again with the next change): " + err);
+    if (!api_) continue;
+    if (err.empty()) api_->release_held(batch, 0, "", "");
+    else
+      api_->release_held(batch, 503, "registry_write_failed",
+                         "the change is applied in memory but could not be saved to disk: " + err + "; retry later");
   }
 }
 
 void App::on_tick(uv_timer_t* t) {
   auto* app = static_cast<App*>(t->data);
   app->journal_.maybe_compact(app->registry_.index(), [](const std::string& m) { log::info(m); });
+  // Keys of a write that failed are written again, once a second (a disk that filled up may have
+  // room again).
+  if (app->journal_.has_failed_keys() && app->ticks_ % 10 == 0) app->persist();
   app->registry_.expire(app->now_ms());
   app->registry_.reap_critical(app->now_ms());
   app->runtime_->tick();
@@ -522,7 +549,8 @@ void App::finish_shutdown() {
   finished_ = true;
   uv_timer_stop(&shutdown_timer_);
   persist();
-  journal_.close();  // waits for a compaction under way
+  journal_.close();  // finishes the queued writes and waits for a compaction under way
+  release_synced();
   backend_.reset();  // its connections and timers close before the loop's last walk
   metrics_.stop_removing();
   if (checker_) checker_->stop_all();

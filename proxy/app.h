@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +40,7 @@ class App {
   static void on_signal(uv_signal_t* s, int signum);
   static void on_tick(uv_timer_t* t);
   static void on_check(uv_check_t* c);
+  static void on_journal_synced(uv_async_t* a);
   static void on_shutdown_timer(uv_timer_t* t);
   static void on_worker_drained(server::Worker* w);
 
@@ -68,6 +70,11 @@ class App {
   server::AccessLogFile access_log_;
   registry::Registry registry_;
   registry::Journal journal_;
+  // The journal's sync thread wakes the loop here when a write is on disk (or failed); the answers
+  // held for it are then sent. (ticket, AdminApi batch) in ticket order.
+  uv_async_t journal_wake_{};
+  std::deque<std::pair<uint64_t, uint64_t>> journal_batches_;
+  void release_synced();
   server::RoutingTableSlot table_;
   std::unique_ptr<admin::AdminApi> api_;
   // registry.backend: etcd — after api_, so it goes first (its callbacks answer through api_).

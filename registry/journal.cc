@@ -386,23 +386,108 @@ std::string Journal::open_for_append(uint64_t seq) {
   fd_ = fd;
   seq_ = seq;
   bytes_ = static_cast<uint64_t>(st.st_size);
+  if (!syncer_.joinable()) {
+    stop_ = false;
+    syncer_ = std::thread([this] { sync_loop(); });
+  }
   return "";
 }
 
-std::string Journal::write(const Registry& reg, const std::vector<std::pair<std::string, std::string>>& keys) {
-  if (fd_ < 0 || keys.empty()) return "";
-  std::string out;
+uint64_t Journal::write_async(const Registry& reg, const Keys& changed) {
+  const uint64_t ticket = ++next_ticket_;
+  Keys keys = changed;
+  for (const auto& k : retry_)
+    if (std::find(changed.begin(), changed.end(), k) == changed.end()) keys.push_back(k);
+  retry_.clear();
+  Job job;
+  job.ticket = ticket;
+  job.fd = fd_;
   for (const auto& [service, id] : keys) {
     const Instance* inst = reg.find(service, id);
     if (inst && inst->source == Source::kDynamic)
-      out += json{{"put", encode_registration(registration_of(*inst), DocKind::kStored)}}.dump();
+      job.data += json{{"put", encode_registration(registration_of(*inst), DocKind::kStored)}}.dump();
     else
-      out += json{{"del", {{"service", service}, {"id", id}}}}.dump();
-    out += '\n';
+      job.data += json{{"del", {{"service", service}, {"id", id}}}}.dump();
+    job.data += '\n';
   }
-  if (!write_all(fd_, out) || ::fdatasync(fd_) != 0) return errno_msg("cannot write", journal_path(path_, seq_));
-  bytes_ += out.size();
-  return "";
+  keys_of_[ticket] = std::move(keys);
+  ++in_flight_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_all();
+  return ticket;
+}
+
+std::vector<std::pair<uint64_t, std::string>> Journal::take_synced() {
+  std::vector<Done> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done.swap(done_);
+  }
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (auto& d : done) {
+    --in_flight_;
+    auto it = keys_of_.find(d.ticket);
+    if (!d.error.empty() && it != keys_of_.end()) retry_.insert(it->second.begin(), it->second.end());
+    if (it != keys_of_.end()) keys_of_.erase(it);
+    if (d.error.empty()) bytes_ += d.bytes;
+    out.emplace_back(d.ticket, std::move(d.error));
+  }
+  // A key a later write covered is on disk in its latest state, whatever an earlier failure was.
+  for (const auto& [t, keys] : keys_of_)
+    for (const auto& k : keys) retry_.erase(k);
+  return out;
+}
+
+std::string Journal::write(const Registry& reg, const Keys& keys) {
+  if (fd_ < 0 || (keys.empty() && retry_.empty())) return "";
+  const uint64_t ticket = write_async(reg, keys);
+  std::string err;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return std::any_of(done_.begin(), done_.end(), [&](const Done& d) { return d.ticket == ticket; }); });
+    }
+    for (auto& [t, e] : take_synced())
+      if (t == ticket) return e;
+  }
+}
+
+void Journal::sync_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stop_, and every queued write done
+    std::deque<Job> jobs;
+    jobs.swap(queue_);
+    lock.unlock();
+    // Group commit: every turn queued meanwhile goes in one write and one fdatasync. Jobs are for
+    // one file (a compaction switches files only while nothing is queued).
+    std::string data;
+    for (const auto& j : jobs) data += j.data;
+    const int fd = jobs.front().fd;
+    std::string err;
+    if (torn_) {
+      err = "the registry journal has an unfinished record that could not be cut off; restart to recover";
+    } else {
+      struct stat st {};
+      const bool sized = ::fstat(fd, &st) == 0;
+      if (!sized || !write_all(fd, data) || ::fdatasync(fd) != 0) {
+        err = std::string("cannot write the registry journal: ") + std::strerror(errno);
+        // Back to the last whole record, so later appends never bury a torn line (the next
+        // start-up would refuse the journal as corrupt).
+        if (!sized || ::ftruncate(fd, st.st_size) != 0 || ::fdatasync(fd) != 0) torn_ = true;
+      }
+    }
+    lock.lock();
+    for (const auto& j : jobs) done_.push_back({j.ticket, err, err.empty() ? j.data.size() : 0});
+    cv_.notify_all();  // write() may be waiting
+    lock.unlock();
+    if (on_synced_) on_synced_();
+    lock.lock();
+  }
 }
 
 void Journal::maybe_compact(uint64_t index, const std::function<void(const std::string&)>& log) {
@@ -415,7 +500,8 @@ void Journal::maybe_compact(uint64_t index, const std::function<void(const std::
       log("registry compaction failed (the journals keep everything; retried later): " + compact_result_);
     }
   }
-  if (fd_ < 0 || compactor_.joinable() || bytes_ < compact_bytes_ || bytes_ < snapshot_bytes_) return;
+  // Not while writes are queued: they are for the journal being merged, and the file switches.
+  if (fd_ < 0 || compactor_.joinable() || in_flight_ > 0 || bytes_ < compact_bytes_ || bytes_ < snapshot_bytes_) return;
   // Appends move to the next journal now; the thread merges everything before it.
   const uint64_t upto = seq_;
   if (std::string e = open_for_append(seq_ + 1); !e.empty()) {
@@ -449,6 +535,14 @@ void Journal::maybe_compact(uint64_t index, const std::function<void(const std::
 }
 
 void Journal::close() {
+  if (syncer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    syncer_.join();
+  }
   if (compactor_.joinable()) compactor_.join();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;

@@ -101,7 +101,12 @@ std::vector<std::string> Registry::apply_config(const conf::Config& c) {
       bool same = old != svc.instances.end() && old->second.source == Source::kStatic &&
                   old->second.address == si.address;
       if (old != svc.instances.end() && old->second.source == Source::kDynamic) {
-        changes.push_back("instance " + name + "/" + si.id + ": a dynamic registration already uses this id; static one skipped");
+        // Registrations cannot take a static id (put() refuses them), but a reload can add a
+        // static instance under an id already registered: the registration keeps it, said at
+        // the instance's place in the file.
+        changes.push_back(c.path + ":" + std::to_string(si.pos.line) + ":" + std::to_string(si.pos.col) + ": instance " +
+                          name + "/" + si.id +
+                          ": a dynamic registration already uses this id; the static one is skipped until it is deregistered");
         continue;
       }
       if (same) {
@@ -151,7 +156,11 @@ Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) { retur
 
 Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bool check_limits) {
   auto sit = services_.find(r.service);
-  bool exists = sit != services_.end() && sit->second.instances.count(r.id);
+  const Instance* cur = find(r.service, r.id);
+  const bool exists = cur != nullptr;
+  // Every way in (admin API, Consul, Eureka, catalog, the shared store) ends here: a config-file
+  // instance is never turned into a leased one.
+  if (cur && cur->source == Source::kStatic) return PutResult::kStatic;
   if (!exists && check_limits) {
     if (total_ >= limits_.max_instances_total) return PutResult::kRegistryFull;
     if (sit != services_.end() && sit->second.instances.size() >= limits_.max_instances_per_service)
@@ -494,6 +503,11 @@ void Registry::lease_lost(const std::string& service, const std::string& id, int
 }
 
 void Registry::restore(const Registration& r, int64_t now_ms) {
+  if (const Instance* cur = find(r.service, r.id); cur && cur->source == Source::kStatic) {
+    // Saved by a version that let a registration take over a config-file id: the file wins.
+    log("saved registration " + r.service + "/" + r.id + " not restored: the config file defines that instance");
+    return;
+  }
   Service& svc = service_for(r.service);
   bool existed = svc.instances.count(r.id);
   Instance& inst = svc.instances[r.id];

@@ -132,7 +132,9 @@ class Registry {
   // human-readable list of what changed.
   std::vector<std::string> apply_config(const conf::Config& c);
 
-  enum class PutResult { kCreated, kUpdated, kServiceFull, kRegistryFull };
+  // kStatic: the id belongs to an instance from the config file, which only the file (and a
+  // reload) may change; nothing is changed.
+  enum class PutResult { kCreated, kUpdated, kServiceFull, kRegistryFull, kStatic };
   PutResult put(const Registration& r, int64_t now_ms);
   bool remove(const std::string& service, const std::string& id);
   bool heartbeat(const std::string& service, const std::string& id, int64_t now_ms);

@@ -414,6 +414,11 @@ bool AdminApi::admit(const registry::Registration& r, registry::Registry::PutRes
     }
   }
   res = reg_.put(r, hooks_.now_ms());
+  if (res == registry::Registry::PutResult::kStatic) {
+    why = {409, "static_instance", "instance " + r.service + "/" + r.id +
+                                       " comes from the config file; change it there and reload, or register under another id"};
+    return false;
+  }
   if (res == registry::Registry::PutResult::kServiceFull) {
     why = {429, "limit_reached", "service " + r.service + " has reached its instance limit"};
     return false;

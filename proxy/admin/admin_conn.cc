@@ -51,17 +51,30 @@ std::string AdminRequest::header(const std::string& name) const {
 
 std::string AdminRequest::decoded_path() const { return url_decode(path, false); }
 
-std::string AdminRequest::query_param(const std::string& name) const {
-  std::string_view q = query;
+void AdminRequest::parse_query(std::string_view q) {
+  query = std::string(q);
+  params.clear();
   while (!q.empty()) {
-    size_t amp = q.find('&');
-    std::string_view kv = q.substr(0, amp);
-    size_t eq = kv.find('=');
-    if (url_decode(kv.substr(0, eq)) == name) return eq == std::string_view::npos ? "" : url_decode(kv.substr(eq + 1));
+    const size_t amp = q.find('&');
+    const std::string_view kv = q.substr(0, amp);
+    const size_t eq = kv.find('=');
+    if (!kv.empty())
+      params.emplace_back(url_decode(kv.substr(0, eq)), eq == std::string_view::npos ? "" : url_decode(kv.substr(eq + 1)));
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);
   }
+}
+
+std::string AdminRequest::query_param(const std::string& name) const {
+  for (const auto& [k, v] : params)
+    if (k == name) return v;
   return "";
+}
+
+bool AdminRequest::has_param(const std::string& name) const {
+  for (const auto& kv : params)
+    if (kv.first == name) return true;
+  return false;
 }
 
 AdminConn* AdminConn::live_ = nullptr;
@@ -184,6 +197,9 @@ void AdminConn::parse() {
 
 void AdminConn::respond(const AdminResponse& r) {
   if (closing_) return;
+  // One answer per request: a handler that answered twice would write over an answer in flight.
+  SY_ASSERT(busy_ && !answered_);
+  answered_ = true;
   out_.clear();
   out_ += "HTTP/1.1 " + std::to_string(r.status) + " " + http::status_reason(r.status) + "\r\n";
   out_ += "Content-Type: " + r.content_type + "\r\n";
@@ -220,6 +236,7 @@ void AdminConn::on_write(uv_write_t* w, int status) {
     return;
   }
   c->busy_ = false;
+  c->answered_ = false;
   c->req_ = AdminRequest{};
   c->url_.clear();
   c->phase_ = Phase::kIdle;
@@ -295,7 +312,7 @@ const llhttp_settings_t* AdminConn::settings() {
       c->req_.peer_ip = c->peer_ip_;
       size_t q = c->url_.find('?');
       c->req_.path = c->url_.substr(0, q);
-      c->req_.query = q == std::string::npos ? "" : c->url_.substr(q + 1);
+      c->req_.parse_query(q == std::string::npos ? std::string_view() : std::string_view(c->url_).substr(q + 1));
       if ((p->flags & F_CONTENT_LENGTH) && p->content_length > kMaxBody) {
         c->error_ = 413;
         return -1;

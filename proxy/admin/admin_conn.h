@@ -19,11 +19,18 @@ struct AdminRequest {
   std::string method;
   std::string path;   // without the query
   std::string query;  // after '?', raw
+  // The query split once, by key, %XX and '+' decoded, in order; a key without '=' has value "".
+  std::vector<std::pair<std::string, std::string>> params;
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
   std::string body;
   std::string peer_ip;  // the client's address, without the port
   std::string header(const std::string& lower_name) const;
+  // The first value of `name` ("" when absent or empty); has_param tells the two apart
+  // (Consul's "?passing" is a key alone).
   std::string query_param(const std::string& name) const;
+  bool has_param(const std::string& name) const;
+  // Splits a raw query into params (called when the request line is read; tests call it too).
+  void parse_query(std::string_view raw);
   std::string decoded_path() const;  // %XX decoded ("+" stays "+")
 };
 
@@ -39,7 +46,8 @@ class AdminConn;
 class AdminHandler {
  public:
   virtual ~AdminHandler() = default;
-  // Must eventually call conn->respond() exactly once, unless forget(conn) is called first.
+  // Must eventually call conn->respond() exactly once, unless forget(conn) is called first
+  // (a second respond() for one request is an assertion failure).
   virtual void handle(AdminConn* conn, AdminRequest& req) = 0;
   // The connection is closing: drop any deferred answer to it.
   virtual void forget(AdminConn* conn) = 0;
@@ -101,6 +109,7 @@ class AdminConn {
   std::string in_;        // unparsed input
   std::string out_;
   bool busy_ = false;     // a request is being handled
+  bool answered_ = false; // respond() ran for the request being handled (at most once)
   bool closing_ = false;
   bool keep_alive_ = true;
   int error_ = 0;         // status for a request we refuse while parsing

@@ -522,8 +522,9 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
   auto has_tag = [&](const registry::Instance& i, const std::string& tag) {
     return tag.empty() || std::find(i.tags.begin(), i.tags.end(), tag) != i.tags.end();
   };
+  // "?passing", "?passing=1" or "=true" filter; "=false" / "=0" do not (as Consul reads it).
   const std::string passing_q = req.query_param("passing");
-  const bool passing = req.query.find("passing") != std::string::npos && passing_q != "false" && passing_q != "0";
+  const bool passing = req.has_param("passing") && passing_q != "false" && passing_q != "0";
   const std::string tag = req.query_param("tag");
 
   if (path == "/v1/agent/self") {

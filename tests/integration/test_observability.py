@@ -30,7 +30,7 @@ def busy_proxy(backends, proxies, extra_top=""):
     dead_port = dead.getsockname()[1]
     dead.close()
     cfg = (extra_top + "services:\n  s:\n"
-           "    health_check: { path: /, interval: 100ms, timeout: 200ms }\n"
+           "    health_check: { path: /, interval: 200ms, timeout: 150ms }\n"
            "    outlier_detection: { consecutive_failures: 2, base_ejection_time: 60s, max_ejection_percent: 100 }\n"
            "    retry: { attempts: 2, on: [connect-failure] }\n"
            f"    instances:\n      - {{ address: {good.address}, id: good }}\n"

@@ -57,7 +57,7 @@ routes:
     tags: [primary]
 services:
   orders:
-    lb: least_request
+    lb: ring_hash
     hash_on: header:x-user-id
     instances:
       - { address: 127.0.0.1:9001, weight: 3, id: o1, tags: [primary] }
@@ -68,7 +68,7 @@ services:
   REQUIRE_MESSAGE(load_string(text, "t.yaml", c, e), (e.empty() ? "" : e[0]));
   CHECK(c.listen.size() == 2);
   const auto& s = c.services.at("orders");
-  CHECK(s.lb == sy::conf::Lb::kLeastRequest);
+  CHECK(s.lb == sy::conf::Lb::kRingHash);
   CHECK(s.hash_on == sy::conf::HashOn{sy::conf::HashOn::Kind::kHeader, "x-user-id"});  // parsed at load
   CHECK(s.instances.at(0).weight == 3);
   CHECK(s.instances.at(0).id == "o1");
@@ -131,4 +131,39 @@ TEST_CASE("syntax errors carry a position") {
   REQUIRE(e.size() == 1);
   CHECK(e[0].find("YAML syntax error") != std::string::npos);
   CHECK(e[0].rfind("t.yaml:", 0) == 0);
+}
+
+TEST_CASE("cross-field checks, each at the key that decides it") {
+  // hash_on without a hashing policy: at hash_on.
+  auto e = errors_of("services:\n  s:\n    lb: round_robin\n    hash_on: source_ip\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("t.yaml:4:14: 'services.s.hash_on' is set but 'services.s.lb' is round_robin", 0) == 0);
+  CHECK(errors_of("services:\n  s:\n    lb: maglev\n    hash_on: source_ip\n").empty());
+  // backoff.base above backoff.max: at base; with only max written, at max.
+  e = errors_of("services:\n  s:\n    retry:\n      backoff: { base: 2s, max: 1s }\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("t.yaml:4:24: 'services.s.retry.backoff.base' (2000 ms) is larger", 0) == 0);
+  e = errors_of("services:\n  s:\n    retry: { backoff: { max: 10ms } }\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("t.yaml:3:30: ", 0) == 0);
+  // health_check.timeout not below its interval: at timeout, else interval, else the block.
+  e = errors_of("services:\n  s:\n    health_check: { interval: 1s, timeout: 1s }\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("t.yaml:3:44: 'services.s.health_check.timeout' (1000 ms) must be shorter than its interval", 0) == 0);
+  e = errors_of("services:\n  s:\n    health_check:\n      interval: 500ms\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("t.yaml:4:17: ", 0) == 0);
+  CHECK(errors_of("services:\n  s:\n    health_check: { type: none, interval: 1s, timeout: 2s }\n").empty());
+  CHECK(errors_of("services:\n  s:\n    health_check: { interval: 200ms, timeout: 150ms }\n").empty());
+}
+
+TEST_CASE("an admin API beyond loopback needs a token, at load (start, --check and every reload)") {
+  auto e = errors_of("admin:\n  listen: 0.0.0.0:9901\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("t.yaml:2:11: admin.listen 0.0.0.0:9901 is not a loopback address and admin.token is empty", 0) == 0);
+  e = errors_of("admin:\n  listen: 0.0.0.0:9901\n  token: \"\"\n");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("t.yaml:3:10: ", 0) == 0);  // at the empty token
+  CHECK(errors_of("admin:\n  listen: 0.0.0.0:9901\n  token: s3cret-token\n").empty());
+  CHECK(errors_of("admin:\n  listen: \"[::1]:9901\"\n").empty());
 }
