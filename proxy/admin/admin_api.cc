@@ -224,6 +224,7 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
     AdminResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     metrics_.sync_registry(reg_);  // registry gauges are computed per scrape, not per change
+    metrics_.set_long_polls(waiters_.size() + consul_->waiting());
     if (hooks_.before_scrape) hooks_.before_scrape();
     r.body = metrics_.render();
     return r;

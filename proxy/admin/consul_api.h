@@ -43,6 +43,7 @@ class ConsulApi {
   void on_changed(const std::string* service);
   void sweep(int64_t now_ms);
   void forget(AdminConn* conn);
+  size_t waiting() const { return waiters_.size(); }
 
  private:
   AdminResponse read(const AdminRequest& req);  // a read call's answer now

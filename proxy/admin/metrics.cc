@@ -39,6 +39,7 @@ Metrics::Metrics()
       downstream_connections_(prometheus::BuildGauge().Name("switchyard_downstream_connections").Help("Open client connections").Register(*reg_).Add({})),
       worker_connections_(prometheus::BuildCounter().Name("switchyard_worker_connections_total").Help("Client connections accepted, by worker (event-loop thread)").Register(*reg_)),
       backend_up_(prometheus::BuildGauge().Name("switchyard_registry_backend_up").Help("1 when the registry's store answers (always 1 for the embedded registry; etcd: reachable with a quorum)").Register(*reg_).Add({})),
+      long_polls_(prometheus::BuildGauge().Name("switchyard_admin_long_polls").Help("Long polls (?index=&wait=) and Consul blocking queries waiting for a change").Register(*reg_).Add({})),
       backend_errors_(prometheus::BuildCounter().Name("switchyard_registry_backend_errors_total").Help("Failed calls to the registry's store (etcd), and watch streams that broke").Register(*reg_).Add({})),
       sync_lag_(prometheus::BuildHistogram().Name("switchyard_registry_sync_lag_seconds").Help("Shared registry: from a change's write to etcd (by any proxy) to its application here").Register(*reg_).Add(
           {}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})) {

@@ -59,6 +59,8 @@ class Metrics final {
   // The registry's store (main loop): 1/0, errors talking to it, and how long a change written
   // through any proxy took to be applied here (write to watch event, wall clock).
   void set_backend_up(bool up) { backend_up_.Set(up ? 1 : 0); }
+  // Long polls and Consul blocking queries parked on the admin listener (set per scrape).
+  void set_long_polls(size_t n) { long_polls_.Set(static_cast<double>(n)); }
   void on_backend_error() { backend_errors_.Increment(); }
   void on_sync_lag(double seconds) { sync_lag_.Observe(seconds); }
 
@@ -105,6 +107,7 @@ class Metrics final {
   prometheus::Gauge& downstream_connections_;
   prometheus::Family<prometheus::Counter>& worker_connections_;
   prometheus::Gauge& backend_up_;
+  prometheus::Gauge& long_polls_;
   prometheus::Counter& backend_errors_;
   prometheus::Histogram& sync_lag_;
   prometheus::Counter* exhaustion_[net::kResourceKinds] = {};

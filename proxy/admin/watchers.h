@@ -25,6 +25,7 @@ class Watchers {
 
   void add(std::string key, Watcher w) { by_key_.emplace(std::move(key), std::move(w)); }
   bool empty() const { return by_key_.empty(); }
+  size_t size() const { return by_key_.size(); }
   void forget(AdminConn* conn) {
     std::erase_if(by_key_, [&](const auto& e) { return e.second.conn == conn; });
   }

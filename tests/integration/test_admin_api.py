@@ -199,7 +199,8 @@ def test_long_poll_waits_for_a_change(backends, proxies):
 
     t = threading.Thread(target=poll)
     t.start()
-    time.sleep(0.3)  # proving a negative: after 300 ms the long poll must still be blocked
+    # Parked (the proxy says so), and still blocked: no answer came with nothing changed.
+    wait_until(lambda: "switchyard_admin_long_polls 1" in admin(p.admin, "GET", "/metrics")[1], 30, what="the poll parked")
     assert t.is_alive()
     admin(p.admin, "PUT", "/v1/services/s/instances/b", {"address": b.address})
     t.join(60)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import urllib.request
 
 import consul
@@ -157,8 +158,15 @@ def test_blocking_query_times_out_with_the_same_index(proxies, backends):
     c = consul_client(p)
     c.agent.service.register("a", service_id="a-1", address="127.0.0.1", port=int(b.address.split(":")[1]))
     index, _ = c.health.service("a")
-    index2, entries = c.health.service("a", index=index, wait="200ms")
+    t0 = time.monotonic()
+    index2, entries = c.health.service("a", index=index, wait="500ms")
+    # It waited (a proxy that ignored index/wait would answer at once), then answered as it was.
+    assert time.monotonic() - t0 >= 0.45
     assert index2 == index and len(entries) == 1
+    # An index already passed answers at once, whatever the wait.
+    t0 = time.monotonic()
+    index3, _ = c.health.service("a", index=int(index) - 1, wait="60s")
+    assert time.monotonic() - t0 < 30 and index3 == index
 
 
 def test_consul_index_header_on_every_answer_and_token(backends, proxies):

@@ -1,6 +1,7 @@
 """Request smuggling, limits and timeouts: ambiguous or hostile input gets a clear error, is never
 forwarded, and never takes the proxy down."""
 import socket
+import threading
 import time
 
 import pytest
@@ -180,10 +181,41 @@ def test_backend_reset_gives_502_or_truncation(backends, proxies):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         return False  # RST, no response
 
+    relayed = threading.Event()
+
+    def rst_mid_body(conn, req, _):
+        # The head and part of the body go out; once the client has them, the connection is reset.
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"y" * 10)
+        relayed.wait(60)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return False
+
+    # Before any response byte: the client gets an answer of the proxy's own.
     b = backends(rst)
-    p = proxies("services:\n" + service_config("svc", [b]))
+    p = proxies("services:\n" + service_config("svc", [b]) + service_config("mid", [backends(rst_mid_body)]))
     r = get(p.addr, method="POST", body=b"x")
     assert r.status == 502 and r.json()["error"] == "upstream_failed"
+    # After the head was relayed: the head cannot be taken back, so the client sees the body cut
+    # short and the connection closed (never a 502 glued after a 200, never a hang).
+    s = socket.create_connection(p.addr, timeout=30)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: mid\r\n\r\n")
+    got = b""
+    while not got.endswith(b"y" * 10):
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    relayed.set()
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 1000" in head, got
+    assert body == b"y" * 10, got  # what arrived before the reset, and nothing after it
+    # The proxy is unharmed.
+    assert get(p.addr, host="svc", method="POST", body=b"x").status == 502
 
 
 def test_client_vanishing_mid_exchange_is_harmless(backends, proxies):

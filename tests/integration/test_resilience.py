@@ -259,20 +259,31 @@ def test_kill_and_restart_under_wrk_load_gives_no_errors(backends, proxies, tmp_
     # per_try_timeout at its default (2 s): the Python backends stall now and then under this load,
     # and this scenario is about a dying instance, not a slow one.
     retry = RETRY.replace("per_try_timeout: 300ms", "per_try_timeout: 2s")
-    p = proxies(f"access_log: {log_path}\nservices:\n" + svc("s", [b for b, _ in trio], retry + "\n" + HC))
+    # Passive detection may take c out before its probes do (it is under load); a short ejection
+    # and a short open breaker let it come back as soon as it is reborn, as the probes would.
+    outlier = "outlier_detection: { base_ejection_time: 500ms }\ncircuit_breaker: { open_for: 500ms }"
+    p = proxies(f"access_log: {log_path}\nservices:\n" + svc("s", [b for b, _ in trio], retry + "\n" + HC + "\n" + outlier))
     wait_until(lambda: {x["state"] for x in admin(p.admin, "GET", "/v1/services/s")[1]["instances"]} == {"healthy"},
                5, what="all healthy")
     wrk = subprocess.Popen(["wrk", "-t1", "-c4", "-d6s", "-H", "Host: s", f"http://127.0.0.1:{p.addr[1]}/"],
                            stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # load running (wrk gives no readiness signal; this is the scenario's timeline)
+    def served():
+        text = admin(p.admin, "GET", "/metrics")[1]
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                   if l.startswith("switchyard_requests_total{") and 'service="s"' in l)
+
+    # The load is running: the proxy has answered a good number of its requests.
+    wait_until(lambda: served() >= 100, 30, what="wrk's load under way")
     victim.stop()
     # Out by its health checks (unhealthy) or already by passive detection (ejected).
     wait_until(lambda: admin(p.admin, "GET", "/v1/services/s/instances/c")[1]["state"] in ("unhealthy", "ejected"), 5,
                what="c out")
-    time.sleep(1)
+    # Traffic goes on without c for a while before it comes back.
+    out_at = served()
+    wait_until(lambda: served() >= out_at + 100 or wrk.poll() is not None, 30, what="load served by a and b alone")
     reborn = Backend(trio[2][1], name="c", port=port)
     try:
-        wait_until(lambda: admin(p.admin, "GET", "/v1/services/s/instances/c")[1]["state"] == "healthy", 5, what="c back")
+        wait_until(lambda: admin(p.admin, "GET", "/v1/services/s/instances/c")[1]["state"] == "healthy", 30, what="c back")
     except AssertionError:
         raise AssertionError(p.log()[-4000:] + str(admin(p.admin, "GET", "/v1/services/s/instances/c")[1]))
     out = wrk.communicate(timeout=30)[0]
