@@ -1,4 +1,4 @@
-// The admin API of CONTRACT.md: registry calls, catalog, long poll, reload, /metrics, /healthz.
+// The admin API (docs/admin-api.md): registry calls, catalog, long poll, reload, /metrics, /healthz.
 // Validates every input field and answers JSON errors naming it. Runs on the main loop.
 #pragma once
 

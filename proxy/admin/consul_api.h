@@ -1,6 +1,5 @@
-// Consul's agent, health and catalog HTTP API on the admin listener (CONTRACT.md, "Consul and
-// Eureka compatible endpoints"), so services written for a Consul client register unchanged and
-// tools that discover through Consul (Prometheus consul_sd_configs, Traefik, fabio) discover
+// Consul's agent, health and catalog HTTP API on the admin listener (docs/consul-eureka.md), so
+// services written for a Consul client register unchanged and tools that discover through Consul (Prometheus consul_sd_configs, Traefik, fabio) discover
 // through switchyard. A Consul registration is translated into switchyard's registration document
 // and admitted like any other (AdminApi::admit); reads render registry instances in Consul's shapes.
 // Blocking queries (?index=&wait=) wait per service: a change wakes only the watchers of the

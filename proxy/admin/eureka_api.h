@@ -1,5 +1,5 @@
-// Eureka's REST API under /eureka/ and /eureka/v2/ on the admin listener (CONTRACT.md, "Consul
-// and Eureka compatible endpoints"): Eureka clients (eureka-js-client, Spring Cloud Netflix,
+// Eureka's REST API under /eureka/ and /eureka/v2/ on the admin listener (docs/consul-eureka.md):
+// Eureka clients (eureka-js-client, Spring Cloud Netflix,
 // Steeltoe) register, renew, go out of service and read the registry unchanged. An Eureka
 // instance document (JSON, or XML turned into the same JSON) is translated into switchyard's
 // registration document and admitted like any other (AdminApi::admit); reads render registry

@@ -1,4 +1,4 @@
-// Prometheus metrics (CONTRACT.md's table) on prometheus-cpp's core library; /metrics is served
+// Prometheus metrics (README.md, "Metrics", lists them) on prometheus-cpp's core library; /metrics is served
 // by the admin listener on our own loop. Per-service handles are resolved once per service and
 // per status code, not looked up by label on every request.
 //

@@ -77,7 +77,7 @@ struct RoutingTable {
   std::vector<RouteEntry> routes;  // sorted: exact host before any host, longer prefix first
   std::unordered_map<std::string, std::shared_ptr<const Upstreams>, StringHash, std::equal_to<>> services;
 
-  // Routing (CONTRACT.md): explicit routes, then Host = service name. `host` without port.
+  // Routing (README.md, "Routing"): explicit routes, then Host = service name. `host` without port.
   // Returns the upstreams (may be null: route to a service with nothing registered) and the
   // matched route (null for Host routing); false when nothing matches (404).
   bool route(std::string_view host, std::string_view path, const RouteEntry*& route,
