@@ -174,7 +174,13 @@ void HealthChecker::sync(const registry::Registry::Dirty* dirty) {
   if (dirty && !dirty->all) {
     for (const auto& name : dirty->services) {
       auto it = reg_.services().find(name);
-      sync_service(name, it == reg_.services().end() ? nullptr : &it->second);
+      const registry::Service* svc = it == reg_.services().end() ? nullptr : &it->second;
+      // The changed instances only, unless the service's check may have changed (or it is gone).
+      if (svc && !dirty->whole_service(name)) {
+        for (const auto& id : dirty->ids(name)) sync_instance(name, *svc, id);
+      } else {
+        sync_service(name, svc);
+      }
     }
     return;
   }
@@ -184,49 +190,81 @@ void HealthChecker::sync(const registry::Registry::Dirty* dirty) {
     seen.insert(name);
   }
   std::vector<std::string> gone;
-  for (const auto& [name, uids] : by_service_)
+  for (const auto& [name, ids] : by_service_)
     if (!seen.count(name)) gone.push_back(name);
   for (const auto& name : gone) sync_service(name, nullptr);
 }
 
+namespace {
+// The check that probes an instance: its own, else its service's; null when none (or type none).
+const conf::HealthCheck* check_of(const registry::Service& svc, const registry::Instance& inst) {
+  const conf::HealthCheck* hc = inst.has_health_check ? &inst.health_check
+                                : svc.cfg.has_health_check ? &svc.cfg.health_check
+                                                            : nullptr;
+  return hc && hc->type != conf::HealthCheck::Type::kNone ? hc : nullptr;
+}
+}  // namespace
+
+HealthChecker::Session* HealthChecker::session_for(const registry::Instance& inst, const conf::HealthCheck& hc,
+                                                   uint64_t old_uid) {
+  auto it = sessions_.find(old_uid);
+  if (it != sessions_.end()) {
+    Session* s = it->second;
+    sessions_.erase(it);
+    if (old_uid == inst.uid && s->config() == hc) return s;
+    // Any field changed (HealthCheck compares all of them), or a new endpoint: a new session
+    // probes at once with the new settings, its pass/fail streaks starting over.
+    s->stop();
+  }
+  return new Session(*this, inst, hc);
+}
+
+void HealthChecker::sync_instance(const std::string& name, const registry::Service& svc, const std::string& id) {
+  auto& ids = by_service_[name];
+  auto iit = svc.instances.find(id);
+  const registry::Instance* inst = iit == svc.instances.end() ? nullptr : &iit->second;
+  const conf::HealthCheck* hc = inst ? check_of(svc, *inst) : nullptr;
+  auto old = ids.find(id);
+  const uint64_t old_uid = old == ids.end() ? 0 : old->second;
+  if (hc) {
+    sessions_[inst->uid] = session_for(*inst, *hc, old_uid);
+    ids[id] = inst->uid;
+    return;
+  }
+  if (old != ids.end()) {
+    if (auto sit = sessions_.find(old_uid); sit != sessions_.end()) {
+      sit->second->stop();
+      sessions_.erase(sit);
+    }
+    ids.erase(old);
+  }
+  if (ids.empty()) by_service_.erase(name);
+}
+
 void HealthChecker::sync_service(const std::string& name, const registry::Service* svc) {
-  std::vector<uint64_t>& uids = by_service_[name];
-  std::unordered_map<uint64_t, Session*> keep;
+  auto& ids = by_service_[name];
+  std::unordered_map<std::string, uint64_t> keep;
+  std::vector<std::pair<uint64_t, Session*>> sessions;
   if (svc) {
     for (const auto& [id, inst] : svc->instances) {
-      const conf::HealthCheck* hc = inst.has_health_check ? &inst.health_check
-                                    : svc->cfg.has_health_check ? &svc->cfg.health_check
-                                                                : nullptr;
-      if (!hc || hc->type == conf::HealthCheck::Type::kNone) continue;
-      auto it = sessions_.find(inst.uid);
-      if (it != sessions_.end()) {
-        if (it->second->config() == *hc) {
-          keep[inst.uid] = it->second;
-        } else {
-          // Any field changed (HealthCheck compares all of them): a new session probes at once
-          // with the new settings, its pass/fail streaks starting over.
-          it->second->stop();
-          keep[inst.uid] = new Session(*this, inst, *hc);
-        }
-        sessions_.erase(it);
-      } else {
-        keep[inst.uid] = new Session(*this, inst, *hc);
-      }
+      const conf::HealthCheck* hc = check_of(*svc, inst);
+      if (!hc) continue;
+      auto old = ids.find(id);
+      sessions.emplace_back(inst.uid, session_for(inst, *hc, old == ids.end() ? 0 : old->second));
+      keep.emplace(id, inst.uid);
+      if (old != ids.end()) ids.erase(old);
     }
   }
   // What this service had and no longer needs.
-  for (uint64_t uid : uids) {
+  for (const auto& [id, uid] : ids) {
     auto it = sessions_.find(uid);
     if (it == sessions_.end()) continue;
     it->second->stop();
     sessions_.erase(it);
   }
-  uids.clear();
-  for (auto& [uid, s] : keep) {
-    uids.push_back(uid);
-    sessions_[uid] = s;
-  }
-  if (uids.empty()) by_service_.erase(name);
+  for (auto& [uid, s] : sessions) sessions_[uid] = s;
+  ids = std::move(keep);
+  if (ids.empty()) by_service_.erase(name);
 }
 
 void HealthChecker::stop_all() {

@@ -33,7 +33,8 @@ class HealthChecker {
   ~HealthChecker();
 
   // Starts sessions for instances that need probing and stops those that no longer do: of the
-  // services in `dirty` only (cost bounded by their size), or of all with nullptr / dirty->all.
+  // instances in `dirty` only (their services' when a service's check changed), or of all with
+  // nullptr / dirty->all.
   void sync(const registry::Registry::Dirty* dirty = nullptr);
   void stop_all();
   size_t sessions() const { return sessions_.size(); }
@@ -47,8 +48,13 @@ class HealthChecker {
   std::mt19937_64 rng_;
   // Brings one service's sessions in line with the registry (`svc` nullptr: the service is gone).
   void sync_service(const std::string& name, const registry::Service* svc);
+  // One instance of a service whose check did not change: started, restarted or stopped.
+  void sync_instance(const std::string& name, const registry::Service& svc, const std::string& id);
+  // The session that probes `inst` with `hc`: the one of `old_uid` when nothing it probes by
+  // changed, else a new one (the old stopped). Taken out of sessions_.
+  Session* session_for(const registry::Instance& inst, const conf::HealthCheck& hc, uint64_t old_uid);
   std::unordered_map<uint64_t, Session*> sessions_;  // by instance uid
-  std::unordered_map<std::string, std::vector<uint64_t>> by_service_;  // session uids per service
+  std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> by_service_;  // id → session uid, per service
 };
 
 }  // namespace sy::health

@@ -40,7 +40,14 @@ void Runtime::sync(const registry::Registry::Dirty* dirty) {
   if (dirty && !dirty->all) {
     for (const auto& name : dirty->services) {
       auto it = reg_.services().find(name);
-      sync_service(name, it == reg_.services().end() ? nullptr : &it->second);
+      const registry::Service* svc = it == reg_.services().end() ? nullptr : &it->second;
+      // The changed instances only, unless the service's own settings may have changed (or it is
+      // gone): the cost follows what changed, not the size of the service.
+      if (svc && !dirty->whole_service(name) && services_.count(name)) {
+        for (const auto& id : dirty->ids(name)) sync_instance(name, *svc, id);
+      } else {
+        sync_service(name, svc);
+      }
     }
     return;
   }
@@ -48,14 +55,46 @@ void Runtime::sync(const registry::Registry::Dirty* dirty) {
   std::vector<std::string> gone;
   for (const auto& [name, srt] : services_)
     if (!reg_.services().count(name)) gone.push_back(name);
-  for (const auto& [name, uids] : uids_)
+  for (const auto& [name, ids] : ids_)
     if (!reg_.services().count(name) && !services_.count(name)) gone.push_back(name);
   for (const auto& name : gone) sync_service(name, nullptr);
 }
 
+InstanceRuntime& Runtime::ensure_instance(const ServiceRuntime& srt, const registry::Instance& inst) {
+  auto& rt = instances_[inst.uid];
+  if (!rt) {
+    rt = std::make_shared<InstanceRuntime>();
+    rt->uid = inst.uid;
+    rt->service = srt.name;
+    rt->id = inst.id;
+    if (hooks_.make_metrics) hooks_.make_metrics(rt->metrics, srt.name, inst.id);
+  }
+  // The breaker and detector read the service's settings (owned by the ServiceRuntime).
+  rt->breaker.set_config(&srt.cfg.circuit_breaker);
+  rt->outlier.set_threshold(srt.cfg.outlier_detection.consecutive_failures);
+  return *rt;
+}
+
+void Runtime::sync_instance(const std::string& name, const registry::Service& svc, const std::string& id) {
+  auto& ids = ids_[name];
+  auto iit = svc.instances.find(id);
+  const registry::Instance* inst = iit == svc.instances.end() ? nullptr : &iit->second;
+  auto old = ids.find(id);
+  // Gone, or a new endpoint under the same id (a new address gets a new uid): the old runtime
+  // goes; old snapshots may still point at it, and its metric series go when the last lets go.
+  if (old != ids.end() && (!inst || inst->uid != old->second)) {
+    instances_.erase(old->second);
+    ids.erase(old);
+  }
+  if (inst) {
+    ensure_instance(*services_.at(name), *inst);
+    ids[id] = inst->uid;
+  }
+}
+
 void Runtime::sync_service(const std::string& name, const registry::Service* svc) {
-  std::vector<uint64_t>& uids = uids_[name];
-  std::vector<uint64_t> now;
+  auto& ids = ids_[name];
+  std::unordered_map<std::string, uint64_t> now;
   if (svc) {
     auto& srt = services_[name];
     if (!srt) {
@@ -64,19 +103,10 @@ void Runtime::sync_service(const std::string& name, const registry::Service* svc
       if (hooks_.service_stats) srt->stats = hooks_.service_stats(name);
     }
     srt->cfg = svc->cfg;
+    now.reserve(svc->instances.size());
     for (const auto& [id, inst] : svc->instances) {
-      now.push_back(inst.uid);
-      auto& rt = instances_[inst.uid];
-      if (!rt) {
-        rt = std::make_shared<InstanceRuntime>();
-        rt->uid = inst.uid;
-        rt->service = name;
-        rt->id = id;
-        if (hooks_.make_metrics) hooks_.make_metrics(rt->metrics, name, id);
-      }
-      // The breaker and detector read the service's settings (owned by the ServiceRuntime).
-      rt->breaker.set_config(&srt->cfg.circuit_breaker);
-      rt->outlier.set_threshold(srt->cfg.outlier_detection.consecutive_failures);
+      now.emplace(id, inst.uid);
+      ensure_instance(*srt, inst);
     }
   } else {
     // The service left the registry. Old snapshots may still hold its runtime: it goes when the
@@ -89,11 +119,12 @@ void Runtime::sync_service(const std::string& name, const registry::Service* svc
   }
   // Instances that left: old snapshots may still point at their runtimes; their metric series go
   // when the last of them lets go.
-  std::sort(now.begin(), now.end());
-  for (uint64_t uid : uids)
-    if (!std::binary_search(now.begin(), now.end(), uid)) instances_.erase(uid);
-  uids = std::move(now);
-  if (uids.empty() && !svc) uids_.erase(name);
+  for (const auto& [id, uid] : ids) {
+    auto n = now.find(id);
+    if (n == now.end() || n->second != uid) instances_.erase(uid);
+  }
+  ids = std::move(now);
+  if (ids.empty() && !svc) ids_.erase(name);
 }
 
 std::shared_ptr<InstanceRuntime> Runtime::instance(uint64_t uid) const {

@@ -113,8 +113,9 @@ class Runtime {
 
   Runtime(registry::Registry& reg, Hooks hooks) : reg_(reg), hooks_(std::move(hooks)) {}
 
-  // Matches runtimes to the registry's instances (after membership changes): of the services in
-  // `dirty` only (cost bounded by their size), or of all with nullptr / dirty->all.
+  // Matches runtimes to the registry's instances (after membership changes): of the instances in
+  // `dirty` only (their services' settings when those changed too), or of all with nullptr /
+  // dirty->all.
   void sync(const registry::Registry::Dirty* dirty = nullptr);
   std::shared_ptr<InstanceRuntime> instance(uint64_t uid) const;
   std::shared_ptr<ServiceRuntime> service(const std::string& name) const;
@@ -143,6 +144,9 @@ class Runtime {
  private:
   void record_one(InstanceRuntime& rt, Outcome o);
   void sync_service(const std::string& name, const registry::Service* svc);
+  // One instance of a service whose runtime exists: created, replaced (new uid) or dropped.
+  void sync_instance(const std::string& name, const registry::Service& svc, const std::string& id);
+  InstanceRuntime& ensure_instance(const ServiceRuntime& srt, const registry::Instance& inst);
   // How many of the service's instances are out of routing (ejected or breaker open).
   size_t out_of_routing(const std::string& service, size_t& total) const;
   // May one more instance of `service` go out of routing (max_ejection_percent)?
@@ -151,7 +155,8 @@ class Runtime {
   Hooks hooks_;
   std::unordered_map<uint64_t, std::shared_ptr<InstanceRuntime>> instances_;
   std::unordered_map<std::string, std::shared_ptr<ServiceRuntime>> services_;
-  std::unordered_map<std::string, std::vector<uint64_t>> uids_;  // instance runtimes per service
+  // Instance runtimes per service: id → uid (an id's uid changes with its address).
+  std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> ids_;
   std::vector<std::string> departed_;
   // Instances with a clock running (ejected, or breaker open): all tick() has to look at.
   std::unordered_set<uint64_t> timed_;  // services gone from the registry whose runtime a snapshot still held

@@ -37,6 +37,15 @@ void Registry::changed() {
 
 void Registry::changed(const std::string& service) {
   dirty_.services.insert(service);
+  dirty_.whole.insert(service);
+  ++index_;
+  note_change(service);
+  if (listener_) listener_(&service);
+}
+
+void Registry::changed(const std::string& service, const std::string& id) {
+  dirty_.services.insert(service);
+  if (!dirty_.whole.count(service)) dirty_.instances[service].insert(id);
   ++index_;
   note_change(service);
   if (listener_) listener_(&service);
@@ -161,6 +170,12 @@ Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bo
   // Every way in (admin API, Consul, Eureka, catalog, the shared store) ends here: a config-file
   // instance is never turned into a leased one.
   if (cur && cur->source == Source::kStatic) return PutResult::kStatic;
+  if (cur && check_limits && unchanged_by(*cur, r)) {
+    // Nothing to publish, persist or wake watchers for: the index stays (as Consul's ModifyIndex
+    // does), and the cost does not depend on the size of the service.
+    heartbeat(r.service, r.id, now_ms);
+    return PutResult::kUpdated;
+  }
   if (!exists && check_limits) {
     if (total_ >= limits_.max_instances_total) return PutResult::kRegistryFull;
     if (sit != services_.end() && sit->second.instances.size() >= limits_.max_instances_per_service)
@@ -187,8 +202,16 @@ Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bo
   track_critical(inst);
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
       r.address.text);
-  changed(r.service);
+  changed(r.service, r.id);
   return exists ? PutResult::kUpdated : PutResult::kCreated;
+}
+
+bool Registry::unchanged_by(const Instance& inst, const Registration& r) const {
+  const conf::Millis ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
+  return inst.source == Source::kDynamic && !inst.stale && inst.address == r.address && inst.weight == r.weight &&
+         inst.tags == r.tags && inst.meta == r.meta && inst.zone == r.zone && inst.ttl == ttl &&
+         inst.routes == r.routes && inst.has_health_check == r.has_health_check && inst.health_check == r.health_check &&
+         inst.deregister_critical_after == r.deregister_critical_after;
 }
 
 bool Registry::remove(const std::string& service, const std::string& id) {
@@ -202,7 +225,7 @@ bool Registry::remove(const std::string& service, const std::string& id) {
   --total_;
   log("instance deregistered: " + service + "/" + id);
   drop_service_if_empty(service);
-  changed(service);
+  changed(service, id);
   return true;
 }
 
@@ -225,7 +248,7 @@ bool Registry::heartbeat(const std::string& service, const std::string& id, int6
   track_lease(it->second);
   if (was_stale) {
     log("instance fresh again after heartbeat: " + service + "/" + id);
-    changed(service);  // stale → fresh changes routing
+    changed(service, id);  // stale → fresh changes routing
   }
   return true;
 }
@@ -239,7 +262,7 @@ bool Registry::set_drain(const std::string& service, const std::string& id, bool
     it->second.draining = enabled;
     if (it->second.source == Source::kDynamic) mark_persist(service, id);
     log(std::string(enabled ? "instance draining: " : "instance no longer draining: ") + service + "/" + id);
-    changed(service);
+    changed(service, id);
   }
   return true;
 }
@@ -262,7 +285,7 @@ bool Registry::set_reported_health(const std::string& service, const std::string
     inst->health = h;
     inst->warning = warning;
     track_critical(*inst);
-    changed(service);
+    changed(service, id);
   }
   return true;
 }
@@ -328,7 +351,7 @@ bool Registry::set_ejected(const std::string& service, const std::string& id, bo
   if (inst->ejected != ejected) {
     if (!ejected) inst->routable_since_ms = now();
     inst->ejected = ejected;
-    changed(service);
+    changed(service, id);
   }
   return true;
 }
@@ -340,7 +363,7 @@ bool Registry::set_breaker_open(const std::string& service, const std::string& i
   if (inst->breaker_open != open) {
     if (!open) inst->routable_since_ms = now();
     inst->breaker_open = open;
-    changed(service);
+    changed(service, id);
   }
   return true;
 }
@@ -384,6 +407,7 @@ int64_t Registry::expire(int64_t now_ms) {
     any = true;
     expired_services.push_back(name);
     dirty_.services.insert(name);
+    if (!dirty_.whole.count(name)) dirty_.instances[name].insert(due.begin(), due.end());
     // A mass expiry: more than one, and more than half, of the service's dynamic instances gone
     // silent (or expired) within one lease window. That looks like a partition between the
     // services and us, not like the services dying, so keep them (stale) rather than emptying the

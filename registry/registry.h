@@ -169,15 +169,28 @@ class Registry {
   uint64_t service_index(const std::string& service) const;
   size_t total_instances() const { return total_; }
 
-  // Bumps the index and tells the listener; every mutation ends here. With a service name only
-  // that service is marked for the next routing-snapshot rebuild; without, everything is.
+  // Bumps the index and tells the listener; every mutation ends here. With a service and an id,
+  // only that instance is marked (health runtimes and probe sessions look at it alone; the
+  // service's routing is rebuilt); with a service only, every instance of it is; without,
+  // everything is.
   void changed();
   void changed(const std::string& service);
+  void changed(const std::string& service, const std::string& id);
 
-  // What changed since the last call: lets the routing snapshot rebuild only those services.
+  // What changed since the last call: lets the routing snapshot rebuild only those services, and
+  // the health runtime and prober look only at the instances that changed.
   struct Dirty {
     bool all = false;
-    std::set<std::string> services;
+    std::set<std::string> services;  // routing rebuilt for these
+    std::set<std::string> whole;     // of those, the ones where any instance may have changed
+    std::map<std::string, std::set<std::string>> instances;  // else: the ids that changed
+    bool whole_service(const std::string& s) const { return all || whole.count(s) > 0; }
+    // The changed ids of a service not in `whole` (empty: only its routing needs a rebuild).
+    const std::set<std::string>& ids(const std::string& s) const {
+      static const std::set<std::string> none;
+      auto it = instances.find(s);
+      return it == instances.end() ? none : it->second;
+    }
   };
   Dirty take_dirty() { return std::exchange(dirty_, Dirty{}); }
   // Asks for a rebuild of one service's routing without a registry change (slow-start ramps).
@@ -237,6 +250,9 @@ class Registry {
   void track_id(const Instance& inst);
   void note_change(const std::string& service);
   PutResult put_impl(const Registration& r, int64_t now_ms, bool check_limits);
+  // Whether registering `r` would leave `inst` as it is (a client registering again what it
+  // registered): such a registration only renews the lease, as a heartbeat does.
+  bool unchanged_by(const Instance& inst, const Registration& r) const;
   void mark_persist(const std::string& service, const std::string& id) {
     if (!remote_) persist_dirty_.emplace(service, id);
   }

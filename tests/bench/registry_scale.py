@@ -8,6 +8,9 @@
     must not grow with the registry;
   - proxy req/s and p99 (wrk, 16 connections, nginx upstream) for 10 s without, then during, a
     registration storm, same run;
+  - one service of 100 vs 10,000 instances, 100 of them registered again and again (the same
+    document, or a new address each time) by 8 admin connections: the work per change must not
+    grow with the size of its service (--big-only runs just this);
   - start-up time with 100,000 instances in the snapshot + journal.
 Release build (SWITCHYARD_BIN, default build-release/switchyard); default workers (one per core).
 Prints a markdown table (also written to tests/bench/registry_results.md)."""
@@ -35,8 +38,9 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk_registrations(p, seconds, service="bench", services=1, ids=1000, connections=16):
-    env = dict(os.environ, SY_SERVICE=service, SY_SERVICES=str(services), SY_IDS=str(ids), SY_ADDRESS="127.0.0.1:9")
+def wrk_registrations(p, seconds, service="bench", services=1, ids=1000, connections=16, extra_env=None):
+    env = dict(os.environ, SY_SERVICE=service, SY_SERVICES=str(services), SY_IDS=str(ids), SY_ADDRESS="127.0.0.1:9",
+               **(extra_env or {}))
     return subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", LUA,
                              f"http://{p.admin[0]}:{p.admin[1]}/"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
@@ -104,6 +108,33 @@ def registration_run(n, persist, tmp):
         p.stop()
 
 
+def big_service_run(size, persist, tmp, fresh=False):
+    """Re-registrations (fresh=False: the same document again; True: a new address each time, a real
+    change) of 100 instances of one service that holds `size`, 8 admin connections: the work per
+    change must not grow with the size of its service."""
+    snap = os.path.join(tmp, f"big-{size}-{persist}-{fresh}.json")
+    text = "log_level: warn\n" + (f"registry: {{ snapshot: {snap} }}\n" if persist else "")
+    p = Proxy(text, tmpdir=tmp)
+    try:
+        w = wrk_registrations(p, 600, service="big", ids=size, connections=32)
+        try:
+            wait_until(lambda: total_instances(p) >= size, 600, interval=0.5, what=f"{size} instances")
+        finally:
+            w.terminate()
+            w.communicate()
+        settle(p)
+        seconds = 2 if QUICK else 5
+        c0 = cpu_seconds(p.proc.pid)
+        env = {"SY_FRESH": "1"} if fresh else {}
+        w = wrk_registrations(p, seconds, service="big", ids=100, connections=8, extra_env=env)
+        out = w.communicate()[0]
+        cpu = cpu_seconds(p.proc.pid) - c0
+        rate, total, p50, p99 = parse_wrk(out)
+        return {"size": size, "rate": rate, "p50": p50, "p99": p99, "cpu_us": cpu / total * 1e6}
+    finally:
+        p.stop()
+
+
 def wrk_traffic(p, seconds):
     out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-H", "Host: web",
                           f"http://{p.addr[0]}:{p.addr[1]}/"], capture_output=True, text=True).stdout
@@ -147,6 +178,8 @@ def main():
     tmp = tempfile.mkdtemp()
     rows = []
     sizes = [10, 10000] if QUICK else [10, 10000, 100000]
+    if "--big-only" in sys.argv:
+        sizes = []
     for persist in (False, True):
         for n in sizes:
             r = registration_run(n, persist, tmp)
@@ -154,6 +187,17 @@ def main():
             print(f"{n:>7} instances, persistence {'on ' if persist else 'off'}: {r['rate']:,.0f} registrations/s, "
                   f"ack p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, {r['cpu_us']:.1f} CPU-us per registration "
                   f"({r['instances']} registered)", flush=True)
+    big = []
+    for persist in (False, True):
+        for fresh in (False, True):
+            for size in (100, 10000):
+                r = big_service_run(size, persist, tmp, fresh)
+                big.append((persist, fresh, r))
+                print(f"one service of {size:>6}: re-registering 100 ({'new address' if fresh else 'same document'}), "
+                      f"persistence {'on ' if persist else 'off'}: {r['rate']:,.0f}/s, ack p99 {r['p99']:.2f} ms, "
+                      f"{r['cpu_us']:.1f} CPU-us each", flush=True)
+    if "--big-only" in sys.argv:
+        return
     nginx, work, port = start_nginx_backend()
     try:
         calm, during, reg = storm_run(tmp, port)
@@ -169,6 +213,11 @@ def main():
         f.write("| instances registered | persistence | registrations/s | ack p50 ms | ack p99 ms | CPU µs per registration |\n|---:|---|---:|---:|---:|---:|\n")
         for n, persist, r in rows:
             f.write(f"| {n:,} | {'on' if persist else 'off'} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.1f} |\n")
+        f.write("\n| one service of | re-registering 100 | persistence | registrations/s | ack p99 ms | CPU µs each |\n"
+                "|---:|---|---|---:|---:|---:|\n")
+        for persist, fresh, r in big:
+            f.write(f"| {r['size']:,} | {'new address' if fresh else 'same document'} | {'on' if persist else 'off'} | "
+                    f"{r['rate']:,.0f} | {r['p99']:.2f} | {r['cpu_us']:.1f} |\n")
         f.write(f"\n| proxy (wrk -c16, nginx upstream) | req/s | p99 ms |\n|---|---:|---:|\n")
         f.write(f"| without a registration storm | {calm[0]:,.0f} | {calm[3]:.2f} |\n")
         f.write(f"| during a storm of {reg[0]:,.0f} registrations/s, persistence on | {during[0]:,.0f} | {during[3]:.2f} |\n")

@@ -23,8 +23,18 @@ TEST_CASE("put, update, heartbeat, drain, remove bump the index") {
   r.set_listener([&](const std::string*) { ++changes; });
   uint64_t i0 = r.index();
   CHECK(r.put(reg("a", "1", 9001), 0) == Registry::PutResult::kCreated);
-  CHECK(r.put(reg("a", "1", 9001), 0) == Registry::PutResult::kUpdated);
+  CHECK(r.put(reg("a", "1", 9002), 0) == Registry::PutResult::kUpdated);
   CHECK(r.index() == i0 + 2);
+  // Registering again what is registered changes nothing (no index, no change, no write) and
+  // renews the lease, as a heartbeat does.
+  (void)r.take_persist_dirty();
+  (void)r.take_dirty();
+  CHECK(r.put(reg("a", "1", 9002), 400) == Registry::PutResult::kUpdated);
+  CHECK(r.index() == i0 + 2);
+  CHECK(r.take_persist_dirty().empty());
+  CHECK(r.take_dirty().services.empty());
+  CHECK(r.find("a", "1")->lease_expires_ms == 1400);
+  CHECK(changes == 2);
   CHECK(r.heartbeat("a", "1", 500));
   CHECK_FALSE(r.heartbeat("a", "2", 500));
   CHECK(r.set_drain("a", "1", true));
@@ -33,6 +43,40 @@ TEST_CASE("put, update, heartbeat, drain, remove bump the index") {
   CHECK_FALSE(r.remove("a", "1"));
   CHECK(r.services().count("a") == 0);  // a registry-only service leaves with its last instance
   CHECK(changes == 4);
+}
+
+TEST_CASE("a registration never takes over a config-file instance") {
+  Registry r;
+  sy::conf::Config c;
+  std::vector<std::string> e;
+  REQUIRE(sy::conf::load_string("services:\n  a:\n    instances:\n      - { address: 127.0.0.1:9001, id: s1 }\n", "t.yaml", c, e));
+  r.apply_config(c);
+  const uint64_t i0 = r.index();
+  CHECK(r.put(reg("a", "s1", 9002), 0) == Registry::PutResult::kStatic);
+  CHECK(r.index() == i0);
+  CHECK(r.find("a", "s1")->source == Source::kStatic);
+  CHECK(r.find("a", "s1")->address.text == "127.0.0.1:9001");
+  CHECK(r.take_persist_dirty().empty());
+  r.restore(reg("a", "s1", 9003), 0);  // a journal written before the rule: the file wins
+  CHECK(r.find("a", "s1")->address.text == "127.0.0.1:9001");
+}
+
+TEST_CASE("a change marks its instance; a config change marks every instance") {
+  Registry r;
+  r.put(reg("a", "1", 9001), 0);
+  r.put(reg("a", "2", 9002), 0);
+  auto d = r.take_dirty();
+  CHECK(d.services == std::set<std::string>{"a"});
+  CHECK_FALSE(d.whole_service("a"));
+  CHECK(d.ids("a") == std::set<std::string>{"1", "2"});
+  r.set_drain("a", "2", true);
+  r.remove("a", "1");
+  d = r.take_dirty();
+  CHECK(d.ids("a") == std::set<std::string>{"1", "2"});
+  r.apply_config(sy::conf::Config{});
+  d = r.take_dirty();
+  CHECK(d.all);
+  CHECK(d.whole_service("a"));
 }
 
 TEST_CASE("a single lease expiry removes the instance") {
