@@ -97,9 +97,8 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     // together would otherwise be probed together, in a burst every interval.
     const double interval = static_cast<double>(cfg_.interval.count());
     const double j = cfg_.jitter * interval;
-    std::uniform_real_distribution<double> d(-j, j);
-    std::uniform_real_distribution<double> spread(0.0, interval);
-    const double next = std::max(1.0, first_done_ ? interval + d(hc_.rng_) : spread(hc_.rng_));
+    const double u = hc_.rng_.unit();
+    const double next = std::max(1.0, first_done_ ? interval + (2 * u - 1) * j : u * interval);
     first_done_ = true;
     uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(next), 0);
   }

@@ -9,13 +9,13 @@
 
 #include <functional>
 #include <memory>
-#include <random>
 #include <string>
 #include <unordered_map>
 
 #include "conf/config.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/upstream/upstream_conn.h"
+#include "proxy/net/random.h"
 #include "registry/registry.h"
 
 namespace sy::health {
@@ -45,7 +45,7 @@ class HealthChecker {
   net::BufferPool& buffers_;
   registry::Registry& reg_;
   Hooks hooks_;
-  std::mt19937_64 rng_;
+  net::Random rng_;  // probe jitter
   // Brings one service's sessions in line with the registry (`svc` nullptr: the service is gone).
   void sync_service(const std::string& name, const registry::Service* svc);
   // One instance of a service whose check did not change: started, restarted or stopped.

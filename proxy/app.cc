@@ -235,7 +235,7 @@ std::string App::start_workers(int n) {
     worker_.health = runtime_.get();
     worker_.app = this;
     worker_.on_drained = on_worker_drained;
-    worker_.rng_state ^= uv_hrtime();
+    worker_.rng.mix(uv_hrtime());
     worker_.max_conns = share;
     for (const auto& addr : c.listen) {
       auto l = std::make_unique<net::Listener>();

@@ -15,6 +15,11 @@ bool probed(const Service& svc, const Instance& inst) {
                                : (svc.cfg.has_health_check && svc.cfg.health_check.type != conf::HealthCheck::Type::kNone);
 }
 
+// Self-preservation's verdict (Eureka's): more than one, and more than half, of a service's dynamic
+// instances lost within one lease window looks like a partition between the services and us, not
+// like the services dying, so they are kept (stale) rather than the service emptied.
+bool mass_expiry(size_t expiring, size_t population) { return expiring >= 2 && expiring * 2 > population; }
+
 }  // namespace
 
 const char* Instance::state_name() const {
@@ -415,7 +420,7 @@ int64_t Registry::expire(int64_t now_ms) {
     // keeps the verdict from depending on which lease happens to run out first.
     size_t expiring = silent + svc.recent_expiries.size();
     size_t population = dynamic + svc.recent_expiries.size();
-    bool mass = expiring >= 2 && expiring * 2 > population;
+    bool mass = mass_expiry(expiring, population);
     for (const auto& id : due) {
       Instance& inst = svc.instances[id];
       untrack_lease(inst);
@@ -499,7 +504,7 @@ void Registry::lease_lost(const std::string& service, const std::string& id, int
   // proxy cannot see heartbeats sent to its peers, so it cannot count the silent ones.
   const size_t expiring = 1 + stale + svc.recent_expiries.size();
   const size_t population = dynamic + svc.recent_expiries.size();
-  const bool mass = expiring >= 2 && expiring * 2 > population;
+  const bool mass = mass_expiry(expiring, population);
   if (!mass) {
     svc.recently_expired.emplace_back(now_ms, registration_of(it->second));
     svc.recent_expiries.push_back(now_ms);

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "proxy/admin/consul_api.h"
 #include "proxy/admin/eureka_api.h"
@@ -18,9 +17,6 @@ namespace sy::admin {
 using nlohmann::json;
 
 namespace {
-
-constexpr int64_t kMaxWaitMs = 10 * 60 * 1000;
-constexpr int64_t kDefaultWaitMs = 5 * 60 * 1000;
 
 AdminResponse json_response(int status, const json& j) {
   AdminResponse r;
@@ -36,13 +32,6 @@ AdminResponse error(int status, const std::string& code, const std::string& mess
 // One definition of what a name is, shared with the stored documents (registry/codec.h).
 bool valid_name(const std::string& s) { return registry::valid_service_name(s); }
 bool valid_id(const std::string& s) { return registry::valid_instance_id(s); }
-
-// A whole decimal number and nothing else: no sign, no fraction, no spaces, no overflow.
-bool parse_uint(std::string_view s, uint64_t& out) {
-  if (s.empty() || s.size() > 20) return false;
-  auto r = std::from_chars(s.data(), s.data() + s.size(), out);
-  return r.ec == std::errc() && r.ptr == s.data() + s.size();
-}
 
 std::vector<std::string> split_path(const std::string& path) {
   std::vector<std::string> parts;
@@ -256,28 +245,26 @@ AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred
     if (!valid_name(service)) return error(400, "bad_request", "service name must be 1-128 characters of [A-Za-z0-9._-]");
     if (parts.size() == 3) {
       if (m != "GET") return error(405, "method_not_allowed", "use GET on /v1/services/{service}");
-      std::string idx = req.query_param("index");
-      if (!idx.empty()) {
-        uint64_t want = 0;
-        if (!parse_uint(idx, want)) return error(400, "bad_request", "'index' must be a whole number 0 or more, such as 42");
-        int64_t wait = kDefaultWaitMs;
-        std::string w = req.query_param("wait");
-        if (!w.empty()) {
-          conf::Millis d;
-          if (!conf::parse_duration(w, d).empty()) return error(400, "bad_request", "'wait' must be a duration such as 30s");
-          wait = std::min<int64_t>(d.count(), kMaxWaitMs);
-        }
-        if (reg_.service_index(service) <= want && wait > 0) {
-          waiters_.add(service, {conn, req, want, hooks_.now_ms() + wait});
-          deferred = true;
-          return {};
-        }
+      LongPoll poll;
+      const auto bad = LongPoll::parse(req, [](const std::string& w, int64_t& ms) {
+        conf::Millis d;
+        if (!conf::parse_duration(w, d).empty()) return false;
+        ms = d.count();
+        return true;
+      }, poll);
+      if (bad == LongPoll::Error::kIndex) return error(400, "bad_request", "'index' must be a whole number 0 or more, such as 42");
+      if (bad == LongPoll::Error::kWait) return error(400, "bad_request", "'wait' must be a duration such as 30s");
+      if (poll.asked && reg_.service_index(service) <= poll.index && poll.wait_ms > 0) {
+        waiters_.add(service, {conn, req, poll.index, hooks_.now_ms() + poll.wait_ms});
+        deferred = true;
+        return {};
       }
       return service_view(service, req);
     }
     if (parts.size() == 4 && parts[3] == "instances" && m == "POST") {
+      // 64 random bits: ids of a service of 100,000 instances collide with odds of 1 in 10^9.
       char buf[24];
-      std::snprintf(buf, sizeof buf, "%08llx", static_cast<unsigned long long>(std::random_device{}() ^ (++id_counter_ << 20)));
+      std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng_.next() ^ ++id_counter_));
       return register_instance(service, service + "-" + buf, req.body, true);
     }
     if (parts.size() >= 5 && parts[3] == "instances") {

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "proxy/admin/admin_conn.h"
 #include "proxy/admin/metrics.h"
 #include "proxy/admin/watchers.h"
+#include "proxy/net/random.h"
 #include "registry/registry.h"
 
 namespace sy::admin {
@@ -98,6 +100,7 @@ class AdminApi final : public AdminHandler {
   std::map<uint64_t, std::vector<std::pair<AdminConn*, AdminResponse>>> held_;  // by batch
   uint64_t next_batch_ = 0;
   uint64_t id_counter_ = 0;
+  net::Random rng_{static_cast<uint64_t>(std::random_device{}())};  // generated instance ids
   std::unique_ptr<ConsulApi> consul_;
   std::unique_ptr<EurekaApi> eureka_;
 };

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proxy/http/ascii.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/assert.h"
 #include "proxy/net/close.h"
@@ -14,11 +15,6 @@ namespace {
 constexpr size_t kMaxBody = 1024 * 1024;
 constexpr size_t kMaxHead = 64 * 1024;
 constexpr uint64_t kLingerMs = 1000;
-
-void lower(std::string& s) {
-  for (auto& c : s)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-}
 
 int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -287,7 +283,7 @@ const llhttp_settings_t* AdminConn::settings() {
     x.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
       auto* c = static_cast<AdminConn*>(p->data);
       if (c->in_value_) {
-        lower(c->field_);
+        http::ascii_lower_in_place(c->field_);
         c->req_.headers.emplace_back(std::move(c->field_), std::move(c->value_));
         c->field_.clear();
         c->value_.clear();
@@ -305,7 +301,7 @@ const llhttp_settings_t* AdminConn::settings() {
     x.on_headers_complete = [](llhttp_t* p) {
       auto* c = static_cast<AdminConn*>(p->data);
       if (c->in_value_ || !c->field_.empty()) {
-        lower(c->field_);
+        http::ascii_lower_in_place(c->field_);
         c->req_.headers.emplace_back(std::move(c->field_), std::move(c->value_));
       }
       c->req_.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));

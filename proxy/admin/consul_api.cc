@@ -13,6 +13,7 @@
 #include <set>
 #include <string_view>
 
+#include "proxy/http/ascii.h"
 #include "registry/codec.h"
 
 namespace sy::admin {
@@ -20,9 +21,6 @@ namespace sy::admin {
 using nlohmann::json;
 
 namespace {
-
-constexpr int64_t kDefaultWaitMs = 5 * 60 * 1000;  // Consul's defaults
-constexpr int64_t kMaxWaitMs = 10 * 60 * 1000;
 
 // Consul answers errors as plain text.
 AdminResponse text(int status, const std::string& msg) {
@@ -44,7 +42,7 @@ std::string fold(const std::string& k) {
   std::string out;
   for (char c : k) {
     if (c == '_' || c == '-') continue;
-    out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+    out.push_back(http::ascii_lower(c));
   }
   return out;
 }
@@ -202,31 +200,24 @@ AdminResponse ConsulApi::route(AdminConn* conn, AdminRequest& req, bool& deferre
       if (auto s = after(path, p)) key = *s;
   }
   if (is_read) {
-    const std::string idx = req.query_param("index");
-    if (!idx.empty()) {
-      uint64_t want = 0;
-      auto pr = std::from_chars(idx.data(), idx.data() + idx.size(), want);
-      if (pr.ec != std::errc() || pr.ptr != idx.data() + idx.size()) {
-        r = text(400, "Invalid index: must be a whole number");
-        is_read = false;
-      } else {
-        int64_t wait = kDefaultWaitMs;
-        const std::string w = req.query_param("wait");
-        conf::Millis d;
-        if (!w.empty() && !consul_duration(json(w), d)) {
-          r = text(400, "Invalid wait time: " + w + " (use a duration such as 30s, 5m or 500ms)");
-          is_read = false;
-        } else {
-          if (!w.empty()) wait = std::min<int64_t>(d.count(), kMaxWaitMs);
-          if (index_of(key) <= want && wait > 0) {
-            waiters_.add(key, {conn, req, want, api_.hooks().now_ms() + wait});
-            deferred = true;
-            return {};
-          }
-        }
-      }
+    LongPoll poll;
+    const auto bad = LongPoll::parse(req, [](const std::string& w, int64_t& ms) {
+      conf::Millis d;
+      if (!consul_duration(json(w), d)) return false;
+      ms = d.count();
+      return true;
+    }, poll);
+    if (bad == LongPoll::Error::kIndex) {
+      r = text(400, "Invalid index: must be a whole number");
+    } else if (bad == LongPoll::Error::kWait) {
+      r = text(400, "Invalid wait time: " + req.query_param("wait") + " (use a duration such as 30s, 5m or 500ms)");
+    } else if (poll.asked && index_of(key) <= poll.index && poll.wait_ms > 0) {
+      waiters_.add(key, {conn, req, poll.index, api_.hooks().now_ms() + poll.wait_ms});
+      deferred = true;
+      return {};
+    } else {
+      r = read(req);
     }
-    if (is_read) r = read(req);
   }
   return with_index(std::move(r), key);
 }
@@ -483,6 +474,11 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
     if (!a.is_unspecified()) node_addr = a.host();
   }
   const uint64_t idx = std::max<uint64_t>(1, reg.index());
+  // Consul's node object (this proxy is the one node), written once: the catalog's node list and
+  // the health answer carry it whole; the catalog's service answer flattens it (NodeMeta).
+  const json node = {{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
+                     {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
+                     {"CreateIndex", 1}, {"ModifyIndex", idx}};
   if (!req.query_param("filter").empty())
     return text(400, "filter expressions are not supported by switchyard; use ?tag= and ?passing");
 
@@ -563,9 +559,7 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
     return json_answer(out);
   }
   if (path == "/v1/catalog/nodes") {
-    return json_answer(json::array({{{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
-                                     {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
-                                     {"CreateIndex", 1}, {"ModifyIndex", idx}}}));
+    return json_answer(json::array({node}));
   }
   const auto health_svc = after(path, "/v1/health/service/"), catalog_svc = after(path, "/v1/catalog/service/"),
              checks_svc = after(path, "/v1/health/checks/"), state = after(path, "/v1/health/state/");
@@ -583,19 +577,17 @@ AdminResponse ConsulApi::read(const AdminRequest& req) {
       }
       if (passing && !all_passing(checks)) continue;
       if (health_svc) {
-        out.push_back({{"Node", {{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
-                                 {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
-                                 {"CreateIndex", 1}, {"ModifyIndex", idx}}},
-                       {"Service", service_json(inst)},
-                       {"Checks", checks}});
+        out.push_back({{"Node", node}, {"Service", service_json(inst)}, {"Checks", checks}});
       } else {
-        out.push_back({{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
-                       {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"NodeMeta", json::object()},
+        json entry = {{"ID", ""}, {"Node", node["Node"]}, {"Address", node["Address"]}, {"Datacenter", dc},
+                      {"TaggedAddresses", node["TaggedAddresses"]}, {"NodeMeta", node["Meta"]}};
+        entry.update(json{
                        {"ServiceKind", ""}, {"ServiceID", id}, {"ServiceName", inst.service}, {"ServiceTags", inst.tags},
                        {"ServiceAddress", inst.address.host()}, {"ServicePort", inst.address.port()},
                        {"ServiceMeta", inst.meta}, {"ServiceWeights", {{"Passing", inst.weight}, {"Warning", 1}}},
                        {"ServiceEnableTagOverride", false}, {"CreateIndex", 1},
                        {"ModifyIndex", reg.service_index(inst.service)}});
+        out.push_back(std::move(entry));
       }
     }
     return json_answer(out);

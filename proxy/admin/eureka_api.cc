@@ -11,6 +11,7 @@
 #include <pugixml.hpp>
 #include <sstream>
 
+#include "proxy/http/ascii.h"
 #include "registry/codec.h"
 
 namespace sy::admin {
@@ -34,11 +35,6 @@ std::string upper(std::string s) {
   return s;
 }
 
-std::string lower(std::string s) {
-  for (auto& c : s)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  return s;
-}
 
 // XML as Eureka's JSON writes it: attributes as "@name", an element's text beside attributes as
 // "$", repeated elements as a list. One mapping both ways, so XML and JSON carry the same document.
@@ -99,7 +95,7 @@ void json_to_xml(pugi::xml_node parent, const std::string& name, const json& v) 
 // default: Prometheus's eureka_sd sends no Accept and reads XML).
 AdminResponse render(const AdminRequest& req, const json& doc) {
   AdminResponse r;
-  const std::string accept = lower(req.header("accept"));
+  const std::string accept = http::ascii_lowered(req.header("accept"));
   if (accept.find("json") == std::string::npos) {
     pugi::xml_document x;
     for (const auto& [k, v] : doc.items()) json_to_xml(x, k, v);
@@ -202,7 +198,7 @@ AdminResponse EurekaApi::route(const AdminRequest& req) {
   }
   if (parts[0] == "vips" && parts.size() == 2 && m == "GET") {
     json apps = json::array();
-    auto it = reg.services().find(lower(parts[1]));
+    auto it = reg.services().find(http::ascii_lowered(parts[1]));
     if (it != reg.services().end() && !it->second.instances.empty()) apps.push_back(application_view(it->second, it->first));
     return render(req, {{"applications", {{"versions__delta", "-1"}, {"apps__hashcode", ""}, {"application", apps}}}});
   }
@@ -224,7 +220,7 @@ AdminResponse EurekaApi::route(const AdminRequest& req) {
     return render(req, {{"applications", {{"versions__delta", std::to_string(reg.index())}, {"apps__hashcode", hash},
                                           {"application", apps}}}});
   }
-  const std::string service = lower(parts[1]);
+  const std::string service = http::ascii_lowered(parts[1]);
   if (!registry::valid_service_name(service)) return answer(400, "bad_request", "application name must be 1-128 characters of [A-Za-z0-9._-]");
   if (parts.size() == 2) {
     if (m == "POST") return registration(req, service);
@@ -278,7 +274,7 @@ bool decode_eureka_instance(const std::string& text_body, const std::string& con
     return false;
   };
   json body;
-  const std::string ctype = lower(content_type);
+  const std::string ctype = http::ascii_lowered(content_type);
   const bool xml = ctype.find("xml") != std::string::npos ||
                    (ctype.find("json") == std::string::npos && !text_body.empty() && text_body.find('<') < text_body.find('{'));
   if (xml) {

@@ -3,6 +3,8 @@
 // its key, so its cost does not grow with the number of watchers elsewhere (hashicorp/consul#1244).
 #pragma once
 
+#include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -12,6 +14,35 @@
 #include "proxy/admin/admin_conn.h"
 
 namespace sy::admin {
+
+// A long poll's parameters (?index=N&wait=D), read one way by the native API and Consul's front
+// door: `index` a whole decimal number (no sign, no spaces), `wait` a duration in the family's own
+// syntax (`parse_wait`: text → milliseconds, false when malformed), 5 minutes when absent, at most
+// 10 (Consul's limits).
+struct LongPoll {
+  static constexpr int64_t kDefaultWaitMs = 5 * 60 * 1000;
+  static constexpr int64_t kMaxWaitMs = 10 * 60 * 1000;
+  bool asked = false;  // an index was given: the answer may wait
+  uint64_t index = 0;
+  int64_t wait_ms = kDefaultWaitMs;
+  enum class Error { kNone, kIndex, kWait };
+  template <class ParseWait>
+  static Error parse(const AdminRequest& req, ParseWait parse_wait, LongPoll& out) {
+    out = LongPoll{};
+    const std::string idx = req.query_param("index");
+    if (idx.empty()) return Error::kNone;
+    if (idx.size() > 20) return Error::kIndex;
+    auto r = std::from_chars(idx.data(), idx.data() + idx.size(), out.index);
+    if (r.ec != std::errc() || r.ptr != idx.data() + idx.size()) return Error::kIndex;
+    out.asked = true;
+    const std::string w = req.query_param("wait");
+    if (w.empty()) return Error::kNone;
+    int64_t ms = 0;
+    if (!parse_wait(w, ms) || ms < 0) return Error::kWait;
+    out.wait_ms = std::min(ms, kMaxWaitMs);
+    return Error::kNone;
+  }
+};
 
 class Watchers {
  public:

@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/http/ascii.h"
+
 namespace sy::http {
 
 // Into `out` (cleared first): a buffer reused across requests allocates only while it grows.
@@ -18,8 +20,7 @@ inline void normalize_host(std::string_view host, std::string& out) {
   }
   if (!h.empty() && h.back() == '.') h.remove_suffix(1);
   out.assign(h);
-  for (auto& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  ascii_lower_in_place(out);
 }
 
 inline std::string normalize_host(std::string_view host) {

@@ -1,6 +1,8 @@
 // Head rewriting for forwarded requests and responses.
 #include "proxy/http/rewrite.h"
 
+#include "proxy/http/ascii.h"
+
 #include <llhttp.h>
 
 #include <cstdio>
@@ -50,7 +52,7 @@ void connection_tokens(const MessageHead& h, std::string& out) {
   for (size_t i = 0; i < h.count(); ++i) {
     if (!iequals(h.name(i), "connection")) continue;
     if (!out.empty()) out.append(", ");
-    for (char c : h.value(i)) out.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
+    for (char c : h.value(i)) out.push_back(ascii_lower(c));
   }
 }
 

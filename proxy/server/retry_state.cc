@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "proxy/net/random.h"
+
 namespace sy::server {
 
 bool may_retry(const conf::Retry& r, const FailedTry& t, bool budget_allows) {
@@ -16,9 +18,9 @@ bool may_retry(const conf::Retry& r, const FailedTry& t, bool budget_allows) {
 }
 
 int64_t backoff_ms(const conf::Retry& r, uint32_t attempts_made, uint64_t random) {
-  const uint32_t shift = std::min<uint32_t>(attempts_made > 0 ? attempts_made - 1 : 0, 20);
-  const int64_t cap = std::min<int64_t>(r.backoff_max.count(), r.backoff_base.count() << shift);
-  return cap > 0 ? static_cast<int64_t>(random % static_cast<uint64_t>(cap + 1)) : 0;
+  const uint64_t cap = net::backoff_ceiling(static_cast<uint64_t>(std::max<int64_t>(0, r.backoff_base.count())),
+                                            static_cast<uint64_t>(std::max<int64_t>(0, r.backoff_max.count())), attempts_made);
+  return static_cast<int64_t>(net::full_jitter(cap, random));
 }
 
 }  // namespace sy::server

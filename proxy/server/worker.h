@@ -14,6 +14,7 @@
 #include "conf/config.h"
 #include "health/runtime.h"
 #include "proxy/http/exchange_record.h"
+#include "proxy/net/random.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/listener.h"
 #include "proxy/net/resource.h"
@@ -97,14 +98,8 @@ struct Worker {
   void (*on_drained)(Worker*) = nullptr;
   void* app = nullptr;
 
-  uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-  uint64_t next_random() {
-    // xorshift64*: request ids need uniqueness, not secrecy.
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-  }
+  net::Random rng;  // picks, request ids, retry jitter: uniqueness, not secrecy
+  uint64_t next_random() { return rng.next(); }
 
  private:
   std::shared_ptr<const RoutingTable> snapshot_;

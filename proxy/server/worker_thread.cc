@@ -51,7 +51,7 @@ WorkerThread::WorkerThread(int index, RoutingTableSlot& table, ExchangeObserver&
   worker_.observer = &observer;
   worker_.app = this;
   worker_.on_drained = on_drained;
-  worker_.rng_state ^= uv_hrtime() + static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull;
+  worker_.rng.mix(uv_hrtime() + static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull);
 }
 
 WorkerThread::~WorkerThread() {

@@ -28,7 +28,7 @@ std::string b64(const std::string& s) { return http::base64_encode(s); }
 Backend::Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks)
     : loop_(loop), reg_(reg), cfg_(cfg), hooks_(std::move(hooks)),
       client_(loop, cfg.endpoints, static_cast<uint64_t>(cfg.timeout.count())) {
-  rng_ ^= uv_hrtime();
+  rng_.mix(uv_hrtime());
 }
 
 Backend::~Backend() {
@@ -128,11 +128,8 @@ void Backend::probe_failed(const std::string& why) {
   ++watch_generation_;
   // Exponential backoff (250 ms doubling to 5 s) with full jitter, so a fleet of proxies does not
   // return to etcd in step.
-  const uint64_t cap = std::min<uint64_t>(5000, 250ULL << std::min(probe_failures_++, 5));
-  rng_ ^= rng_ << 13;
-  rng_ ^= rng_ >> 7;
-  rng_ ^= rng_ << 17;
-  schedule_probe(cap / 2 + rng_ % (cap / 2 + 1));
+  const uint64_t cap = net::backoff_ceiling(250, 5000, static_cast<uint32_t>(++probe_failures_));
+  schedule_probe(net::equal_jitter(cap, rng_.next()));
 }
 
 void Backend::set_up(bool up, const std::string& why) {
@@ -241,7 +238,7 @@ void Backend::on_watch_end(const std::string& why) {
   uv_timer_start(watch_timer_, [](uv_timer_t* t) {
     auto* b = static_cast<Backend*>(t->data);
     if (b->up_ && !b->syncing_ && !b->client_.watching()) b->start_watch();
-  }, 200 + rng_ % 300, 0);
+  }, 200 + rng_.upto(299), 0);
 }
 
 void Backend::on_watch_message(const json& result) {

@@ -28,6 +28,7 @@
 
 #include "conf/config.h"
 #include "registry/etcd/client.h"
+#include "proxy/net/random.h"
 #include "registry/registry.h"
 
 namespace sy::registry::etcd {
@@ -138,7 +139,7 @@ class Backend {
   int64_t stall_suspect_ = 0;  // the newest revision seen by the last stall check, if ahead of the watch
   unsigned probes_ = 0;
   uint64_t watch_generation_ = 0;
-  uint64_t rng_ = 0x9e3779b97f4a7c15ULL;
+  net::Random rng_;  // probe and reconnect jitter
 
   // Batches with no key in common are in flight side by side (etcd commits them in one Raft round
   // when they arrive together); a batch touching a key still in flight waits for it, so etcd sees
