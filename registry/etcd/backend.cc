@@ -161,7 +161,7 @@ void Backend::read_page(int64_t revision, std::string from,
   client_.call("/v3/kv/range", req, [this, revision, seen, t0](Result& r) {
     if (!r.ok) {
       hooks_.on_error();
-      if (r.error.find("compacted") != std::string::npos) {  // the revision went while paging: again
+      if (r.compacted()) {  // the revision went while paging: again
         seen->clear();
         read_page(0, cfg_.prefix + "services/", seen);
         return;

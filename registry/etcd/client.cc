@@ -116,11 +116,12 @@ Result Client::classify(int status, std::string body, const std::string& transpo
     if (h.is_object() && h.contains("header")) r.revision = int_field(h["header"], "revision");
     return r;
   }
-  const int64_t code = int_field(r.body, "code");
+  r.code = int_field(r.body, "code");
   const std::string msg = str_field(r.body, "error");
   r.error = "etcd " + from.text + ": " + (msg.empty() ? "HTTP " + std::to_string(status) : msg);
-  r.unavailable = unavailable_code(code) || status >= 500 || msg.find("no leader") != std::string::npos ||
-                  msg.find("timed out") != std::string::npos;
+  // By code: etcd's "no leader" and "request timed out" are UNAVAILABLE; a gateway failing
+  // itself answers 5xx.
+  r.unavailable = unavailable_code(r.code) || status >= 500;
   return r;
 }
 

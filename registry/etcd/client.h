@@ -25,8 +25,13 @@ struct Result {
   // member, or the same one later, may. Not set for answers such as "lease not found".
   bool unavailable = false;
   std::string error;
+  // etcd's gRPC status code for an error it answered (0: none, or not etcd answering): what the
+  // error is decided by, never its text.
+  int64_t code = 0;
   nlohmann::json body;    // the answer (ok) or etcd's error document
   int64_t revision = 0;   // body.header.revision when present
+  // The revision asked for is gone (ErrCompacted: gRPC OUT_OF_RANGE).
+  bool compacted() const { return code == 11; }
 };
 
 class Client {
@@ -53,11 +58,12 @@ class Client {
   void next_endpoint();
   const conf::Address& endpoint() const { return endpoints_[current_]; }
 
+  // An answer (or a transport failure) as a Result; pure (unit-tested).
+  static Result classify(int status, std::string body, const std::string& transport_error, const conf::Address& from);
+
  private:
   HttpConn* pick();
   void forget(HttpConn* c);
-  static Result classify(int status, std::string body, const std::string& transport_error, const conf::Address& from);
-
   uv_loop_t* loop_;
   std::vector<conf::Address> endpoints_;
   size_t current_ = 0;

@@ -1,4 +1,5 @@
-// The etcd client's pure helpers: base64 (keys and values on the JSON gateway) and prefix ranges.
+// The etcd client's pure helpers: base64 (keys and values on the JSON gateway), prefix ranges,
+// watch messages, transaction planning, and how answers are classified.
 #include <doctest.h>
 
 #include "proxy/http/base64.h"
@@ -96,4 +97,31 @@ TEST_CASE("transactions stay within etcd's limits: 100 operations, about 1 MiB; 
   CHECK(with_marker == 1);
   CHECK(txns.size() >= 6);  // four large ones alone (two would pass 1.5 MiB), 250 small in threes of 100
   CHECK(txns[0]["success"][0]["request_put"]["lease"] == "1");
+}
+
+TEST_CASE("etcd's answers are classified by gRPC code, not by their text") {
+  using sy::registry::etcd::Client;
+  sy::conf::Address from;
+  sy::conf::parse_address("127.0.0.1:2379", from, false);
+  auto r = Client::classify(400, R"({"error": "etcdserver: mvcc: required revision has been compacted", "code": 11})", "", from);
+  CHECK_FALSE(r.ok);
+  CHECK(r.compacted());
+  CHECK_FALSE(r.unavailable);
+  // The same words under another code are not a compaction; a code says it whatever the words.
+  r = Client::classify(400, R"({"error": "key compacted away? no", "code": 3})", "", from);
+  CHECK_FALSE(r.compacted());
+  r = Client::classify(400, R"({"error": "", "code": 11})", "", from);
+  CHECK(r.compacted());
+  // No leader and timeouts are UNAVAILABLE (14) in etcd 3.4: another member may serve.
+  r = Client::classify(503, R"({"error": "etcdserver: no leader", "code": 14})", "", from);
+  CHECK(r.unavailable);
+  r = Client::classify(400, R"({"error": "etcdserver: requested lease not found", "code": 5})", "", from);
+  CHECK_FALSE(r.unavailable);
+  CHECK(r.code == 5);
+  r = Client::classify(0, "", "connection refused", from);
+  CHECK(r.unavailable);
+  CHECK(r.code == 0);
+  r = Client::classify(200, R"({"header": {"revision": "42"}})", "", from);
+  CHECK(r.ok);
+  CHECK(r.revision == 42);
 }
