@@ -84,6 +84,7 @@ void Runtime::sync_instance(const std::string& name, const registry::Service& sv
   // goes; old snapshots may still point at it, and its metric series go when the last lets go.
   if (old != ids.end() && (!inst || inst->uid != old->second)) {
     instances_.erase(old->second);
+    gone_uids_.push_back(old->second);
     ids.erase(old);
   }
   if (inst) {
@@ -121,7 +122,10 @@ void Runtime::sync_service(const std::string& name, const registry::Service* svc
   // when the last of them lets go.
   for (const auto& [id, uid] : ids) {
     auto n = now.find(id);
-    if (n == now.end() || n->second != uid) instances_.erase(uid);
+    if (n == now.end() || n->second != uid) {
+      instances_.erase(uid);
+      gone_uids_.push_back(uid);
+    }
   }
   ids = std::move(now);
   if (ids.empty() && !svc) ids_.erase(name);

@@ -21,6 +21,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "health/circuit_breaker.h"
@@ -119,6 +120,9 @@ class Runtime {
   void sync(const registry::Registry::Dirty* dirty = nullptr);
   std::shared_ptr<InstanceRuntime> instance(uint64_t uid) const;
   std::shared_ptr<ServiceRuntime> service(const std::string& name) const;
+  // The endpoints (uids) that left the registry, or got a new uid, since the last call: what
+  // workers close idle pooled connections to, without walking the snapshot.
+  std::vector<uint64_t> take_gone_uids() { return std::exchange(gone_uids_, {}); }
 
   // An attempt ended. Feeds the breaker and outlier detection; may eject the instance or open its
   // breaker (both written to the registry).
@@ -158,6 +162,7 @@ class Runtime {
   // Instance runtimes per service: id → uid (an id's uid changes with its address).
   std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> ids_;
   std::vector<std::string> departed_;
+  std::vector<uint64_t> gone_uids_;
   // Instances with a clock running (ejected, or breaker open): all tick() has to look at.
   std::unordered_set<uint64_t> timed_;  // services gone from the registry whose runtime a snapshot still held
 };

@@ -368,6 +368,17 @@ void App::publish() {
     if (ups->runtime) ups->runtime->panic = ups->panic;
   }
   next->config = cfg_;
+  next->seq = ++publish_seq_;
+  if (runtime_) {
+    auto log = std::make_shared<server::GoneLog>();
+    log->seq = next->seq;
+    log->uids = runtime_->take_gone_uids();
+    if (prev && prev->gone && prev->gone->seq + 1 == next->seq && prev->gone->depth < server::GoneLog::kDepth) {
+      log->prev = prev->gone;
+      log->depth = prev->gone->depth + 1;
+    }
+    next->gone = std::move(log);
+  }
   table_.store(std::move(next));
   table_dirty_ = false;
   // Workers switch now (not at their next request), so the old snapshot and departed instances'

@@ -98,6 +98,7 @@ class App {
   uv_timer_t shutdown_timer_{};
   uv_check_t check_{};
   bool table_dirty_ = false;
+  uint64_t publish_seq_ = 0;  // RoutingTable::seq
   int64_t last_ramp_ms_ = 0;
   unsigned ticks_ = 0;
   bool stopping_ = false;

@@ -69,8 +69,22 @@ struct StringHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
+// Endpoints that left the registry, publish by publish, so workers close their idle pooled
+// connections to exactly those instead of walking the whole snapshot. Each table's log links to
+// the logs of the tables before it (a chain of at most kDepth; a worker further behind walks the
+// snapshot once).
+struct GoneLog {
+  static constexpr uint32_t kDepth = 32;
+  uint64_t seq = 0;    // the table that published these
+  uint32_t depth = 1;  // links in the chain from here
+  std::vector<uint64_t> uids;
+  std::shared_ptr<const GoneLog> prev;
+};
+
 struct RoutingTable {
   uint64_t index = 0;
+  uint64_t seq = 0;  // publish number (App), 0 = not published through App (tests)
+  std::shared_ptr<const GoneLog> gone;  // null: unknown (walk)
   // The config this snapshot was built from: workers take client limits and timeouts from it, so
   // a reload reaches every worker with the same atomic load as the routes.
   std::shared_ptr<const conf::Config> config;

@@ -16,13 +16,29 @@ void Worker::upkeep() {
 }
 
 void Worker::close_orphaned_pools() {
-  // Idle connections to instances that left are never picked again. Walks the snapshot, so only
-  // when a new one arrived and there is something pooled (not per registration).
-  const uint64_t g = table->generation();
-  if (g == pools_checked_gen_ || pool.idle_count() == 0) return;
-  pools_checked_gen_ = g;
+  // Idle connections to instances that left are never picked again. Only when a new snapshot
+  // arrived and something is pooled (not per registration); from the snapshots' logs of departed
+  // endpoints (the cost follows what changed), walking the snapshot only when this worker fell
+  // further behind than the logs reach.
+  if (pool.idle_count() == 0) return;  // (what left meanwhile is still in the logs next time)
   const auto& t = snapshot();
-  if (!t) return;
+  if (!t || t->seq == pools_checked_seq_) return;
+  const uint64_t since = std::exchange(pools_checked_seq_, t->seq);
+  std::unordered_set<uint64_t> gone;
+  bool covered = false;
+  uint64_t expected = t->seq;
+  for (const GoneLog* l = t->gone.get(); l && l->seq == expected && t->seq != 0; l = l->prev.get(), --expected) {
+    if (l->seq <= since) break;
+    gone.insert(l->uids.begin(), l->uids.end());
+    if (l->seq == since + 1) {
+      covered = true;
+      break;
+    }
+  }
+  if (covered && since != 0) {
+    if (!gone.empty()) pool.close_if([&](uint64_t uid) { return gone.count(uid) > 0; });
+    return;
+  }
   std::unordered_set<uint64_t> alive;
   for (const auto& [name, ups] : t->services)
     for (const auto& e : ups->endpoints) alive.insert(e.uid);

@@ -104,7 +104,7 @@ struct Worker {
  private:
   std::shared_ptr<const RoutingTable> snapshot_;
   uint64_t snapshot_gen_ = ~uint64_t{0};
-  uint64_t pools_checked_gen_ = ~uint64_t{0};
+  uint64_t pools_checked_seq_ = 0;  // the snapshot (RoutingTable::seq) whose departures were handled
   unsigned ticks_ = 0;
   void close_orphaned_pools();
 };

@@ -245,6 +245,7 @@ class Backend:
         self.address = f"127.0.0.1:{self.port}"
         self.requests = []
         self.connections = 0
+        self.closed = 0  # connections that ended (either side closed)
         self.lock = threading.Lock()
         self.open_conns = []
         self.stopped = False
@@ -282,6 +283,8 @@ class Backend:
                 conn.close()
             except OSError:
                 pass
+            with self.lock:
+                self.closed += 1
 
     def stop(self):
         self.stopped = True

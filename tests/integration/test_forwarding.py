@@ -6,7 +6,7 @@ import threading
 import time
 
 from conftest import service_config
-from harness import Client, get, request_bytes, respond, wait_until
+from harness import Client, admin, get, request_bytes, respond, wait_until
 
 
 def config_for(backends, name="svc", extra="", top=""):
@@ -357,3 +357,26 @@ def test_wrk_load_has_no_errors(backends, proxies):
                          capture_output=True, text=True, timeout=30).stdout
     assert "requests in" in out, out
     assert "Non-2xx" not in out and "Socket errors" not in out, out
+
+
+def test_idle_pooled_connections_to_a_deregistered_instance_close_and_only_those(backends, proxies):
+    """HTTP/1.1, plain. The workers close pooled connections to what left the registry (from the
+    snapshot's log of departures), and keep those to the instances that stay."""
+    a, b = backends(name="a"), backends(name="b")
+    p = proxies("services:\n  s: {}\n")
+    for name, bk in (("a", a), ("b", b)):
+        assert admin(p.admin, "PUT", f"/v1/services/s/instances/{name}", {"address": bk.address})[0] == 201
+    seen = set()
+    for _ in range(40):
+        r = get(p.addr, host="s")
+        assert r.status == 200
+        seen.add(r.body.split()[0])
+        if seen == {b"a", b"b"}:
+            break
+    assert seen == {b"a", b"b"}
+    wait_until(lambda: a.connections >= 1 and b.connections >= 1, 30, what="both pooled")
+    assert a.closed == 0 and b.closed == 0  # idle in the pool
+    assert admin(p.admin, "DELETE", "/v1/services/s/instances/b")[0] == 204
+    wait_until(lambda: b.closed == b.connections, 30, what="b's pooled connections closed")
+    assert a.closed == 0, "a's pooled connection was closed too"
+    assert get(p.addr, host="s").body.startswith(b"a ")
