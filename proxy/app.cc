@@ -438,7 +438,7 @@ void App::persist() {
     journal_batches_.emplace_back(journal_.write_async(registry_, keys), batch);
   } else if (api_ && api_->has_unpersisted()) {
     // Nothing of this turn is persisted (a heartbeat, a health flip): routed is enough.
-    api_->release_persisted("");
+    api_->release_persisted();
   }
 }
 

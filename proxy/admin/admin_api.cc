@@ -157,18 +157,9 @@ void AdminApi::finish(AdminConn* conn, AdminResponse r, bool changed) {
   conn->respond(r);
 }
 
-void AdminApi::release_persisted(const std::string& err) {
-  auto held = std::move(unpersisted_);
-  unpersisted_.clear();
-  for (auto& [conn, r] : held) {
-    if (!err.empty()) {
-      AdminResponse e = error(500, "persistence_failed", "the change is applied in memory but could not be saved: " + err);
-      e.headers = r.headers;
-      conn->respond(e);
-    } else {
-      conn->respond(r);
-    }
-  }
+void AdminApi::release_persisted() {
+  auto held = std::exchange(unpersisted_, {});
+  for (auto& [conn, r] : held) conn->respond(r);
 }
 
 void AdminApi::forget(AdminConn* conn) {

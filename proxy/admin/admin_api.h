@@ -55,8 +55,9 @@ class AdminApi final : public AdminHandler {
   void on_registry_changed(const std::string* service);
   // Periodic: answer long polls whose wait ran out.
   void sweep(int64_t now_ms);
-  // Persistence finished for this loop turn: send the held acknowledgements (or 500s).
-  void release_persisted(const std::string& error);
+  // Nothing of this loop turn needs the disk (or the store): send the held acknowledgements.
+  // (Answers that wait for a write go through take_held() / release_held().)
+  void release_persisted();
   bool has_unpersisted() const { return !unpersisted_.empty(); }
   // The same in two steps, for a store that answers later (etcd): this turn's held answers become
   // one batch, released when the store has answered (`status` 0: as they are; else that error).
