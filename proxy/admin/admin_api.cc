@@ -33,19 +33,6 @@ AdminResponse error(int status, const std::string& code, const std::string& mess
 bool valid_name(const std::string& s) { return registry::valid_service_name(s); }
 bool valid_id(const std::string& s) { return registry::valid_instance_id(s); }
 
-std::vector<std::string> split_path(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) parts.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  return parts;
-}
-
-
 bool constant_time_equal(const std::string& a, const std::string& b) {
   // Compares every byte whatever the content; the length difference is folded in too.
   unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
@@ -70,7 +57,11 @@ json instance_json(const registry::Registry& reg, const registry::Instance& inst
 
 AdminApi::AdminApi(registry::Registry& reg, Metrics& metrics, AdminHooks hooks, std::string token)
     : reg_(reg), metrics_(metrics), hooks_(std::move(hooks)), token_(std::move(token)),
-      consul_(std::make_unique<ConsulApi>(*this)), eureka_(std::make_unique<EurekaApi>(*this)) {}
+      consul_(std::make_unique<ConsulApi>(*this)), eureka_(std::make_unique<EurekaApi>(*this)) {
+  add_endpoints();
+  consul_->add_endpoints(table_);
+  eureka_->add_endpoints(table_);
+}
 
 AdminApi::~AdminApi() = default;
 
@@ -92,22 +83,52 @@ bool AdminApi::authorized(const AdminRequest& req) const {
 }
 
 void AdminApi::handle(AdminConn* conn, AdminRequest& req) {
+  // The gate: every check a call needs, in one order, before any handler runs.
+  const Family& owner = table_.family_of(req.path);
+  auto answer = [&](const Family& f, AdminResponse r, const std::string& key) {
+    if (f.decorate) f.decorate(r, key);
+    finish(conn, std::move(r), false);
+  };
+  if (owner.precheck)
+    if (auto r = owner.precheck(req)) return answer(owner, std::move(*r), "");
+  EndpointTable::Match m = table_.match(req.method, req.path);
+  if (!m.endpoint) {
+    if (m.allow == 0) return answer(owner, owner.error(404, "not_found", "no " + owner.title + " endpoint " + req.method + " " + req.path + " (" + owner.docs + " lists them; GET /v1/ too)"), "");
+    AdminResponse r = owner.error(405, "method_not_allowed", "method " + req.method + " not allowed on " + req.path + "; use " + EndpointTable::methods_text(m.allow));
+    r.headers.emplace_back("Allow", EndpointTable::allow_header(m.allow));
+    return answer(owner, std::move(r), "");
+  }
+  const Endpoint& ep = *m.endpoint;
+  const Family& fam = table_.family(ep.family);
+  if (ep.access != Access::kRead && !authorized(req)) return answer(fam, fam.unauthorized(), "");
   // Shared registry away: refuse changes rather than make ones no other proxy will see.
-  if (hooks_.writable && !hooks_.writable()) {
-    const bool mutating = ConsulApi::owns(req.path) ? ConsulApi::mutating(req.decoded_path())
-                                                    : req.method != "GET" && req.method != "HEAD" && req.path != "/v1/reload";
-    if (mutating) {
-      finish(conn, error(503, "registry_unavailable", "the shared registry (etcd) cannot be reached; routing continues on the last registry seen; retry later"), false);
-      return;
+  if (ep.access == Access::kRegistry && hooks_.writable && !hooks_.writable())
+    return answer(fam, fam.error(503, "registry_unavailable", "the shared registry (etcd) cannot be reached; routing continues on the last registry seen; retry later"), "");
+  if (req.body.size() > ep.body_limit())
+    return answer(fam, fam.error(413, "body_too_large", "request body over " + std::to_string(ep.body_limit() / 1024) + " KiB, the limit of " + req.method + " " + ep.pattern), "");
+  Call call{conn, req, std::move(m.args)};
+  std::string key;
+  if (ep.watch) {
+    // A blocking read: answered now when the watched index has passed the caller's, else parked
+    // until it does or the wait runs out (wake()).
+    const std::optional<std::string> watched = ep.watch(call);
+    if (watched) {
+      key = *watched;
+      LongPoll poll;
+      const auto bad = LongPoll::parse(req, fam.parse_wait, poll);
+      if (bad != LongPoll::Error::kNone) return answer(fam, fam.bad_poll(bad == LongPoll::Error::kIndex ? 0 : 1, req), key);
+      if (poll.asked && index_of(key) <= poll.index && poll.wait_ms > 0) {
+        waiters_.add(key, {conn, req, poll.index, hooks_.now_ms() + poll.wait_ms, &ep, std::move(call.args)});
+        return;
+      }
     }
   }
-  bool deferred = false;
   // A call that changed the registry (whatever its method: Consul clients deregister with GET) is
   // acknowledged once the change is routed and on disk.
   const uint64_t before = reg_.index();
-  AdminResponse r = route(conn, req, deferred);
+  AdminResponse r = ep.handler(call);
+  if (fam.decorate) fam.decorate(r, key);
   std::vector<int64_t> renewals = reg_.take_renewals();
-  if (deferred) return;
   if (!renewals.empty() && hooks_.renew && r.status < 300) {
     // A heartbeat renews the lease in the shared store: answer once the store has.
     const uint64_t batch = ++next_batch_;
@@ -120,6 +141,17 @@ void AdminApi::handle(AdminConn* conn, AdminRequest& req) {
     return;
   }
   finish(conn, std::move(r), reg_.index() != before);
+}
+
+uint64_t AdminApi::index_of(const std::string& key) const { return key.empty() ? reg_.index() : reg_.service_index(key); }
+
+void AdminApi::wake(Watchers::Answer& a) {
+  auto& [key, w] = a;
+  Call call{w.conn, w.req, std::move(w.args)};
+  AdminResponse r = w.endpoint->handler(call);
+  const Family& fam = table_.family(w.endpoint->family);
+  if (fam.decorate) fam.decorate(r, key);
+  finish(w.conn, std::move(r), false);
 }
 
 uint64_t AdminApi::take_held() {
@@ -163,141 +195,166 @@ void AdminApi::release_persisted() {
 }
 
 void AdminApi::forget(AdminConn* conn) {
-  consul_->forget(conn);
   waiters_.forget(conn);
   std::erase_if(unpersisted_, [&](const auto& p) { return p.first == conn; });
   for (auto& [batch, answers] : held_) std::erase_if(answers, [&](const auto& p) { return p.first == conn; });
 }
 
 void AdminApi::on_registry_changed(const std::string* service) {
-  consul_->on_changed(service);
   if (waiters_.empty()) return;
-  for (auto& [key, w] : waiters_.take_changed(service, [&](const std::string& k) { return reg_.service_index(k); }))
-    finish(w.conn, service_view(key, w.req), false);
+  auto index_of = [&](const std::string& k) { return this->index_of(k); };
+  // Only the watchers of this service, and those of the whole registry ("", Consul's catalog).
+  static const std::string kWhole;
+  auto woken = waiters_.take_changed(service, index_of);
+  if (service) {
+    auto whole = waiters_.take_changed(&kWhole, index_of);
+    woken.insert(woken.end(), std::make_move_iterator(whole.begin()), std::make_move_iterator(whole.end()));
+  }
+  for (auto& a : woken) wake(a);
 }
 
 void AdminApi::sweep(int64_t now_ms) {
-  consul_->sweep(now_ms);
   if (waiters_.empty()) return;
-  for (auto& [key, w] : waiters_.take_due(now_ms)) finish(w.conn, service_view(key, w.req), false);
+  for (auto& a : waiters_.take_due(now_ms)) wake(a);
 }
 
-AdminResponse AdminApi::route(AdminConn* conn, AdminRequest& req, bool& deferred) {
-  const std::string& m = req.method;
-  if (ConsulApi::owns(req.path)) return consul_->route(conn, req, deferred);
-  if (EurekaApi::owns(req.path)) return eureka_->route(req);
-  const auto parts = split_path(req.path);
-  const bool mutating = m == "PUT" || m == "POST" || m == "DELETE";
-  if (mutating && !authorized(req)) {
+void AdminApi::add_endpoints() {
+  Family f;
+  f.name = "native";
+  f.title = "admin";
+  f.docs = "docs/admin-api.md";
+  f.error = error;
+  f.unauthorized = [] {
     AdminResponse r = error(401, "unauthorized", "this call needs 'Authorization: Bearer <admin.token>'");
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return r;
-  }
-  if (req.path == "/healthz" && (m == "GET" || m == "HEAD")) return json_response(200, {{"status", "ok"}});
-  if (req.path == "/readyz" && (m == "GET" || m == "HEAD")) {
+  };
+  f.parse_wait = [](const std::string& w, int64_t& ms) {
+    conf::Millis d;
+    if (!conf::parse_duration(w, d).empty()) return false;
+    ms = d.count();
+    return true;
+  };
+  f.bad_poll = [](int what, const AdminRequest&) {
+    return what == 0 ? error(400, "bad_request", "'index' must be a whole number 0 or more, such as 42")
+                     : error(400, "bad_request", "'wait' must be a duration such as 30s");
+  };
+  native_ = table_.add_family(std::move(f));
+
+  // A row of the native family; `service`/`id` captures are checked before the handler runs.
+  auto add = [&](unsigned methods, const char* pattern, Access access, const char* help, auto handler) {
+    table_.add(Endpoint::row(methods, pattern, access, help, native_, [handler](Call& c) -> AdminResponse {
+      if (!c.args.empty() && !valid_name(c.args[0]))
+        return error(400, "bad_request", "service name must be 1-128 characters of [A-Za-z0-9._-]");
+      if (c.args.size() > 1 && !valid_id(c.args[1]))
+        return error(400, "bad_request", "instance id must be 1-128 characters of [A-Za-z0-9._:-]");
+      return handler(c);
+    }));
+  };
+  add(kGet, "/healthz", Access::kRead, "liveness: 200 while the process runs", [](Call&) { return json_response(200, {{"status", "ok"}}); });
+  add(kGet, "/readyz", Access::kRead, "readiness: 200 once the registry is read and while not stopping", [this](Call&) {
     bool ok = !hooks_.ready || hooks_.ready();
     json body{{"status", ok ? "ready" : "not ready"}};
     if (hooks_.registry_status) body["registry"] = hooks_.registry_status();
     return json_response(ok ? 200 : 503, body);
-  }
-  if (req.path == "/metrics" && (m == "GET" || m == "HEAD")) {
+  });
+  add(kGet, "/metrics", Access::kRead, "Prometheus metrics (text format 0.0.4)", [this](Call&) {
     AdminResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     metrics_.sync_registry(reg_);  // registry gauges are computed per scrape, not per change
-    metrics_.set_long_polls(waiters_.size() + consul_->waiting());
+    metrics_.set_long_polls(waiters_.size());
     if (hooks_.before_scrape) hooks_.before_scrape();
     r.body = metrics_.render();
     return r;
-  }
-  if (req.path == "/v1/reload" && m == "POST") {
+  });
+  add(kGet, "/v1", Access::kRead, "this list of admin endpoints", [this](Call&) { return endpoint_list(); });
+  add(kPost, "/v1/reload", Access::kControl, "re-read the config file; refused with the errors --check gives", [this](Call&) {
     std::string summary;
     std::string err = hooks_.reload ? hooks_.reload(summary) : "reload is not available";
     if (!err.empty()) return error(400, "bad_config", err);
     return AdminResponse{200, "application/json", {}, summary};
+  });
+  add(kGet, "/v1/catalog", Access::kRead, "every instance in the seed catalog's shape", [this](Call&) { return catalog_get(); });
+  add(kPost, "/v1/catalog", Access::kRegistry, "register {service_name, service_url} (no lease)", [this](Call& c) { return catalog_post(c.req.body); });
+  add(kGet, "/v1/services", Access::kRead, "every service with instance counts by state", [this](Call&) { return services_list(); });
+  {
+    Endpoint e = Endpoint::row(kGet, "/v1/services/{service}", Access::kRead,
+                               "a service's instances (?healthy=1, ?tag=); a long poll with ?index=&wait=", native_, [this](Call& c) {
+      if (!valid_name(c.arg(0))) return error(400, "bad_request", "service name must be 1-128 characters of [A-Za-z0-9._-]");
+      return service_view(c.arg(0), c.req);
+    });
+    e.watch = [](const Call& c) -> std::optional<std::string> {
+      if (!valid_name(c.arg(0))) return std::nullopt;
+      return c.arg(0);
+    };
+    table_.add(std::move(e));
   }
-  if (req.path == "/v1/catalog") {
-    if (m == "POST") return catalog_post(req.body);
-    if (m == "GET") return catalog_get();
-    return error(405, "method_not_allowed", "use GET or POST on /v1/catalog");
+  add(kPost, "/v1/services/{service}/instances", Access::kRegistry, "register an instance under a generated id", [this](Call& c) {
+    // 64 random bits: ids of a service of 100,000 instances collide with odds of 1 in 10^9.
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng_.next() ^ ++id_counter_));
+    return register_instance(c.arg(0), c.arg(0) + "-" + buf, c.req.body, true);
+  });
+  add(kPut, "/v1/services/{service}/instances/{id}", Access::kRegistry, "register (or update) the instance {id}",
+      [this](Call& c) { return register_instance(c.arg(0), c.arg(1), c.req.body, false); });
+  add(kGet, "/v1/services/{service}/instances/{id}", Access::kRead, "one instance, with the sentence saying why it is (not) routable",
+      [this](Call& c) { return instance_view(c.arg(0), c.arg(1)); });
+  add(kDelete, "/v1/services/{service}/instances/{id}", Access::kRegistry, "deregister a dynamic instance",
+      [this](Call& c) { return instance_delete(c.arg(0), c.arg(1)); });
+  add(kPut | kPost, "/v1/services/{service}/instances/{id}/heartbeat", Access::kRegistry, "renew the instance's lease", [this](Call& c) {
+    const std::string &service = c.arg(0), &id = c.arg(1);
+    if (!reg_.heartbeat(service, id, hooks_.now_ms()))
+      return error(404, "not_found", "no dynamic instance " + id + " in service " + service + "; register again");
+    const registry::Instance* inst = reg_.find(service, id);
+    return json_response(200, {{"id", id}, {"ttl_ms", inst ? inst->ttl.count() : 0}});
+  });
+  add(kPut | kPost, "/v1/services/{service}/instances/{id}/drain", Access::kRegistry, "drain ({\"enabled\": true}) or undrain the instance",
+      [this](Call& c) { return instance_drain(c.arg(0), c.arg(1), c.req.body); });
+}
+
+AdminResponse AdminApi::endpoint_list() {
+  json list = json::array();
+  for (const auto& e : table_.endpoints()) {
+    const char* access = e.access == Access::kRead ? "read" : e.access == Access::kRegistry ? "registry" : "control";
+    list.push_back({{"methods", EndpointTable::allow_header(e.methods)}, {"path", e.pattern}, {"api", table_.family(e.family).name},
+                    {"access", access}, {"token", e.access != Access::kRead && token_required()},
+                    {"blocking", static_cast<bool>(e.watch)}, {"help", e.help}});
   }
-  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "services") {
-    if (parts.size() == 2) {
-      if (m != "GET") return error(405, "method_not_allowed", "use GET on /v1/services");
-      json list = json::array();
-      for (const auto& [name, svc] : reg_.services()) {
-        json counts = json::object();
-        for (const auto& [id, inst] : svc.instances) counts[inst.state_name()] = counts.value(inst.state_name(), 0) + 1;
-        list.push_back({{"name", name}, {"instances", svc.instances.size()}, {"states", counts},
-                        {"lb", conf::lb_name(svc.cfg.lb)}, {"source", svc.in_config ? "config" : "registry"}});
-      }
-      return json_response(200, {{"services", list}, {"index", reg_.index()}});
-    }
-    const std::string& service = parts[2];
-    if (!valid_name(service)) return error(400, "bad_request", "service name must be 1-128 characters of [A-Za-z0-9._-]");
-    if (parts.size() == 3) {
-      if (m != "GET") return error(405, "method_not_allowed", "use GET on /v1/services/{service}");
-      LongPoll poll;
-      const auto bad = LongPoll::parse(req, [](const std::string& w, int64_t& ms) {
-        conf::Millis d;
-        if (!conf::parse_duration(w, d).empty()) return false;
-        ms = d.count();
-        return true;
-      }, poll);
-      if (bad == LongPoll::Error::kIndex) return error(400, "bad_request", "'index' must be a whole number 0 or more, such as 42");
-      if (bad == LongPoll::Error::kWait) return error(400, "bad_request", "'wait' must be a duration such as 30s");
-      if (poll.asked && reg_.service_index(service) <= poll.index && poll.wait_ms > 0) {
-        waiters_.add(service, {conn, req, poll.index, hooks_.now_ms() + poll.wait_ms});
-        deferred = true;
-        return {};
-      }
-      return service_view(service, req);
-    }
-    if (parts.size() == 4 && parts[3] == "instances" && m == "POST") {
-      // 64 random bits: ids of a service of 100,000 instances collide with odds of 1 in 10^9.
-      char buf[24];
-      std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng_.next() ^ ++id_counter_));
-      return register_instance(service, service + "-" + buf, req.body, true);
-    }
-    if (parts.size() >= 5 && parts[3] == "instances") {
-      const std::string& id = parts[4];
-      if (!valid_id(id)) return error(400, "bad_request", "instance id must be 1-128 characters of [A-Za-z0-9._:-]");
-      if (parts.size() == 5) {
-        if (m == "PUT") return register_instance(service, id, req.body, false);
-        if (m == "DELETE") {
-          const registry::Instance* inst = reg_.find(service, id);
-          if (inst && inst->source == registry::Source::kStatic)
-            return error(409, "static_instance", "instance comes from the config file; remove it there and reload");
-          if (!reg_.remove(service, id)) return error(404, "not_found", "no instance " + id + " in service " + service);
-          return AdminResponse{204, "application/json", {}, ""};
-        }
-        if (m == "GET") return instance_view(service, id);
-        return error(405, "method_not_allowed", "use PUT, GET or DELETE on an instance");
-      }
-      if (parts.size() == 6 && parts[5] == "heartbeat") {
-        if (m != "PUT" && m != "POST") return error(405, "method_not_allowed", "use PUT on heartbeat");
-        if (!reg_.heartbeat(service, id, hooks_.now_ms()))
-          return error(404, "not_found", "no dynamic instance " + id + " in service " + service + "; register again");
-        const registry::Instance* inst = reg_.find(service, id);
-        return json_response(200, {{"id", id}, {"ttl_ms", inst ? inst->ttl.count() : 0}});
-      }
-      if (parts.size() == 6 && parts[5] == "drain") {
-        if (m != "PUT" && m != "POST") return error(405, "method_not_allowed", "use PUT on drain");
-        bool enabled = true;
-        if (!req.body.empty()) {
-          json j = json::parse(req.body, nullptr, false);
-          if (j.is_discarded() || !j.is_object()) return error(400, "bad_json", "body must be a JSON object like {\"enabled\": true}");
-          for (const auto& [k, v] : j.items()) {
-            if (k != "enabled") return error(400, "unknown_field", "unknown field '" + k + "'");
-            if (!v.is_boolean()) return error(400, "bad_field", "'enabled' must be true or false");
-            enabled = v.get<bool>();
-          }
-        }
-        if (!reg_.set_drain(service, id, enabled)) return error(404, "not_found", "no instance " + id + " in service " + service);
-        return json_response(200, {{"id", id}, {"draining", enabled}});
-      }
+  return json_response(200, {{"endpoints", list}});
+}
+
+AdminResponse AdminApi::services_list() {
+  json list = json::array();
+  for (const auto& [name, svc] : reg_.services()) {
+    json counts = json::object();
+    for (const auto& [id, inst] : svc.instances) counts[inst.state_name()] = counts.value(inst.state_name(), 0) + 1;
+    list.push_back({{"name", name}, {"instances", svc.instances.size()}, {"states", counts},
+                    {"lb", conf::lb_name(svc.cfg.lb)}, {"source", svc.in_config ? "config" : "registry"}});
+  }
+  return json_response(200, {{"services", list}, {"index", reg_.index()}});
+}
+
+AdminResponse AdminApi::instance_delete(const std::string& service, const std::string& id) {
+  const registry::Instance* inst = reg_.find(service, id);
+  if (inst && inst->source == registry::Source::kStatic)
+    return error(409, "static_instance", "instance comes from the config file; remove it there and reload");
+  if (!reg_.remove(service, id)) return error(404, "not_found", "no instance " + id + " in service " + service);
+  return AdminResponse{204, "application/json", {}, ""};
+}
+
+AdminResponse AdminApi::instance_drain(const std::string& service, const std::string& id, const std::string& body) {
+  bool enabled = true;
+  if (!body.empty()) {
+    json j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return error(400, "bad_json", "body must be a JSON object like {\"enabled\": true}");
+    for (const auto& [k, v] : j.items()) {
+      if (k != "enabled") return error(400, "unknown_field", "unknown field '" + k + "'");
+      if (!v.is_boolean()) return error(400, "bad_field", "'enabled' must be true or false");
+      enabled = v.get<bool>();
     }
   }
-  return error(404, "not_found", "no admin endpoint " + m + " " + req.path);
+  if (!reg_.set_drain(service, id, enabled)) return error(404, "not_found", "no instance " + id + " in service " + service);
+  return json_response(200, {{"id", id}, {"draining", enabled}});
 }
 
 AdminResponse AdminApi::service_view(const std::string& service, const AdminRequest& req) {

@@ -1,5 +1,7 @@
-// The admin API (docs/admin-api.md): registry calls, catalog, long poll, reload, /metrics, /healthz.
-// Validates every input field and answers JSON errors naming it. Runs on the main loop.
+// The admin API (docs/admin-api.md): registry calls, catalog, long poll, reload, /metrics, /healthz,
+// and the gate every admin call passes (endpoints.h): the native rows are here, Consul's and
+// Eureka's in their own files. Validates every input field and answers errors naming it, in the
+// caller's family's shape. Runs on the main loop.
 #pragma once
 
 #include <functional>
@@ -11,6 +13,7 @@
 
 #include "conf/config.h"
 #include "proxy/admin/admin_conn.h"
+#include "proxy/admin/endpoints.h"
 #include "proxy/admin/metrics.h"
 #include "proxy/admin/watchers.h"
 #include "proxy/net/random.h"
@@ -82,10 +85,18 @@ class AdminApi final : public AdminHandler {
   void finish(AdminConn* conn, AdminResponse r, bool changed);
   registry::Registry& registry() { return reg_; }
   const AdminHooks& hooks() const { return hooks_; }
+  const EndpointTable& endpoints() const { return table_; }
+  // The index a read watching `key` answers with ("" = the whole registry, else a service).
+  uint64_t index_of(const std::string& key) const;
 
  private:
-  AdminResponse route(AdminConn* conn, AdminRequest& req, bool& deferred);
+  void add_endpoints();  // the native API's rows and the seed catalog's
+  void wake(Watchers::Answer& a);  // a parked read answered
   AdminResponse service_view(const std::string& service, const AdminRequest& req);
+  AdminResponse services_list();
+  AdminResponse endpoint_list();
+  AdminResponse instance_delete(const std::string& service, const std::string& id);
+  AdminResponse instance_drain(const std::string& service, const std::string& id, const std::string& body);
   AdminResponse register_instance(const std::string& service, std::string id, const std::string& body, bool generated,
                                   bool leased = true);
   AdminResponse catalog_post(const std::string& body);
@@ -96,7 +107,9 @@ class AdminApi final : public AdminHandler {
   Metrics& metrics_;
   AdminHooks hooks_;
   std::string token_;
-  Watchers waiters_;  // long polls, by the service they watch
+  EndpointTable table_;
+  size_t native_ = 0;  // the native family's index in table_
+  Watchers waiters_;   // parked reads of every family, by what they watch
   std::vector<std::pair<AdminConn*, AdminResponse>> unpersisted_;
   std::map<uint64_t, std::vector<std::pair<AdminConn*, AdminResponse>>> held_;  // by batch
   uint64_t next_batch_ = 0;

@@ -23,7 +23,9 @@ int hexval(char c) {
   return -1;
 }
 
-std::string url_decode(std::string_view s, bool plus_is_space = true) {
+}  // namespace
+
+std::string url_decode(std::string_view s, bool plus_is_space) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size() && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
@@ -37,7 +39,6 @@ std::string url_decode(std::string_view s, bool plus_is_space = true) {
   }
   return out;
 }
-}  // namespace
 
 std::string AdminRequest::header(const std::string& name) const {
   for (const auto& [k, v] : headers)

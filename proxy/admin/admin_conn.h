@@ -15,6 +15,9 @@
 
 namespace sy::admin {
 
+// %XX decoded; `plus_is_space`: '+' is a space (query strings), else it stays '+' (paths).
+std::string url_decode(std::string_view s, bool plus_is_space = true);
+
 struct AdminRequest {
   std::string method;
   std::string path;   // without the query

@@ -1,6 +1,6 @@
 // ConsulApi: Consul's request documents translated into switchyard's registration document, and
 // registry instances rendered in Consul's answer shapes (docs/consul-eureka.md lists every call).
-// Past 600 lines because Consul has that many answer shapes; each is a few lines in read().
+// Past 600 lines because Consul has that many answer shapes; each is a short function.
 #include "proxy/admin/consul_api.h"
 
 #include <unistd.h>
@@ -97,12 +97,6 @@ bool consul_duration(const json& v, conf::Millis& out) {
   return true;
 }
 
-// What follows `prefix` in `path`, or nothing when the path does not start with it.
-std::optional<std::string> after(const std::string& path, std::string_view prefix) {
-  if (path.rfind(prefix, 0) != 0) return std::nullopt;
-  return path.substr(prefix.size());
-}
-
 const std::string& node_name() {
   static const std::string name = [] {
     char buf[256] = "";
@@ -138,117 +132,155 @@ std::string output_of(const registry::Instance& i) {
 
 }  // namespace
 
-bool ConsulApi::owns(const std::string& path) {
-  for (const char* p : {"/v1/agent/", "/v1/health/", "/v1/catalog/", "/v1/kv/", "/v1/status/"})
-    if (path.rfind(p, 0) == 0) return true;
-  return false;
-}
+// Consul's node object and its service and check shapes, as one read renders them: this proxy
+// is the one node, written once (the catalog's node list and the health answer carry it whole;
+// the catalog's service answer flattens it as NodeMeta).
+struct ConsulApi::View {
+  const registry::Registry& reg;
+  std::string dc, node_addr = "127.0.0.1";
+  json node;
 
-uint64_t ConsulApi::index_of(const std::string& key) const {
-  const registry::Registry& reg = api_.registry();
-  return key.empty() ? reg.index() : reg.service_index(key);
-}
-
-AdminResponse ConsulApi::route(AdminConn* conn, AdminRequest& req, bool& deferred) {
-  const std::string& m = req.method;
-  const std::string path = req.decoded_path();  // ids such as service%3Aweb-1
-  std::string key;  // what a blocking read watches
-  bool is_read = false;
-  AdminResponse r;
-  auto mutation_allowed = [&]() { return api_.authorized(req); };
-  const std::string dc = req.query_param("dc");
-  const std::string& our_dc = api_.hooks().config ? api_.hooks().config().registry.datacenter : std::string("dc1");
-  // The one check for every mutating call (Consul clients use GET for some).
-  const bool mutating = ConsulApi::mutating(path);
-  if (!dc.empty() && dc != our_dc) {
-    r = text(500, "No path to datacenter");
-  } else if (mutating && !mutation_allowed()) {
-    r = text(403, "Permission denied: this call needs the admin token (X-Consul-Token, ?token= or a bearer header)");
-  } else if (path == "/v1/agent/service/register") {
-    r = m == "PUT" || m == "POST" ? registration(req) : text(405, "method " + m + " not allowed; use PUT");
-  } else if (auto id = after(path, "/v1/agent/service/deregister/")) {
-    r = m == "PUT" || m == "GET" || m == "POST" ? deregistration(*id) : text(405, "method " + m + " not allowed; use PUT");
-  } else if (auto id2 = after(path, "/v1/agent/service/maintenance/")) {
-    r = m == "PUT" || m == "POST" ? maintenance(req, *id2) : text(405, "method " + m + " not allowed; use PUT");
-  } else if (auto rest = after(path, "/v1/agent/check/")) {
-    const size_t slash = rest->find('/');
-    const std::string verb = rest->substr(0, slash), cid = slash == std::string::npos ? "" : rest->substr(slash + 1);
-    if (m != "PUT" && m != "GET" && m != "POST") {
-      r = text(405, "method " + m + " not allowed; use PUT");
-    } else if (cid.empty()) {
-      r = text(400, "Missing check ID");
-    } else if (verb == "pass" || verb == "warn" || verb == "fail") {
-      r = check_update(cid, verb == "pass" ? "passing" : verb == "warn" ? "warning" : "critical", req.query_param("note"));
-    } else if (verb == "update") {
-      json b = json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
-      json f = folded(b);
-      if (b.is_discarded() || !b.is_object()) r = text(400, "Request decode failed: body must be a JSON object");
-      else if (!f.value("status", json("")).is_string() || !f.value("output", json("")).is_string())
-        r = text(400, "Request decode failed: Status and Output must be strings");
-      else r = check_update(cid, f.value("status", std::string()), f.value("output", std::string()));
-    } else {
-      r = text(404, "no such Consul check call: " + verb + " (pass, warn, fail and update are supported)");
+  View(const AdminApi& api, const registry::Registry& r) : reg(r) {
+    dc = api.hooks().config ? api.hooks().config().registry.datacenter : std::string("dc1");
+    if (api.hooks().config) {
+      const conf::Address& a = api.hooks().config().admin.listen;
+      if (!a.is_unspecified()) node_addr = a.host();
     }
-  } else if (path.rfind("/v1/kv/", 0) == 0) {
-    // No key/value store here; fabio and others read their config from KV and take 404 as "none".
-    r = text(404, "");
-  } else if (m != "GET" && m != "HEAD") {
-    r = text(405, "method " + m + " not allowed on " + path);
-  } else {
-    is_read = true;
-    for (const char* p : {"/v1/health/service/", "/v1/catalog/service/", "/v1/health/checks/"})
-      if (auto s = after(path, p)) key = *s;
+    const uint64_t idx = std::max<uint64_t>(1, reg.index());
+    node = {{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
+            {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
+            {"CreateIndex", 1}, {"ModifyIndex", idx}};
   }
-  if (is_read) {
-    LongPoll poll;
-    const auto bad = LongPoll::parse(req, [](const std::string& w, int64_t& ms) {
-      conf::Millis d;
-      if (!consul_duration(json(w), d)) return false;
-      ms = d.count();
-      return true;
-    }, poll);
-    if (bad == LongPoll::Error::kIndex) {
-      r = text(400, "Invalid index: must be a whole number");
-    } else if (bad == LongPoll::Error::kWait) {
-      r = text(400, "Invalid wait time: " + req.query_param("wait") + " (use a duration such as 30s, 5m or 500ms)");
-    } else if (poll.asked && index_of(key) <= poll.index && poll.wait_ms > 0) {
-      waiters_.add(key, {conn, req, poll.index, api_.hooks().now_ms() + poll.wait_ms});
-      deferred = true;
-      return {};
-    } else {
-      r = read(req);
-    }
+  json service(const registry::Instance& i) const {
+    return json{{"ID", i.id},
+                {"Service", i.service},
+                {"Tags", i.tags},
+                {"Meta", i.meta},
+                {"Port", i.address.port()},
+                {"Address", i.address.host()},
+                {"Weights", {{"Passing", i.weight}, {"Warning", 1}}},
+                {"EnableTagOverride", false},
+                {"Datacenter", dc},
+                {"CreateIndex", 1},
+                {"ModifyIndex", reg.service_index(i.service)}};
   }
-  return with_index(std::move(r), key);
-}
+  // The instances of `service` carrying `tag` (every one when empty); none when no such service.
+  template <class F>
+  void each(const std::string& service, const std::string& tag, F f) const {
+    auto it = reg.services().find(service);
+    if (it == reg.services().end()) return;
+    for (const auto& [id, inst] : it->second.instances)
+      if (tag.empty() || std::find(inst.tags.begin(), inst.tags.end(), tag) != inst.tags.end()) f(inst);
+  }
+  json checks(const registry::Instance& i, bool with_node) const {
+    json list = json::array();
+    auto base = [&](const std::string& cid, const std::string& name, const std::string& status, const std::string& notes,
+                    const std::string& output, const std::string& type, bool for_service) {
+      return json{{"Node", node_name()}, {"CheckID", cid}, {"Name", name}, {"Status", status}, {"Notes", notes},
+                  {"Output", output}, {"ServiceID", for_service ? i.id : ""}, {"ServiceName", for_service ? i.service : ""},
+                  {"ServiceTags", for_service ? json(i.tags) : json::array()}, {"Type", type},
+                  {"Definition", json::object()}, {"CreateIndex", 1}, {"ModifyIndex", reg.service_index(i.service)}};
+    };
+    if (with_node) list.push_back(base("serfHealth", "Serf Health Status", "passing", "", "Agent alive and reachable", "", false));
+    list.push_back(base("service:" + i.id, "Service '" + i.service + "' check", status_of(i), "", output_of(i),
+                        check_type(reg, i), true));
+    if (i.draining)
+      list.push_back(base("_service_maintenance:" + i.id, "Service Maintenance Mode", "critical",
+                          "draining: no new requests", "", "maintenance", true));
+    return list;
+  }
+};
 
-AdminResponse ConsulApi::with_index(AdminResponse r, const std::string& key) const {
+void ConsulApi::add_endpoints(EndpointTable& t) {
+  Family f;
+  f.name = "consul";
+  f.title = "Consul";
+  f.docs = "docs/consul-eureka.md";
+  f.prefixes = {"/v1/agent/", "/v1/health/", "/v1/catalog/", "/v1/kv/", "/v1/status/"};
+  f.error = [](int status, const std::string&, const std::string& message) { return text(status, message); };
+  f.unauthorized = [] { return text(403, "Permission denied: this call needs the admin token (X-Consul-Token, ?token= or a bearer header)"); };
+  f.precheck = [this](const AdminRequest& req) -> std::optional<AdminResponse> {
+    const std::string dc = req.query_param("dc");
+    const std::string& ours = api_.hooks().config ? api_.hooks().config().registry.datacenter : std::string("dc1");
+    if (!dc.empty() && dc != ours) return text(500, "No path to datacenter");
+    return std::nullopt;
+  };
   // Every Consul answer, 404s included, carries the index (clients fail without it).
-  r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<uint64_t>(1, index_of(key))));
-  r.headers.emplace_back("X-Consul-Knownleader", "true");
-  r.headers.emplace_back("X-Consul-Lastcontact", "0");
-  return r;
-}
+  f.decorate = [this](AdminResponse& r, const std::string& key) {
+    r.headers.emplace_back("X-Consul-Index", std::to_string(std::max<uint64_t>(1, api_.index_of(key))));
+    r.headers.emplace_back("X-Consul-Knownleader", "true");
+    r.headers.emplace_back("X-Consul-Lastcontact", "0");
+  };
+  f.parse_wait = [](const std::string& w, int64_t& ms) {
+    conf::Millis d;
+    if (!consul_duration(json(w), d)) return false;
+    ms = d.count();
+    return true;
+  };
+  f.bad_poll = [](int what, const AdminRequest& req) {
+    return what == 0 ? text(400, "Invalid index: must be a whole number")
+                     : text(400, "Invalid wait time: " + req.query_param("wait") + " (use a duration such as 30s, 5m or 500ms)");
+  };
+  const size_t fam = t.add_family(std::move(f));
 
-void ConsulApi::on_changed(const std::string* service) {
-  if (waiters_.empty()) return;
-  auto index_of = [&](const std::string& k) { return this->index_of(k); };
-  // Only the watchers of this service and of the whole catalog ("").
-  static const std::string kCatalog;
-  auto woken = waiters_.take_changed(service, index_of);
-  if (service) {
-    auto catalog = waiters_.take_changed(&kCatalog, index_of);
-    woken.insert(woken.end(), std::make_move_iterator(catalog.begin()), std::make_move_iterator(catalog.end()));
+  auto add = [&](unsigned methods, const char* pattern, Access access, const char* help, std::function<AdminResponse(Call&)> h,
+                 std::function<std::optional<std::string>(const Call&)> watch = nullptr) {
+    Endpoint e = Endpoint::row(methods, pattern, access, help, fam, std::move(h));
+    e.watch = std::move(watch);
+    t.add(std::move(e));
+  };
+  // Reads: every one may block (?index=&wait=), on the whole catalog unless it names a service.
+  auto read = [&](const char* pattern, const char* help, AdminResponse (ConsulApi::*fn)(const Call&, const View&), bool by_service = false) {
+    add(kGet, pattern, Access::kRead, help,
+        [this, fn](Call& c) {
+          if (!c.req.query_param("filter").empty())
+            return text(400, "filter expressions are not supported by switchyard; use ?tag= and ?passing");
+          return (this->*fn)(c, View(api_, api_.registry()));
+        },
+        [by_service](const Call& c) -> std::optional<std::string> {
+          if (!c.req.query_param("filter").empty()) return std::nullopt;
+          return by_service ? c.arg(0) : std::string();
+        });
+  };
+  const unsigned put = kPut | kPost;
+  // Consul clients deregister and update checks with GET too.
+  const unsigned put_or_get = kPut | kPost | kGet;
+  add(put, "/v1/agent/service/register", Access::kRegistry, "register a Consul service definition", [this](Call& c) { return registration(c.req); });
+  add(put_or_get, "/v1/agent/service/deregister/{id}", Access::kRegistry, "deregister by service ID", [this](Call& c) { return deregistration(c.arg(0)); });
+  add(put, "/v1/agent/service/maintenance/{id}", Access::kRegistry, "maintenance mode (?enable=true drains)", [this](Call& c) { return maintenance(c.req, c.arg(0)); });
+  for (const char* verb : {"pass", "warn", "fail"}) {
+    const std::string status = verb[0] == 'p' ? "passing" : verb[0] == 'w' ? "warning" : "critical";
+    add(put_or_get, (std::string("/v1/agent/check/") + verb + "/{check*}").c_str(), Access::kRegistry, "set a TTL check (?note=)",
+        [this, status](Call& c) {
+          if (c.arg(0).empty()) return text(400, "Missing check ID");
+          return check_update(c.arg(0), status, c.req.query_param("note"));
+        });
   }
-  for (auto& [key, w] : woken) api_.finish(w.conn, with_index(read(w.req), key), false);
+  add(put_or_get, "/v1/agent/check/update/{check*}", Access::kRegistry, "set a TTL check from {Status, Output}", [this](Call& c) {
+    if (c.arg(0).empty()) return text(400, "Missing check ID");
+    json b = json::parse(c.req.body.empty() ? "{}" : c.req.body, nullptr, false);
+    json fb = folded(b);
+    if (b.is_discarded() || !b.is_object()) return text(400, "Request decode failed: body must be a JSON object");
+    if (!fb.value("status", json("")).is_string() || !fb.value("output", json("")).is_string())
+      return text(400, "Request decode failed: Status and Output must be strings");
+    return check_update(c.arg(0), fb.value("status", std::string()), fb.value("output", std::string()));
+  });
+  // No key/value store here; fabio and others read their config from KV and take 404 as "none".
+  add(kGet | put | kDelete, "/v1/kv/{key*}", Access::kRead, "no key/value store: always 404", [](Call&) { return text(404, ""); });
+  read("/v1/agent/self", "the agent's own description", &ConsulApi::agent_self);
+  read("/v1/status/leader", "this node as the leader", &ConsulApi::status_leader);
+  read("/v1/status/peers", "this node as the one peer", &ConsulApi::status_peers);
+  read("/v1/catalog/datacenters", "the one datacenter (registry.datacenter)", &ConsulApi::datacenters);
+  read("/v1/agent/services", "every instance as an agent service", &ConsulApi::agent_services);
+  read("/v1/agent/checks", "every instance's checks", &ConsulApi::agent_checks);
+  read("/v1/agent/service/{id}", "one agent service by ID", &ConsulApi::agent_service);
+  read("/v1/catalog/services", "service names with their tags", &ConsulApi::catalog_services);
+  read("/v1/catalog/nodes", "the one node", &ConsulApi::catalog_nodes);
+  read("/v1/health/service/{service}", "a service's instances with their checks (?passing, ?tag=)", &ConsulApi::health_service, true);
+  read("/v1/catalog/service/{service}", "a service's instances, catalog shape (?tag=)", &ConsulApi::catalog_service, true);
+  read("/v1/health/checks/{service}", "a service's checks", &ConsulApi::health_checks, true);
+  read("/v1/health/state/{state}", "checks in a state: any, passing, warning, critical", &ConsulApi::health_state);
 }
-
-void ConsulApi::sweep(int64_t now_ms) {
-  if (waiters_.empty()) return;
-  for (auto& [key, w] : waiters_.take_due(now_ms)) api_.finish(w.conn, with_index(read(w.req), key), false);
-}
-
-void ConsulApi::forget(AdminConn* conn) { waiters_.forget(conn); }
 
 std::string decode_consul_registration(const std::string& text_body, const std::string& peer_ip, ConsulRegistration& out) {
   json body = json::parse(text_body, nullptr, false);
@@ -443,11 +475,6 @@ const registry::Instance* ConsulApi::instance_of_check(const std::string& check_
   return found.empty() ? nullptr : found.front();
 }
 
-bool ConsulApi::mutating(const std::string& path) {
-  return path == "/v1/agent/service/register" || after(path, "/v1/agent/service/deregister/") ||
-         after(path, "/v1/agent/check/") || after(path, "/v1/agent/service/maintenance/");
-}
-
 AdminResponse ConsulApi::check_update(const std::string& check_id, const std::string& status, const std::string& output) {
   const registry::Instance* inst = instance_of_check(check_id);
   if (!inst) return text(404, "Unknown check ID \"" + check_id + "\"");
@@ -464,145 +491,101 @@ AdminResponse ConsulApi::check_update(const std::string& check_id, const std::st
   return text(200, "");
 }
 
-AdminResponse ConsulApi::read(const AdminRequest& req) {
-  const registry::Registry& reg = api_.registry();
-  const std::string path = req.decoded_path();
-  const std::string dc = api_.hooks().config ? api_.hooks().config().registry.datacenter : std::string("dc1");
-  std::string node_addr = "127.0.0.1";
-  if (api_.hooks().config) {
-    const conf::Address& a = api_.hooks().config().admin.listen;
-    if (!a.is_unspecified()) node_addr = a.host();
-  }
-  const uint64_t idx = std::max<uint64_t>(1, reg.index());
-  // Consul's node object (this proxy is the one node), written once: the catalog's node list and
-  // the health answer carry it whole; the catalog's service answer flattens it (NodeMeta).
-  const json node = {{"ID", ""}, {"Node", node_name()}, {"Address", node_addr}, {"Datacenter", dc},
-                     {"TaggedAddresses", {{"lan", node_addr}, {"wan", node_addr}}}, {"Meta", json::object()},
-                     {"CreateIndex", 1}, {"ModifyIndex", idx}};
-  if (!req.query_param("filter").empty())
-    return text(400, "filter expressions are not supported by switchyard; use ?tag= and ?passing");
+namespace {
+bool all_passing(const json& checks) {
+  return std::all_of(checks.begin(), checks.end(), [](const json& c) { return c["Status"] == "passing"; });
+}
+}  // namespace
 
-  auto service_json = [&](const registry::Instance& i) {
-    return json{{"ID", i.id},
-                {"Service", i.service},
-                {"Tags", i.tags},
-                {"Meta", i.meta},
-                {"Port", i.address.port()},
-                {"Address", i.address.host()},
-                {"Weights", {{"Passing", i.weight}, {"Warning", 1}}},
-                {"EnableTagOverride", false},
-                {"Datacenter", dc},
-                {"CreateIndex", 1},
-                {"ModifyIndex", reg.service_index(i.service)}};
-  };
-  auto checks_of = [&](const registry::Instance& i, bool with_node) {
-    json list = json::array();
-    auto base = [&](const std::string& cid, const std::string& name, const std::string& status, const std::string& notes,
-                    const std::string& output, const std::string& type, bool for_service) {
-      return json{{"Node", node_name()}, {"CheckID", cid}, {"Name", name}, {"Status", status}, {"Notes", notes},
-                  {"Output", output}, {"ServiceID", for_service ? i.id : ""}, {"ServiceName", for_service ? i.service : ""},
-                  {"ServiceTags", for_service ? json(i.tags) : json::array()}, {"Type", type},
-                  {"Definition", json::object()}, {"CreateIndex", 1}, {"ModifyIndex", reg.service_index(i.service)}};
-    };
-    if (with_node) list.push_back(base("serfHealth", "Serf Health Status", "passing", "", "Agent alive and reachable", "", false));
-    list.push_back(base("service:" + i.id, "Service '" + i.service + "' check", status_of(i), "", output_of(i),
-                        check_type(reg, i), true));
-    if (i.draining)
-      list.push_back(base("_service_maintenance:" + i.id, "Service Maintenance Mode", "critical",
-                          "draining: no new requests", "", "maintenance", true));
-    return list;
-  };
-  auto all_passing = [&](const json& checks) {
-    return std::all_of(checks.begin(), checks.end(), [](const json& c) { return c["Status"] == "passing"; });
-  };
-  auto has_tag = [&](const registry::Instance& i, const std::string& tag) {
-    return tag.empty() || std::find(i.tags.begin(), i.tags.end(), tag) != i.tags.end();
-  };
+AdminResponse ConsulApi::agent_self(const Call&, const View& v) {
+  return json_answer({{"Config", {{"Datacenter", v.dc}, {"NodeName", node_name()}, {"NodeID", ""}, {"Server", false},
+                                  {"Revision", "switchyard"}, {"Version", "1.15.0"}, {"PrimaryDatacenter", v.dc}}},
+                      {"DebugConfig", {{"Datacenter", v.dc}, {"NodeName", node_name()}}},
+                      {"Member", {{"Name", node_name()}, {"Addr", v.node_addr}, {"Port", 8301},
+                                  {"Tags", {{"dc", v.dc}, {"role", "node"}}}, {"Status", 1}}},
+                      {"Meta", json::object()}});
+}
+AdminResponse ConsulApi::status_leader(const Call&, const View& v) { return json_answer(json(v.node_addr + ":8300")); }
+AdminResponse ConsulApi::status_peers(const Call&, const View& v) { return json_answer(json::array({v.node_addr + ":8300"})); }
+AdminResponse ConsulApi::datacenters(const Call&, const View& v) { return json_answer(json::array({v.dc})); }
+AdminResponse ConsulApi::catalog_nodes(const Call&, const View& v) { return json_answer(json::array({v.node})); }
+
+AdminResponse ConsulApi::agent_services(const Call&, const View& v) {
+  json out = json::object();
+  for (const auto& [name, svc] : v.reg.services())
+    for (const auto& [id, inst] : svc.instances) out[id] = v.service(inst);
+  return json_answer(out);
+}
+
+AdminResponse ConsulApi::agent_checks(const Call&, const View& v) {
+  json out = json::object();
+  for (const auto& [name, svc] : v.reg.services())
+    for (const auto& [id, inst] : svc.instances)
+      for (const auto& c : v.checks(inst, false)) out[c["CheckID"].get<std::string>()] = c;
+  return json_answer(out);
+}
+
+AdminResponse ConsulApi::agent_service(const Call& c, const View& v) {
+  auto found = v.reg.find_by_id(c.arg(0));
+  if (found.empty()) return text(404, "unknown service ID: " + c.arg(0));
+  return json_answer(v.service(*found.front()));
+}
+
+AdminResponse ConsulApi::catalog_services(const Call&, const View& v) {
+  json out = json::object();
+  for (const auto& [name, svc] : v.reg.services()) {
+    std::set<std::string> tags;
+    for (const auto& [id, inst] : svc.instances) tags.insert(inst.tags.begin(), inst.tags.end());
+    out[name] = std::vector<std::string>(tags.begin(), tags.end());
+  }
+  return json_answer(out);
+}
+
+AdminResponse ConsulApi::health_service(const Call& c, const View& v) {
   // "?passing", "?passing=1" or "=true" filter; "=false" / "=0" do not (as Consul reads it).
-  const std::string passing_q = req.query_param("passing");
-  const bool passing = req.has_param("passing") && passing_q != "false" && passing_q != "0";
-  const std::string tag = req.query_param("tag");
+  const std::string passing_q = c.req.query_param("passing");
+  const bool passing = c.req.has_param("passing") && passing_q != "false" && passing_q != "0";
+  json out = json::array();  // no such service: an empty list, not a 404 (as Consul)
+  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
+    json checks = v.checks(inst, true);
+    if (!passing || all_passing(checks)) out.push_back({{"Node", v.node}, {"Service", v.service(inst)}, {"Checks", checks}});
+  });
+  return json_answer(out);
+}
 
-  if (path == "/v1/agent/self") {
-    return json_answer({{"Config", {{"Datacenter", dc}, {"NodeName", node_name()}, {"NodeID", ""}, {"Server", false},
-                                    {"Revision", "switchyard"}, {"Version", "1.15.0"}, {"PrimaryDatacenter", dc}}},
-                        {"DebugConfig", {{"Datacenter", dc}, {"NodeName", node_name()}}},
-                        {"Member", {{"Name", node_name()}, {"Addr", node_addr}, {"Port", 8301},
-                                    {"Tags", {{"dc", dc}, {"role", "node"}}}, {"Status", 1}}},
-                        {"Meta", json::object()}});
-  }
-  if (path == "/v1/status/leader") return json_answer(json(node_addr + ":8300"));
-  if (path == "/v1/status/peers") return json_answer(json::array({node_addr + ":8300"}));
-  if (path == "/v1/catalog/datacenters") return json_answer(json::array({dc}));
-  if (path == "/v1/agent/services" || path == "/v1/agent/checks") {
-    json out = json::object();
-    for (const auto& [name, svc] : reg.services())
-      for (const auto& [id, inst] : svc.instances) {
-        if (path == "/v1/agent/services") out[id] = service_json(inst);
-        else
-          for (const auto& c : checks_of(inst, false)) out[c["CheckID"].get<std::string>()] = c;
-      }
-    return json_answer(out);
-  }
-  if (auto id = after(path, "/v1/agent/service/")) {
-    auto found = reg.find_by_id(*id);
-    if (found.empty()) return text(404, "unknown service ID: " + *id);
-    return json_answer(service_json(*found.front()));
-  }
-  if (path == "/v1/catalog/services") {
-    json out = json::object();
-    for (const auto& [name, svc] : reg.services()) {
-      std::set<std::string> tags;
-      for (const auto& [id, inst] : svc.instances) tags.insert(inst.tags.begin(), inst.tags.end());
-      out[name] = std::vector<std::string>(tags.begin(), tags.end());
-    }
-    return json_answer(out);
-  }
-  if (path == "/v1/catalog/nodes") {
-    return json_answer(json::array({node}));
-  }
-  const auto health_svc = after(path, "/v1/health/service/"), catalog_svc = after(path, "/v1/catalog/service/"),
-             checks_svc = after(path, "/v1/health/checks/"), state = after(path, "/v1/health/state/");
-  if (health_svc || catalog_svc || checks_svc) {
-    const std::string& name = health_svc ? *health_svc : catalog_svc ? *catalog_svc : *checks_svc;
-    json out = json::array();
-    auto it = reg.services().find(name);
-    if (it == reg.services().end()) return json_answer(out);  // Consul: an empty list, not a 404
-    for (const auto& [id, inst] : it->second.instances) {
-      if (!has_tag(inst, tag)) continue;
-      json checks = checks_of(inst, health_svc.has_value());
-      if (checks_svc) {
-        for (auto& c : checks) out.push_back(c);
-        continue;
-      }
-      if (passing && !all_passing(checks)) continue;
-      if (health_svc) {
-        out.push_back({{"Node", node}, {"Service", service_json(inst)}, {"Checks", checks}});
-      } else {
-        json entry = {{"ID", ""}, {"Node", node["Node"]}, {"Address", node["Address"]}, {"Datacenter", dc},
-                      {"TaggedAddresses", node["TaggedAddresses"]}, {"NodeMeta", node["Meta"]}};
-        entry.update(json{
-                       {"ServiceKind", ""}, {"ServiceID", id}, {"ServiceName", inst.service}, {"ServiceTags", inst.tags},
-                       {"ServiceAddress", inst.address.host()}, {"ServicePort", inst.address.port()},
-                       {"ServiceMeta", inst.meta}, {"ServiceWeights", {{"Passing", inst.weight}, {"Warning", 1}}},
-                       {"ServiceEnableTagOverride", false}, {"CreateIndex", 1},
-                       {"ModifyIndex", reg.service_index(inst.service)}});
-        out.push_back(std::move(entry));
-      }
-    }
-    return json_answer(out);
-  }
-  if (state) {
-    if (*state != "any" && *state != "passing" && *state != "warning" && *state != "critical")
-      return text(400, "Invalid check state \"" + *state + "\" (any, passing, warning, critical)");
-    json out = json::array();
-    for (const auto& [name, svc] : reg.services())
-      for (const auto& [id, inst] : svc.instances)
-        for (auto& c : checks_of(inst, false))
-          if (*state == "any" || c["Status"] == *state) out.push_back(c);
-    return json_answer(out);
-  }
-  return text(404, "no such Consul endpoint in switchyard: GET " + path + " (docs/consul-eureka.md lists the supported calls)");
+AdminResponse ConsulApi::catalog_service(const Call& c, const View& v) {
+  json out = json::array();
+  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
+    json entry = {{"ID", ""}, {"Node", v.node["Node"]}, {"Address", v.node["Address"]}, {"Datacenter", v.dc},
+                  {"TaggedAddresses", v.node["TaggedAddresses"]}, {"NodeMeta", v.node["Meta"]}};
+    entry.update(json{{"ServiceKind", ""}, {"ServiceID", inst.id}, {"ServiceName", inst.service}, {"ServiceTags", inst.tags},
+                      {"ServiceAddress", inst.address.host()}, {"ServicePort", inst.address.port()},
+                      {"ServiceMeta", inst.meta}, {"ServiceWeights", {{"Passing", inst.weight}, {"Warning", 1}}},
+                      {"ServiceEnableTagOverride", false}, {"CreateIndex", 1},
+                      {"ModifyIndex", v.reg.service_index(inst.service)}});
+    out.push_back(std::move(entry));
+  });
+  return json_answer(out);
+}
+
+AdminResponse ConsulApi::health_checks(const Call& c, const View& v) {
+  json out = json::array();
+  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
+    for (auto& ch : v.checks(inst, false)) out.push_back(ch);
+  });
+  return json_answer(out);
+}
+
+AdminResponse ConsulApi::health_state(const Call& c, const View& v) {
+  const std::string& state = c.arg(0);
+  if (state != "any" && state != "passing" && state != "warning" && state != "critical")
+    return text(400, "Invalid check state \"" + state + "\" (any, passing, warning, critical)");
+  json out = json::array();
+  for (const auto& [name, svc] : v.reg.services())
+    for (const auto& [id, inst] : svc.instances)
+      for (auto& ch : v.checks(inst, false))
+        if (state == "any" || ch["Status"] == state) out.push_back(ch);
+  return json_answer(out);
 }
 
 }  // namespace sy::admin

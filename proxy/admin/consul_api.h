@@ -2,8 +2,8 @@
 // services written for a Consul client register unchanged and tools that discover through Consul (Prometheus consul_sd_configs, Traefik, fabio) discover
 // through switchyard. A Consul registration is translated into switchyard's registration document
 // and admitted like any other (AdminApi::admit); reads render registry instances in Consul's shapes.
-// Blocking queries (?index=&wait=) wait per service: a change wakes only the watchers of the
-// service it touched (and those of the whole catalog). Runs on the main loop.
+// Blocking queries (?index=&wait=) wait per service (parked by the endpoint gate): a change wakes
+// only the watchers of the service it touched (and those of the whole catalog). Runs on the main loop.
 #pragma once
 
 #include <cstdint>
@@ -31,33 +31,34 @@ class ConsulApi {
  public:
   explicit ConsulApi(AdminApi& api) : api_(api) {}
 
-  // /v1/agent/..., /v1/health/..., /v1/catalog/... (not switchyard's own /v1/catalog), /v1/kv/...,
-  // /v1/status/...
-  static bool owns(const std::string& path);
-  // Calls that change the registry, whatever their method (Consul clients deregister with GET).
-  // `path` decoded.
-  static bool mutating(const std::string& path);
-  AdminResponse route(AdminConn* conn, AdminRequest& req, bool& deferred);
-
-  void on_changed(const std::string* service);
-  void sweep(int64_t now_ms);
-  void forget(AdminConn* conn);
-  size_t waiting() const { return waiters_.size(); }
+  // Consul's rows in the endpoint table (the family owns /v1/agent/, /v1/health/, /v1/catalog/
+  // — not switchyard's own /v1/catalog —, /v1/kv/, /v1/status/); blocking reads are parked by the
+  // gate.
+  void add_endpoints(EndpointTable& t);
 
  private:
-  AdminResponse read(const AdminRequest& req);  // a read call's answer now
-  AdminResponse with_index(AdminResponse r, const std::string& key) const;
+  struct View;  // the node and the shapes one read renders
+  AdminResponse agent_self(const Call& c, const View& v);
+  AdminResponse status_leader(const Call& c, const View& v);
+  AdminResponse status_peers(const Call& c, const View& v);
+  AdminResponse datacenters(const Call& c, const View& v);
+  AdminResponse agent_services(const Call& c, const View& v);
+  AdminResponse agent_checks(const Call& c, const View& v);
+  AdminResponse agent_service(const Call& c, const View& v);
+  AdminResponse catalog_services(const Call& c, const View& v);
+  AdminResponse catalog_nodes(const Call& c, const View& v);
+  AdminResponse health_service(const Call& c, const View& v);
+  AdminResponse catalog_service(const Call& c, const View& v);
+  AdminResponse health_checks(const Call& c, const View& v);
+  AdminResponse health_state(const Call& c, const View& v);
   AdminResponse registration(const AdminRequest& req);
   AdminResponse deregistration(const std::string& id);
   AdminResponse check_update(const std::string& check_id, const std::string& status, const std::string& output);
   AdminResponse maintenance(const AdminRequest& req, const std::string& id);
-  // The index a read of `key` ("" = the whole catalog, else a service) answers with.
-  uint64_t index_of(const std::string& key) const;
   // The service a TTL check id belongs to (its instance), or nullptr.
   const registry::Instance* instance_of_check(const std::string& check_id);
 
   AdminApi& api_;
-  Watchers waiters_;                                                  // by what they watch ("" = catalog)
   std::map<std::string, std::pair<std::string, std::string>> checks_;  // custom CheckID → (service, id)
 };
 

@@ -168,102 +168,103 @@ json application_view(const registry::Service& svc, const std::string& name) {
 
 }  // namespace
 
-bool EurekaApi::owns(const std::string& path) { return path.rfind("/eureka/", 0) == 0; }
-
-AdminResponse EurekaApi::route(const AdminRequest& req) {
-  const std::string& m = req.method;
-  const std::string path = req.decoded_path();
-  std::string rest = path.substr(path.rfind("/eureka/v2/", 0) == 0 ? 11 : 8);
-  std::vector<std::string> parts;
-  for (size_t i = 0; i <= rest.size();) {
-    size_t j = rest.find('/', i);
-    if (j == std::string::npos) j = rest.size();
-    if (j > i) parts.push_back(rest.substr(i, j - i));
-    i = j + 1;
-  }
-  if ((m == "POST" || m == "PUT" || m == "DELETE") && !api_.authorized(req)) {
+void EurekaApi::add_endpoints(EndpointTable& t) {
+  Family f;
+  f.name = "eureka";
+  f.title = "Eureka";
+  f.docs = "docs/consul-eureka.md";
+  f.prefixes = {"/eureka/"};
+  f.error = [](int status, const std::string& code, const std::string& message) { return answer(status, code, message); };
+  f.unauthorized = [] {
     AdminResponse r = answer(401, "unauthorized", "this call needs the admin token (HTTP Basic password or bearer)");
     r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"switchyard\"");
     return r;
-  }
+  };
+  const size_t fam = t.add_family(std::move(f));
   registry::Registry& reg = api_.registry();
-  auto not_found = [&] { return answer(404, "not_found", "no such application or instance"); };
-  if (parts.empty() || (parts[0] != "apps" && parts[0] != "instances" && parts[0] != "vips"))
-    return answer(404, "not_found", "no Eureka endpoint " + m + " " + req.path + " (docs/consul-eureka.md lists the supported calls)");
-
-  if (parts[0] == "instances" && parts.size() == 2 && m == "GET") {
-    auto found = reg.find_by_id(parts[1]);
+  auto not_found = [] { return answer(404, "not_found", "no such application or instance"); };
+  // Eureka clients use both roots (/eureka/ and /eureka/v2/): each row is in the table under both.
+  auto add = [&](unsigned methods, const std::string& pattern, Access access, const char* help, std::function<AdminResponse(Call&)> h) {
+    for (const char* root : {"/eureka", "/eureka/v2"}) {
+      // Application names are case-insensitive in Eureka (clients send them upper-cased).
+      t.add(Endpoint::row(methods, root + pattern, access, help, fam, [h, pattern](Call& c) {
+        if (pattern.rfind("/apps/{", 0) == 0) {
+          c.args[0] = http::ascii_lowered(c.args[0]);
+          if (!registry::valid_service_name(c.args[0]))
+            return answer(400, "bad_request", "application name must be 1-128 characters of [A-Za-z0-9._-]");
+        }
+        return h(c);
+      }));
+    }
+  };
+  add(kGet, "/apps", Access::kRead, "every application (JSON or XML by Accept)", [this](Call& c) { return apps(c.req, false); });
+  add(kGet, "/apps/delta", Access::kRead, "the delta: always empty with the full hashcode (clients then fetch all)",
+      [this](Call& c) { return apps(c.req, true); });
+  add(kGet, "/instances/{id}", Access::kRead, "one instance by id", [&reg, not_found](Call& c) {
+    auto found = reg.find_by_id(c.arg(0));
     if (found.empty()) return not_found();
-    return render(req, {{"instance", instance_view(*found.front())}});
-  }
-  if (parts[0] == "vips" && parts.size() == 2 && m == "GET") {
-    json apps = json::array();
-    auto it = reg.services().find(http::ascii_lowered(parts[1]));
-    if (it != reg.services().end() && !it->second.instances.empty()) apps.push_back(application_view(it->second, it->first));
-    return render(req, {{"applications", {{"versions__delta", "-1"}, {"apps__hashcode", ""}, {"application", apps}}}});
-  }
-  if (parts[0] != "apps") return answer(405, "method_not_allowed", "use GET");
-
-  if (parts.size() == 1 || (parts.size() == 2 && parts[1] == "delta")) {
-    if (m != "GET") return answer(405, "method_not_allowed", "use GET on apps");
-    json apps = json::array();
-    std::map<std::string, int> by_status;
-    for (const auto& [name, svc] : reg.services()) {
-      if (svc.instances.empty()) continue;
-      for (const auto& [id, inst] : svc.instances) ++by_status[status_of(inst)];
-      if (parts.size() == 1) apps.push_back(application_view(svc, name));
-    }
-    // apps__hashcode: count per status, statuses in order ("DOWN_1_UP_3_"). A delta is answered
-    // empty with the full registry's hashcode: a client then sees the mismatch and fetches all.
-    std::string hash;
-    for (const auto& [st, n] : by_status) hash += st + "_" + std::to_string(n) + "_";
-    return render(req, {{"applications", {{"versions__delta", std::to_string(reg.index())}, {"apps__hashcode", hash},
-                                          {"application", apps}}}});
-  }
-  const std::string service = http::ascii_lowered(parts[1]);
-  if (!registry::valid_service_name(service)) return answer(400, "bad_request", "application name must be 1-128 characters of [A-Za-z0-9._-]");
-  if (parts.size() == 2) {
-    if (m == "POST") return registration(req, service);
-    if (m != "GET") return answer(405, "method_not_allowed", "use POST (register) or GET on apps/{APP}");
-    auto it = reg.services().find(service);
+    return render(c.req, {{"instance", instance_view(*found.front())}});
+  });
+  add(kGet, "/vips/{vip}", Access::kRead, "the applications of a VIP address (the service name)", [&reg](Call& c) {
+    json list = json::array();
+    auto it = reg.services().find(http::ascii_lowered(c.arg(0)));
+    if (it != reg.services().end() && !it->second.instances.empty()) list.push_back(application_view(it->second, it->first));
+    return render(c.req, {{"applications", {{"versions__delta", "-1"}, {"apps__hashcode", ""}, {"application", list}}}});
+  });
+  add(kPost, "/apps/{app}", Access::kRegistry, "register an instance document", [this](Call& c) { return registration(c.req, c.arg(0)); });
+  add(kGet, "/apps/{app}", Access::kRead, "one application", [&reg, not_found](Call& c) {
+    auto it = reg.services().find(c.arg(0));
     if (it == reg.services().end() || it->second.instances.empty()) return not_found();
-    return render(req, {{"application", application_view(it->second, it->first)}});
+    return render(c.req, {{"application", application_view(it->second, it->first)}});
+  });
+  add(kGet, "/apps/{app}/{id}", Access::kRead, "one instance", [&reg, not_found](Call& c) {
+    const registry::Instance* inst = reg.find(c.arg(0), c.arg(1));
+    return inst ? render(c.req, {{"instance", instance_view(*inst)}}) : not_found();
+  });
+  add(kPut, "/apps/{app}/{id}", Access::kRegistry, "renew the lease (404: register again)", [this, &reg, not_found](Call& c) {
+    return reg.heartbeat(c.arg(0), c.arg(1), api_.hooks().now_ms()) ? answer(200) : not_found();
+  });
+  add(kDelete, "/apps/{app}/{id}", Access::kRegistry, "deregister", [&reg, not_found](Call& c) {
+    const registry::Instance* inst = reg.find(c.arg(0), c.arg(1));
+    if (!inst) return not_found();
+    if (inst->source == registry::Source::kStatic)
+      return answer(409, "static_instance", "instance comes from the config file; remove it there and reload");
+    reg.remove(c.arg(0), c.arg(1));
+    return answer(200);
+  });
+  // Status overrides: OUT_OF_SERVICE drains (no new requests), UP or removing the override ends it.
+  add(kPut | kDelete, "/apps/{app}/{id}/status", Access::kRegistry, "status override (?value=OUT_OF_SERVICE drains, UP ends it)",
+      [&reg, not_found](Call& c) {
+        const std::string &service = c.arg(0), &id = c.arg(1);
+        if (!reg.find(service, id)) return not_found();
+        const std::string value = c.req.query_param("value");
+        if (c.req.method == "DELETE" || value == "UP") {
+          reg.set_drain(service, id, false);
+          return answer(200);
+        }
+        if (value == "OUT_OF_SERVICE") {
+          reg.set_drain(service, id, true);
+          return answer(200);
+        }
+        return answer(400, "bad_request", "status value must be OUT_OF_SERVICE or UP");
+      });
+}
+
+AdminResponse EurekaApi::apps(const AdminRequest& req, bool delta) {
+  const registry::Registry& reg = api_.registry();
+  json list = json::array();
+  std::map<std::string, int> by_status;
+  for (const auto& [name, svc] : reg.services()) {
+    if (svc.instances.empty()) continue;
+    for (const auto& [id, inst] : svc.instances) ++by_status[status_of(inst)];
+    if (!delta) list.push_back(application_view(svc, name));
   }
-  const std::string& id = parts[2];
-  if (parts.size() == 3) {
-    if (m == "GET") {
-      const registry::Instance* inst = reg.find(service, id);
-      return inst ? render(req, {{"instance", instance_view(*inst)}}) : not_found();
-    }
-    if (m == "PUT") {  // renewal; 404 makes the client register again
-      return reg.heartbeat(service, id, api_.hooks().now_ms()) ? answer(200) : not_found();
-    }
-    if (m == "DELETE") {
-      const registry::Instance* inst = reg.find(service, id);
-      if (!inst) return not_found();
-      if (inst->source == registry::Source::kStatic)
-        return answer(409, "static_instance", "instance comes from the config file; remove it there and reload");
-      reg.remove(service, id);
-      return answer(200);
-    }
-    return answer(405, "method_not_allowed", "use GET, PUT (renew) or DELETE on apps/{APP}/{id}");
-  }
-  if (parts.size() == 4 && parts[3] == "status") {
-    // Status overrides: OUT_OF_SERVICE drains (no new requests), UP or removing the override ends it.
-    if (!reg.find(service, id)) return not_found();
-    const std::string value = req.query_param("value");
-    if (m == "DELETE" || (m == "PUT" && value == "UP")) {
-      reg.set_drain(service, id, false);
-      return answer(200);
-    }
-    if (m == "PUT" && value == "OUT_OF_SERVICE") {
-      reg.set_drain(service, id, true);
-      return answer(200);
-    }
-    if (m == "PUT") return answer(400, "bad_request", "status value must be OUT_OF_SERVICE or UP");
-    return answer(405, "method_not_allowed", "use PUT or DELETE on apps/{APP}/{id}/status");
-  }
-  return answer(404, "not_found", "no Eureka endpoint " + m + " " + req.path + " (docs/consul-eureka.md lists the supported calls)");
+  // apps__hashcode: count per status, statuses in order ("DOWN_1_UP_3_"). A delta is answered
+  // empty with the full registry's hashcode: a client then sees the mismatch and fetches all.
+  std::string hash;
+  for (const auto& [st, n] : by_status) hash += st + "_" + std::to_string(n) + "_";
+  return render(req, {{"applications", {{"versions__delta", std::to_string(reg.index())}, {"apps__hashcode", hash},
+                                        {"application", list}}}});
 }
 
 bool decode_eureka_instance(const std::string& text_body, const std::string& content_type, const std::string& service,

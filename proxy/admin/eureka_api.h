@@ -26,11 +26,12 @@ class EurekaApi {
  public:
   explicit EurekaApi(AdminApi& api) : api_(api) {}
 
-  static bool owns(const std::string& path);  // /eureka/...
-  AdminResponse route(const AdminRequest& req);
+  // Eureka's rows in the endpoint table (the family owns /eureka/ and /eureka/v2/).
+  void add_endpoints(EndpointTable& t);
 
  private:
   AdminResponse registration(const AdminRequest& req, const std::string& service);
+  AdminResponse apps(const AdminRequest& req, bool delta);
   AdminApi& api_;
 };
 

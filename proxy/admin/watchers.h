@@ -1,5 +1,5 @@
 // Parked long polls and blocking queries, by what they watch (a service name; "" for the whole
-// registry), shared by the native API and the Consul front door. A change wakes only the watchers of
+// registry): one set for the native API and the Consul front door, parked by the endpoint gate. A change wakes only the watchers of
 // its key, so its cost does not grow with the number of watchers elsewhere (hashicorp/consul#1244).
 #pragma once
 
@@ -14,6 +14,8 @@
 #include "proxy/admin/admin_conn.h"
 
 namespace sy::admin {
+
+struct Endpoint;
 
 // A long poll's parameters (?index=N&wait=D), read one way by the native API and Consul's front
 // door: `index` a whole decimal number (no sign, no spaces), `wait` a duration in the family's own
@@ -51,6 +53,8 @@ class Watchers {
     AdminRequest req;
     uint64_t index;       // answered once the key's index passes this
     int64_t deadline_ms;  // or when this comes
+    const Endpoint* endpoint = nullptr;  // its row in the endpoint table: what answers it
+    std::vector<std::string> args;       // the row's captures
   };
   using Answer = std::pair<std::string, Watcher>;  // key, watcher
 
