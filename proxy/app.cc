@@ -355,7 +355,7 @@ void App::publish() {
   // Only the services that changed are looked at (the whole registry after a reload).
   if (runtime_) runtime_->sync(&dirty);
   if (checker_ && !stopping_) checker_->sync(&dirty);
-  auto next = server::build_routing_table(registry_, *cfg_, prev.get(), &dirty, runtime_.get(), now_ms());
+  auto next = routing_.build(registry_, *cfg_, prev.get(), &dirty, runtime_.get(), now_ms());
   // Panic routing is loud: say when a service enters or leaves it.
   for (const auto& [name, ups] : next->services) {
     bool was = false;

@@ -76,6 +76,7 @@ class App {
   std::deque<std::pair<uint64_t, uint64_t>> journal_batches_;
   void release_synced();
   server::RoutingTableSlot table_;
+  server::RoutingBuilder routing_;  // main loop: what the next publish patches
   std::unique_ptr<admin::AdminApi> api_;
   // registry.backend: etcd — after api_, so it goes first (its callbacks answer through api_).
   std::unique_ptr<registry::etcd::Backend> backend_;

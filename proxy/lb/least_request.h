@@ -8,12 +8,14 @@ namespace sy::lb {
 
 class LeastRequest final : public Policy {
  public:
-  explicit LeastRequest(const std::vector<EndpointInfo>& endpoints);
+  explicit LeastRequest(const std::vector<EndpointInfo>& endpoints)
+      : own_(std::make_unique<VectorSource>(endpoints)), src_(own_.get()) {}
+  explicit LeastRequest(const EndpointSource& src) : src_(&src) {}
   int pick(const PickContext& ctx) const override;
 
  private:
-  std::vector<uint32_t> weight_;
-  std::vector<const LoadStats*> load_;
+  std::unique_ptr<VectorSource> own_;  // built from EndpointInfo
+  const EndpointSource* src_;
 };
 
 }  // namespace sy::lb

@@ -21,7 +21,9 @@ namespace sy::lb {
 // What a policy is told about each endpoint when it is built.
 struct EndpointInfo {
   uint32_t weight = 1;
-  std::string key;                // stable identity for hashing policies (the instance id)
+  // Stable identity for hashing policies (the instance id), read only while the policy is built:
+  // a view of the endpoint's own id, so a build copies no strings.
+  std::string_view key;
   const LoadStats* load = nullptr;  // live counters (least_request, ewma); may be null
 };
 
@@ -35,6 +37,37 @@ struct PickContext {
   bool excluded(size_t i) const { return i < 64 && (exclude_mask >> i) & 1; }
 };
 
+// What a policy may read at pick time instead of copying at build: the endpoints of the snapshot it
+// is published in. A policy over a source costs O(1) to build, so a change to one instance of a
+// large service does not rebuild per-endpoint policy state (RoutingBuilder).
+class EndpointSource {
+ public:
+  virtual ~EndpointSource() = default;
+  virtual size_t size() const = 0;
+  virtual uint32_t weight(size_t i) const = 0;
+  virtual const LoadStats* load(size_t i) const = 0;  // may be null
+};
+
+// A source that owns its arrays (policies built from EndpointInfo).
+class VectorSource final : public EndpointSource {
+ public:
+  explicit VectorSource(const std::vector<EndpointInfo>& eps) {
+    weight_.reserve(eps.size());
+    load_.reserve(eps.size());
+    for (const auto& e : eps) {
+      weight_.push_back(e.weight);
+      load_.push_back(e.load);
+    }
+  }
+  size_t size() const override { return weight_.size(); }
+  uint32_t weight(size_t i) const override { return weight_[i]; }
+  const LoadStats* load(size_t i) const override { return load_[i]; }
+
+ private:
+  std::vector<uint32_t> weight_;
+  std::vector<const LoadStats*> load_;
+};
+
 class Policy {
  public:
   virtual ~Policy() = default;
@@ -46,6 +79,10 @@ class Policy {
 // round_robin | least_request | random | ring_hash | maglev | ewma (unknown → round_robin;
 // config validation refuses those already).
 std::unique_ptr<Policy> make_policy(conf::Lb lb, const std::vector<EndpointInfo>& endpoints);
+// Over a source that outlives the policy, O(1) to build: least_request and ewma always;
+// round_robin and random when every weight is the same (`uniform`); nullptr for the rest (ring_hash
+// and maglev build tables; weighted round_robin a cycle; weighted random prefix sums).
+std::unique_ptr<Policy> make_policy_over(conf::Lb lb, const EndpointSource& src, bool uniform);
 // By name (tests, benchmarks): an unknown name is round_robin.
 std::unique_ptr<Policy> make_policy(const std::string& name, const std::vector<EndpointInfo>& endpoints);
 

@@ -11,6 +11,17 @@ Random::Random(const std::vector<uint32_t>& weights) {
 }
 
 int Random::pick(const PickContext& ctx) const {
+  if (uniform_n_ > 0) {
+    uint64_t r = ctx.random;
+    for (int tries = 0; tries < 4; ++tries) {
+      const size_t i = static_cast<size_t>(r % uniform_n_);
+      if (!ctx.excluded(i)) return static_cast<int>(i);
+      r = mix64(r + 0x9e3779b97f4a7c15ull);  // a retry: draw again
+    }
+    for (size_t i = 0; i < uniform_n_; ++i)
+      if (!ctx.excluded(i)) return static_cast<int>(i);
+    return static_cast<int>(r % uniform_n_);
+  }
   if (prefix_.empty()) return -1;
   uint64_t r = ctx.random;
   for (int tries = 0; tries < 4; ++tries) {

@@ -52,6 +52,15 @@ RoundRobin::RoundRobin(const std::vector<uint32_t>& weights_in) : endpoints_(wei
 }
 
 int RoundRobin::pick(const PickContext& ctx) const {
+  if (uniform_) {
+    if (endpoints_ == 0) return -1;
+    const uint64_t start = cursor_.fetch_add(1, std::memory_order_relaxed);
+    for (size_t k = 0; k < endpoints_; ++k) {
+      const size_t e = static_cast<size_t>((start + k) % endpoints_);
+      if (!ctx.excluded(e)) return static_cast<int>(e);
+    }
+    return static_cast<int>(start % endpoints_);  // all tried: reuse one
+  }
   if (cycle_.empty()) return -1;
   uint64_t start = cursor_.fetch_add(1, std::memory_order_relaxed);
   uint64_t excluded = ctx.exclude_mask;

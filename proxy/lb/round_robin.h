@@ -14,12 +14,20 @@ class RoundRobin final : public Policy {
  public:
   static constexpr size_t kMaxCycle = 1 << 16;
   explicit RoundRobin(const std::vector<uint32_t>& weights);
+  // n endpoints of equal weight: the cycle is 0..n-1, kept as n (nothing to build).
+  static std::unique_ptr<RoundRobin> uniform(size_t n) {
+    auto rr = std::make_unique<RoundRobin>(std::vector<uint32_t>{});
+    rr->endpoints_ = n;
+    rr->uniform_ = true;
+    return rr;
+  }
   int pick(const PickContext& ctx) const override;
   const std::vector<uint32_t>& cycle() const { return cycle_; }
 
  private:
   std::vector<uint32_t> cycle_;
   size_t endpoints_;
+  bool uniform_ = false;  // the cycle is 0..endpoints_-1 (cycle_ empty)
   mutable std::atomic<uint64_t> cursor_{0};
 };
 

@@ -59,13 +59,13 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
   for (size_t k = 0; k < chosen.size(); ++k) {
     const auto* inst = chosen[k];
     auto rt = runtime ? runtime->instance(inst->uid) : nullptr;
-    u->endpoints.push_back(Endpoint{inst->uid, inst->id, inst->address, inst->weight, rt});
+    u->endpoints.push_back(std::make_shared<const Endpoint>(Endpoint{inst->uid, inst->id, inst->address, inst->weight, rt}));
     uint32_t w = inst->weight;
     if (ramp) {  // weights × 10 so a ramping instance can hold a fraction of a unit
       const double f = slow_start_factor(inst->routable_since_ms, now_ms, svc.cfg.slow_start);
       w = std::max<uint32_t>(1, static_cast<uint32_t>(std::lround(inst->weight * 10 * f)));
     }
-    (k < u->local_count ? local : remote).push_back(lb::EndpointInfo{w, inst->id, rt ? &rt->load : nullptr});
+    (k < u->local_count ? local : remote).push_back(lb::EndpointInfo{w, u->endpoints.back()->id, rt ? &rt->load : nullptr});
   }
   u->policy = lb::make_policy(svc.cfg.lb, local);
   if (!remote.empty()) u->remote_policy = lb::make_policy(svc.cfg.lb, remote);
@@ -103,12 +103,137 @@ int Upstreams::pick(const lb::PickContext& ctx) const {
   return i;
 }
 
-std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
-                                                  const RoutingTable* prev, const registry::Registry::Dirty* dirty,
-                                                  const health::Runtime* runtime, int64_t now_ms) {
+bool RoutingBuilder::patchable(const conf::Service& svc, const conf::Config& cfg) {
+  const bool table_policy = svc.lb == conf::Lb::kRingHash || svc.lb == conf::Lb::kMaglev;
+  return !table_policy && cfg.zone.empty() && svc.slow_start.count() <= 0;
+}
+
+namespace {
+// The published endpoint list as a policy's source (the Upstreams owns both, so it outlives the policy).
+class ListSource final : public lb::EndpointSource {
+ public:
+  explicit ListSource(const EndpointList& l) : list_(l) {}
+  size_t size() const override { return list_.size(); }
+  uint32_t weight(size_t i) const override { return list_[i]->weight; }
+  const lb::LoadStats* load(size_t i) const override {
+    const auto& rt = list_[i]->runtime;
+    return rt ? &rt->load : nullptr;
+  }
+
+ private:
+  const EndpointList& list_;
+};
+
+int tier_of(const registry::Instance& inst) {
+  if (inst.draining) return -1;
+  if (!inst.routable()) return 2;
+  return inst.health == registry::Health::kHealthy && !inst.stale ? 0 : 1;
+}
+}  // namespace
+
+void RoutingBuilder::link(ServiceState& st, Member& m, int tier) {
+  m.tier = tier;
+  m.pos = st.tiers[tier].size();
+  st.tiers[tier].push_back(m.endpoint);
+  ++st.weights[tier][m.endpoint->weight];
+}
+
+void RoutingBuilder::unlink(ServiceState& st, Member& m) {
+  if (m.tier < 0) return;
+  auto& v = st.tiers[m.tier];
+  // Swap-remove: the last endpoint of the tier takes this one's place.
+  if (m.pos + 1 != v.size()) {
+    v.set(m.pos, v.back());
+    st.members[v[m.pos]->id].pos = m.pos;
+  }
+  v.pop_back();
+  auto w = st.weights[m.tier].find(m.endpoint->weight);
+  if (--w->second == 0) st.weights[m.tier].erase(w);
+  m.tier = -1;
+}
+
+void RoutingBuilder::place(ServiceState& st, const std::string& id, const registry::Instance* inst,
+                           const health::Runtime* runtime) {
+  auto it = st.members.find(id);
+  if (!inst) {
+    if (it != st.members.end()) {
+      unlink(st, it->second);
+      st.members.erase(it);
+    }
+    return;
+  }
+  Member& m = it != st.members.end() ? it->second : st.members[id];
+  const int t = tier_of(*inst);
+  // A new address is a new uid; the weight is the endpoint's own; the runtime follows the uid.
+  const bool same = m.endpoint && m.endpoint->uid == inst->uid && m.endpoint->weight == inst->weight;
+  if (same && t == m.tier) return;
+  unlink(st, m);
+  if (!same) {
+    auto rt = runtime ? runtime->instance(inst->uid) : nullptr;
+    m.endpoint = std::make_shared<const Endpoint>(Endpoint{inst->uid, inst->id, inst->address, inst->weight, std::move(rt)});
+  }
+  if (t >= 0) link(st, m, t);
+}
+
+RoutingBuilder::ServiceState& RoutingBuilder::refresh(const registry::Service& svc, const registry::Registry::Dirty* dirty,
+                                                      bool whole, const health::Runtime* runtime) {
+  auto [it, fresh] = state_.try_emplace(svc.cfg.name);
+  ServiceState& st = it->second;
+  if (fresh || whole) {
+    // Every instance again, in id order; endpoints of unchanged instances are kept (place()).
+    for (auto& t : st.tiers) t.clear();
+    for (auto& w : st.weights) w.clear();
+    for (auto& [id, m] : st.members) m.tier = -1;
+    std::erase_if(st.members, [&](const auto& e) { return !svc.instances.count(e.first); });
+    for (const auto& [id, inst] : svc.instances) place(st, id, &inst, runtime);
+    return st;
+  }
+  for (const auto& id : dirty->ids(svc.cfg.name)) {
+    auto inst = svc.instances.find(id);
+    place(st, id, inst == svc.instances.end() ? nullptr : &inst->second, runtime);
+  }
+  return st;
+}
+
+std::shared_ptr<const Upstreams> RoutingBuilder::upstreams_of(const registry::Service& svc, ServiceState& st,
+                                                              const health::Runtime* runtime) const {
+  auto u = std::make_shared<Upstreams>();
+  u->service = svc.cfg.name;
+  u->cfg = std::make_shared<const conf::Service>(svc.cfg);
+  u->hash_on = svc.cfg.hash_on;
+  if (runtime) u->runtime = runtime->service(svc.cfg.name);
+  u->has_instances = !svc.instances.empty();
+  int chosen = 0;
+  while (chosen + 1 < kTiers && st.tiers[chosen].empty()) ++chosen;
+  u->endpoints = st.tiers[chosen].published();
+  u->panic = chosen == kTiers - 1 && !u->endpoints.empty();
+  u->local_count = u->endpoints.size();
+  u->source = std::make_unique<ListSource>(u->endpoints);
+  u->policy = lb::make_policy_over(svc.cfg.lb, *u->source, st.weights[chosen].size() <= 1);
+  if (u->policy) return u;
+  // Weighted round robin and random: their cycle / prefix sums over every endpoint.
+  std::vector<lb::EndpointInfo> infos;
+  infos.reserve(u->endpoints.size());
+  for (size_t i = 0; i < u->endpoints.size(); ++i) {
+    const Endpoint& e = *u->endpoints[i];
+    infos.push_back(lb::EndpointInfo{e.weight, e.id, e.runtime ? &e.runtime->load : nullptr});
+  }
+  u->policy = lb::make_policy(svc.cfg.lb, infos);
+  return u;
+}
+
+std::shared_ptr<RoutingTable> RoutingBuilder::build(const registry::Registry& reg, const conf::Config& cfg,
+                                                    const RoutingTable* prev, const registry::Registry::Dirty* dirty,
+                                                    const health::Runtime* runtime, int64_t now_ms) {
   auto t = std::make_shared<RoutingTable>();
   t->index = reg.index();
   const bool incremental = prev && dirty && !dirty->all;
+  if (!incremental) {
+    std::erase_if(state_, [&](const auto& e) { return !reg.services().count(e.first); });
+  } else {
+    for (const auto& name : dirty->services)
+      if (!reg.services().count(name)) state_.erase(name);
+  }
   for (const auto& [name, svc] : reg.services()) {
     if (incremental && !dirty->services.count(name)) {
       auto it = prev->services.find(name);
@@ -117,9 +242,14 @@ std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg,
         continue;
       }
     }
-    t->services[name] = make_upstreams(svc, {}, runtime, cfg.zone, now_ms);
+    if (patchable(svc.cfg, cfg)) {
+      const bool whole = !incremental || dirty->whole_service(name);
+      t->services[name] = upstreams_of(svc, refresh(svc, dirty, whole, runtime), runtime);
+    } else {
+      state_.erase(name);
+      t->services[name] = make_upstreams(svc, {}, runtime, cfg.zone, now_ms);
+    }
   }
-
   auto add_route = [&](RouteEntry r) {
     r.host = http::normalize_host(r.host);
     auto sit = reg.services().find(r.service);
@@ -144,6 +274,13 @@ std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg,
     return a.path_prefix.size() > b.path_prefix.size();
   });
   return t;
+}
+
+std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
+                                                  const RoutingTable* prev, const registry::Registry::Dirty* dirty,
+                                                  const health::Runtime* runtime, int64_t now_ms) {
+  RoutingBuilder b;
+  return b.build(reg, cfg, prev, dirty, runtime, now_ms);
 }
 
 bool RoutingTable::route(std::string_view host, std::string_view path, const RouteEntry*& route,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,6 +16,7 @@
 #include "conf/config.h"
 #include "health/runtime.h"
 #include "proxy/lb/policy.h"
+#include "proxy/server/endpoint_list.h"
 #include "proxy/http/host.h"
 #include "registry/registry.h"
 
@@ -39,7 +41,9 @@ struct Upstreams {
 
   std::string service;
   std::shared_ptr<const conf::Service> cfg;
-  std::vector<Endpoint> endpoints;  // zone-aware: the local zone's first, then the others
+  // Shared with the snapshots before and after this one: an instance that did not change keeps its
+  // Endpoint, and a chunk of 64 with no change in it is the same chunk (RoutingBuilder).
+  EndpointList endpoints;  // zone-aware: the local zone's first, then the others
   std::unique_ptr<lb::Policy> policy;  // over endpoints[0, local_count) (all of them without zones)
   HashOn hash_on;
   // Zone awareness (proxy `zone:` set, instances with zones).
@@ -47,6 +51,8 @@ struct Upstreams {
   double local_share = 1.0;  // fraction of requests that stay in the local zone
   std::unique_ptr<lb::Policy> remote_policy;  // over endpoints[local_count, n)
   std::shared_ptr<health::ServiceRuntime> runtime;  // limits, retry budget (may be null in tests)
+  // What a policy built over the endpoints reads at pick time (RoutingBuilder; null otherwise).
+  std::unique_ptr<lb::EndpointSource> source;
   // Why `endpoints` is empty, for the 503 message.
   bool has_instances = false;
   // Every instance is out (unhealthy, ejected, breaker open): `endpoints` holds them all anyway,
@@ -98,9 +104,45 @@ struct RoutingTable {
              const Upstreams*& upstreams) const;
 };
 
-// Builds the snapshot. With `prev` and `dirty`, services not named in `dirty` reuse their
-// Upstreams (endpoints and policy tables) from `prev`: a registration costs the rebuild of its
-// own service, not of the whole registry.
+// Builds the snapshots, on the main loop, keeping between publishes what lets a change cost its own
+// instances rather than its whole service: per service, the Endpoint of every instance (made again
+// only when that instance changed) and, where the policy allows it (round_robin, least_request,
+// random, ewma without zones or slow start), the tiers of routable instances, patched per changed
+// instance. Ring hash and Maglev (tables over every endpoint), zones and slow start rebuild the
+// service's upstreams from the registry on each change; services not named in `dirty` reuse their
+// Upstreams from `prev` whatever the policy.
+class RoutingBuilder {
+ public:
+  std::shared_ptr<RoutingTable> build(const registry::Registry& reg, const conf::Config& cfg, const RoutingTable* prev,
+                                      const registry::Registry::Dirty* dirty, const health::Runtime* runtime, int64_t now_ms);
+
+ private:
+  // Tiers of a service's instances, disjoint: healthy and fresh; routable otherwise (not yet probed,
+  // stale); not routable but not draining (panic routing's last resort). Draining ones are in none.
+  static constexpr int kTiers = 3;
+  struct Member {
+    std::shared_ptr<const Endpoint> endpoint;
+    int tier = -1;
+    size_t pos = 0;  // in tiers[tier]
+  };
+  struct ServiceState {
+    std::unordered_map<std::string, Member> members;  // by instance id
+    EndpointList tiers[kTiers];
+    std::map<uint32_t, size_t> weights[kTiers];  // per tier: how many endpoints have each weight
+  };
+  static bool patchable(const conf::Service& svc, const conf::Config& cfg);
+  // The service's state brought up to date: the changed ids patched, or (whole) every instance.
+  ServiceState& refresh(const registry::Service& svc, const registry::Registry::Dirty* dirty, bool whole,
+                        const health::Runtime* runtime);
+  void place(ServiceState& st, const std::string& id, const registry::Instance* inst, const health::Runtime* runtime);
+  static void link(ServiceState& st, Member& m, int tier);
+  static void unlink(ServiceState& st, Member& m);
+  std::shared_ptr<const Upstreams> upstreams_of(const registry::Service& svc, ServiceState& st,
+                                                const health::Runtime* runtime) const;
+  std::unordered_map<std::string, ServiceState> state_;
+};
+
+// One snapshot from scratch (tests; App keeps a RoutingBuilder).
 std::shared_ptr<RoutingTable> build_routing_table(const registry::Registry& reg, const conf::Config& cfg,
                                                   const RoutingTable* prev = nullptr,
                                                   const registry::Registry::Dirty* dirty = nullptr,

@@ -68,7 +68,7 @@ void ProxyStream::start_attempt() {
     ctx.random = w_.next_random();
     int idx = s_.upstreams->pick(ctx);
     if (idx < 0) break;
-    const Endpoint& e = s_.upstreams->endpoints[static_cast<size_t>(idx)];
+    const Endpoint& e = *s_.upstreams->endpoints[static_cast<size_t>(idx)];
     if (e.runtime && !s_.upstreams->panic && !e.runtime->breaker.allow(now)) {
       if (idx < 64) ctx.exclude_mask |= uint64_t{1} << idx;
       continue;

@@ -41,10 +41,10 @@ void Worker::close_orphaned_pools() {
   }
   std::unordered_set<uint64_t> alive;
   for (const auto& [name, ups] : t->services)
-    for (const auto& e : ups->endpoints) alive.insert(e.uid);
+    for (size_t i = 0; i < ups->endpoints.size(); ++i) alive.insert(ups->endpoints[i]->uid);
   for (const auto& r : t->routes)
     if (r.upstreams)
-      for (const auto& e : r.upstreams->endpoints) alive.insert(e.uid);
+      for (size_t i = 0; i < r.upstreams->endpoints.size(); ++i) alive.insert(r.upstreams->endpoints[i]->uid);
   pool.close_if([&](uint64_t uid) { return !alive.count(uid); });
 }
 

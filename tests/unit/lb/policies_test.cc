@@ -1,6 +1,8 @@
 // Policies: exact sequences where deterministic, statistical bounds (fixed seeds) where random.
 #include <doctest.h>
 
+#include <deque>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -22,9 +24,12 @@ struct Rng {
 };
 
 std::vector<EndpointInfo> endpoints(size_t n, std::vector<LoadStats>* loads = nullptr, std::vector<uint32_t> w = {}) {
+  static std::deque<std::string> names;  // EndpointInfo holds views: the ids outlive every policy built here
   std::vector<EndpointInfo> eps;
-  for (size_t i = 0; i < n; ++i)
-    eps.push_back({w.empty() ? 1u : w[i], "instance-" + std::to_string(i), loads ? &(*loads)[i] : nullptr});
+  for (size_t i = 0; i < n; ++i) {
+    names.push_back("instance-" + std::to_string(i));
+    eps.push_back({w.empty() ? 1u : w[i], names.back(), loads ? &(*loads)[i] : nullptr});
+  }
   return eps;
 }
 
