@@ -166,9 +166,9 @@ std::vector<std::string> Registry::apply_config(const conf::Config& c) {
   return changes;
 }
 
-Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) { return put_impl(r, now_ms, true); }
+Registry::PutResult Registry::put(const Registration& r, int64_t now_ms) { return put_impl(r, now_ms, true, Origin::kLocal); }
 
-Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bool check_limits) {
+Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bool check_limits, Origin origin) {
   auto sit = services_.find(r.service);
   const Instance* cur = find(r.service, r.id);
   const bool exists = cur != nullptr;
@@ -202,7 +202,7 @@ Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bo
   track_lease(inst);
   track_routes(inst);
   track_id(inst);
-  mark_persist(r.service, r.id);
+  mark_persist(r.service, r.id, origin);
   if (!exists) inst.health = probing_ && probed(svc, inst) ? Health::kUnknown : Health::kHealthy;
   track_critical(inst);
   log(std::string(exists ? "instance updated: " : "instance registered: ") + r.service + "/" + r.id + " at " +
@@ -219,13 +219,15 @@ bool Registry::unchanged_by(const Instance& inst, const Registration& r) const {
          inst.deregister_critical_after == r.deregister_critical_after;
 }
 
-bool Registry::remove(const std::string& service, const std::string& id) {
+bool Registry::remove(const std::string& service, const std::string& id) { return remove_impl(service, id, Origin::kLocal); }
+
+bool Registry::remove_impl(const std::string& service, const std::string& id, Origin origin) {
   auto sit = services_.find(service);
   if (sit == services_.end()) return false;
   auto it = sit->second.instances.find(id);
   if (it == sit->second.instances.end()) return false;
   forget(it->second);
-  if (it->second.source == Source::kDynamic) mark_persist(service, id);
+  if (it->second.source == Source::kDynamic) mark_persist(service, id, origin);
   sit->second.instances.erase(it);
   --total_;
   log("instance deregistered: " + service + "/" + id);
@@ -259,13 +261,17 @@ bool Registry::heartbeat(const std::string& service, const std::string& id, int6
 }
 
 bool Registry::set_drain(const std::string& service, const std::string& id, bool enabled) {
+  return drain_impl(service, id, enabled, Origin::kLocal);
+}
+
+bool Registry::drain_impl(const std::string& service, const std::string& id, bool enabled, Origin origin) {
   auto sit = services_.find(service);
   if (sit == services_.end()) return false;
   auto it = sit->second.instances.find(id);
   if (it == sit->second.instances.end()) return false;
   if (it->second.draining != enabled) {
     it->second.draining = enabled;
-    if (it->second.source == Source::kDynamic) mark_persist(service, id);
+    if (it->second.source == Source::kDynamic) mark_persist(service, id, origin);
     log(std::string(enabled ? "instance draining: " : "instance no longer draining: ") + service + "/" + id);
     changed(service, id);
   }
@@ -387,9 +393,7 @@ int64_t Registry::expire(int64_t now_ms) {
   // Only services with a lease due now are looked at: the cost follows what expires, not the
   // size of the registry.
   std::set<std::string> due_services;
-  std::vector<std::string> expired_services;
   for (auto it = leases_.begin(); it != leases_.end() && it->first <= now_ms; ++it) due_services.insert(it->second->service);
-  bool any = false;
   for (const auto& name : due_services) {
     auto sit = services_.find(name);
     if (sit == services_.end()) continue;
@@ -409,10 +413,6 @@ int64_t Registry::expire(int64_t now_ms) {
       if (inst.lease_expires_ms <= now_ms) due.push_back(id);
     }
     if (due.empty()) continue;
-    any = true;
-    expired_services.push_back(name);
-    dirty_.services.insert(name);
-    if (!dirty_.whole.count(name)) dirty_.instances[name].insert(due.begin(), due.end());
     // A mass expiry: more than one, and more than half, of the service's dynamic instances gone
     // silent (or expired) within one lease window. That looks like a partition between the
     // services and us, not like the services dying, so keep them (stale) rather than emptying the
@@ -430,7 +430,7 @@ int64_t Registry::expire(int64_t now_ms) {
             " of " + std::to_string(population) + " instances expired within one TTL)");
       } else {
         forget(inst);
-        persist_dirty_.emplace(name, id);
+        mark_persist(name, id, Origin::kLocal);
         svc.instances.erase(id);
         --total_;
         svc.recent_expiries.push_back(now_ms);
@@ -438,12 +438,7 @@ int64_t Registry::expire(int64_t now_ms) {
       }
     }
     if (svc.instances.empty() && !svc.in_config) services_.erase(sit);
-  }
-  if (any) {
-    ++index_;
-    for (const auto& name : expired_services) note_change(name);
-    for (const auto& name : expired_services)
-      if (listener_) listener_(&name);
+    for (const auto& id : due) changed(name, id);
   }
   return leases_.empty() ? -1 : leases_.begin()->first;
 }
@@ -466,21 +461,21 @@ bool Registry::apply_remote(const Registration& r, int64_t lease, int64_t now_ms
     have.written_at_ms = r.written_at_ms;
     if (!cur->stale && encode_registration(have, DocKind::kStored) == encode_registration(r, DocKind::kStored)) return false;
   }
-  remote_ = true;
-  put_impl(r, now_ms, false);
-  set_drain(r.service, r.id, r.draining);
-  remote_ = false;
-  if (Instance* inst = find_mutable(r.service, r.id)) inst->shared_lease = lease;
+  put_impl(r, now_ms, false, Origin::kStore);
+  drain_impl(r.service, r.id, r.draining, Origin::kStore);
+  set_shared_lease(r.service, r.id, lease);
   return true;
+}
+
+void Registry::set_shared_lease(const std::string& service, const std::string& id, int64_t lease) {
+  // Not a change anyone routes on or persists: the lease is what renewals ask the store for.
+  if (Instance* inst = find_mutable(service, id); inst && inst->source == Source::kDynamic) inst->shared_lease = lease;
 }
 
 bool Registry::remove_remote(const std::string& service, const std::string& id) {
   const Instance* inst = find(service, id);
   if (!inst || inst->source != Source::kDynamic) return false;
-  remote_ = true;
-  const bool removed = remove(service, id);
-  remote_ = false;
-  return removed;
+  return remove_impl(service, id, Origin::kStore);
 }
 
 void Registry::lease_lost(const std::string& service, const std::string& id, int64_t now_ms) {
@@ -518,16 +513,14 @@ void Registry::lease_lost(const std::string& service, const std::string& id, int
   // Those removed just before the verdict come back as stale.
   auto back = std::move(svc.recently_expired);
   svc.recently_expired.clear();
-  remote_ = true;
   for (auto& [t, reg] : back) {
     if (find(reg.service, reg.id)) continue;
-    put_impl(reg, now_ms, false);
+    put_impl(reg, now_ms, false, Origin::kStore);
     if (Instance* inst = find_mutable(reg.service, reg.id)) {
       inst->stale = true;
       log("kept as stale after all (mass expiry): " + reg.service + "/" + reg.id);
     }
   }
-  remote_ = false;
   changed(service);
 }
 

@@ -142,7 +142,6 @@ class Registry {
   bool set_health(const std::string& service, const std::string& id, Health h, const std::string& reason);
   bool set_ejected(const std::string& service, const std::string& id, bool ejected, int64_t until_ms, uint32_t ejections);
   bool set_breaker_open(const std::string& service, const std::string& id, bool open, int64_t until_ms);
-  Instance* find_mutable(const std::string& service, const std::string& id);
 
   // A health verdict reported by the instance itself (Consul TTL check updates): `warning` keeps it
   // routed but says so.
@@ -152,7 +151,8 @@ class Registry {
   // instances that are both unhealthy and opted in, not the registry.
   void reap_critical(int64_t now_ms);
 
-  // Removes instances whose lease ran out; a mass expiry keeps them as stale instead.
+  // Removes instances whose lease ran out; a mass expiry keeps them as stale instead (each
+  // through changed(), as every mutation).
   // Returns the earliest next expiry (ms) or -1 when no lease is running.
   int64_t expire(int64_t now_ms);
 
@@ -220,6 +220,8 @@ class Registry {
   std::vector<int64_t> take_renewals() { return std::exchange(renewals_, {}); }
   // The store deleted the key (a deregistration through any proxy). Not written back.
   bool remove_remote(const std::string& service, const std::string& id);
+  // The store's lease id for an instance this proxy wrote (its write was committed).
+  void set_shared_lease(const std::string& service, const std::string& id, int64_t lease);
   // The store deleted the key because its lease ran out: removed, or kept as stale when the
   // service is losing most of its instances at once (self-preservation on what the watch saw;
   // the instances expired just before the verdict are brought back as stale too).
@@ -230,6 +232,14 @@ class Registry {
   void restore(const Registration& r, int64_t now_ms);
 
  private:
+  // Where a change comes from: a local call (admin API, expiry; written to the journal or the
+  // store) or the store itself (a watch event: never written back). Every mutation takes it
+  // explicitly; there is no mode to forget to reset.
+  enum class Origin { kLocal, kStore };
+  PutResult put_impl(const Registration& r, int64_t now_ms, bool check_limits, Origin origin);
+  bool remove_impl(const std::string& service, const std::string& id, Origin origin);
+  bool drain_impl(const std::string& service, const std::string& id, bool enabled, Origin origin);
+  Instance* find_mutable(const std::string& service, const std::string& id);
   Service& service_for(const std::string& name);
   // The registration's fields onto the instance (put and restore).
   void assign(Instance& inst, const Registration& r, int64_t now_ms) const;
@@ -249,16 +259,14 @@ class Registry {
   void forget(Instance& inst);  // every index entry of an instance about to be erased
   void track_id(const Instance& inst);
   void note_change(const std::string& service);
-  PutResult put_impl(const Registration& r, int64_t now_ms, bool check_limits);
   // Whether registering `r` would leave `inst` as it is (a client registering again what it
   // registered): such a registration only renews the lease, as a heartbeat does.
   bool unchanged_by(const Instance& inst, const Registration& r) const;
-  void mark_persist(const std::string& service, const std::string& id) {
-    if (!remote_) persist_dirty_.emplace(service, id);
+  void mark_persist(const std::string& service, const std::string& id, Origin origin) {
+    if (origin == Origin::kLocal) persist_dirty_.emplace(service, id);
   }
   bool shared_ = false;
   std::vector<int64_t> renewals_;
-  bool remote_ = false;  // applying a change the store reported: nothing to write back
   std::set<std::pair<int64_t, Instance*>> leases_;
   std::set<std::pair<int64_t, Instance*>> critical_;  // (removal time, instance) of opted-in unhealthy ones
   std::map<std::string, uint64_t> service_index_;

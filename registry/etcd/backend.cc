@@ -427,7 +427,7 @@ void Backend::finish_batch(Batch& b) {
   if (done->error.empty()) {
     for (const Op& op : done->ops) {
       if (op.put)
-        if (Instance* inst = reg_.find_mutable(op.service, op.id); inst && inst->source == Source::kDynamic) inst->shared_lease = op.lease;
+        reg_.set_shared_lease(op.service, op.id, op.lease);
       // What other proxies wrote to this key after this batch (seen while it was in flight).
       auto d = deferred_.find({op.service, op.id});
       if (d == deferred_.end()) continue;
