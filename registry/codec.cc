@@ -13,7 +13,7 @@ namespace {
 
 constexpr int64_t kMaxTtlMs = 24LL * 3600 * 1000;
 
-bool fail(DecodeError& err, const char* code, std::string message) {
+bool fail(Error& err, const char* code, std::string message) {
   err.code = code;
   err.message = std::move(message);
   return false;
@@ -86,7 +86,7 @@ json encode_health_check(const conf::HealthCheck& h) {
               {"unhealthy_threshold", h.unhealthy_threshold}};
 }
 
-bool decode_health_check(const json& j, conf::HealthCheck& h, DecodeError& err) {
+bool decode_health_check(const json& j, conf::HealthCheck& h, Error& err) {
   if (!j.is_object()) return fail(err, "bad_field", "'health_check' must be an object");
   for (const auto& [k, v] : j.items()) {
     if (k == "type") {
@@ -158,7 +158,7 @@ json encode_registration(const Registration& r, DocKind kind) {
   return j;
 }
 
-bool decode_registration(const json& j, Registration& r, DocKind kind, DecodeError& err) {
+bool decode_registration(const json& j, Registration& r, DocKind kind, Error& err) {
   if (!j.is_object()) return fail(err, "bad_json", "body must be a JSON object");
   bool have_address = false, have_service = false, have_id = false;
   for (const auto& [k, v] : j.items()) {

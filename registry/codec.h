@@ -15,6 +15,8 @@
 // No libuv, no I/O.
 #pragma once
 
+#include "registry/error.h"
+
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -22,16 +24,12 @@
 
 namespace sy::registry {
 
-// What was wrong with a document: an admin API error code ("bad_field", "unknown_field",
-// "missing_field") and a message naming the field.
-struct DecodeError {
-  std::string code;
-  std::string message;
-};
+// A decoder answers false and fills a registry::Error (registry/error.h): an admin API error code
+// ("bad_field", "unknown_field", "missing_field") and a message naming the field.
 
 nlohmann::json encode_health_check(const conf::HealthCheck& h);
 // Fields not in `j` keep the value `h` has (the defaults, for a fresh HealthCheck).
-bool decode_health_check(const nlohmann::json& j, conf::HealthCheck& h, DecodeError& err);
+bool decode_health_check(const nlohmann::json& j, conf::HealthCheck& h, Error& err);
 
 enum class DocKind {
   kRegistration,  // from a client: service and id come from the URL, "draining" is not accepted
@@ -41,7 +39,7 @@ enum class DocKind {
 nlohmann::json encode_registration(const Registration& r, DocKind kind = DocKind::kRegistration);
 // Fills `r` from `j`. Absent optional fields keep `r`'s values; "address" is required, and with
 // kStored so are "service" and "id".
-bool decode_registration(const nlohmann::json& j, Registration& r, DocKind kind, DecodeError& err);
+bool decode_registration(const nlohmann::json& j, Registration& r, DocKind kind, Error& err);
 
 // What an instance of the registry was registered with (its lease as resolved: a registration
 // that took the default TTL reads back with that TTL).

@@ -147,7 +147,7 @@ std::string read_snapshot(const std::string& path, std::map<Key, json>& entries,
   for (const auto& j : doc["instances"]) {
     ++n;
     Registration reg;
-    DecodeError err;
+    Error err;
     json entry = version == 1 ? from_version_1(j) : j;
     if (!decode_registration(entry, reg, DocKind::kStored, err))
       return "registry snapshot " + path + " is corrupt: instance #" + std::to_string(n) + ": " + err.message;
@@ -174,7 +174,7 @@ std::string replay_journal(const std::string& file, std::map<Key, json>& entries
     }
     json rec = json::parse(std::string_view(text).substr(pos, nl - pos), nullptr, false);
     Registration reg;
-    DecodeError err;
+    Error err;
     bool ok = !rec.is_discarded() && rec.is_object() && rec.size() == 1;
     if (ok && rec.contains("put")) {
       ok = decode_registration(rec["put"], reg, DocKind::kStored, err);
@@ -367,7 +367,7 @@ std::string Journal::open(const std::string& path, Registry& reg, int64_t now_ms
   }
   for (const auto& [key, e] : entries) {
     Registration r;
-    DecodeError err;
+    Error err;
     decode_registration(e, r, DocKind::kStored, err);  // checked when read
     reg.restore(r, now_ms);
   }

@@ -417,10 +417,10 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
   r.service = service;
   r.id = std::move(id);
   r.leased = leased;  // a "ttl" in the body decides, when there is one
-  registry::DecodeError err;
+  registry::Error err;
   if (!registry::decode_registration(j, r, registry::DocKind::kRegistration, err)) return error(400, err.code, err.message);
   registry::Registry::PutResult res;
-  Refusal why;
+  registry::Error why;
   if (!admit(r, res, why)) return error(why.status, why.code, why.message);
   const registry::Instance* inst = reg_.find(service, r.id);
   json out = instance_json(reg_, *inst);
@@ -435,7 +435,7 @@ AdminResponse AdminApi::register_instance(const std::string& service, std::strin
   return json_response(res == registry::Registry::PutResult::kCreated ? 201 : 200, out);
 }
 
-bool AdminApi::admit(const registry::Registration& r, registry::Registry::PutResult& res, Refusal& why) {
+bool AdminApi::admit(const registry::Registration& r, registry::Registry::PutResult& res, registry::Error& why) {
   if (hooks_.own_addresses) {
     // own_addresses() lists wildcard listeners as every local address they answer on; an
     // IPv4-mapped IPv6 address is compared as the IPv4 address it is. (Requests that loop anyway,

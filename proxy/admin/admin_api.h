@@ -17,6 +17,7 @@
 #include "proxy/admin/metrics.h"
 #include "proxy/admin/watchers.h"
 #include "proxy/net/random.h"
+#include "registry/error.h"
 #include "registry/registry.h"
 
 namespace sy::admin {
@@ -69,13 +70,9 @@ class AdminApi final : public AdminHandler {
   void set_token(std::string t) { token_ = std::move(t); }
 
   // ---- shared with the compatible APIs (consul_api.cc, eureka_api.cc) ----
-  struct Refusal {
-    int status = 0;
-    std::string code, message;
-  };
   // The one way a registration enters the registry, whichever API it came through: the loop
   // check (not one of our own listeners), the limits, Registry::put. false: `why` says.
-  bool admit(const registry::Registration& r, registry::Registry::PutResult& res, Refusal& why);
+  bool admit(const registry::Registration& r, registry::Registry::PutResult& res, registry::Error& why);
   // The admin token in any of the forms the APIs use: "Authorization: Bearer <token>", HTTP Basic
   // with the token as password (Eureka clients), "X-Consul-Token: <token>" or "?token=" (Consul).
   bool authorized(const AdminRequest& req) const;

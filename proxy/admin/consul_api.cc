@@ -282,16 +282,21 @@ void ConsulApi::add_endpoints(EndpointTable& t) {
   read("/v1/health/state/{state}", "checks in a state: any, passing, warning, critical", &ConsulApi::health_state);
 }
 
-std::string decode_consul_registration(const std::string& text_body, const std::string& peer_ip, ConsulRegistration& out) {
+bool decode_consul_registration(const std::string& text_body, const std::string& peer_ip, ConsulRegistration& out,
+                                registry::Error& error) {
+  auto fail = [&](std::string m) {
+    error = {400, "bad_request", std::move(m)};
+    return false;
+  };
   json body = json::parse(text_body, nullptr, false);
-  if (body.is_discarded() || !body.is_object()) return "Request decode failed: body must be a JSON object";
+  if (body.is_discarded() || !body.is_object()) return fail("Request decode failed: body must be a JSON object");
   const json top = folded(body);
-  auto bad = [](const std::string& m) { return "Invalid service registration: " + m; };
+  auto bad = [&](const std::string& m) { return fail("Invalid service registration: " + m); };
   auto str = [&](const char* k) -> std::string { return top.contains(k) && top[k].is_string() ? top[k].get<std::string>() : ""; };
   for (const char* k : {"name", "id", "address", "kind"})
     if (top.contains(k) && !top[k].is_string() && !top[k].is_null()) return bad(std::string(k) + " must be a string");
   const std::string name = str("name");
-  if (name.empty()) return "Missing service name";
+  if (name.empty()) return fail("Missing service name");
   if (!registry::valid_service_name(name)) return bad("Name must be 1-128 characters of [A-Za-z0-9._-]");
   const std::string id = str("id").empty() ? name : str("id");
   if (!registry::valid_instance_id(id)) return bad("ID must be 1-128 characters of [A-Za-z0-9._:-]");
@@ -399,22 +404,22 @@ std::string decode_consul_registration(const std::string& text_body, const std::
   registry::Registration& r = out.reg;
   r.service = name;
   r.id = id;
-  registry::DecodeError err;
+  registry::Error err;
   if (!registry::decode_registration(doc, r, registry::DocKind::kRegistration, err)) return bad(err.message);
-  return "";
+  return true;
 }
 
 AdminResponse ConsulApi::registration(const AdminRequest& req) {
   ConsulRegistration in;
-  if (std::string e = decode_consul_registration(req.body, req.peer_ip, in); !e.empty()) return text(400, e);
+  registry::Error err;
+  if (!decode_consul_registration(req.body, req.peer_ip, in, err)) return text(err.status, err.message);
   const registry::Registration& r = in.reg;
   const std::string& name = r.service;
   const std::string& id = r.id;
   const std::string& ttl_status = in.ttl_status;
   registry::Registry& reg = api_.registry();
   registry::Registry::PutResult res;
-  AdminApi::Refusal why;
-  if (!api_.admit(r, res, why)) return text(why.status, why.message);
+  if (!api_.admit(r, res, err)) return text(err.status, err.message);
   // A Consul service ID names one service on the agent: registering it under another name moves it
   // (the old entry goes once the new one is in, so a refused registration loses nothing).
   std::vector<std::string> others;

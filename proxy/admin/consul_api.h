@@ -24,8 +24,9 @@ struct ConsulRegistration {
   std::string ttl_status = "critical";  // a TTL check's first status (Consul's default: critical)
   std::string ttl_check_id;             // its CheckID, when the client chose one
 };
-// "" or the message Consul clients get with a 400. `peer_ip`: the Address when the body has none.
-std::string decode_consul_registration(const std::string& body, const std::string& peer_ip, ConsulRegistration& out);
+// false: `error` holds the message Consul clients get (a 400). `peer_ip`: the Address when the body has none.
+bool decode_consul_registration(const std::string& body, const std::string& peer_ip, ConsulRegistration& out,
+                                registry::Error& error);
 
 class ConsulApi {
  public:

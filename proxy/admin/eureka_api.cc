@@ -268,10 +268,9 @@ AdminResponse EurekaApi::apps(const AdminRequest& req, bool delta) {
 }
 
 bool decode_eureka_instance(const std::string& text_body, const std::string& content_type, const std::string& service,
-                            EurekaRegistration& out, std::string& code, std::string& message) {
-  auto fail = [&](const char* c, const std::string& m) {
-    code = c;
-    message = m;
+                            EurekaRegistration& out, registry::Error& error) {
+  auto fail = [&](const std::string& c, const std::string& m) {
+    error = {400, c, m};
     return false;
   };
   json body;
@@ -316,22 +315,20 @@ bool decode_eureka_instance(const std::string& text_body, const std::string& con
   registry::Registration& r = out.reg;
   r.service = service;
   r.id = id;
-  registry::DecodeError err;
-  if (!registry::decode_registration(doc, r, registry::DocKind::kRegistration, err)) return fail(err.code.c_str(), err.message);
+  registry::Error err;
+  if (!registry::decode_registration(doc, r, registry::DocKind::kRegistration, err)) return fail(err.code, err.message);
   out.status = str("status").empty() ? "UP" : str("status");
   return true;
 }
 
 AdminResponse EurekaApi::registration(const AdminRequest& req, const std::string& service) {
   EurekaRegistration in;
-  std::string code, message;
-  if (!decode_eureka_instance(req.body, req.header("content-type"), service, in, code, message))
-    return answer(400, code, message);
+  registry::Error err;
+  if (!decode_eureka_instance(req.body, req.header("content-type"), service, in, err)) return answer(err.status, err.code, err.message);
   const registry::Registration& r = in.reg;
   const std::string& id = r.id;
   registry::Registry::PutResult res;
-  AdminApi::Refusal why;
-  if (!api_.admit(r, res, why)) return answer(why.status, why.code, why.message);
+  if (!api_.admit(r, res, err)) return answer(err.status, err.code, err.message);
   registry::Registry& reg = api_.registry();
   const std::string& status = in.status;
   if (status == "OUT_OF_SERVICE") {

@@ -18,9 +18,9 @@ struct EurekaRegistration {
   registry::Registration reg;
   std::string status;
 };
-// false: `code` and `message` say what is wrong (a 400).
+// false: `error` says what is wrong (a 400).
 bool decode_eureka_instance(const std::string& body, const std::string& content_type, const std::string& service,
-                            EurekaRegistration& out, std::string& code, std::string& message);
+                            EurekaRegistration& out, registry::Error& error);
 
 class EurekaApi {
  public:

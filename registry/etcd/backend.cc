@@ -273,7 +273,7 @@ void Backend::on_watch_message(const json& result) {
 void Backend::apply_put(const std::string& service, const std::string& id, const std::string& value, int64_t lease, bool from_watch) {
   json j = json::parse(value, nullptr, false);
   Registration r;
-  DecodeError err;
+  Error err;
   if (j.is_discarded() || !decode_registration(j, r, DocKind::kStored, err) || r.service != service || r.id != id) {
     hooks_.on_error();
     hooks_.warn("shared registry: ignoring the value of " + key_of(service, id) + ": " +

@@ -13,7 +13,7 @@ using namespace sy;
 namespace {
 void round_trips(const registry::Registration& r) {
   registry::Registration back;
-  registry::DecodeError err;
+  registry::Error err;
   const auto doc = registry::encode_registration(r, registry::DocKind::kStored);
   if (!registry::decode_registration(doc, back, registry::DocKind::kStored, err)) __builtin_trap();
   if (registry::encode_registration(back, registry::DocKind::kStored) != doc) __builtin_trap();
@@ -26,17 +26,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   switch (data[0] % 3) {
     case 0: {
       admin::ConsulRegistration out;
-      const std::string e = admin::decode_consul_registration(body, "10.0.0.1", out);
-      if (e.empty()) round_trips(out.reg);
+      registry::Error e;
+      if (admin::decode_consul_registration(body, "10.0.0.1", out, e)) round_trips(out.reg);
+      else if (e.message.empty()) __builtin_trap();
       break;
     }
     default: {
       admin::EurekaRegistration out;
-      std::string code, message;
+      registry::Error e;
       const bool ok = admin::decode_eureka_instance(body, data[0] % 3 == 1 ? "application/json" : "application/xml", "app",
-                                                    out, code, message);
+                                                    out, e);
       if (ok) round_trips(out.reg);
-      else if (message.empty()) __builtin_trap();
+      else if (e.message.empty()) __builtin_trap();
       break;
     }
   }

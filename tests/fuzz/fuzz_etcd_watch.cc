@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const nlohmann::json v = nlohmann::json::parse(c.value, nullptr, false);
     if (v.is_discarded()) continue;
     Registration r;
-    DecodeError err;
+    Error err;
     (void)decode_registration(v, r, DocKind::kStored, err);
   }
   return 0;

@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Registration r;
     r.service = "svc";
     r.id = "id";
-    DecodeError err;
+    Error err;
     if (!decode_registration(j, r, kind, err)) {
       if (err.message.empty()) __builtin_trap();  // every refusal names its reason
       continue;

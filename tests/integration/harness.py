@@ -226,34 +226,25 @@ def admin(addr, method, path, body=None, headers=None):
 
 # ---------------------------------------------------------------- backends
 
-class Backend:
-    """A loopback HTTP backend whose behaviour is a Python function.
+class TcpServer:
+    """The one accept loop of every test server: a loopback listener (port 0 unless told) that runs
+    serve(conn, reader) for each accepted connection in a thread of its own. `connections` counts
+    accepts, `closed` the connections that ended (either side); stop() closes everything."""
 
-    handler(conn, req, backend) is called for each request; it must write the response itself
-    (helpers: respond()). It returns False to close the connection. Each accepted connection
-    runs in its own thread. `requests` records every request; `connections` counts accepts.
-    """
-
-    def __init__(self, handler=None, name="backend", port=0):
-        self.name = name
-        self.handler = handler or self.default
+    def __init__(self, serve, port=0):
+        self.serve = serve
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
-        self.requests = []
         self.connections = 0
-        self.closed = 0  # connections that ended (either side closed)
+        self.closed = 0
         self.lock = threading.Lock()
         self.open_conns = []
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def default(self, conn, req, backend):
-        respond(conn, 200, f"{self.name} {req.method} {req.target}".encode())
-        return True
 
     def _accept(self):
         while not self.stopped:
@@ -264,18 +255,11 @@ class Backend:
             with self.lock:
                 self.connections += 1
                 self.open_conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn):
-        reader = Reader(conn)
+    def _run(self, conn):
         try:
-            while True:
-                req = reader.read_request()
-                with self.lock:
-                    self.requests.append(req)
-                req.reader = reader
-                if self.handler(conn, req, self) is False:
-                    break
+            self.serve(conn, Reader(conn))
         except (EOFError, OSError):
             pass
         finally:
@@ -300,6 +284,34 @@ class Backend:
                     c.close()
                 except OSError:
                     pass
+
+
+class Backend(TcpServer):
+    """A loopback HTTP backend whose behaviour is a Python function.
+
+    handler(conn, req, backend) is called for each request; it must write the response itself
+    (helpers: respond()). It returns False to close the connection. Each accepted connection
+    runs in its own thread. `requests` records every request; `connections` counts accepts.
+    """
+
+    def __init__(self, handler=None, name="backend", port=0):
+        self.name = name
+        self.handler = handler or self.default
+        self.requests = []
+        super().__init__(self._serve_http, port)
+
+    def default(self, conn, req, backend):
+        respond(conn, 200, f"{self.name} {req.method} {req.target}".encode())
+        return True
+
+    def _serve_http(self, conn, reader):
+        while True:
+            req = reader.read_request()
+            with self.lock:
+                self.requests.append(req)
+            req.reader = reader
+            if self.handler(conn, req, self) is False:
+                break
 
 
 def respond(conn, status=200, body=b"", headers=None, reason="OK"):

@@ -6,7 +6,7 @@ import subprocess
 import threading
 
 from conftest import service_config
-from harness import admin, get, respond, wait_until
+from harness import TcpServer, admin, get, respond, wait_until
 
 
 def metric(p, name, labels):
@@ -133,21 +133,16 @@ def test_wildcard_listener_refuses_every_local_address_but_not_other_ports(proxi
     assert admin(p.admin, "PUT", "/v1/services/s/instances/i", {"address": f"127.0.0.1:{other}"})[0] == 201
 
 
-class Relay:
+class Relay(TcpServer):
     """A TCP relay: what it accepts goes to `target` and back, byte for byte (a loop through a
     name or NAT that the admin API cannot see through)."""
 
     def __init__(self, target):
-        import socket
         self.target = target
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._relay)
 
-    def _pipe(self, a, b):
+    @staticmethod
+    def _pipe(a, b):
         try:
             while True:
                 data = a.recv(65536)
@@ -163,17 +158,11 @@ class Relay:
                 except OSError:
                     pass
 
-    def _accept(self):
+    def _relay(self, conn, reader):
         import socket
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            up = socket.create_connection(self.target)
-            threading.Thread(target=self._pipe, args=(c, up), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, c), daemon=True).start()
+        up = socket.create_connection(self.target)
+        threading.Thread(target=self._pipe, args=(up, conn), daemon=True).start()
+        self._pipe(conn, up)
 
 
 def test_a_request_that_comes_back_is_refused_508(proxies):
@@ -183,7 +172,7 @@ def test_a_request_that_comes_back_is_refused_508(proxies):
     r = get(p.addr, "/x", host="loop")
     assert r.status == 508, r.body  # the inner hop's answer, passed back out
     assert r.header("x-switchyard-error") == "loop_detected"
-    assert relay.accepted == 1  # one round, not hundreds
+    assert relay.connections == 1  # one round, not hundreds
 
 
 def test_admin_listener_has_the_client_limits(proxies):

@@ -2,11 +2,9 @@
 import re
 import socket
 import subprocess
-import threading
-import time
 
 from conftest import service_config
-from harness import Client, admin, get, request_bytes, respond, wait_until
+from harness import Client, TcpServer, admin, free_port, get, request_bytes, respond, wait_until
 
 
 def config_for(backends, name="svc", extra="", top=""):
@@ -179,35 +177,17 @@ def test_head_204_304_have_no_body_and_keep_alive(backends, proxies):
 
 
 def test_expect_100_continue(backends, proxies):
-    def h(conn, req, _):
-        return True
-
-    def raw(conn, req, _):
-        respond(conn, 200, b"got " + req.body)
-        return True
-
     # The backend parser reads the whole request; emulate a 100-continue-aware backend by hand.
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    port = srv.getsockname()[1]
-
-    def serve():
-        conn, _ = srv.accept()
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(4096)
+    def serve(conn, reader):
+        data = reader.read_until(b"\r\n\r\n")
         assert b"100-continue" in data.lower()
         conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = data.split(b"\r\n\r\n", 1)[1]
-        while len(body) < 5:
-            body += conn.recv(4096)
+        body = reader.read_exact(5)
         respond(conn, 200, b"got " + body)
         conn.recv(1)
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    p = proxies(f"services:\n  svc:\n    instances:\n      - {{ address: 127.0.0.1:{port} }}\n")
+    srv = TcpServer(serve)
+    p = proxies(f"services:\n  svc:\n    instances:\n      - {{ address: {srv.address} }}\n")
     c = Client(p.addr)
     c.send(b"POST / HTTP/1.1\r\nHost: svc\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
     interim = c.reader.read_until(b"\r\n\r\n")
@@ -216,7 +196,7 @@ def test_expect_100_continue(backends, proxies):
     r = c.reader.read_response()
     assert r.status == 200 and r.body == b"got hello"
     c.close()
-    srv.close()
+    srv.stop()
 
 
 def test_websocket_upgrade_tunnels_both_ways(backends, proxies):
@@ -273,10 +253,7 @@ def test_forwarding_headers_and_hop_by_hop_removed(backends, proxies):
 
 
 def test_own_error_responses_have_json_and_header(backends, proxies):
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    dead_port = dead.getsockname()[1]
-    dead.close()  # nothing listens there: connection refused
+    dead_port = free_port()  # nothing listens there: connection refused
     cfg = f"""
 services:
   empty: {{}}

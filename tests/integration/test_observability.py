@@ -25,10 +25,7 @@ def busy_proxy(backends, proxies, extra_top=""):
     """A proxy after varied traffic: OK, 404, a failing instance (retries, connect failures,
     ejections), health checks, a registration."""
     good = backends(name="good")
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    dead_port = dead.getsockname()[1]
-    dead.close()
+    dead_port = free_port()  # nothing listens there: connection refused
     cfg = (extra_top + "services:\n  s:\n"
            "    health_check: { path: /, interval: 200ms, timeout: 150ms }\n"
            "    outlier_detection: { consecutive_failures: 2, base_ejection_time: 60s, max_ejection_percent: 100 }\n"

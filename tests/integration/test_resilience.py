@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import holding_backend  # noqa: E402
-from harness import Backend, Client, admin, get, respond, wait_until
+from harness import Backend, Client, admin, get, respond, wait_until, free_port
 
 
 def svc(name, backends, extra=""):
@@ -115,10 +115,7 @@ RETRY = "retry: { attempts: 3, on: [connect-failure, reset, timeout, \"503\"], b
 
 def test_retries_land_on_another_instance(backends, proxies):
     (a, ha), (b, hb) = make(backends, "a"), make(backends, "b")
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    dead_port = dead.getsockname()[1]
-    dead.close()
+    dead_port = free_port()  # nothing listens there: connection refused
     cfg = (f"services:\n  s:\n    instances:\n      - {{ address: 127.0.0.1:{dead_port}, id: dead }}\n"
            f"      - {{ address: {a.address}, id: a }}\n      - {{ address: {b.address}, id: b }}\n    {RETRY}\n"
            "    outlier_detection: { consecutive_failures: 1000 }\n    circuit_breaker: { failure_threshold: 1000 }\n")

@@ -1,97 +1,79 @@
 """Bodies stream both ways with flat memory, and backpressure holds when one side is slow."""
 import os
-import socket
-import threading
 import time
 
-from harness import Client, Reader
+from harness import Client, TcpServer
 
 GIB = 1 << 30
 CHUNK = 1 << 20
 
 
-class StreamBackend:
+class StreamBackend(TcpServer):
     """Upload: reads the whole request body, counting, then answers the count.
     Download: answers GET /download/N with N bytes, Content-Length or chunked."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.received = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._serve)
 
-    def _accept(self):
+    def _serve(self, conn, r):
         while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        r = Reader(conn)
-        try:
-            while True:
-                start, headers = r.read_head()
-                h = {k.lower(): v for k, v in headers}
-                method, target = start.split(" ")[:2]
-                if method == "POST":
-                    n = 0
-                    if h.get("transfer-encoding") == "chunked":
-                        while True:
-                            size = int(r.read_until(b"\r\n").split(b";")[0], 16)
-                            if size == 0:
-                                r.read_until(b"\r\n")
-                                break
-                            left = size
-                            while left:
-                                take = min(left, len(r.buf)) if r.buf else 0
-                                if take:
-                                    r.buf = r.buf[take:]
-                                else:
-                                    data = conn.recv(min(left, CHUNK))
-                                    if not data:
-                                        raise EOFError
-                                    take = len(data)
-                                left -= take
-                                n += take
-                            r.read_exact(2)
-                    else:
-                        left = int(h.get("content-length", "0"))
-                        n = left
-                        take = min(left, len(r.buf))
-                        r.buf = r.buf[take:]
-                        left -= take
+            start, headers = r.read_head()
+            h = {k.lower(): v for k, v in headers}
+            method, target = start.split(" ")[:2]
+            if method == "POST":
+                n = 0
+                if h.get("transfer-encoding") == "chunked":
+                    while True:
+                        size = int(r.read_until(b"\r\n").split(b";")[0], 16)
+                        if size == 0:
+                            r.read_until(b"\r\n")
+                            break
+                        left = size
                         while left:
-                            data = conn.recv(min(left, CHUNK))
-                            if not data:
-                                raise EOFError
-                            left -= len(data)
-                    self.received = n
-                    body = str(n).encode()
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                            take = min(left, len(r.buf)) if r.buf else 0
+                            if take:
+                                r.buf = r.buf[take:]
+                            else:
+                                data = conn.recv(min(left, CHUNK))
+                                if not data:
+                                    raise EOFError
+                                take = len(data)
+                            left -= take
+                            n += take
+                        r.read_exact(2)
                 else:
-                    size = int(target.rsplit("/", 1)[1])
-                    chunked = "chunked" in target
-                    block = b"z" * CHUNK
-                    if chunked:
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    else:
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
-                    left = size
+                    left = int(h.get("content-length", "0"))
+                    n = left
+                    take = min(left, len(r.buf))
+                    r.buf = r.buf[take:]
+                    left -= take
                     while left:
-                        part = block[:min(left, CHUNK)]
-                        if chunked:
-                            conn.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
-                        else:
-                            conn.sendall(part)
-                        left -= len(part)
+                        data = conn.recv(min(left, CHUNK))
+                        if not data:
+                            raise EOFError
+                        left -= len(data)
+                self.received = n
+                body = str(n).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            else:
+                size = int(target.rsplit("/", 1)[1])
+                chunked = "chunked" in target
+                block = b"z" * CHUNK
+                if chunked:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+                left = size
+                while left:
+                    part = block[:min(left, CHUNK)]
                     if chunked:
-                        conn.sendall(b"0\r\n\r\n")
-        except (EOFError, OSError):
-            conn.close()
+                        conn.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+                    else:
+                        conn.sendall(part)
+                    left -= len(part)
+                if chunked:
+                    conn.sendall(b"0\r\n\r\n")
 
 
 def config(b):

@@ -8,13 +8,12 @@ docs/configuration.md says they do. The tests mostly wait, so meson runs this gr
 pytest-xdist, all tests side by side.
 """
 import hashlib
-import socket
 import threading
 import time
 
 import pytest
 
-from harness import Client, Reader, respond
+from harness import Client, Reader, TcpServer, respond
 
 MIB = 1 << 20
 WORKERS = [1, 2]
@@ -52,42 +51,9 @@ class Pacer:
             time.sleep(ahead)
 
 
-class RawBackend:
+def RawBackend(serve):
     """A loopback backend driven by a function serve(conn, reader) per connection."""
-
-    def __init__(self, serve):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.serve = serve
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
-
-    def _run(self, conn):
-        try:
-            self.serve(conn, Reader(conn))
-        except (EOFError, OSError):
-            pass
-        finally:
-            conn.close()
-
-    def stop(self):
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
+    return TcpServer(serve)
 
 
 @pytest.fixture

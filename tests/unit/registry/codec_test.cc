@@ -49,7 +49,7 @@ Registration full() {
 TEST_CASE("a stored registration round-trips every field") {
   const Registration r = full();
   Registration back;
-  DecodeError err;
+  Error err;
   REQUIRE(decode_registration(encode_registration(r, DocKind::kStored), back, DocKind::kStored, err));
   CHECK(same(r, back));
   // And through text, as the snapshot file holds it.
@@ -66,7 +66,7 @@ TEST_CASE("a registration without lease or health check round-trips") {
   r.health_check = {};
   r.draining = false;
   Registration back;
-  DecodeError err;
+  Error err;
   json j = encode_registration(r, DocKind::kStored);
   CHECK(j["ttl"] == "0s");
   CHECK_FALSE(j.contains("health_check"));
@@ -93,7 +93,7 @@ TEST_CASE("durations and percentages are written as the config language reads th
 }
 
 TEST_CASE("bad documents name the field") {
-  DecodeError err;
+  Error err;
   Registration r;
   CHECK_FALSE(decode_registration(json::parse(R"({"weight": 1})"), r, DocKind::kRegistration, err));
   CHECK(err.code == "missing_field");
