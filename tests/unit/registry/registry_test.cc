@@ -1,6 +1,9 @@
 // The registry model: index, leases and mass expiry, drain, per-service indexes, deregister_critical_after.
 #include <doctest.h>
 
+#include <set>
+#include <vector>
+
 #include "registry/registry.h"
 
 using namespace sy::registry;
@@ -261,4 +264,46 @@ TEST_CASE("shared: one lease lost is removed; most of a service lost at once is 
   // Registering again (through any proxy) makes it fresh.
   CHECK(r.apply_remote(reg("s", "3", 9003), 9, 300));
   CHECK_FALSE(r.find("s", "3")->stale);
+}
+
+TEST_CASE("changes from the shared store are applied, routed and never written back; local ones are") {
+  Registry r;
+  r.set_shared(true);
+  CHECK(r.apply_remote(reg("s", "a", 1001), 77, 0));
+  CHECK_FALSE(r.apply_remote(reg("s", "a", 1001), 77, 0));  // the echo of what it holds: nothing
+  Registration drained = reg("s", "b", 1002);
+  drained.draining = true;
+  CHECK(r.apply_remote(drained, 78, 0));
+  REQUIRE(r.find("s", "b"));
+  CHECK(r.find("s", "b")->draining);
+  CHECK(r.find("s", "a")->shared_lease == 77);
+  CHECK(r.take_persist_dirty().empty());  // the store has them: nothing to write
+  auto dirty = r.take_dirty();
+  CHECK(dirty.ids("s") == std::set<std::string>{"a", "b"});
+  CHECK(r.remove_remote("s", "a"));
+  CHECK(r.take_persist_dirty().empty());
+  r.put(reg("s", "c", 1003), 0);  // a local registration goes to the store
+  r.set_shared_lease("s", "c", 99);
+  CHECK(r.find("s", "c")->shared_lease == 99);
+  CHECK(r.take_persist_dirty() == std::vector<std::pair<std::string, std::string>>{{"s", "c"}});
+}
+
+TEST_CASE("lease expiry goes through changed(): the index moves and the expired ids are marked") {
+  Registry r;
+  for (int i = 0; i < 4; ++i) r.put(reg("s", "i" + std::to_string(i), 2000 + i, Millis(1000)), 0);
+  r.put(reg("s", "keep", 2010, Millis(100000)), 0);
+  (void)r.take_dirty();
+  (void)r.take_persist_dirty();
+  const uint64_t before = r.index();
+  // One expires alone (not a mass expiry): removed, marked, persisted.
+  r.heartbeat("s", "i1", 600);
+  r.heartbeat("s", "i2", 600);
+  r.heartbeat("s", "i3", 600);
+  r.expire(1001);
+  CHECK(r.find("s", "i0") == nullptr);
+  CHECK(r.index() > before);
+  CHECK(r.service_index("s") == r.index());
+  auto dirty = r.take_dirty();
+  CHECK(dirty.ids("s").count("i0") == 1);
+  CHECK(r.take_persist_dirty() == std::vector<std::pair<std::string, std::string>>{{"s", "i0"}});
 }
