@@ -355,6 +355,7 @@ void App::publish() {
   // Only the services that changed are looked at (the whole registry after a reload).
   if (runtime_) runtime_->sync(&dirty);
   if (checker_ && !stopping_) checker_->sync(&dirty);
+  routing_.set_throttle(!stopping_);
   auto next = routing_.build(registry_, *cfg_, prev.get(), &dirty, runtime_.get(), now_ms());
   // Panic routing is loud: say when a service enters or leaves it.
   for (const auto& [name, ups] : next->services) {
@@ -415,6 +416,9 @@ void App::on_check(uv_check_t* c) {
 // The changes of this loop turn go to the journal (one write, one fdatasync), then the answers
 // held for them are sent: an acknowledged change is on disk.
 void App::persist() {
+  // A big ring_hash / Maglev service waits for its table (RoutingBuilder::pending): the answers of
+  // the changes made meanwhile wait with it, so what is acknowledged is routed.
+  if (routing_.pending()) return;
   auto keys = registry_.take_persist_dirty();
   if (backend_) {
     // The shared registry: the turn's answers go out once etcd has committed the turn's changes.
@@ -469,6 +473,10 @@ void App::on_tick(uv_timer_t* t) {
   app->runtime_->tick();
   app->ramp_slow_starts();
   app->api_->sweep(app->now_ms());
+  if (app->routing_.pending()) {
+    app->publish();
+    app->persist();  // now, not after the loop's next poll
+  }
   if (app->main_is_worker()) {
     app->worker_.upkeep();
     app->worker_.observer->flush();

@@ -230,12 +230,19 @@ std::shared_ptr<RoutingTable> RoutingBuilder::build(const registry::Registry& re
   const bool incremental = prev && dirty && !dirty->all;
   if (!incremental) {
     std::erase_if(state_, [&](const auto& e) { return !reg.services().count(e.first); });
+    std::erase_if(table_built_ms_, [&](const auto& e) { return !reg.services().count(e.first); });
+    pending_.clear();
   } else {
     for (const auto& name : dirty->services)
-      if (!reg.services().count(name)) state_.erase(name);
+      if (!reg.services().count(name)) {
+        state_.erase(name);
+        table_built_ms_.erase(name);
+      }
+    std::erase_if(pending_, [&](const std::string& n) { return !reg.services().count(n); });
   }
+  auto changed = [&](const std::string& name) { return !incremental || dirty->services.count(name) || pending_.count(name); };
   for (const auto& [name, svc] : reg.services()) {
-    if (incremental && !dirty->services.count(name)) {
+    if (!changed(name)) {
       auto it = prev->services.find(name);
       if (it != prev->services.end()) {
         t->services[name] = it->second;
@@ -247,13 +254,35 @@ std::shared_ptr<RoutingTable> RoutingBuilder::build(const registry::Registry& re
       t->services[name] = upstreams_of(svc, refresh(svc, dirty, whole, runtime), runtime);
     } else {
       state_.erase(name);
+      const bool table = svc.cfg.lb == conf::Lb::kRingHash || svc.cfg.lb == conf::Lb::kMaglev;
+      if (table && svc.instances.size() >= kThrottleFrom) {
+        auto built = table_built_ms_.find(name);
+        if (incremental && throttle_ && built != table_built_ms_.end() && now_ms - built->second < kTableRebuildMs) {
+          if (auto was = prev->services.find(name); was != prev->services.end()) {
+            t->services[name] = was->second;  // rebuilt by a later build(); answers wait (App::persist)
+            pending_.insert(name);
+            continue;
+          }
+        }
+        table_built_ms_[name] = now_ms;
+      }
+      pending_.erase(name);
       t->services[name] = make_upstreams(svc, {}, runtime, cfg.zone, now_ms);
     }
   }
   auto add_route = [&](RouteEntry r) {
     r.host = http::normalize_host(r.host);
     auto sit = reg.services().find(r.service);
-    if (sit != reg.services().end()) r.upstreams = r.tags.empty() ? t->services[r.service] : make_upstreams(sit->second, r.tags, runtime, cfg.zone, now_ms);
+    if (sit != reg.services().end()) {
+      if (r.tags.empty()) {
+        r.upstreams = t->services[r.service];
+      } else if (!changed(r.service) || pending_.count(r.service)) {
+        // A subset by tag is rebuilt with its service only (routes are few; services may be many).
+        for (const auto& p : prev->routes)
+          if (p.host == r.host && p.path_prefix == r.path_prefix && p.service == r.service && p.tags == r.tags) r.upstreams = p.upstreams;
+      }
+      if (!r.upstreams) r.upstreams = make_upstreams(sit->second, r.tags, runtime, cfg.zone, now_ms);
+    }
     t->routes.push_back(std::move(r));
   };
   for (const auto& r : cfg.routes) add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr});

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -113,6 +114,15 @@ struct RoutingTable {
 // Upstreams from `prev` whatever the policy.
 class RoutingBuilder {
  public:
+  // Ring hash and Maglev tables of a service of at least kThrottleFrom instances are rebuilt at most
+  // once per kTableRebuildMs: a change in between leaves the service `pending` (its old upstreams
+  // stay published) until a later build() finds the time passed. App holds the acknowledgements
+  // while anything is pending, so an acknowledged change is still a routed one.
+  static constexpr int64_t kTableRebuildMs = 100;
+  static constexpr size_t kThrottleFrom = 1000;
+  bool pending() const { return !pending_.empty(); }
+  void set_throttle(bool on) { throttle_ = on; }  // off: every change is built at once (shutdown)
+
   std::shared_ptr<RoutingTable> build(const registry::Registry& reg, const conf::Config& cfg, const RoutingTable* prev,
                                       const registry::Registry::Dirty* dirty, const health::Runtime* runtime, int64_t now_ms);
 
@@ -140,6 +150,9 @@ class RoutingBuilder {
   std::shared_ptr<const Upstreams> upstreams_of(const registry::Service& svc, ServiceState& st,
                                                 const health::Runtime* runtime) const;
   std::unordered_map<std::string, ServiceState> state_;
+  std::unordered_map<std::string, int64_t> table_built_ms_;  // throttled services: last table build
+  std::set<std::string> pending_;                            // changed, table not rebuilt yet
+  bool throttle_ = true;
 };
 
 // One snapshot from scratch (tests; App keeps a RoutingBuilder).

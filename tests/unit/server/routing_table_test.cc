@@ -200,3 +200,47 @@ TEST_CASE("endpoint list: a published copy never changes; the builder copies onl
   CHECK(list.empty());
   CHECK(snap[199]->uid == 199);
 }
+
+TEST_CASE("routing builder: a big Maglev service rebuilds its table at most once per 100 ms; a small one at once") {
+  conf::Config c;
+  std::vector<std::string> e;
+  conf::load_string("services:\n  big: { lb: maglev }\n  small: { lb: maglev }\n", "t.yaml", c, e);
+  REQUIRE(e.empty());
+  registry::Registry r;
+  r.apply_config(c);
+  registry::Registration g;
+  auto add = [&](const std::string& svc, int i) {
+    g.service = svc;
+    g.id = "i" + std::to_string(i);
+    conf::parse_address("127.0.0.1:" + std::to_string(1000 + i % 50000), g.address, false);
+    r.put(g, 0);
+  };
+  for (size_t i = 0; i < server::RoutingBuilder::kThrottleFrom; ++i) add("big", static_cast<int>(i));
+  add("small", 1);
+  server::RoutingBuilder b;
+  auto d = r.take_dirty();
+  std::shared_ptr<const server::RoutingTable> t = b.build(r, c, nullptr, &d, nullptr, 1000);
+  d = r.take_dirty();
+  t = b.build(r, c, t.get(), &d, nullptr, 1000);  // (the first incremental build records the time)
+  const size_t n = t->services.at("big")->endpoints.size();
+  add("big", 5000);
+  add("small", 2);
+  d = r.take_dirty();
+  t = b.build(r, c, t.get(), &d, nullptr, 1050);
+  CHECK(b.pending());
+  CHECK(t->services.at("big")->endpoints.size() == n);       // not yet
+  CHECK(t->services.at("small")->endpoints.size() == 2);     // small: at once
+  d = r.take_dirty();
+  t = b.build(r, c, t.get(), &d, nullptr, 1099);
+  CHECK(b.pending());
+  d = r.take_dirty();
+  t = b.build(r, c, t.get(), &d, nullptr, 1100);             // nothing new changed; 100 ms passed
+  CHECK_FALSE(b.pending());
+  CHECK(t->services.at("big")->endpoints.size() == n + 1);
+  b.set_throttle(false);  // shutdown: at once
+  add("big", 5001);
+  d = r.take_dirty();
+  t = b.build(r, c, t.get(), &d, nullptr, 1101);
+  CHECK_FALSE(b.pending());
+  CHECK(t->services.at("big")->endpoints.size() == n + 2);
+}
