@@ -109,12 +109,14 @@ def registration_run(n, persist, tmp):
         p.stop()
 
 
-def big_service_run(size, persist, tmp, fresh=False):
+def big_service_run(size, persist, tmp, fresh=False, lb=None):
     """Re-registrations (fresh=False: the same document again; True: a new address each time, a real
     change) of 100 instances of one service that holds `size`, 8 admin connections: the work per
     change must not grow with the size of its service."""
-    snap = os.path.join(tmp, f"big-{size}-{persist}-{fresh}.json")
+    snap = os.path.join(tmp, f"big-{size}-{persist}-{fresh}-{lb}.json")
     text = "log_level: warn\n" + (f"registry: {{ snapshot: {snap} }}\n" if persist else "")
+    if lb:
+        text += f"services:\n  big: {{ lb: {lb} }}\n"
     p = Proxy(text, tmpdir=tmp)
     try:
         w = wrk_registrations(p, 600, service="big", ids=size, connections=32)
@@ -131,7 +133,7 @@ def big_service_run(size, persist, tmp, fresh=False):
         out = w.communicate()[0]
         cpu = cpu_seconds(p.proc.pid) - c0
         rate, total, p50, p99 = parse_wrk(out)
-        return {"size": size, "rate": rate, "p50": p50, "p99": p99, "cpu_us": cpu / total * 1e6}
+        return {"size": size, "rate": rate, "p50": p50, "p99": p99, "cpu_us": cpu / total * 1e6, "lb": lb or "round_robin"}
     finally:
         p.stop()
 
@@ -199,6 +201,13 @@ def main():
                 print(f"one service of {size:>6}: re-registering 100 ({'new address' if fresh else 'same document'}), "
                       f"persistence {'on ' if persist else 'off'}: {r['rate']:,.0f}/s, ack p99 {r['p99']:.2f} ms, "
                       f"{r['cpu_us']:.1f} CPU-us each", flush=True)
+    if "--storm-only" not in sys.argv:
+        # Maglev: a table over every endpoint, rebuilt at most once per 100 ms in a big service.
+        for size in (100, 10000):
+            r = big_service_run(size, True, tmp, True, lb="maglev")
+            big.append((True, True, r))
+            print(f"one maglev service of {size:>6}: re-registering 100 (new address), persistence on: {r['rate']:,.0f}/s, "
+                  f"ack p99 {r['p99']:.2f} ms, {r['cpu_us']:.1f} CPU-us each", flush=True)
     if "--big-only" in sys.argv:
         return
     nginx, work, port = start_nginx_backend()
@@ -218,10 +227,10 @@ def main():
         f.write("| instances registered | persistence | registrations/s | ack p50 ms | ack p99 ms | CPU µs per registration |\n|---:|---|---:|---:|---:|---:|\n")
         for n, persist, r in rows:
             f.write(f"| {n:,} | {'on' if persist else 'off'} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.1f} |\n")
-        f.write("\n| one service of | re-registering 100 | persistence | registrations/s | ack p99 ms | CPU µs each |\n"
-                "|---:|---|---|---:|---:|---:|\n")
+        f.write("\n| one service of | lb | re-registering 100 | persistence | registrations/s | ack p99 ms | CPU µs each |\n"
+                "|---:|---|---|---|---:|---:|---:|\n")
         for persist, fresh, r in big:
-            f.write(f"| {r['size']:,} | {'new address' if fresh else 'same document'} | {'on' if persist else 'off'} | "
+            f.write(f"| {r['size']:,} | {r['lb']} | {'new address' if fresh else 'same document'} | {'on' if persist else 'off'} | "
                     f"{r['rate']:,.0f} | {r['p99']:.2f} | {r['cpu_us']:.1f} |\n")
         f.write(f"\n| proxy (wrk -c16, nginx upstream) | req/s | p99 ms |\n|---|---:|---:|\n")
         f.write(f"| without a registration storm | {calm[0]:,.0f} | {calm[3]:.2f} |\n")

@@ -123,7 +123,9 @@ TEST_CASE("routing builder: patched snapshots equal snapshots built from scratch
       auto dirty = r.take_dirty();
       auto patched = builder.build(r, c, prev.get(), &dirty, nullptr, 0);
       auto scratch = server::build_routing_table(r, c);
-      for (const auto& [name, ups] : scratch->services) {
+      for (const auto& entry : scratch->services) {
+        const std::string& name = entry.first;  // (clang 14 cannot capture a structured binding)
+        const auto& ups = entry.second;
         CAPTURE(name);
         CAPTURE(step);
         const auto& got = *patched->services.at(name);
