@@ -30,14 +30,23 @@ class EtcdCluster:
     def __init__(self, tmpdir, members=3):
         self.tmpdir = tmpdir
         self.token = "sy-" + uuid.uuid4().hex[:12]
-        self.members = []
-        for i in range(members):
-            self.members.append({"name": f"m{i}", "client": free_port(), "peer": free_port(), "proc": None,
-                                 "dir": os.path.join(tmpdir, f"etcd-m{i}")})
-        self.initial = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
-        for i in range(members):
-            self.start(i, state="new")
-        wait_until(self.healthy, 120, 0.1, what="etcd cluster to elect a leader")
+        # etcd cannot bind port 0 and say which port it got: ports come from free_port(), and a port
+        # another test took meanwhile makes a member exit at once. Then the cluster starts again on
+        # new ports (a few times), rather than waiting out the election timeout.
+        for attempt in range(4):
+            self.members = []
+            for i in range(members):
+                self.members.append({"name": f"m{i}", "client": free_port(), "peer": free_port(), "proc": None,
+                                     "dir": os.path.join(tmpdir, f"etcd-m{i}-{attempt}")})
+            self.initial = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
+            for i in range(members):
+                self.start(i, state="new")
+            died = lambda: any(m["proc"].poll() is not None for m in self.members)  # noqa: E731
+            wait_until(lambda: died() or self.healthy(), 120, 0.1, what="etcd cluster to elect a leader")
+            if not died():
+                return
+            self.close()
+        raise AssertionError("etcd members kept exiting at start (ports taken?); see etcd-*.log in " + tmpdir)
 
     @property
     def endpoints(self):
