@@ -130,12 +130,10 @@ std::string output_of(const registry::Instance& i) {
   return i.health_reason;
 }
 
-}  // namespace
-
 // Consul's node object and its service and check shapes, as one read renders them: this proxy
 // is the one node, written once (the catalog's node list and the health answer carry it whole;
 // the catalog's service answer flattens it as NodeMeta).
-struct ConsulApi::View {
+struct View {
   const registry::Registry& reg;
   std::string dc, node_addr = "127.0.0.1";
   json node;
@@ -191,6 +189,104 @@ struct ConsulApi::View {
   }
 };
 
+// The read calls, one function each: the request and the view they render.
+bool all_passing(const json& checks) {
+  return std::all_of(checks.begin(), checks.end(), [](const json& c) { return c["Status"] == "passing"; });
+}
+
+AdminResponse agent_self(const Call&, const View& v) {
+  return json_answer({{"Config", {{"Datacenter", v.dc}, {"NodeName", node_name()}, {"NodeID", ""}, {"Server", false},
+                                  {"Revision", "switchyard"}, {"Version", "1.15.0"}, {"PrimaryDatacenter", v.dc}}},
+                      {"DebugConfig", {{"Datacenter", v.dc}, {"NodeName", node_name()}}},
+                      {"Member", {{"Name", node_name()}, {"Addr", v.node_addr}, {"Port", 8301},
+                                  {"Tags", {{"dc", v.dc}, {"role", "node"}}}, {"Status", 1}}},
+                      {"Meta", json::object()}});
+}
+AdminResponse status_leader(const Call&, const View& v) { return json_answer(json(v.node_addr + ":8300")); }
+AdminResponse status_peers(const Call&, const View& v) { return json_answer(json::array({v.node_addr + ":8300"})); }
+AdminResponse datacenters(const Call&, const View& v) { return json_answer(json::array({v.dc})); }
+AdminResponse catalog_nodes(const Call&, const View& v) { return json_answer(json::array({v.node})); }
+
+AdminResponse agent_services(const Call&, const View& v) {
+  json out = json::object();
+  for (const auto& [name, svc] : v.reg.services())
+    for (const auto& [id, inst] : svc.instances) out[id] = v.service(inst);
+  return json_answer(out);
+}
+
+AdminResponse agent_checks(const Call&, const View& v) {
+  json out = json::object();
+  for (const auto& [name, svc] : v.reg.services())
+    for (const auto& [id, inst] : svc.instances)
+      for (const auto& c : v.checks(inst, false)) out[c["CheckID"].get<std::string>()] = c;
+  return json_answer(out);
+}
+
+AdminResponse agent_service(const Call& c, const View& v) {
+  auto found = v.reg.find_by_id(c.arg(0));
+  if (found.empty()) return text(404, "unknown service ID: " + c.arg(0));
+  return json_answer(v.service(*found.front()));
+}
+
+AdminResponse catalog_services(const Call&, const View& v) {
+  json out = json::object();
+  for (const auto& [name, svc] : v.reg.services()) {
+    std::set<std::string> tags;
+    for (const auto& [id, inst] : svc.instances) tags.insert(inst.tags.begin(), inst.tags.end());
+    out[name] = std::vector<std::string>(tags.begin(), tags.end());
+  }
+  return json_answer(out);
+}
+
+AdminResponse health_service(const Call& c, const View& v) {
+  // "?passing", "?passing=1" or "=true" filter; "=false" / "=0" do not (as Consul reads it).
+  const std::string passing_q = c.req.query_param("passing");
+  const bool passing = c.req.has_param("passing") && passing_q != "false" && passing_q != "0";
+  json out = json::array();  // no such service: an empty list, not a 404 (as Consul)
+  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
+    json checks = v.checks(inst, true);
+    if (!passing || all_passing(checks)) out.push_back({{"Node", v.node}, {"Service", v.service(inst)}, {"Checks", checks}});
+  });
+  return json_answer(out);
+}
+
+AdminResponse catalog_service(const Call& c, const View& v) {
+  json out = json::array();
+  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
+    json entry = {{"ID", ""}, {"Node", v.node["Node"]}, {"Address", v.node["Address"]}, {"Datacenter", v.dc},
+                  {"TaggedAddresses", v.node["TaggedAddresses"]}, {"NodeMeta", v.node["Meta"]}};
+    entry.update(json{{"ServiceKind", ""}, {"ServiceID", inst.id}, {"ServiceName", inst.service}, {"ServiceTags", inst.tags},
+                      {"ServiceAddress", inst.address.host()}, {"ServicePort", inst.address.port()},
+                      {"ServiceMeta", inst.meta}, {"ServiceWeights", {{"Passing", inst.weight}, {"Warning", 1}}},
+                      {"ServiceEnableTagOverride", false}, {"CreateIndex", 1},
+                      {"ModifyIndex", v.reg.service_index(inst.service)}});
+    out.push_back(std::move(entry));
+  });
+  return json_answer(out);
+}
+
+AdminResponse health_checks(const Call& c, const View& v) {
+  json out = json::array();
+  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
+    for (auto& ch : v.checks(inst, false)) out.push_back(ch);
+  });
+  return json_answer(out);
+}
+
+AdminResponse health_state(const Call& c, const View& v) {
+  const std::string& state = c.arg(0);
+  if (state != "any" && state != "passing" && state != "warning" && state != "critical")
+    return text(400, "Invalid check state \"" + state + "\" (any, passing, warning, critical)");
+  json out = json::array();
+  for (const auto& [name, svc] : v.reg.services())
+    for (const auto& [id, inst] : svc.instances)
+      for (auto& ch : v.checks(inst, false))
+        if (state == "any" || ch["Status"] == state) out.push_back(ch);
+  return json_answer(out);
+}
+
+}  // namespace
+
 void ConsulApi::add_endpoints(EndpointTable& t) {
   Family f;
   f.name = "consul";
@@ -230,12 +326,12 @@ void ConsulApi::add_endpoints(EndpointTable& t) {
     t.add(std::move(e));
   };
   // Reads: every one may block (?index=&wait=), on the whole catalog unless it names a service.
-  auto read = [&](const char* pattern, const char* help, AdminResponse (ConsulApi::*fn)(const Call&, const View&), bool by_service = false) {
+  auto read = [&](const char* pattern, const char* help, AdminResponse (*fn)(const Call&, const View&), bool by_service = false) {
     add(kGet, pattern, Access::kRead, help,
         [this, fn](Call& c) {
           if (!c.req.query_param("filter").empty())
             return text(400, "filter expressions are not supported by switchyard; use ?tag= and ?passing");
-          return (this->*fn)(c, View(api_, api_.registry()));
+          return fn(c, View(api_, api_.registry()));
         },
         [by_service](const Call& c) -> std::optional<std::string> {
           if (!c.req.query_param("filter").empty()) return std::nullopt;
@@ -267,19 +363,19 @@ void ConsulApi::add_endpoints(EndpointTable& t) {
   });
   // No key/value store here; fabio and others read their config from KV and take 404 as "none".
   add(kGet | put | kDelete, "/v1/kv/{key*}", Access::kRead, "no key/value store: always 404", [](Call&) { return text(404, ""); });
-  read("/v1/agent/self", "the agent's own description", &ConsulApi::agent_self);
-  read("/v1/status/leader", "this node as the leader", &ConsulApi::status_leader);
-  read("/v1/status/peers", "this node as the one peer", &ConsulApi::status_peers);
-  read("/v1/catalog/datacenters", "the one datacenter (registry.datacenter)", &ConsulApi::datacenters);
-  read("/v1/agent/services", "every instance as an agent service", &ConsulApi::agent_services);
-  read("/v1/agent/checks", "every instance's checks", &ConsulApi::agent_checks);
-  read("/v1/agent/service/{id}", "one agent service by ID", &ConsulApi::agent_service);
-  read("/v1/catalog/services", "service names with their tags", &ConsulApi::catalog_services);
-  read("/v1/catalog/nodes", "the one node", &ConsulApi::catalog_nodes);
-  read("/v1/health/service/{service}", "a service's instances with their checks (?passing, ?tag=)", &ConsulApi::health_service, true);
-  read("/v1/catalog/service/{service}", "a service's instances, catalog shape (?tag=)", &ConsulApi::catalog_service, true);
-  read("/v1/health/checks/{service}", "a service's checks", &ConsulApi::health_checks, true);
-  read("/v1/health/state/{state}", "checks in a state: any, passing, warning, critical", &ConsulApi::health_state);
+  read("/v1/agent/self", "the agent's own description", &agent_self);
+  read("/v1/status/leader", "this node as the leader", &status_leader);
+  read("/v1/status/peers", "this node as the one peer", &status_peers);
+  read("/v1/catalog/datacenters", "the one datacenter (registry.datacenter)", &datacenters);
+  read("/v1/agent/services", "every instance as an agent service", &agent_services);
+  read("/v1/agent/checks", "every instance's checks", &agent_checks);
+  read("/v1/agent/service/{id}", "one agent service by ID", &agent_service);
+  read("/v1/catalog/services", "service names with their tags", &catalog_services);
+  read("/v1/catalog/nodes", "the one node", &catalog_nodes);
+  read("/v1/health/service/{service}", "a service's instances with their checks (?passing, ?tag=)", &health_service, true);
+  read("/v1/catalog/service/{service}", "a service's instances, catalog shape (?tag=)", &catalog_service, true);
+  read("/v1/health/checks/{service}", "a service's checks", &health_checks, true);
+  read("/v1/health/state/{state}", "checks in a state: any, passing, warning, critical", &health_state);
 }
 
 bool decode_consul_registration(const std::string& text_body, const std::string& peer_ip, ConsulRegistration& out,
@@ -494,103 +590,6 @@ AdminResponse ConsulApi::check_update(const std::string& check_id, const std::st
   else
     reg.set_reported_health(service, id, registry::Health::kHealthy, status == "warning", output);
   return text(200, "");
-}
-
-namespace {
-bool all_passing(const json& checks) {
-  return std::all_of(checks.begin(), checks.end(), [](const json& c) { return c["Status"] == "passing"; });
-}
-}  // namespace
-
-AdminResponse ConsulApi::agent_self(const Call&, const View& v) {
-  return json_answer({{"Config", {{"Datacenter", v.dc}, {"NodeName", node_name()}, {"NodeID", ""}, {"Server", false},
-                                  {"Revision", "switchyard"}, {"Version", "1.15.0"}, {"PrimaryDatacenter", v.dc}}},
-                      {"DebugConfig", {{"Datacenter", v.dc}, {"NodeName", node_name()}}},
-                      {"Member", {{"Name", node_name()}, {"Addr", v.node_addr}, {"Port", 8301},
-                                  {"Tags", {{"dc", v.dc}, {"role", "node"}}}, {"Status", 1}}},
-                      {"Meta", json::object()}});
-}
-AdminResponse ConsulApi::status_leader(const Call&, const View& v) { return json_answer(json(v.node_addr + ":8300")); }
-AdminResponse ConsulApi::status_peers(const Call&, const View& v) { return json_answer(json::array({v.node_addr + ":8300"})); }
-AdminResponse ConsulApi::datacenters(const Call&, const View& v) { return json_answer(json::array({v.dc})); }
-AdminResponse ConsulApi::catalog_nodes(const Call&, const View& v) { return json_answer(json::array({v.node})); }
-
-AdminResponse ConsulApi::agent_services(const Call&, const View& v) {
-  json out = json::object();
-  for (const auto& [name, svc] : v.reg.services())
-    for (const auto& [id, inst] : svc.instances) out[id] = v.service(inst);
-  return json_answer(out);
-}
-
-AdminResponse ConsulApi::agent_checks(const Call&, const View& v) {
-  json out = json::object();
-  for (const auto& [name, svc] : v.reg.services())
-    for (const auto& [id, inst] : svc.instances)
-      for (const auto& c : v.checks(inst, false)) out[c["CheckID"].get<std::string>()] = c;
-  return json_answer(out);
-}
-
-AdminResponse ConsulApi::agent_service(const Call& c, const View& v) {
-  auto found = v.reg.find_by_id(c.arg(0));
-  if (found.empty()) return text(404, "unknown service ID: " + c.arg(0));
-  return json_answer(v.service(*found.front()));
-}
-
-AdminResponse ConsulApi::catalog_services(const Call&, const View& v) {
-  json out = json::object();
-  for (const auto& [name, svc] : v.reg.services()) {
-    std::set<std::string> tags;
-    for (const auto& [id, inst] : svc.instances) tags.insert(inst.tags.begin(), inst.tags.end());
-    out[name] = std::vector<std::string>(tags.begin(), tags.end());
-  }
-  return json_answer(out);
-}
-
-AdminResponse ConsulApi::health_service(const Call& c, const View& v) {
-  // "?passing", "?passing=1" or "=true" filter; "=false" / "=0" do not (as Consul reads it).
-  const std::string passing_q = c.req.query_param("passing");
-  const bool passing = c.req.has_param("passing") && passing_q != "false" && passing_q != "0";
-  json out = json::array();  // no such service: an empty list, not a 404 (as Consul)
-  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
-    json checks = v.checks(inst, true);
-    if (!passing || all_passing(checks)) out.push_back({{"Node", v.node}, {"Service", v.service(inst)}, {"Checks", checks}});
-  });
-  return json_answer(out);
-}
-
-AdminResponse ConsulApi::catalog_service(const Call& c, const View& v) {
-  json out = json::array();
-  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
-    json entry = {{"ID", ""}, {"Node", v.node["Node"]}, {"Address", v.node["Address"]}, {"Datacenter", v.dc},
-                  {"TaggedAddresses", v.node["TaggedAddresses"]}, {"NodeMeta", v.node["Meta"]}};
-    entry.update(json{{"ServiceKind", ""}, {"ServiceID", inst.id}, {"ServiceName", inst.service}, {"ServiceTags", inst.tags},
-                      {"ServiceAddress", inst.address.host()}, {"ServicePort", inst.address.port()},
-                      {"ServiceMeta", inst.meta}, {"ServiceWeights", {{"Passing", inst.weight}, {"Warning", 1}}},
-                      {"ServiceEnableTagOverride", false}, {"CreateIndex", 1},
-                      {"ModifyIndex", v.reg.service_index(inst.service)}});
-    out.push_back(std::move(entry));
-  });
-  return json_answer(out);
-}
-
-AdminResponse ConsulApi::health_checks(const Call& c, const View& v) {
-  json out = json::array();
-  v.each(c.arg(0), c.req.query_param("tag"), [&](const registry::Instance& inst) {
-    for (auto& ch : v.checks(inst, false)) out.push_back(ch);
-  });
-  return json_answer(out);
-}
-
-AdminResponse ConsulApi::health_state(const Call& c, const View& v) {
-  const std::string& state = c.arg(0);
-  if (state != "any" && state != "passing" && state != "warning" && state != "critical")
-    return text(400, "Invalid check state \"" + state + "\" (any, passing, warning, critical)");
-  json out = json::array();
-  for (const auto& [name, svc] : v.reg.services())
-    for (const auto& [id, inst] : svc.instances)
-      for (auto& ch : v.checks(inst, false))
-        if (state == "any" || ch["Status"] == state) out.push_back(ch);
-  return json_answer(out);
 }
 
 }  // namespace sy::admin

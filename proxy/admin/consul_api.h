@@ -38,20 +38,6 @@ class ConsulApi {
   void add_endpoints(EndpointTable& t);
 
  private:
-  struct View;  // the node and the shapes one read renders
-  AdminResponse agent_self(const Call& c, const View& v);
-  AdminResponse status_leader(const Call& c, const View& v);
-  AdminResponse status_peers(const Call& c, const View& v);
-  AdminResponse datacenters(const Call& c, const View& v);
-  AdminResponse agent_services(const Call& c, const View& v);
-  AdminResponse agent_checks(const Call& c, const View& v);
-  AdminResponse agent_service(const Call& c, const View& v);
-  AdminResponse catalog_services(const Call& c, const View& v);
-  AdminResponse catalog_nodes(const Call& c, const View& v);
-  AdminResponse health_service(const Call& c, const View& v);
-  AdminResponse catalog_service(const Call& c, const View& v);
-  AdminResponse health_checks(const Call& c, const View& v);
-  AdminResponse health_state(const Call& c, const View& v);
   AdminResponse registration(const AdminRequest& req);
   AdminResponse deregistration(const std::string& id);
   AdminResponse check_update(const std::string& check_id, const std::string& status, const std::string& output);

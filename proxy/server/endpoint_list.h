@@ -57,7 +57,6 @@ class EndpointList {
     out.size_ = size_;
     return out;
   }
-  void reserve_chunks(size_t n) { chunks_.reserve(n); }
 
  private:
   struct Chunk {

@@ -103,9 +103,13 @@ int Upstreams::pick(const lb::PickContext& ctx) const {
   return i;
 }
 
+namespace {
+// Ring hash and Maglev: a table over every endpoint, built whole.
+bool table_policy(conf::Lb lb) { return lb == conf::Lb::kRingHash || lb == conf::Lb::kMaglev; }
+}  // namespace
+
 bool RoutingBuilder::patchable(const conf::Service& svc, const conf::Config& cfg) {
-  const bool table_policy = svc.lb == conf::Lb::kRingHash || svc.lb == conf::Lb::kMaglev;
-  return !table_policy && cfg.zone.empty() && svc.slow_start.count() <= 0;
+  return !table_policy(svc.lb) && cfg.zone.empty() && svc.slow_start.count() <= 0;
 }
 
 namespace {
@@ -254,8 +258,7 @@ std::shared_ptr<RoutingTable> RoutingBuilder::build(const registry::Registry& re
       t->services[name] = upstreams_of(svc, refresh(svc, dirty, whole, runtime), runtime);
     } else {
       state_.erase(name);
-      const bool table = svc.cfg.lb == conf::Lb::kRingHash || svc.cfg.lb == conf::Lb::kMaglev;
-      if (table && svc.instances.size() >= kThrottleFrom) {
+      if (table_policy(svc.cfg.lb) && svc.instances.size() >= kThrottleFrom) {
         auto built = table_built_ms_.find(name);
         if (incremental && throttle_ && built != table_built_ms_.end() && now_ms - built->second < kTableRebuildMs) {
           if (auto was = prev->services.find(name); was != prev->services.end()) {
