@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: unit (doctest) and integration (pytest
-# against the real binary on loopback), first in the plain build, then under AddressSanitizer +
+# Installs what is missing, builds the release flavour, and runs every test: unit (doctest) and
+# integration (pytest against the real binary on loopback), first in the plain build, then under AddressSanitizer +
 # UndefinedBehaviorSanitizer, then under ThreadSanitizer with every proxy started at `workers: 2`
 # (SWITCHYARD_TEST_WORKERS); then every libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (60) each,
 # clang + ASan + UBSan (deploy/fuzz.sh). Exits non-zero if anything fails.
@@ -11,6 +11,9 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 total_ok=0; total_fail=0
+# The release build first (what quickstart and packagers run): GCC at -O3 warns where -O2 does not,
+# and warnings are errors.
+echo "== build: release ($(deploy/build.sh release))"
 for flavour in plain asan tsan; do
   dir=$(deploy/build.sh "$flavour")
   workers=1; [[ $flavour == tsan ]] && workers=2
