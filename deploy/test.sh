@@ -13,7 +13,8 @@ export TSAN_OPTIONS=${TSAN_OPTIONS:-second_deadlock_stack=1:suppressions=$PWD/te
 total_ok=0; total_fail=0
 # The release build first (what quickstart and packagers run): GCC at -O3 warns where -O2 does not,
 # and warnings are errors.
-echo "== build: release ($(deploy/build.sh release))"
+release_dir=$(deploy/build.sh release)  # an assignment, so a failed build stops the script (set -e)
+echo "== build: release ($release_dir)"
 for flavour in plain asan tsan; do
   dir=$(deploy/build.sh "$flavour")
   workers=1; [[ $flavour == tsan ]] && workers=2
