@@ -8,6 +8,7 @@
 
 #include "conf/config.h"
 #include "proxy/app.h"
+#include "proxy/net/tls_config.h"
 #include "version.h"
 
 namespace {
@@ -61,6 +62,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> errors;
   if (!use_defaults && !sy::conf::load_file(path, cfg, errors)) {
     for (const auto& e : errors) std::fprintf(check ? stdout : stderr, "%s\n", e.c_str());
+    return 1;
+  }
+  // Certificates, keys and CA bundles load here too, so a start refuses what --check refuses.
+  sy::net::TlsProblems tls;
+  sy::net::check_tls(cfg, tls);
+  for (const auto& w : tls.warnings) std::fprintf(check ? stdout : stderr, "%s (warning)\n", w.c_str());
+  if (!tls.errors.empty()) {
+    for (const auto& e : tls.errors) std::fprintf(check ? stdout : stderr, "%s\n", e.c_str());
     return 1;
   }
   if (check) {

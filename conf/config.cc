@@ -159,13 +159,30 @@ class Loader {
               error(v, "'registry.etcd.endpoints' must be a list of host:port addresses");
               return;
             }
+            size_t https = 0;
             for (const auto& item : v) {
               Address a;
-              address(item, "registry.etcd.endpoints", a, false);
+              std::string text;
+              if (!scalar(item, "registry.etcd.endpoints", text)) continue;
+              // http:// or https:// as etcd's own flags write them; bare host:port is plain.
+              std::string_view t = text;
+              if (t.substr(0, 8) == "https://") {
+                t.remove_prefix(8);
+                ++https;
+              } else if (t.substr(0, 7) == "http://") {
+                t.remove_prefix(7);
+              }
+              if (!t.empty() && t.back() == '/') t.remove_suffix(1);
+              std::string err = parse_address(t, a, false);
+              if (!err.empty()) error(item, "'registry.etcd.endpoints': " + err);
               e.endpoints.push_back(a);
             }
             if (e.endpoints.empty()) error(v, "'registry.etcd.endpoints' needs at least one address");
+            if (https > 0 && https != e.endpoints.size())
+              error(v, "'registry.etcd.endpoints' mixes https:// and plain endpoints: one cluster speaks one or the other");
+            if (https > 0) e.tls.enabled = true;
           }},
+         {"tls", [&](const YAML::Node& v) { load_client_tls(v, "registry.etcd.tls", e.tls, false); }},
          {"prefix",
           [&](const YAML::Node& v) {
             str(v, "registry.etcd.prefix", e.prefix);
@@ -175,6 +192,13 @@ class Loader {
          {"timeout", [&](const YAML::Node& v) { duration(v, "registry.etcd.timeout", e.timeout, false); }}});
   }
   void load_route(const YAML::Node& n, Route& r);
+  void load_listen_entry(const YAML::Node& n, Address& a, ListenerTls& t);
+  void load_listener_tls(const YAML::Node& n, const std::string& where, ListenerTls& t);
+  void load_client_tls(const YAML::Node& n, const std::string& where, ClientTls& t, bool has_enabled);
+  void file(const YAML::Node& n, const std::string& key, FileRef& out) {
+    out.pos = pos(n);
+    str(n, key, out.path);
+  }
 
   std::string name_;
   std::vector<std::string>& errors_;
@@ -202,17 +226,19 @@ void Loader::load(const YAML::Node& root, Config& c) {
           {"listen",
            [&](const YAML::Node& n) {
              c.listen.clear();
+             c.listen_tls.clear();
+             auto one = [&](const YAML::Node& item) {
+               Address a;
+               ListenerTls t;
+               load_listen_entry(item, a, t);
+               c.listen.push_back(a);
+               c.listen_tls.push_back(t);
+             };
              if (n.IsSequence()) {
-               for (const auto& item : n) {
-                 Address a;
-                 address(item, "listen", a, true);
-                 c.listen.push_back(a);
-               }
+               for (const auto& item : n) one(item);
                if (c.listen.empty()) error(n, "'listen' needs at least one address");
              } else {
-               Address a;
-               address(n, "listen", a, true);
-               c.listen.push_back(a);
+               one(n);
              }
            }},
           {"workers", [&](const YAML::Node& n) { uint(n, "workers", c.workers, 0, 256); }},
@@ -246,7 +272,8 @@ void Loader::load(const YAML::Node& root, Config& c) {
                      admin_token_pos_ = pos(v);
                      str(v, "admin.token", c.admin.token);
                    }},
-                  {"max_connections", [&](const YAML::Node& v) { uint(v, "admin.max_connections", c.admin.max_connections, 1, 100000); }}});
+                  {"max_connections", [&](const YAML::Node& v) { uint(v, "admin.max_connections", c.admin.max_connections, 1, 100000); }},
+                  {"tls", [&](const YAML::Node& v) { load_listener_tls(v, "admin.tls", c.admin.tls); }}});
            }},
           {"registry",
            [&](const YAML::Node& n) {
@@ -503,7 +530,8 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
               {{"connect", [&](const YAML::Node& x) { duration(x, "timeouts.connect", t.connect, false); }},
                {"response", [&](const YAML::Node& x) { duration(x, "timeouts.response", t.response, false); }},
                {"idle", [&](const YAML::Node& x) { duration(x, "timeouts.idle", t.idle, false); }}});
-        }}});
+        }},
+       {"tls", [&](const YAML::Node& v) { load_client_tls(v, w + ".tls", s.tls, true); }}});
 
   // Cross-field checks of the service, at the key a user would change.
   if (hash_on_pos.line && s.lb != Lb::kRingHash && s.lb != Lb::kMaglev)
@@ -545,6 +573,92 @@ void Loader::load_route(const YAML::Node& n, Route& r) {
        {"strip_prefix", [&](const YAML::Node& v) { boolean(v, "strip_prefix", r.strip_prefix); }},
        {"tags", [&](const YAML::Node& v) { str_list(v, "tags", r.tags); }}});
   if (!have_service && n.IsMap()) error(n, "a route needs a 'service'");
+}
+
+
+// A listen entry: "host:port" (plain), or a mapping { address, tls }.
+void Loader::load_listen_entry(const YAML::Node& n, Address& a, ListenerTls& t) {
+  if (!n.IsMap()) {
+    address(n, "listen", a, true);
+    return;
+  }
+  bool have_address = false;
+  map(n, "a listen entry",
+      {{"address",
+        [&](const YAML::Node& v) {
+          have_address = true;
+          address(v, "listen.address", a, true);
+        }},
+       {"tls", [&](const YAML::Node& v) { load_listener_tls(v, "listen.tls", t); }}});
+  if (!have_address) error(n, "a listen entry written as a mapping needs an 'address'");
+}
+
+void Loader::load_listener_tls(const YAML::Node& n, const std::string& w, ListenerTls& t) {
+  t.enabled = true;
+  t.pos = pos(n);
+  map(n, w,
+      {{"certificates",
+        [&](const YAML::Node& v) {
+          if (!v.IsSequence()) {
+            error(v, "'" + w + ".certificates' must be a list of { cert, key }");
+            return;
+          }
+          for (const auto& item : v) {
+            ListenerTls::Certificate c;
+            c.cert.pos = pos(item);
+            map(item, w + ".certificates entry",
+                {{"cert", [&](const YAML::Node& x) { file(x, w + ".certificates.cert", c.cert); }},
+                 {"key", [&](const YAML::Node& x) { file(x, w + ".certificates.key", c.key); }}});
+            if (c.cert.empty() && item.IsMap()) error(item, "a certificate in '" + w + ".certificates' needs a 'cert' file");
+            t.certificates.push_back(c);
+          }
+        }},
+       {"strict_sni", [&](const YAML::Node& v) { boolean(v, w + ".strict_sni", t.strict_sni); }},
+       {"min_version",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, w + ".min_version", s)) return;
+          if (s == "1.2") t.min_version = 12;
+          else if (s == "1.3") t.min_version = 13;
+          else error(v, "'" + w + ".min_version' must be \"1.2\" or \"1.3\" (older versions are not offered); got '" + s + "'");
+        }},
+       {"ciphers", [&](const YAML::Node& v) { str(v, w + ".ciphers", t.ciphers); }},
+       {"alpn",
+        [&](const YAML::Node& v) {
+          str_list(v, w + ".alpn", t.alpn);
+          for (const auto& p : t.alpn)
+            if (p != "http/1.1")
+              error(v, "'" + w + ".alpn' entry '" + p + "': only http/1.1 is served on this version (h2 comes with HTTP/2 support)");
+          if (t.alpn.empty()) error(v, "'" + w + ".alpn' needs at least one protocol (http/1.1)");
+        }},
+       {"client_auth",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, w + ".client_auth", s)) return;
+          if (s == "none") t.client_auth = ListenerTls::ClientAuth::kNone;
+          else if (s == "optional") t.client_auth = ListenerTls::ClientAuth::kOptional;
+          else if (s == "required") t.client_auth = ListenerTls::ClientAuth::kRequired;
+          else error(v, "'" + w + ".client_auth' must be none, optional or required; got '" + s + "'");
+        }},
+       {"client_ca", [&](const YAML::Node& v) { file(v, w + ".client_ca", t.client_ca); }},
+       {"session_tickets", [&](const YAML::Node& v) { boolean(v, w + ".session_tickets", t.session_tickets); }}});
+  if (n.IsMap() && t.certificates.empty()) error(n, "'" + w + "' needs at least one entry in 'certificates'");
+  if (t.client_auth != ListenerTls::ClientAuth::kNone && t.client_ca.empty())
+    error_at(t.pos, "'" + w + ".client_auth' is not none: '" + w + ".client_ca' must name the CA bundle client certificates chain to");
+}
+
+void Loader::load_client_tls(const YAML::Node& n, const std::string& w, ClientTls& t, bool has_enabled) {
+  t.pos = pos(n);
+  if (has_enabled) t.enabled = true;  // writing the block turns it on unless it says enabled: false
+  std::vector<std::pair<std::string, Handler>> keys = {
+      {"ca", [&](const YAML::Node& v) { file(v, w + ".ca", t.ca); }},
+      {"verify", [&](const YAML::Node& v) { boolean(v, w + ".verify", t.verify); }},
+      {"server_name", [&](const YAML::Node& v) { str(v, w + ".server_name", t.server_name); }},
+      {"cert", [&](const YAML::Node& v) { file(v, w + ".cert", t.cert); }},
+      {"key", [&](const YAML::Node& v) { file(v, w + ".key", t.key); }}};
+  if (has_enabled) keys.push_back({"enabled", [&](const YAML::Node& v) { boolean(v, w + ".enabled", t.enabled); }});
+  map(n, w, keys);
+  if (!t.key.empty() && t.cert.empty()) error_at(t.key.pos, "'" + w + ".key' is set without '" + w + ".cert'");
 }
 
 }  // namespace

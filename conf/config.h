@@ -18,6 +18,48 @@ namespace sy::conf {
 struct Pos {
   int line = 0;  // 1-based; 0 = not from a file (a default)
   int col = 0;
+  bool operator==(const Pos&) const = default;
+};
+
+// A file the config names (a certificate, a key, a CA bundle), with where it was written, so that a
+// file that does not load is reported at its key (docs/configuration.md, "TLS").
+struct FileRef {
+  std::string path;  // "" = not set
+  Pos pos;
+  bool empty() const { return path.empty(); }
+  bool operator==(const FileRef&) const = default;
+};
+
+// A listener's TLS (listen entries written as mappings, admin.tls). Certificates are loaded by the
+// proxy (proxy/tls), not here: the config layer reads only its own file.
+struct ListenerTls {
+  bool enabled = false;
+  struct Certificate {
+    FileRef cert, key;  // key "" = in the cert file
+    bool operator==(const Certificate&) const = default;
+  };
+  std::vector<Certificate> certificates;  // the first is the default
+  bool strict_sni = false;
+  int min_version = 12;  // 12 = TLS 1.2, 13 = TLS 1.3
+  std::string ciphers;   // TLS 1.2 suites; "" = Mozilla intermediate
+  std::vector<std::string> alpn{"http/1.1"};
+  enum class ClientAuth { kNone, kOptional, kRequired };
+  ClientAuth client_auth = ClientAuth::kNone;
+  FileRef client_ca;
+  bool session_tickets = true;
+  Pos pos;
+  bool operator==(const ListenerTls&) const = default;
+};
+
+// TLS from the proxy to a peer: a service's instances (services.X.tls) or etcd (registry.etcd.tls).
+struct ClientTls {
+  bool enabled = false;
+  FileRef ca;               // "" = the system bundle
+  bool verify = true;       // the peer's certificate must chain to `ca` and match the name
+  std::string server_name;  // SNI and the name checked; "" = the Host the client sent (etcd: the endpoint's IP)
+  FileRef cert, key;        // a client certificate (mTLS); key "" = in the cert file
+  Pos pos;
+  bool operator==(const ClientTls&) const = default;
 };
 
 struct StaticInstance {
@@ -117,6 +159,7 @@ struct Service {
   CircuitBreaker circuit_breaker;
   Retry retry;
   Timeouts timeouts;
+  ClientTls tls;  // to the instances
   Pos pos;
 };
 
@@ -143,6 +186,7 @@ struct Admin {
   Address listen = Address::loopback(9901);
   std::string token;
   uint32_t max_connections = 256;  // open admin connections; past it a new one gets 503
+  ListenerTls tls;
 };
 
 // registry.etcd: the shared registry's store (backend: etcd).
@@ -150,6 +194,7 @@ struct EtcdConf {
   std::vector<Address> endpoints{Address::loopback(2379)};  // v3 client addresses, tried in turn
   std::string prefix = "/switchyard/";                     // every key written starts with this
   Millis timeout{2000};                                    // one etcd request, connect included
+  ClientTls tls;  // enabled by https:// endpoints (all or none)
 };
 
 struct RegistryConf {
@@ -165,6 +210,8 @@ struct RegistryConf {
 struct Config {
   std::string path;  // the file this came from ("" = built-in defaults)
   std::vector<Address> listen{Address::loopback(8080)};
+  // listen_tls[i] is listen[i]'s TLS (disabled for a plain listener); always the same size.
+  std::vector<ListenerTls> listen_tls{ListenerTls{}};
   // 0 = one per core: proxy traffic then runs on loops that do no registry, persistence or probe
   // work (HAProxy 2.5+ defaults to one thread per core too). 1 = traffic on the main loop.
   uint32_t workers = 0;

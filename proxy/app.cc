@@ -46,6 +46,10 @@ class App::Reporter final : public server::ExchangeObserver {
     if (on_.load(std::memory_order_relaxed)) metrics_.on_upstream_response(rt, service, instance, status);
   }
   void flush() override { log_.flush(); }
+  void on_tls_handshake(const net::TlsServerConfig& l, const net::TlsSession& s, bool ok) override {
+    admin::Metrics::on_tls_handshake(l.stats, s.version(), s.resumed(), ok);
+    if (!ok && log::enabled(log::Level::kDebug)) log::debug("TLS handshake on " + l.label + " failed: " + s.error());
+  }
   // Counted always; logged at most once a second per resource and worker, with the count since.
   void on_exhaustion(net::Resource r, std::string_view what) override {
     metrics_.on_exhaustion(r, what);
@@ -116,6 +120,21 @@ std::string App::start() {
   // From here on, instances that become routable are stamped (slow start). Those present at start
   // are not: they all start together, so there is nothing to ramp against.
   registry_.set_clock([this] { return now_ms(); });
+  TlsState::Hooks th;
+  th.stats = [this](const std::string& label) -> const void* { return metrics_.tls_listener(label); };
+  th.expiry = [this](const std::string& l, const std::string& n, int64_t t) { metrics_.set_certificate_expiry(l, n, t); };
+  th.reload_failed = [this] { metrics_.on_tls_reload_failure(); };
+  th.changed = [this] { tls_changed(); };
+  tls_ = std::make_unique<TlsState>(loop_, th);
+  {
+    net::TlsProblems p;
+    if (!tls_->load(cfg_, p)) {
+      std::string all;
+      for (const auto& e : p.errors) all += (all.empty() ? "" : "\n") + e;
+      return all;
+    }
+  }
+  apply_admin_tls();
   publish();
 
   if (std::string e = access_log_.open(c.access_log); !e.empty()) return e;
@@ -369,6 +388,7 @@ void App::publish() {
     if (ups->runtime) ups->runtime->panic = ups->panic;
   }
   next->config = cfg_;
+  next->tls = tls_ ? tls_->current() : nullptr;
   next->seq = ++publish_seq_;
   if (runtime_) {
     auto log = std::make_shared<server::GoneLog>();
@@ -519,7 +539,19 @@ std::string App::reload(std::string& summary_json) {
       old.registry.etcd.prefix != next.registry.etcd.prefix || old.registry.snapshot != next.registry.snapshot)
     notes.push_back("registry.backend, registry.etcd and registry.snapshot take effect at the next restart");
   size_t old_routes = old.routes.size();
-  cfg_ = std::make_shared<const conf::Config>(std::move(next));
+  auto next_cfg = std::make_shared<const conf::Config>(std::move(next));
+  // Certificates are read again on every reload; one that does not load refuses the reload (the
+  // old config and certificates keep serving), as a config error does.
+  net::TlsProblems tls;
+  if (!tls_->load(next_cfg, tls)) {
+    metrics_.on_tls_reload_failure();
+    std::string all;
+    for (const auto& l : tls.errors) all += l + "\n";
+    return all;
+  }
+  for (const auto& w : tls.warnings) notes.push_back(w);
+  cfg_ = std::move(next_cfg);
+  apply_admin_tls();
   metrics_on_.store(cfg_->metrics, std::memory_order_relaxed);
   api_->set_token(cfg_->admin.token);
   apply_admin_limits(*cfg_);
@@ -538,6 +570,18 @@ std::string App::reload(std::string& summary_json) {
   log::info("config reloaded from " + path + ": " + std::to_string(changes.size()) + " changes");
   for (const auto& ch : changes) log::info("  " + ch);
   return "";
+}
+
+// Certificate files changed on disk and loaded: new handshakes use them from the next accept.
+void App::tls_changed() {
+  apply_admin_tls();
+  publish();
+}
+
+void App::apply_admin_tls() {
+  admin::AdminConn::set_tls(tls_->current() ? tls_->current()->admin : nullptr, [](const net::TlsServerConfig& l, const net::TlsSession& s, bool ok) {
+    admin::Metrics::on_tls_handshake(l.stats, s.version(), s.resumed(), ok);
+  });
 }
 
 void App::begin_shutdown() {
@@ -577,6 +621,7 @@ void App::finish_shutdown() {
   for (auto& t : threads_) t->stop();  // closes its connections and joins
   admin::AdminConn::close_all();
   if (admin_listener_) admin_listener_->close();
+  if (tls_) tls_->close();
   uv_stop(loop_);
 }
 

@@ -21,6 +21,7 @@
 #include "proxy/server/routing_table.h"
 #include "proxy/server/worker.h"
 #include "proxy/server/worker_thread.h"
+#include "proxy/tls_state.h"
 #include "registry/etcd/backend.h"
 #include "registry/journal.h"
 #include "registry/registry.h"
@@ -94,6 +95,9 @@ class App {
   std::vector<conf::Address> local_ips_;  // interface addresses (own_addresses), port 0
   int64_t local_ips_read_ms_ = 0;
   std::unique_ptr<net::Listener> admin_listener_;
+  std::unique_ptr<TlsState> tls_;
+  void tls_changed();
+  void apply_admin_tls();
   uv_signal_t sig_hup_{}, sig_term_{}, sig_int_{}, sig_usr1_{};
   uv_timer_t tick_{};
   uv_timer_t shutdown_timer_{};

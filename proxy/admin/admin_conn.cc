@@ -77,6 +77,13 @@ bool AdminRequest::has_param(const std::string& name) const {
 AdminConn* AdminConn::live_ = nullptr;
 size_t AdminConn::count_ = 0;
 AdminLimits AdminConn::limits_;
+std::shared_ptr<const net::TlsServerConfig> AdminConn::tls_;
+AdminConn::TlsObserver AdminConn::tls_observer_ = nullptr;
+
+void AdminConn::on_tls(void* owner, bool ok) {
+  auto* c = static_cast<AdminConn*>(owner);
+  if (tls_observer_ && c->tls_cfg_) tls_observer_(*c->tls_cfg_, *c->sock_.tls(), ok);
+}
 
 void AdminConn::close_all() {
   while (live_) live_->close();
@@ -97,6 +104,13 @@ void AdminConn::accept(uv_stream_t* server, AdminHandler* handler) {
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->sock_.tcp)) != 0) {
     c->close();
     return;
+  }
+  if (tls_) {
+    // Before anything is answered: even a refusal below goes out encrypted.
+    if (auto session = net::TlsSession::server(*tls_)) {
+      c->tls_cfg_ = tls_.get();
+      c->sock_.start_tls(std::move(session), tls_, on_tls);
+    }
   }
   if (count_ > limits_.max_connections) {
     // Answered, not dropped: the client learns why (and the operator from the log).
@@ -206,7 +220,8 @@ void AdminConn::respond(const AdminResponse& r) {
   out_ += "\r\n";
   if (req_.method != "HEAD") out_ += r.body;
   uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-  if (uv_write(&wreq_, reinterpret_cast<uv_stream_t*>(&sock_.tcp), &b, 1, on_write) != 0) close();
+  wreq_.data = this;
+  if (sock_.write(&wreq_, &b, 1, on_write) != 0) close();
 }
 
 void AdminConn::on_write(uv_write_t* w, int status) {

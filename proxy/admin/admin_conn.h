@@ -6,12 +6,14 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "proxy/http/parser.h"
 #include "proxy/net/tcp_conn.h"
+#include "proxy/net/tls_session.h"
 
 namespace sy::admin {
 
@@ -70,6 +72,12 @@ class AdminConn {
   static void accept(uv_stream_t* server, AdminHandler* handler);
   // Main loop only; applies to connections accepted and requests begun afterwards.
   static void set_limits(const AdminLimits& l) { limits_ = l; }
+  // admin.tls (null: plain). Main loop only; new connections use it, open ones keep theirs.
+  using TlsObserver = void (*)(const net::TlsServerConfig& listener, const net::TlsSession& s, bool ok);
+  static void set_tls(std::shared_ptr<const net::TlsServerConfig> tls, TlsObserver observer) {
+    tls_ = std::move(tls);
+    tls_observer_ = observer;
+  }
   static size_t open_count() { return count_; }
   void respond(const AdminResponse& r);
   void close();
@@ -82,6 +90,7 @@ class AdminConn {
   static void on_write(uv_write_t* w, int status);
   static void on_gone(void* owner);
   static void on_timer(uv_timer_t* t);
+  static void on_tls(void* owner, bool ok);
   static const llhttp_settings_t* settings();
   void parse();
   void arm(uint64_t ms);
@@ -101,6 +110,7 @@ class AdminConn {
 
   net::TcpConn sock_;  // socket, timer and read buffer, closed together
   std::string peer_ip_;
+  const net::TlsServerConfig* tls_cfg_ = nullptr;  // kept alive by sock_'s TLS layer
   uv_write_t wreq_{};
   bool lingering_ = false;  // answer sent with "Connection: close": discard input, then close
   http::Parser parser_;
@@ -121,6 +131,8 @@ class AdminConn {
   static AdminConn* live_;
   static size_t count_;
   static AdminLimits limits_;
+  static std::shared_ptr<const net::TlsServerConfig> tls_;
+  static TlsObserver tls_observer_;
 };
 
 }  // namespace sy::admin

@@ -42,7 +42,11 @@ Metrics::Metrics()
       long_polls_(prometheus::BuildGauge().Name("switchyard_admin_long_polls").Help("Long polls (?index=&wait=) and Consul blocking queries waiting for a change").Register(*reg_).Add({})),
       backend_errors_(prometheus::BuildCounter().Name("switchyard_registry_backend_errors_total").Help("Failed calls to the registry's store (etcd), and watch streams that broke").Register(*reg_).Add({})),
       sync_lag_(prometheus::BuildHistogram().Name("switchyard_registry_sync_lag_seconds").Help("Shared registry: from a change's write to etcd (by any proxy) to its application here").Register(*reg_).Add(
-          {}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})) {
+          {}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})),
+      tls_handshakes_(prometheus::BuildCounter().Name("switchyard_tls_handshakes_total").Help("TLS handshakes on a listener, by version and result (ok, resumed, failed)").Register(*reg_)),
+      tls_expiry_(prometheus::BuildGauge().Name("switchyard_tls_certificate_expiry_timestamp_seconds").Help("notAfter of each certificate a listener serves (unix seconds)").Register(*reg_)),
+      tls_reload_failures_(prometheus::BuildCounter().Name("switchyard_tls_reload_failures_total").Help("Certificate reloads that failed (the old certificates stayed)").Register(*reg_).Add({})),
+      upstream_tls_failures_(prometheus::BuildCounter().Name("switchyard_upstream_tls_failures_total").Help("TLS handshakes with instances that failed, by reason").Register(*reg_)) {
   backend_up_.Set(1);
   auto& exhaustion = prometheus::BuildCounter()
                          .Name("switchyard_resource_exhaustion_total")
@@ -51,6 +55,35 @@ Metrics::Metrics()
   for (int i = 0; i < net::kResourceKinds; ++i)
     exhaustion_[i] = &exhaustion.Add({{"resource", net::resource_name(static_cast<net::Resource>(i))}});
   prometheus::BuildGauge().Name("switchyard_build_info").Help("Build information").Register(*reg_).Add({{"version", SWITCHYARD_VERSION}}).Set(1);
+}
+
+const Metrics::TlsCounters* Metrics::tls_listener(const std::string& label) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, fresh] = tls_listeners_.try_emplace(label);
+  TlsCounters& c = it->second;
+  if (fresh) {
+    const char* versions[2] = {"TLSv1.2", "TLSv1.3"};
+    for (int v = 0; v < 2; ++v) {
+      c.ok[v] = &tls_handshakes_.Add({{"listener", label}, {"version", versions[v]}, {"result", "ok"}});
+      c.resumed[v] = &tls_handshakes_.Add({{"listener", label}, {"version", versions[v]}, {"result", "resumed"}});
+    }
+    c.failed = &tls_handshakes_.Add({{"listener", label}, {"version", "none"}, {"result", "failed"}});
+  }
+  return &c;
+}
+
+void Metrics::on_tls_handshake(const void* counters, const char* version, bool resumed, bool ok) {
+  const auto* c = static_cast<const TlsCounters*>(counters);
+  if (!c) return;
+  const std::string_view v = version ? version : "";
+  const int i = v == "TLSv1.3" ? 1 : v == "TLSv1.2" ? 0 : -1;
+  if (!ok || i < 0) c->failed->Increment();
+  else (resumed ? c->resumed[i] : c->ok[i])->Increment();
+}
+
+void Metrics::on_upstream_tls_failure(std::string_view service, std::string_view instance, std::string_view reason) {
+  std::lock_guard<std::mutex> lock(mu_);  // (a failed handshake: rare, never per request)
+  upstream_tls_failures_.Add({{"service", std::string(service)}, {"instance", std::string(instance)}, {"reason", std::string(reason)}}).Increment();
 }
 
 Metrics::ServiceStats& Metrics::service(std::string_view name) {

@@ -62,6 +62,23 @@ class Metrics final {
   // Long polls and Consul blocking queries parked on the admin listener (set per scrape).
   void set_long_polls(size_t n) { long_polls_.Set(static_cast<double>(n)); }
   void on_backend_error() { backend_errors_.Increment(); }
+
+  // TLS (README.md, "TLS"). Handshake counters of one listener, made once (TlsServerConfig::stats
+  // points here; workers count through it without a look-up).
+  struct TlsCounters {
+    // [0] TLSv1.2, [1] TLSv1.3, by result ok / resumed; a failed handshake has agreed on no
+    // version (version="none").
+    prometheus::Counter* ok[2] = {};
+    prometheus::Counter* resumed[2] = {};
+    prometheus::Counter* failed = nullptr;
+  };
+  const TlsCounters* tls_listener(const std::string& label);
+  static void on_tls_handshake(const void* counters, const char* version, bool resumed, bool ok);
+  void set_certificate_expiry(const std::string& listener, const std::string& name, int64_t not_after) {
+    tls_expiry_.Add({{"listener", listener}, {"name", name}}).Set(static_cast<double>(not_after));
+  }
+  void on_tls_reload_failure() { tls_reload_failures_.Increment(); }
+  void on_upstream_tls_failure(std::string_view service, std::string_view instance, std::string_view reason);
   void on_sync_lag(double seconds) { sync_lag_.Observe(seconds); }
 
  private:
@@ -111,6 +128,11 @@ class Metrics final {
   prometheus::Counter& backend_errors_;
   prometheus::Histogram& sync_lag_;
   prometheus::Counter* exhaustion_[net::kResourceKinds] = {};
+  prometheus::Family<prometheus::Counter>& tls_handshakes_;
+  prometheus::Family<prometheus::Gauge>& tls_expiry_;
+  prometheus::Counter& tls_reload_failures_;
+  prometheus::Family<prometheus::Counter>& upstream_tls_failures_;
+  std::unordered_map<std::string, TlsCounters> tls_listeners_;  // under mu_
   std::unordered_map<std::string, ServiceStats> services_;
   std::unordered_map<const void*, int> refs_;
   std::atomic<ServiceStats*> none_{nullptr};

@@ -22,6 +22,10 @@ struct ExchangeRecord {
   int attempts = 0;
   std::string_view request_id;
   std::string_view error;
+  // The client's TLS (all "" on a plain connection): "TLSv1.3", the SNI it sent, the ALPN chosen.
+  std::string_view tls_version;
+  std::string_view tls_sni;
+  std::string_view alpn;
   void* service_stats = nullptr;  // health::ServiceRuntime::stats, when the service is known
 };
 

@@ -105,7 +105,10 @@ void build_upstream_request(const MessageHead& req, const RequestForward& f, std
       have_host = true;
       host = v;
     } else if (iequals(n, "x-forwarded-proto")) {
+      if (f.tls) continue;  // ours, below: the scheme this hop really used
       have_xfp = true;
+    } else if (iequals(n, "x-forwarded-client-cert")) {
+      continue;
     } else if (iequals(n, "x-forwarded-host")) {
       have_xfh = true;
     } else if (iequals(n, "x-request-id")) {
@@ -134,7 +137,8 @@ void build_upstream_request(const MessageHead& req, const RequestForward& f, std
   }
   out.append(f.client_ip);
   out.append("\r\n");
-  if (!have_xfp) header(out, "X-Forwarded-Proto", "http");
+  if (!have_xfp) header(out, "X-Forwarded-Proto", f.tls ? "https" : "http");
+  if (!f.client_cert.empty()) header(out, "X-Forwarded-Client-Cert", f.client_cert);
   if (!have_xfh && have_host) header(out, "X-Forwarded-Host", host);
   if (!have_rid) header(out, "X-Request-Id", f.request_id);
   out.append("Via: ");

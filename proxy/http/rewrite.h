@@ -18,6 +18,11 @@ struct RequestForward {
   std::string_view target;      // request-target to send (after strip_prefix)
   std::string_view client_ip;   // appended to X-Forwarded-For
   std::string_view request_id;  // used when the request has no X-Request-Id
+  // The client's connection was TLS: X-Forwarded-Proto is https whatever the client wrote.
+  bool tls = false;
+  // X-Forwarded-Client-Cert to send ("" = none). A client's own such header is never passed on:
+  // only the proxy, which verified the certificate, may say who the client is.
+  std::string_view client_cert;
   Framing framing = Framing::kNone;
   uint64_t content_length = 0;
   bool upgrade = false;  // keep Upgrade and send "Connection: upgrade"

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/net/tcp_conn.h"
+
 namespace sy::net {
 
 class OutBatch {
@@ -76,6 +78,20 @@ class OutBatch {
     }
     pending_ = true;
     return kPending;
+  }
+  // The same through a connection: encrypted first when it speaks TLS (TcpConn::tls_flush).
+  int flush(TcpConn& conn, uv_write_cb cb, void* data) {
+    if (!conn.tls()) return flush(conn.stream(), cb, data);
+    if (segs_.empty()) return kDone;
+    iov_.clear();
+    for (const auto& s : segs_) {
+      const char* base = s.ptr ? s.ptr : scratch_.data() + s.off;
+      iov_.push_back(uv_buf_init(const_cast<char*>(base), static_cast<unsigned>(s.len)));
+    }
+    const int rc = conn.tls_flush(iov_.data(), iov_.size(), &req_, cb, data);
+    clear();  // encrypted: the plaintext is not referred to any more
+    if (rc == kPending) pending_ = true;
+    return rc;
   }
   // From the write callback: the batch is free again.
   void done() {

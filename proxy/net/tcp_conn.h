@@ -5,6 +5,10 @@
 // tell the owner it may free itself. A member of its owner, not a base class: each owner keeps
 // its own state machine, and both handles' `data` point to the owner, so libuv callbacks reach it
 // directly.
+//
+// TLS is a layer of this primitive (start_tls): ciphertext is read into a buffer of its own and
+// decrypted into `rbuf`, and OutBatch::flush(TcpConn&) encrypts what it sends, so every owner reads
+// and writes plaintext exactly as on a plain socket (tcp_conn.cc).
 #pragma once
 
 #include <sys/socket.h>
@@ -12,12 +16,17 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <memory>
+#include <string_view>
 
 #include "proxy/net/assert.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/close.h"
 
 namespace sy::net {
+
+class TlsSession;
+struct TlsLayer;
 
 struct TcpConn {
   uv_tcp_t tcp{};
@@ -51,6 +60,7 @@ struct TcpConn {
   void read_start(OnRead cb) {
     on_read_ = cb;
     wanted_ = true;
+    if (tls_) tls_resume();  // plaintext the session holds comes without a socket event
     if (armed_ || pending_ > 0) return;
     if (uv_read_start(stream(), alloc_cb, read_cb) == 0) armed_ = true;
   }
@@ -75,6 +85,7 @@ struct TcpConn {
   // its connection, and reading it at once (as HAProxy does) saves registering the socket with
   // epoll and a loop turn. Delivers what came to the read callback; false when nothing was there.
   bool read_now(OnRead cb) {
+    if (tls_) return tls_read_now(cb);
     uv_os_fd_t fd;
     if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp), &fd) != 0) return false;
     if (!take_buffer()) return false;
@@ -96,6 +107,7 @@ struct TcpConn {
   // compacts it to the front otherwise.
   void release_if_empty() {
     if (rbuf.data && rbuf.pending() == 0) drop_buffer();
+    if (tls_) tls_trim();
   }
   void drop_buffer() {
     if (rbuf.data) buffers_->release(rbuf.data);
@@ -111,6 +123,7 @@ struct TcpConn {
     gone_ = gone;
     pending_ = 2;
     armed_ = wanted_ = false;
+    if (tls_) tls_close();  // close_notify (best effort), and its own timer: one more callback
     uv_timer_stop(&timer);
     close_socket(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_closed);
@@ -123,6 +136,7 @@ struct TcpConn {
   // connection: only a lingering one needs it (80 bytes off each idle keep-alive client).
   using Shut = void (*)(void* owner, int status);
   bool shutdown_write(Shut cb) {
+    if (tls_) tls_close_notify();  // the alert goes out before the FIN
     auto* req = new uv_shutdown_t;
     req->data = this;
     shut_ = cb;
@@ -131,17 +145,43 @@ struct TcpConn {
     return false;
   }
 
+  // ---- writing (besides OutBatch::flush(TcpConn&), the request path's) ----
+
+  // One write whose callback always runs (status < 0: it failed); `bufs` stay valid until then.
+  // On a TLS connection the bytes are encrypted first; one such write in flight at a time.
+  int write(uv_write_t* req, const uv_buf_t* bufs, unsigned n, uv_write_cb cb);
+  // Queues a copy of `bytes`, nobody waiting for it (a request to etcd, a last answer before a
+  // close). false: the socket refused at once.
+  bool send(std::string_view bytes);
+
+  // ---- TLS ----
+
+  // Called once per connection when the handshake ends: ok, or failed (session's error() says why).
+  using TlsEvent = void (*)(void* owner, bool ok);
+  // Makes this a TLS connection (before any byte is read; a client session's ClientHello goes out
+  // at once). `keep` holds what the session's callbacks point into (the listener's certificates)
+  // for as long as the connection lives.
+  void start_tls(std::unique_ptr<TlsSession> session, std::shared_ptr<const void> keep, TlsEvent ev);
+  TlsSession* tls() const;
+  // Writes bytes past TLS, straight to the socket, best effort (the plain-text 400 to a client that
+  // spoke plain HTTP to a TLS port).
+  void write_raw(std::string_view bytes);
+  // OutBatch's path on a TLS connection: encrypts `bufs`, then writes as OutBatch::flush does
+  // (kDone, kPending with `cb` run later through `req`, or a libuv error).
+  int tls_flush(const uv_buf_t* bufs, size_t n, uv_write_t* req, uv_write_cb cb, void* data);
+
   // Internal (public only so that the struct stays standard-layout for offsetof).
   static TcpConn* of(uv_handle_t* h) {
     const size_t off = h->type == UV_TCP ? offsetof(TcpConn, tcp) : offsetof(TcpConn, timer);
     return reinterpret_cast<TcpConn*>(reinterpret_cast<char*>(h) - off);
   }
-  static void on_closed(uv_handle_t* h) {
-    TcpConn* c = of(h);
-    SY_ASSERT(c->pending_ > 0);  // two handles, one close callback each
-    if (--c->pending_ > 0) return;
-    c->drop_buffer();
-    c->gone_(c->owner_);
+  static void on_closed(uv_handle_t* h) { of(h)->closed_one(); }
+  void closed_one() {
+    SY_ASSERT(pending_ > 0);  // two handles (three with TLS), one close callback each
+    if (--pending_ > 0) return;
+    drop_buffer();
+    if (tls_) tls_free();
+    gone_(owner_);
   }
   bool take_buffer() {
     if (!rbuf.data && !(rbuf.data = buffers_->acquire())) return false;
@@ -159,12 +199,17 @@ struct TcpConn {
     thread_local char sink[4096];
     TcpConn* c = of(h);
     if (c->discard_) *buf = uv_buf_init(sink, sizeof sink);
+    else if (c->tls_) c->tls_alloc(buf);
     else if (!c->wanted_ || !c->take_buffer()) *buf = uv_buf_init(nullptr, 0);  // read_cb gets UV_ENOBUFS
     else *buf = uv_buf_init(c->rbuf.data + c->rbuf.end, static_cast<unsigned>(c->rbuf.space()));
   }
   static void read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t*) {
     TcpConn* c = of(reinterpret_cast<uv_handle_t*>(s));
     if (n == 0 || c->pending_ > 0) return;
+    if (c->tls_ && !c->discard_) {
+      c->tls_read(n);
+      return;
+    }
     if (n == UV_ENOBUFS && !c->wanted_ && !c->discard_) {
       c->read_stop();  // a lazy stop meeting bytes: they stay in the kernel until read_start()
       return;
@@ -182,6 +227,20 @@ struct TcpConn {
   bool armed_ = false;  // uv_read_start in effect
   bool wanted_ = false;
   bool discard_ = false;
+  TlsLayer* tls_ = nullptr;  // set by start_tls (tcp_conn.cc)
+
+  // TLS internals (tcp_conn.cc).
+  void tls_alloc(uv_buf_t* buf);
+  void tls_read(ssize_t n);
+  bool tls_read_now(OnRead cb);
+  void tls_pump();
+  void tls_deliver(ssize_t n);
+  bool tls_send_output();
+  void tls_resume();
+  void tls_trim();
+  void tls_close_notify();
+  void tls_close();
+  void tls_free();
 };
 
 }  // namespace sy::net

@@ -4,6 +4,11 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+
 namespace sy::net {
 
 namespace {
@@ -46,10 +51,60 @@ void TlsServerConfig::arm() {
   }
 }
 
-TlsSession::TlsSession(SSL* ssl) : ssl_(ssl), in_(BIO_new(BIO_s_mem())), out_(BIO_new(BIO_s_mem())) {
-  BIO_set_mem_eof_return(in_, -1);  // an empty input is "more to come", not the end
-  BIO_set_mem_eof_return(out_, -1);
-  SSL_set_bio(ssl_, in_, out_);
+// ---- the BIO: a window in, a string out ----
+
+BIO_METHOD* TlsSession::bio_method() {
+  // Made once per process, on first use (C++ guarantees the one-time initialisation is safe).
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* b = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "switchyard");
+    BIO_meth_set_write(b, bio_write);
+    BIO_meth_set_read(b, bio_read);
+    BIO_meth_set_ctrl(b, bio_ctrl);
+    BIO_meth_set_create(b, [](BIO* x) {
+      BIO_set_init(x, 1);
+      return 1;
+    });
+    return b;
+  }();
+  return m;
+}
+
+int TlsSession::bio_write(BIO* b, const char* data, int len) {
+  auto* t = static_cast<TlsSession*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  t->out_.append(data, static_cast<size_t>(len));
+  return len;
+}
+
+int TlsSession::bio_read(BIO* b, char* data, int len) {
+  auto* t = static_cast<TlsSession*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  const size_t left = t->in_n_ - t->in_used_;
+  if (left == 0) {
+    BIO_set_retry_read(b);  // more to come: OpenSSL answers WANT_READ
+    return -1;
+  }
+  const size_t n = std::min(left, static_cast<size_t>(len));
+  std::memcpy(data, t->in_ + t->in_used_, n);
+  t->in_used_ += n;
+  return static_cast<int>(n);
+}
+
+long TlsSession::bio_ctrl(BIO* b, int cmd, long, void*) {
+  auto* t = static_cast<TlsSession*>(BIO_get_data(b));
+  switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;
+    case BIO_CTRL_PENDING: return static_cast<long>(t->in_n_ - t->in_used_);
+    case BIO_CTRL_WPENDING: return static_cast<long>(t->out_.size());
+    default: return 0;
+  }
+}
+
+TlsSession::TlsSession(SSL* ssl) : ssl_(ssl) {
+  BIO* b = BIO_new(bio_method());
+  BIO_set_data(b, this);
+  SSL_set_bio(ssl_, b, b);  // one BIO both ways (owned by ssl_)
+  SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
 TlsSession::~TlsSession() { SSL_free(ssl_); }
@@ -66,10 +121,14 @@ std::unique_ptr<TlsSession> TlsSession::client(SSL_CTX* ctx, const std::string& 
   SSL* ssl = SSL_new(ctx);
   if (!ssl) return nullptr;
   SSL_set_connect_state(ssl);
-  if (!sni.empty()) SSL_set_tlsext_host_name(ssl, sni.c_str());
+  // An IP literal is never sent as SNI (RFC 6066 §3) and is checked against the IP SANs.
+  unsigned char ip[16];
+  const bool is_ip = inet_pton(AF_INET, sni.c_str(), ip) == 1 || inet_pton(AF_INET6, sni.c_str(), ip) == 1;
+  if (!sni.empty() && !is_ip) SSL_set_tlsext_host_name(ssl, sni.c_str());
   if (verify) {
     SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
-    if (!sni.empty()) SSL_set1_host(ssl, sni.c_str());
+    if (is_ip) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), sni.c_str());
+    else if (!sni.empty()) SSL_set1_host(ssl, sni.c_str());
   }
   auto s = std::unique_ptr<TlsSession>(new TlsSession(ssl));
   s->sniffed_ = true;
@@ -77,15 +136,17 @@ std::unique_ptr<TlsSession> TlsSession::client(SSL_CTX* ctx, const std::string& 
   return s;
 }
 
-void TlsSession::feed(const char* data, size_t n) {
-  if (n == 0) return;
-  if (!sniffed_) {
-    sniffed_ = true;
-    // A TLS record starts with its content type (22: handshake); a request line with a letter.
-    const unsigned char c = static_cast<unsigned char>(data[0]);
-    if (c >= 'A' && c <= 'Z') plain_http_ = true;
+void TlsSession::feed(const char* data, size_t n) { fed_.append(data, n); }
+
+TlsSession::Status TlsSession::read(std::string& out) {
+  char buf[16384];
+  for (;;) {
+    size_t used = 0, got = 0;
+    const Status st = decrypt(fed_.data(), fed_.size(), used, buf, sizeof buf, got);
+    fed_.erase(0, used);
+    out.append(buf, got);
+    if (st != Status::kOk || got < sizeof buf) return st;
   }
-  BIO_write(in_, data, static_cast<int>(n));
 }
 
 TlsSession::Status TlsSession::fail(int ret) {
@@ -128,22 +189,34 @@ TlsSession::Status TlsSession::advance() {
   return Status::kOk;
 }
 
-TlsSession::Status TlsSession::read(std::string& out) {
+TlsSession::Status TlsSession::decrypt(const char* in, size_t n, size_t& used, char* dst, size_t cap, size_t& got) {
+  used = got = 0;
+  if (n > 0 && !sniffed_) {
+    sniffed_ = true;
+    // A TLS record starts with its content type (22: handshake); a request line with a letter.
+    const unsigned char c = static_cast<unsigned char>(in[0]);
+    if (c >= 'A' && c <= 'Z') plain_http_ = true;
+  }
+  in_ = in;
+  in_n_ = n;
+  in_used_ = 0;
   Status st = advance();
-  if (st != Status::kOk || !handshake_done()) return st;
-  char buf[16384];
-  for (;;) {
-    size_t got = 0;
+  while (st == Status::kOk && handshake_done() && got < cap) {
+    size_t k = 0;
     ERR_clear_error();
-    const int r = SSL_read_ex(ssl_, buf, sizeof buf, &got);
+    const int r = SSL_read_ex(ssl_, dst + got, cap - got, &k);
     if (r == 1) {
-      out.append(buf, got);
+      got += k;
       continue;
     }
     const int e = SSL_get_error(ssl_, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return Status::kOk;
-    return fail(r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+    st = fail(r);
   }
+  used = in_used_;
+  in_ = nullptr;
+  in_n_ = in_used_ = 0;
+  return st;
 }
 
 TlsSession::Status TlsSession::write(std::string_view plain) {
@@ -151,29 +224,79 @@ TlsSession::Status TlsSession::write(std::string_view plain) {
   return advance();
 }
 
-void TlsSession::take_output(std::string& out) {
-  const size_t n = BIO_ctrl_pending(out_);
-  if (n == 0) return;
-  const size_t at = out.size();
-  out.resize(at + n);
-  const int got = BIO_read(out_, out.data() + at, static_cast<int>(n));
-  out.resize(at + static_cast<size_t>(got > 0 ? got : 0));
-}
-
 void TlsSession::close_notify() {
   if (handshake_done()) SSL_shutdown(ssl_);
 }
 
-std::string TlsSession::sni() const {
-  const char* n = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
-  return n ? n : "";
+void TlsSession::trim() {
+  if (out_.empty() && out_.capacity() > 4096) std::string().swap(out_);
+  if (pending_.empty() && pending_.capacity() > 0) std::string().swap(pending_);
 }
 
-std::string TlsSession::alpn() const {
+namespace {
+
+std::string hex(const unsigned char* p, size_t n) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  s.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    s.push_back(d[p[i] >> 4]);
+    s.push_back(d[p[i] & 15]);
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string TlsSession::peer_cert_xfcc() const {
+  X509* peer = SSL_get0_peer_certificate(ssl_);
+  if (!peer || SSL_get_verify_result(ssl_) != X509_V_OK) return "";
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  X509_digest(peer, EVP_sha256(), md, &md_len);
+  std::string out = "Hash=" + hex(md, md_len);
+  BIO* mem = BIO_new(BIO_s_mem());
+  X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(mem, &data);
+  std::string subject(data, static_cast<size_t>(len > 0 ? len : 0));
+  BIO_free(mem);
+  // Quoted, so a comma in the DN does not end the field; a quote inside is escaped.
+  std::string q;
+  for (char c : subject) {
+    if (c == '"' || c == '\\') q.push_back('\\');
+    q.push_back(c);
+  }
+  out += ";Subject=\"" + q + "\"";
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(peer, NID_subject_alt_name, nullptr, nullptr));
+  if (sans) {
+    for (int kind : {GEN_URI, GEN_DNS}) {
+      for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
+        const GENERAL_NAME* g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != kind) continue;
+        const ASN1_IA5STRING* v = kind == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+        std::string_view text(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)), static_cast<size_t>(ASN1_STRING_length(v)));
+        // Control characters, ';' and ',' would split the header: such a name is left out.
+        bool clean = true;
+        for (char c : text) clean = clean && static_cast<unsigned char>(c) > 0x20 && c != ';' && c != ',' && c != '"';
+        if (clean) out += std::string(kind == GEN_URI ? ";URI=" : ";DNS=") + std::string(text);
+      }
+    }
+    GENERAL_NAMES_free(sans);
+  }
+  return out;
+}
+
+std::string_view TlsSession::sni_view() const {
+  const char* n = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
+  return n ? std::string_view(n) : std::string_view();
+}
+
+std::string_view TlsSession::alpn_view() const {
   const unsigned char* p = nullptr;
   unsigned int n = 0;
   SSL_get0_alpn_selected(ssl_, &p, &n);
-  return p ? std::string(reinterpret_cast<const char*>(p), n) : "";
+  return p ? std::string_view(reinterpret_cast<const char*>(p), n) : std::string_view();
 }
 
 }  // namespace sy::net

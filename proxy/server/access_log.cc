@@ -147,6 +147,14 @@ void AccessLog::append(const ExchangeObserver::Record& r) {
   json_string(buf_, r.instance);
   buf_.append(",\"request_id\":");
   json_string(buf_, r.request_id);
+  if (!r.tls_version.empty()) {
+    buf_.append(",\"tls_version\":");
+    json_string(buf_, r.tls_version);
+    buf_.append(",\"tls_sni\":");
+    json_string(buf_, r.tls_sni);
+    buf_.append(",\"alpn\":");
+    json_string(buf_, r.alpn);
+  }
   if (!r.error.empty()) {
     buf_.append(",\"error\":");
     json_string(buf_, r.error);

@@ -70,7 +70,21 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
   w.conns = c;
   ++w.conn_count;
   if (w.observer) w.observer->on_connections(1);
-  c->cfg_ = w.snapshot()->config;
+  const auto& snap = w.snapshot();
+  c->cfg_ = snap->config;
+  if (snap->tls) {
+    // This listener's TLS, if it has any (worker listeners are opened in config order).
+    const void* l = server->data;
+    for (size_t i = 0; i < w.listeners.size() && i < snap->tls->listeners.size(); ++i) {
+      if (w.listeners[i].get() != l || !snap->tls->listeners[i]) continue;
+      const auto& t = snap->tls->listeners[i];
+      if (auto session = net::TlsSession::server(*t)) {
+        c->tls_ = t.get();
+        c->sock_.start_tls(std::move(session), t, on_tls);
+      }
+      break;
+    }
+  }
   c->state_ = State::kIdle;
   c->arm(c->cfg_->client.header_timeout);
   // The request usually arrives with the connection (see TcpConn::read_now): a connection that
@@ -94,10 +108,8 @@ void DownstreamConn::close_now() {
       std::string out;
       http::build_error_response(503, "shutting_down",
                                  "switchyard is shutting down and shutdown_timeout ran out before an answer came", true, out);
-      uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
-      const int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&sock_.tcp), &buf, 1);
       st.s_.status = 503;
-      if (n > 0) st.s_.bytes_out += static_cast<uint64_t>(n);
+      if (sock_.send(out)) st.s_.bytes_out += out.size();
     }
     st.record(answered ? "shutdown_timeout" : "shutting_down");
   }
@@ -146,6 +158,13 @@ void DownstreamConn::linger_close() {
 void DownstreamConn::on_shutdown(void* owner, int status) {
   auto* c = static_cast<DownstreamConn*>(owner);
   if (status < 0 && c->state_ == State::kLingering) c->close();
+}
+
+void DownstreamConn::on_tls(void* owner, bool ok) {
+  auto* c = static_cast<DownstreamConn*>(owner);
+  const net::TlsSession& s = *c->sock_.tls();
+  if (c->w_.observer) c->w_.observer->on_tls_handshake(*c->tls_, s, ok);
+  if (ok && c->tls_->client_cert) c->client_cert_ = s.peer_cert_xfcc();
 }
 
 void DownstreamConn::on_gone(void* owner) {
@@ -289,7 +308,7 @@ void DownstreamConn::process_input() {
 // ---- writing to the client ----
 
 int DownstreamConn::flush_client() {
-  return stream_.x_->to_client.flush(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_client_write, this);
+  return stream_.x_->to_client.flush(sock_, on_client_write, this);
 }
 
 void DownstreamConn::on_client_write(uv_write_t* req, int status) {

@@ -65,6 +65,7 @@ class DownstreamConn final {
   static void on_timer(uv_timer_t* t);
   static void on_gone(void* owner);
   static void on_shutdown(void* owner, int status);
+  static void on_tls(void* owner, bool ok);
 
   void start_reading();
   void stop_reading();
@@ -86,6 +87,8 @@ class DownstreamConn final {
   State state_ = State::kIdle;
   int64_t body_quiet_since_ms_ = 0;  // last client read, or when we last became willing to read
   std::string client_ip_;
+  const net::TlsServerConfig* tls_ = nullptr;  // the listener's (kept alive by sock_'s TLS layer)
+  std::string client_cert_;  // X-Forwarded-Client-Cert of a verified client certificate
   std::shared_ptr<const conf::Config> cfg_;
   bool close_after_ = false;   // close once the current response is written
   bool in_process_ = false;

@@ -141,6 +141,8 @@ void ProxyStream::send_request_head() {
   f.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
   f.target = x_->target;
   f.client_ip = c_.client_ip_;
+  f.tls = c_.sock_.tls() != nullptr;
+  f.client_cert = c_.client_cert_;
   f.request_id = x_->request_id;
   f.framing = s_.req_framing;
   f.content_length = s_.req_content_length;
@@ -388,6 +390,11 @@ void ProxyStream::record(const char* error) {
   r.attempts = s_.attempts;
   r.request_id = x_->request_id;
   r.error = error ? error : "";
+  if (const net::TlsSession* t = c_.sock_.tls()) {
+    r.tls_version = t->version();
+    r.tls_sni = t->sni_view();
+    r.alpn = t->alpn_view();
+  }
   r.service_stats = s_.upstreams && s_.upstreams->runtime ? s_.upstreams->runtime->stats : nullptr;
   w_.observer->on_exchange(r);
   s_.head_done = false;  // once per exchange

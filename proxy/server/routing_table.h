@@ -17,6 +17,7 @@
 #include "conf/config.h"
 #include "health/runtime.h"
 #include "proxy/lb/policy.h"
+#include "proxy/net/tls_config.h"
 #include "proxy/server/endpoint_list.h"
 #include "proxy/http/host.h"
 #include "registry/registry.h"
@@ -95,6 +96,7 @@ struct RoutingTable {
   // The config this snapshot was built from: workers take client limits and timeouts from it, so
   // a reload reaches every worker with the same atomic load as the routes.
   std::shared_ptr<const conf::Config> config;
+  std::shared_ptr<const net::TlsContexts> tls;  // the same, for TLS (null: nothing speaks TLS)
   std::vector<RouteEntry> routes;  // sorted: exact host before any host, longer prefix first
   std::unordered_map<std::string, std::shared_ptr<const Upstreams>, StringHash, std::equal_to<>> services;
 

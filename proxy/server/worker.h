@@ -18,6 +18,7 @@
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/listener.h"
 #include "proxy/net/resource.h"
+#include "proxy/net/tls_session.h"
 #include "proxy/server/exchange.h"
 #include "proxy/server/routing_table.h"
 #include "proxy/upstream/pool.h"
@@ -39,6 +40,8 @@ class ExchangeObserver {
   virtual void on_connections(int64_t delta) = 0;
   // The proxy ran short of `r` (`what` says where); counted, and logged at most once a second.
   virtual void on_exhaustion(net::Resource r, std::string_view what) = 0;
+  // A TLS handshake on a listener of this worker ended (ok: done; resumed sessions say so).
+  virtual void on_tls_handshake(const net::TlsServerConfig& /*listener*/, const net::TlsSession& /*s*/, bool /*ok*/) {}
   // Periodic, on the worker's loop: write out what is batched (the access log).
   virtual void flush() {}
 };

@@ -83,7 +83,7 @@ void UpstreamConn::attach(UpstreamOwner* owner) {
 }
 
 void UpstreamConn::write() {
-  int rc = out_.flush(reinterpret_cast<uv_stream_t*>(&sock_.tcp), on_write, this);
+  int rc = out_.flush(sock_, on_write, this);
   if (rc == net::OutBatch::kPending) {
     write_since_ms_ = static_cast<int64_t>(uv_now(sock_.tcp.loop));
     return;

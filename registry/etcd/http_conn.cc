@@ -71,23 +71,7 @@ void HttpConn::arm_timer() {
 }
 
 void HttpConn::write(std::string bytes) {
-  struct Req {
-    uv_write_t w;
-    HttpConn* conn;
-    std::string bytes;
-  };
-  auto* r = new Req{{}, this, std::move(bytes)};
-  r->w.data = r;
-  uv_buf_t b = uv_buf_init(r->bytes.data(), static_cast<unsigned>(r->bytes.size()));
-  const int rc = uv_write(&r->w, reinterpret_cast<uv_stream_t*>(&sock_.tcp), &b, 1, [](uv_write_t* w, int status) {
-    std::unique_ptr<Req> owned(static_cast<Req*>(w->data));
-    HttpConn* c = owned->conn;
-    if (status < 0 && status != UV_ECANCELED) c->fail(std::string("write to ") + c->to_.text + ": " + uv_strerror(status));
-  });
-  if (rc < 0) {
-    delete r;
-    fail(std::string("write to ") + to_.text + ": " + uv_strerror(rc));
-  }
+  if (!sock_.send(bytes)) fail("write to " + to_.text + ": the connection refused the bytes");
 }
 
 void HttpConn::on_connect(uv_connect_t* req, int status) {
