@@ -39,7 +39,16 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   void start_probe() {
     probing_ = true;
     int err = 0;
-    conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this, nullptr, &err);
+    upstream::TlsTarget tls;
+    if (cfg_.type == conf::HealthCheck::Type::kHttp && hc_.tls_) {
+      auto it = hc_.tls_->services.find(service_);
+      if (it != hc_.tls_->services.end()) {
+        tls.cfg = it->second;
+        tls.name = !tls.cfg->server_name.empty() ? tls.cfg->server_name : !cfg_.host.empty() ? cfg_.host : address_.host();
+      }
+    }
+    conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this, nullptr, &err,
+                                            tls.cfg ? &tls : nullptr);
     if (!conn_) {
       net::Resource r;
       if (net::is_exhaustion(err, r)) {
@@ -141,8 +150,12 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     }
     return false;
   }
-  void on_upstream_error(upstream::UpstreamConn*, upstream::UpstreamError e) override {
+  void on_upstream_error(upstream::UpstreamConn* c, upstream::UpstreamError e) override {
     conn_ = nullptr;  // already closed
+    if (e == upstream::UpstreamError::kTlsFailed) {
+      done(ProbeResult::kFailure, "probe TLS failed: " + c->tls_error());
+      return;
+    }
     const bool timeout = e == upstream::UpstreamError::kConnectTimeout || e == upstream::UpstreamError::kResponseTimeout ||
                          e == upstream::UpstreamError::kIdleTimeout;
     done(timeout ? ProbeResult::kTimeout : ProbeResult::kFailure, std::string("probe ") + upstream::error_name(e));

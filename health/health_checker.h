@@ -14,6 +14,7 @@
 
 #include "conf/config.h"
 #include "proxy/net/buffer_pool.h"
+#include "proxy/net/tls_config.h"
 #include "proxy/upstream/upstream_conn.h"
 #include "proxy/net/random.h"
 #include "registry/registry.h"
@@ -37,6 +38,9 @@ class HealthChecker {
   // nullptr / dirty->all.
   void sync(const registry::Registry::Dirty* dirty = nullptr);
   void stop_all();
+  // The TLS contexts in force: HTTP probes of a service with `tls` use its client context, with
+  // SNI and the name checked = server_name, else health_check.host, else the instance's IP.
+  void set_tls(std::shared_ptr<const net::TlsContexts> tls) { tls_ = std::move(tls); }
   size_t sessions() const { return sessions_.size(); }
 
  private:
@@ -45,6 +49,7 @@ class HealthChecker {
   net::BufferPool& buffers_;
   registry::Registry& reg_;
   Hooks hooks_;
+  std::shared_ptr<const net::TlsContexts> tls_;
   net::Random rng_;  // probe jitter
   // Brings one service's sessions in line with the registry (`svc` nullptr: the service is gone).
   void sync_service(const std::string& name, const registry::Service* svc);

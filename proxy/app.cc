@@ -46,6 +46,11 @@ class App::Reporter final : public server::ExchangeObserver {
     if (on_.load(std::memory_order_relaxed)) metrics_.on_upstream_response(rt, service, instance, status);
   }
   void flush() override { log_.flush(); }
+  void on_upstream_tls_failure(std::string_view service, std::string_view instance, std::string_view reason,
+                               const std::string& why) override {
+    metrics_.on_upstream_tls_failure(service, instance, reason);
+    log::warn("TLS to " + std::string(service) + "/" + std::string(instance) + " failed: " + why);
+  }
   void on_tls_handshake(const net::TlsServerConfig& l, const net::TlsSession& s, bool ok) override {
     admin::Metrics::on_tls_handshake(l.stats, s.version(), s.resumed(), ok);
     if (!ok && log::enabled(log::Level::kDebug)) log::debug("TLS handshake on " + l.label + " failed: " + s.error());
@@ -177,7 +182,8 @@ std::string App::start() {
     bh.on_up = [this](bool up) { metrics_.set_backend_up(up); };
     bh.on_error = [this] { metrics_.on_backend_error(); };
     bh.on_sync_lag = [this](double s) { metrics_.on_sync_lag(s); };
-    backend_ = std::make_unique<registry::etcd::Backend>(loop_, registry_, c.registry.etcd, bh);
+    backend_ = std::make_unique<registry::etcd::Backend>(loop_, registry_, c.registry.etcd, bh,
+                                                         tls_->current() ? tls_->current()->etcd : nullptr);
     backend_->start();
     log::info("registry: shared, in etcd at " + c.registry.etcd.endpoints.front().text +
               (c.registry.etcd.endpoints.size() > 1 ? " (+" + std::to_string(c.registry.etcd.endpoints.size() - 1) + " more)" : "") +
@@ -389,6 +395,7 @@ void App::publish() {
   }
   next->config = cfg_;
   next->tls = tls_ ? tls_->current() : nullptr;
+  if (checker_) checker_->set_tls(next->tls);
   next->seq = ++publish_seq_;
   if (runtime_) {
     auto log = std::make_shared<server::GoneLog>();

@@ -89,6 +89,7 @@ class TlsSession {
   std::string_view alpn_view() const;
   const char* version() const { return SSL_get_version(ssl_); }
   const std::string& error() const { return error_; }
+  long verify_result() const { return SSL_get_verify_result(ssl_); }
   // The first bytes looked like plain HTTP (a request line): the listener answers 400 in plain text.
   bool plain_http() const { return plain_http_; }
   // The verified peer certificate, as Envoy writes X-Forwarded-Client-Cert:

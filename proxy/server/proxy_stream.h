@@ -140,6 +140,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
     bool discard_done = false;
     bool backoff = false;          // waiting out the retry backoff
     bool stale_retried = false;    // re-sent once after a pooled connection died under it
+    std::string tls_error;         // why the last TLS handshake with an instance failed
   };
   ExchangeState s_;
   // Limit slots (after s_, whose table pins the counters they point into).

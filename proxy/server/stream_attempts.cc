@@ -21,6 +21,7 @@ health::Outcome outcome_of(upstream::UpstreamError e) {
   switch (e) {
     case upstream::UpstreamError::kConnectFailed:
     case upstream::UpstreamError::kConnectTimeout:
+    case upstream::UpstreamError::kTlsFailed:
       return health::Outcome::kConnectFailure;
     case upstream::UpstreamError::kResponseTimeout:
     case upstream::UpstreamError::kIdleTimeout:
@@ -32,7 +33,8 @@ health::Outcome outcome_of(upstream::UpstreamError e) {
 }
 
 bool is_connect_failure(upstream::UpstreamError e) {
-  return e == upstream::UpstreamError::kConnectFailed || e == upstream::UpstreamError::kConnectTimeout;
+  return e == upstream::UpstreamError::kConnectFailed || e == upstream::UpstreamError::kConnectTimeout ||
+         e == upstream::UpstreamError::kTlsFailed;
 }
 
 // Does `on` (retry.on) name this failure?
@@ -40,6 +42,7 @@ bool names(const conf::Conditions& on, upstream::UpstreamError e) {
   switch (e) {
     case upstream::UpstreamError::kConnectFailed:
     case upstream::UpstreamError::kConnectTimeout:
+    case upstream::UpstreamError::kTlsFailed:
       return on.connect_failure;
     case upstream::UpstreamError::kResponseTimeout:
     case upstream::UpstreamError::kSendTimeout:
@@ -131,8 +134,32 @@ void ProxyStream::connect_upstream(bool fresh) {
   ++s_.attempts;
   c_.state_ = DownstreamConn::State::kConnecting;
   c_.stop_reading();
+  // services.X.tls: the instance is reached over TLS, verified against server_name or the Host.
+  upstream::TlsTarget tls;
+  if (s_.upstreams->cfg->tls.enabled) {
+    const auto& all = s_.table->tls;
+    auto it = all ? all->services.find(s_.upstreams->service) : decltype(all->services)::const_iterator{};
+    if (!all || it == all->services.end()) {
+      send_error(502, "upstream_failed", "service '" + s_.upstreams->service + "' has no TLS context loaded", c_.close_after_);
+      return;
+    }
+    tls.cfg = it->second;
+    if (!tls.cfg->server_name.empty()) {
+      tls.name = tls.cfg->server_name;
+    } else {
+      std::string_view host;
+      x_->req.find("host", host);
+      tls.name = http::normalize_host(host);
+      if (!tls.name.empty() && tls.name.front() == '[') tls.name = tls.name.substr(1, tls.name.size() - 2);
+      if (tls.name.empty()) tls.name = s_.endpoint->address.host();
+    }
+  }
   if (!fresh) {
-    if (UpstreamConn* c = w_.pool.take(s_.endpoint->uid)) {
+    while (UpstreamConn* c = w_.pool.take(s_.endpoint->uid)) {
+      if (!c->serves(tls.cfg.get(), tls.name)) {
+        c->close();  // made for another name (or before the service's TLS changed)
+        continue;
+      }
       s_.up = c;
       c->attach(this);
       send_request_head();
@@ -151,7 +178,7 @@ void ProxyStream::connect_upstream(bool fresh) {
   }
   int err = 0;
   s_.up = UpstreamConn::connect(w_.loop, w_.buffers, s_.endpoint->address, s_.endpoint->uid, s_.upstreams->cfg->timeouts.connect,
-                              this, s_.srt ? s_.srt->connections : nullptr, &err);
+                              this, s_.srt ? s_.srt->connections : nullptr, &err, tls.cfg ? &tls : nullptr);
   if (s_.up) return;
   pending_slot_.release();
   net::Resource r;
@@ -244,6 +271,7 @@ void ProxyStream::fail_attempt(UpstreamError e) {
   const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout ||
                        e == UpstreamError::kSendTimeout;
   std::string msg = std::string("upstream ") + (s_.endpoint ? s_.endpoint->address.text : "") + ": " + upstream::error_name(e);
+  if (e == UpstreamError::kTlsFailed && !s_.tls_error.empty()) msg += " (" + s_.tls_error + ")";
   if (s_.attempts > 1) msg += " (after " + std::to_string(s_.attempts) + " attempts)";
   if (timeout) send_error(504, "upstream_timeout", msg, c_.close_after_);
   else send_error(502, "upstream_failed", msg, c_.close_after_);
@@ -251,6 +279,13 @@ void ProxyStream::fail_attempt(UpstreamError e) {
 
 void ProxyStream::on_upstream_error(UpstreamConn* c, UpstreamError e) {
   s_.up = nullptr;  // `c` is closed already
+  if (e == UpstreamError::kTlsFailed) {
+    s_.tls_error = c->tls_error();
+    if (w_.observer)
+      w_.observer->on_upstream_tls_failure(s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view(),
+                                          s_.endpoint ? std::string_view(s_.endpoint->id) : std::string_view(), c->tls_reason(),
+                                          c->tls_error());
+  }
   if (c_.state_ == DownstreamConn::State::kClosed) return;
   if (c_.state_ == DownstreamConn::State::kTunnel || s_.response_started) {
     report_outcome(outcome_of(e));

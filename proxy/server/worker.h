@@ -40,6 +40,9 @@ class ExchangeObserver {
   virtual void on_connections(int64_t delta) = 0;
   // The proxy ran short of `r` (`what` says where); counted, and logged at most once a second.
   virtual void on_exhaustion(net::Resource r, std::string_view what) = 0;
+  // A TLS handshake with an instance failed: counted and logged with OpenSSL's or the verifier's reason.
+  virtual void on_upstream_tls_failure(std::string_view /*service*/, std::string_view /*instance*/, std::string_view /*reason*/,
+                                       const std::string& /*why*/) {}
   // A TLS handshake on a listener of this worker ended (ok: done; resumed sessions say so).
   virtual void on_tls_handshake(const net::TlsServerConfig& /*listener*/, const net::TlsSession& /*s*/, bool /*ok*/) {}
   // Periodic, on the worker's loop: write out what is batched (the access log).

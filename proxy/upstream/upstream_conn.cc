@@ -26,6 +26,7 @@ const char* error_name(UpstreamError e) {
     case UpstreamError::kIdleTimeout: return "idle-timeout";
     case UpstreamError::kSendTimeout: return "send-timeout";
     case UpstreamError::kBadResponse: return "bad-response";
+    case UpstreamError::kTlsFailed: return "tls-failure";
   }
   return "?";
 }
@@ -40,8 +41,9 @@ UpstreamConn::~UpstreamConn() = default;
 
 UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                     uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
-                                    std::shared_ptr<std::atomic<uint32_t>> open_count, int* error) {
+                                    std::shared_ptr<std::atomic<uint32_t>> open_count, int* error, TlsTarget* tls) {
   auto* c = new UpstreamConn(loop, buffers);
+  if (tls) c->tls_ = std::make_unique<TlsTarget>(std::move(*tls));
   if (open_count) {
     ++*open_count;
     c->open_count_ = std::move(open_count);
@@ -69,9 +71,43 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
     return;
   }
   uv_tcp_nodelay(&c->sock_.tcp, 1);
-  c->state_ = State::kActive;
-  uv_timer_stop(&c->sock_.timer);
-  if (c->owner_) c->owner_->on_upstream_connected(c);
+  if (c->tls_) {
+    // The handshake is part of connecting: the connect timer keeps running, and a handshake that
+    // fails is a connect failure.
+    auto session = net::TlsSession::client(c->tls_->cfg->ctx.get(), c->tls_->name, c->tls_->cfg->verify);
+    if (!session) {
+      c->tls_failed("cannot start a TLS session: " + net::openssl_reason());
+      return;
+    }
+    c->sock_.start_tls(std::move(session), c->tls_->cfg, on_tls);
+    c->sock_.read_start(on_read);
+    return;
+  }
+  c->connected();
+}
+
+void UpstreamConn::connected() {
+  state_ = State::kActive;
+  uv_timer_stop(&sock_.timer);
+  if (owner_) owner_->on_upstream_connected(this);
+}
+
+void UpstreamConn::on_tls(void* owner, bool ok) {
+  auto* c = static_cast<UpstreamConn*>(owner);
+  if (c->state_ != State::kConnecting) return;
+  if (ok) c->connected();
+  else c->tls_failed(c->sock_.tls()->error());
+}
+
+void UpstreamConn::tls_failed(const std::string& why) {
+  tls_error_ = why;
+  const net::TlsSession* s = sock_.tls();
+  const long v = s ? s->verify_result() : X509_V_OK;
+  tls_reason_ = v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH ? "name_mismatch"
+                : v == X509_V_ERR_CERT_HAS_EXPIRED                                         ? "certificate_expired"
+                : v != X509_V_OK                                                           ? "certificate_verify_failed"
+                                                                                           : "handshake_failed";
+  fail(UpstreamError::kTlsFailed);
 }
 
 void UpstreamConn::attach(UpstreamOwner* owner) {
@@ -157,7 +193,9 @@ void UpstreamConn::release(Pool& pool, conf::Millis idle_timeout) {
   owner_ = nullptr;
   state_ = State::kIdle;
   reused_ = true;
-  sock_.discard();  // idle: any byte or EOF means "close it", and needs no buffer
+  // Idle: any byte or EOF means "close it", and needs no buffer. Over TLS the records are still
+  // read (a session ticket or key update is no reason to close); only plaintext or the end is.
+  if (!tls_) sock_.discard();
   sock_.drop_buffer();
   pool.put(this);
   arm(idle_timeout.count());
@@ -243,6 +281,11 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t n) {
   if (c->state_ == State::kClosed) return;
   if (c->state_ == State::kIdle) {
     c->close();  // the backend closed it (or sent bytes nobody asked for)
+    return;
+  }
+  if (c->state_ == State::kConnecting) {  // (TLS handshake under way: no plaintext comes yet)
+    if (n < 0) c->tls_failed(c->sock_.tls() && !c->sock_.tls()->error().empty() ? c->sock_.tls()->error()
+                                                                                 : std::string("the instance closed the connection during the TLS handshake"));
     return;
   }
   if (n < 0) {

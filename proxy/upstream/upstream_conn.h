@@ -18,6 +18,7 @@
 #include "proxy/net/tcp_conn.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
+#include "proxy/net/tls_config.h"
 
 namespace sy::upstream {
 
@@ -32,6 +33,8 @@ enum class UpstreamError {
   kIdleTimeout,      // a response body stalled for timeouts.idle
   kSendTimeout,      // the backend took no request bytes for timeouts.idle (it stopped reading)
   kBadResponse,      // unparseable response
+  kTlsFailed,        // the TLS handshake failed (a certificate that does not verify, ...): a
+                     // connect failure for retries, breakers and outlier detection
 };
 const char* error_name(UpstreamError e);
 
@@ -53,6 +56,13 @@ class UpstreamOwner {
   virtual void on_upstream_drained(UpstreamConn* c) = 0;
 };
 
+// TLS to an instance: the client context (CA, verification, client certificate) and the name sent
+// as SNI and checked against the certificate.
+struct TlsTarget {
+  std::shared_ptr<const net::TlsClientConfig> cfg;
+  std::string name;
+};
+
 class UpstreamConn {
  public:
   enum class State {
@@ -70,7 +80,17 @@ class UpstreamConn {
   // file descriptors, which is no fault of the instance).
   static UpstreamConn* connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
-                               std::shared_ptr<std::atomic<uint32_t>> open_count = nullptr, int* error = nullptr);
+                               std::shared_ptr<std::atomic<uint32_t>> open_count = nullptr, int* error = nullptr,
+                               TlsTarget* tls = nullptr);
+  // A pooled connection serves a request only with the same TLS (or none): the same context and
+  // the same name verified.
+  bool serves(const net::TlsClientConfig* cfg, std::string_view name) const {
+    if (!tls_) return cfg == nullptr;
+    return tls_->cfg.get() == cfg && tls_->name == name;
+  }
+  // Why the handshake failed (kTlsFailed), and a short label of it for metrics.
+  const std::string& tls_error() const { return tls_error_; }
+  const char* tls_reason() const { return tls_reason_; }
 
   void attach(UpstreamOwner* owner);  // taken from the pool
   // Bytes to send: add to out() then call write().
@@ -108,6 +128,9 @@ class UpstreamConn {
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
   static void on_gone(void* owner);
+  static void on_tls(void* owner, bool ok);
+  void connected();
+  void tls_failed(const std::string& why);
 
   static const llhttp_settings_t* settings();
   static int cb_message_begin(llhttp_t* p);
@@ -129,6 +152,9 @@ class UpstreamConn {
   net::OutBatch out_;
   UpstreamOwner* owner_ = nullptr;
   Pool* pool_ = nullptr;
+  std::unique_ptr<TlsTarget> tls_;  // null: plain
+  std::string tls_error_;
+  const char* tls_reason_ = "";
   std::shared_ptr<std::atomic<uint32_t>> open_count_;
   conf::Address address_;
   uint64_t uid_ = 0;

@@ -25,9 +25,10 @@ int64_t wall_ms() {
 std::string b64(const std::string& s) { return http::base64_encode(s); }
 }  // namespace
 
-Backend::Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks)
+Backend::Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks,
+                 std::shared_ptr<const net::TlsClientConfig> tls)
     : loop_(loop), reg_(reg), cfg_(cfg), hooks_(std::move(hooks)),
-      client_(loop, cfg.endpoints, static_cast<uint64_t>(cfg.timeout.count())) {
+      client_(loop, cfg.endpoints, static_cast<uint64_t>(cfg.timeout.count()), std::move(tls)) {
   rng_.mix(uv_hrtime());
 }
 

@@ -46,7 +46,9 @@ class Backend {
   // registry_unavailable) or refused the write itself (500).
   using Done = std::function<void(const std::string& error, bool unavailable)>;
 
-  Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks);
+  // `tls`: registry.etcd.tls (https:// endpoints), null for plain.
+  Backend(uv_loop_t* loop, Registry& reg, const conf::EtcdConf& cfg, Hooks hooks,
+          std::shared_ptr<const net::TlsClientConfig> tls = nullptr);
   ~Backend();  // closes its connections and timers (no callbacks after this)
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;

@@ -53,8 +53,9 @@ int64_t int_field(const nlohmann::json& j, const char* key) {
   return ec == std::errc() && end == s.data() + s.size() ? out : 0;
 }
 
-Client::Client(uv_loop_t* loop, std::vector<conf::Address> endpoints, uint64_t timeout_ms)
-    : loop_(loop), endpoints_(std::move(endpoints)), timeout_ms_(timeout_ms) {}
+Client::Client(uv_loop_t* loop, std::vector<conf::Address> endpoints, uint64_t timeout_ms,
+               std::shared_ptr<const net::TlsClientConfig> tls)
+    : loop_(loop), endpoints_(std::move(endpoints)), timeout_ms_(timeout_ms), tls_(std::move(tls)) {}
 
 Client::~Client() {
   for (HttpConn* c : pool_) c->close(true);
@@ -81,7 +82,7 @@ HttpConn* Client::pick() {
   for (HttpConn* c : pool_)
     if (c->peer() == endpoint() && (!best || c->pending() < best->pending())) best = c;
   if (best && (best->pending() == 0 || pool_.size() >= kPoolSize)) return best;
-  HttpConn* c = HttpConn::open(loop_, endpoint(), timeout_ms_, [this](HttpConn* broken) { forget(broken); });
+  HttpConn* c = HttpConn::open(loop_, endpoint(), timeout_ms_, [this](HttpConn* broken) { forget(broken); }, tls_);
   pool_.push_back(c);
   return c;
 }
@@ -141,7 +142,7 @@ void Client::watch(const nlohmann::json& create_request, Message on_message, End
       watch_ = nullptr;
       broken->close(true);
     }
-  });
+  }, tls_);
   HttpConn* conn = watch_;
   auto ended = std::make_shared<Ended>(std::move(on_end));
   conn->stream("/v3/watch", nlohmann::json{{"create_request", create_request}}.dump(),

@@ -40,7 +40,8 @@ class Client {
   using Message = std::function<void(const nlohmann::json& result)>;
   using Ended = std::function<void(const std::string& why)>;
 
-  Client(uv_loop_t* loop, std::vector<conf::Address> endpoints, uint64_t timeout_ms);
+  Client(uv_loop_t* loop, std::vector<conf::Address> endpoints, uint64_t timeout_ms,
+         std::shared_ptr<const net::TlsClientConfig> tls = nullptr);
   ~Client();  // closes every connection without calling back
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -68,6 +69,7 @@ class Client {
   std::vector<conf::Address> endpoints_;
   size_t current_ = 0;
   uint64_t timeout_ms_;
+  std::shared_ptr<const net::TlsClientConfig> tls_;  // https:// endpoints
   std::vector<HttpConn*> pool_;
   HttpConn* watch_ = nullptr;
 };

@@ -20,8 +20,10 @@ HttpConn::HttpConn(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms
   parser_.init(HTTP_RESPONSE, &settings_, this);
 }
 
-HttpConn* HttpConn::open(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms, Broken on_broken) {
+HttpConn* HttpConn::open(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms, Broken on_broken,
+                         std::shared_ptr<const net::TlsClientConfig> tls) {
   auto* c = new HttpConn(loop, to, timeout_ms, std::move(on_broken));
+  c->tls_ = std::move(tls);
   c->sock_.init(loop, c, net::thread_buffers());
   c->connect_req_.data = c;
   uv_tcp_nodelay(&c->sock_.tcp, 1);
@@ -79,6 +81,28 @@ void HttpConn::on_connect(uv_connect_t* req, int status) {
   if (c->closing_) return;
   if (status < 0) {
     c->fail(std::string("connect to ") + c->to_.text + ": " + uv_strerror(status));
+    return;
+  }
+  if (c->tls_) {
+    // etcd's certificate is checked against server_name, else the endpoint's IP (etcd's
+    // certificates carry their IPs as SANs, as its docs make them).
+    const std::string name = c->tls_->server_name.empty() ? c->to_.host() : c->tls_->server_name;
+    auto session = net::TlsSession::client(c->tls_->ctx.get(), name, c->tls_->verify);
+    if (!session) {
+      c->fail("TLS to etcd " + c->to_.text + ": " + net::openssl_reason());
+      return;
+    }
+    c->sock_.start_tls(std::move(session), c->tls_, [](void* owner, bool ok) {
+      auto* h = static_cast<HttpConn*>(owner);
+      if (h->closing_ || h->broken_) return;
+      if (!ok) {
+        h->fail("TLS to etcd " + h->to_.text + " failed: " + h->sock_.tls()->error());
+        return;
+      }
+      h->connected_ = true;
+      if (!h->unsent_.empty()) h->write(std::exchange(h->unsent_, {}));
+    });
+    c->sock_.read_start(on_read);
     return;
   }
   c->connected_ = true;

@@ -17,6 +17,7 @@
 #include "conf/units.h"
 #include "proxy/http/parser.h"
 #include "proxy/net/tcp_conn.h"
+#include "proxy/net/tls_config.h"
 
 namespace sy::registry::etcd {
 
@@ -28,7 +29,10 @@ class HttpConn {
   using Broken = std::function<void(HttpConn*)>;
 
   // Starts connecting. The object deletes itself after close(); callers keep a raw pointer.
-  static HttpConn* open(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms, Broken on_broken);
+  // `tls` (registry.etcd.tls, https:// endpoints): the handshake is part of connecting; requests
+  // queue until it is done.
+  static HttpConn* open(uv_loop_t* loop, const conf::Address& to, uint64_t timeout_ms, Broken on_broken,
+                        std::shared_ptr<const net::TlsClientConfig> tls = nullptr);
 
   // Calls on a broken connection are answered at once with the error.
   // A unary call: `timeout_ms` bounds the whole exchange, connect included.
@@ -70,6 +74,7 @@ class HttpConn {
   conf::Address to_;
   uint64_t timeout_ms_;
   Broken on_broken_;
+  std::shared_ptr<const net::TlsClientConfig> tls_;
   net::TcpConn sock_;  // socket, timer and read buffer, closed together
   uv_connect_t connect_req_{};
   bool connected_ = false;

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -16,6 +17,48 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("SWITCHYARD_BIN", os.path.join(ROOT, "build", "switchyard"))
 WORKERS = os.environ.get("SWITCHYARD_TEST_WORKERS", "")
+# SWITCHYARD_TEST_TLS=1 reruns the request-path tests over TLS: every proxy a test starts without
+# its own `listen:` listens with TLS (a certificate from a CA made for the run), and Client /
+# get() speak TLS to it. Tests that must talk plain TCP to the proxy are marked `plaintext`.
+TLS_MODE = os.environ.get("SWITCHYARD_TEST_TLS", "") == "1"
+TLS_PROXY_ADDRS = set()
+_TLS_RUN = None
+
+
+def tls_run():
+    """The run's CA and a server certificate for localhost / 127.0.0.1, as files: (ca, cert, key)."""
+    global _TLS_RUN
+    if _TLS_RUN is None:
+        import trustme
+        d = tempfile.mkdtemp(prefix="switchyard-tls-")
+        ca = trustme.CA()
+        leaf = ca.issue_cert("localhost", "127.0.0.1", "svc")
+        paths = (os.path.join(d, "ca.pem"), os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
+        ca.cert_pem.write_to_path(paths[0])
+        leaf.cert_chain_pems[0].write_to_path(paths[1])
+        leaf.private_key_pem.write_to_path(paths[2])
+        _TLS_RUN = paths
+    return _TLS_RUN
+
+
+def tls_client_context(ca_path, cert=None, key=None):
+    """A client context that verifies the chain against `ca_path` (names are not checked: tests
+    reach the proxy by IP and route by Host)."""
+    ctx = ssl.create_default_context(cafile=ca_path)
+    ctx.check_hostname = False
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def connect(addr, timeout=10, server_hostname=None, context=None):
+    """A connection to `addr`: TLS when it is a proxy listener of the TLS run (or `context` given)."""
+    sock = socket.create_connection(addr, timeout=timeout)
+    if context is None and tuple(addr) in TLS_PROXY_ADDRS:
+        context = tls_client_context(tls_run()[0])
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname=server_hostname)
+    return sock
 
 
 def free_port():
@@ -166,8 +209,8 @@ def request_bytes(method="GET", path="/", host="svc", headers=None, body=b"", ve
 class Client:
     """A raw HTTP/1.1 client on one connection."""
 
-    def __init__(self, addr, timeout=10):
-        self.sock = socket.create_connection(addr, timeout=timeout)
+    def __init__(self, addr, timeout=10, context=None, server_hostname=None):
+        self.sock = connect(addr, timeout, server_hostname, context)
         self.reader = Reader(self.sock)
 
     def send(self, data):
@@ -185,10 +228,10 @@ class Client:
                 data = self.sock.recv(65536)
                 if not data:
                     return True
-        except ConnectionResetError:
-            return True
         except socket.timeout:
             return False
+        except (ConnectionResetError, ssl.SSLError):
+            return True
 
     def close(self):
         self.sock.close()
@@ -231,8 +274,9 @@ class TcpServer:
     serve(conn, reader) for each accepted connection in a thread of its own. `connections` counts
     accepts, `closed` the connections that ended (either side); stop() closes everything."""
 
-    def __init__(self, serve, port=0):
+    def __init__(self, serve, port=0, tls=None):
         self.serve = serve
+        self.tls = tls  # an ssl.SSLContext (server side): each connection is TLS
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -259,6 +303,8 @@ class TcpServer:
 
     def _run(self, conn):
         try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             self.serve(conn, Reader(conn))
         except (EOFError, OSError):
             pass
@@ -294,11 +340,11 @@ class Backend(TcpServer):
     runs in its own thread. `requests` records every request; `connections` counts accepts.
     """
 
-    def __init__(self, handler=None, name="backend", port=0):
+    def __init__(self, handler=None, name="backend", port=0, tls=None):
         self.name = name
         self.handler = handler or self.default
         self.requests = []
-        super().__init__(self._serve_http, port)
+        super().__init__(self._serve_http, port, tls)
 
     def default(self, conn, req, backend):
         respond(conn, 200, f"{self.name} {req.method} {req.target}".encode())
@@ -345,7 +391,12 @@ class Proxy:
     def with_listeners(text):
         out = text
         if not re.search(r"^listen:", text, re.M):
-            out = "listen: 127.0.0.1:0\n" + out
+            if TLS_MODE:
+                _, cert, key = tls_run()
+                out = ("listen:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n"
+                       f"        - {{ cert: {cert}, key: {key} }}\n") + out
+            else:
+                out = "listen: 127.0.0.1:0\n" + out
         if not re.search(r"^admin:", text, re.M):
             out = "admin:\n  listen: 127.0.0.1:0\n" + out
         # SWITCHYARD_TEST_WORKERS runs the whole suite with that many worker threads (the
@@ -355,6 +406,7 @@ class Proxy:
         return out
 
     def write_config(self, text):
+        self.tls_default = TLS_MODE and not re.search(r"^listen:", text, re.M)
         with open(self.config_path + ".tmp", "w") as f:
             f.write(self.with_listeners(text))
         os.replace(self.config_path + ".tmp", self.config_path)
@@ -370,6 +422,8 @@ class Proxy:
             raise AssertionError("switchyard did not start:\n" + self.log())
         self.addr = self._addr("proxy")
         self.admin = self._addr("admin")
+        if getattr(self, "tls_default", False) and self.addr:
+            TLS_PROXY_ADDRS.add(tuple(self.addr))
 
     def _pump(self):
         for raw in self.proc.stderr:
