@@ -4,7 +4,22 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Backend, Proxy, respond  # noqa: E402
+from harness import TLS_MODE, Backend, Proxy, respond  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "plaintext: talks plain TCP to the proxy listener; not rerun in the TLS run")
+
+
+def pytest_collection_modifyitems(config, items):
+    # SWITCHYARD_TEST_TLS=1 (the TLS rerun of the request-path tests): what only makes sense in
+    # plain text is skipped, and says so.
+    if not TLS_MODE:
+        return
+    skip = pytest.mark.skip(reason="plaintext only (the TLS run covers it by test_tls.py)")
+    for item in items:
+        if "plaintext" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -51,6 +51,21 @@ def tls_client_context(ca_path, cert=None, key=None):
     return ctx
 
 
+def base_url(p):
+    """The proxy listener's URL for command-line clients (curl, wrk): https:// in the TLS run."""
+    scheme = "https" if tuple(p.addr) in TLS_PROXY_ADDRS else "http"
+    return f"{scheme}://127.0.0.1:{p.addr[1]}"
+
+
+def curl_tls_args():
+    """curl's flags to trust the TLS run's CA (nothing outside it)."""
+    return ["--cacert", tls_run()[0]] if TLS_MODE else []
+
+
+def forwarded_proto(p):
+    return "https" if tuple(p.addr) in TLS_PROXY_ADDRS else "http"
+
+
 def connect(addr, timeout=10, server_hostname=None, context=None):
     """A connection to `addr`: TLS when it is a proxy listener of the TLS run (or `context` given)."""
     sock = socket.create_connection(addr, timeout=timeout)

@@ -3,10 +3,12 @@ every instance failing never makes the proxy refuse a whole service."""
 import random
 import re
 import subprocess
+
+import pytest
 import threading
 
 from conftest import service_config
-from harness import TcpServer, admin, get, respond, wait_until
+from harness import TcpServer, admin, get, respond, wait_until, TLS_PROXY_ADDRS
 
 
 def metric(p, name, labels):
@@ -50,8 +52,9 @@ def random_500s(rate):
 
 
 def wrk(addr, host, seconds, connections):
+    scheme = "https" if tuple(addr) in TLS_PROXY_ADDRS else "http"
     return subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Host: {host}",
-                             f"http://{addr[0]}:{addr[1]}/"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             f"{scheme}://{addr[0]}:{addr[1]}/"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_random_500s_across_nine_instances_under_load(backends, proxies):
@@ -165,6 +168,7 @@ class Relay(TcpServer):
         self._pipe(conn, up)
 
 
+@pytest.mark.plaintext  # registers the proxy's own (plain) address as an instance
 def test_a_request_that_comes_back_is_refused_508(proxies):
     p = proxies("")
     relay = Relay(p.addr)  # an instance that is, in truth, the proxy itself
@@ -266,6 +270,7 @@ def instances_unblamed(p, service):
     assert not any("circuit breaker open" in l or "outlier ejected" in l for l in p.lines), p.log()
 
 
+@pytest.mark.plaintext  # counts TCP connections left in the kernel's backlog
 def test_max_connections_leaves_clients_in_the_backlog(backends, proxies):
     """At max_connections (by default a share of RLIMIT_NOFILE: 24 of 64 here) the proxy stops
     accepting; the next clients wait in the backlog and are served as places free up."""
@@ -297,6 +302,7 @@ def test_max_connections_leaves_clients_in_the_backlog(backends, proxies):
     instances_unblamed(p, "web")
 
 
+@pytest.mark.plaintext  # counts raw TCP accepts under an fd limit
 def test_out_of_file_descriptors_is_not_a_backend_failure(backends, proxies):
     """max_connections set above what RLIMIT_NOFILE allows: accepts and upstream connects fail with
     EMFILE. Clients that got in hear 503 overloaded; nothing is held against the instances; once

@@ -4,7 +4,7 @@ import socket
 import subprocess
 
 from conftest import service_config
-from harness import Client, TcpServer, admin, free_port, get, request_bytes, respond, wait_until
+from harness import Client, TcpServer, admin, base_url, curl_tls_args, forwarded_proto, free_port, get, request_bytes, respond, wait_until
 
 
 def config_for(backends, name="svc", extra="", top=""):
@@ -16,7 +16,7 @@ def test_round_robin_between_two_backends_with_curl(backends, proxies):
     p = proxies(config_for([a, b], "demo"))
     seen = []
     for _ in range(4):
-        out = subprocess.run(["curl", "-s", "-H", "Host: demo", f"http://127.0.0.1:{p.addr[1]}/hi"],
+        out = subprocess.run(["curl", "-s", *curl_tls_args(), "-H", "Host: demo", f"{base_url(p)}/hi"],
                              capture_output=True, check=True, timeout=10)
         seen.append(out.stdout.decode().split()[0])
     # Strict alternation between the two (which one starts depends on instance order).
@@ -240,7 +240,7 @@ def test_forwarding_headers_and_hop_by_hop_removed(backends, proxies):
         assert dropped not in names, dropped
     assert seen.header("x-keep") == "yes"
     assert seen.header("x-forwarded-for") == "10.1.1.1, 127.0.0.1"
-    assert seen.header("x-forwarded-proto") == "http"
+    assert seen.header("x-forwarded-proto") == forwarded_proto(p)
     assert seen.header("x-forwarded-host") == "svc"
     assert re.fullmatch(r"1\.1 edge, 1\.1 switchyard \([0-9a-f]{16}\)", seen.header("via")), seen.header("via")
     rid = seen.header("x-request-id")
@@ -330,7 +330,7 @@ def test_wrk_load_has_no_errors(backends, proxies):
         pytest.skip("wrk not installed (deploy/install-deps.sh installs it)")
     b1, b2 = backends(), backends()
     p = proxies(config_for([b1, b2]))
-    out = subprocess.run(["wrk", "-t1", "-c8", "-d2s", "-H", "Host: svc", f"http://127.0.0.1:{p.addr[1]}/"],
+    out = subprocess.run(["wrk", "-t1", "-c8", "-d2s", "-H", "Host: svc", f"{base_url(p)}/"],
                          capture_output=True, text=True, timeout=30).stdout
     assert "requests in" in out, out
     assert "Non-2xx" not in out and "Socket errors" not in out, out

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import service_config
-from harness import Client, get, wait_until
+from harness import Client, get, wait_until, connect
 
 
 def proxy_with_backend(backends, proxies, top=""):
@@ -197,7 +197,7 @@ def test_backend_reset_gives_502_or_truncation(backends, proxies):
     assert r.status == 502 and r.json()["error"] == "upstream_failed"
     # After the head was relayed: the head cannot be taken back, so the client sees the body cut
     # short and the connection closed (never a 502 glued after a 200, never a hang).
-    s = socket.create_connection(p.addr, timeout=30)
+    s = connect(p.addr, timeout=30)
     s.sendall(b"GET / HTTP/1.1\r\nHost: mid\r\n\r\n")
     got = b""
     while not got.endswith(b"y" * 10):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import holding_backend  # noqa: E402
-from harness import Backend, Client, admin, get, respond, wait_until, free_port
+from harness import Backend, Client, admin, base_url, get, respond, wait_until, free_port
 
 
 def svc(name, backends, extra=""):
@@ -262,7 +262,7 @@ def test_kill_and_restart_under_wrk_load_gives_no_errors(backends, proxies, tmp_
     p = proxies(f"access_log: {log_path}\nservices:\n" + svc("s", [b for b, _ in trio], retry + "\n" + HC + "\n" + outlier))
     wait_until(lambda: {x["state"] for x in admin(p.admin, "GET", "/v1/services/s")[1]["instances"]} == {"healthy"},
                5, what="all healthy")
-    wrk = subprocess.Popen(["wrk", "-t1", "-c4", "-d6s", "-H", "Host: s", f"http://127.0.0.1:{p.addr[1]}/"],
+    wrk = subprocess.Popen(["wrk", "-t1", "-c4", "-d6s", "-H", "Host: s", f"{base_url(p)}/"],
                            stdout=subprocess.PIPE, text=True)
     def served():
         text = admin(p.admin, "GET", "/metrics")[1]

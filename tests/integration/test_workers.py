@@ -7,7 +7,7 @@ import subprocess
 import threading
 
 from conftest import holding_backend, service_config
-from harness import Client, admin, get, respond, wait_until
+from harness import Client, admin, base_url, get, respond, wait_until
 
 
 def worker_connections(p):
@@ -111,7 +111,7 @@ def test_registry_churn_under_load_on_two_workers(backends, proxies):
     stable = backends(name="stable")
     extra = backends(name="extra")
     p = proxies("workers: 2\nservices:\n" + service_config("svc", [stable]))
-    wrk = subprocess.Popen(["wrk", "-t2", "-c8", "-d4s", "-H", "Host: svc", f"http://127.0.0.1:{p.addr[1]}/"],
+    wrk = subprocess.Popen(["wrk", "-t2", "-c8", "-d4s", "-H", "Host: svc", f"{base_url(p)}/"],
                            stdout=subprocess.PIPE, text=True)
     rounds = 0
     while wrk.poll() is None and rounds < 400:  # bounded: at most 400 register/deregister rounds
