@@ -27,8 +27,12 @@ def unb64(s):
 
 
 class EtcdCluster:
-    def __init__(self, tmpdir, members=3):
+    def __init__(self, tmpdir, members=3, tls=None):
+        """`tls`: {"ca", "cert", "key", "client_cert", "client_key"} files: clients then speak TLS
+        and must show a certificate from `ca` (etcd's --client-cert-auth); peers stay plain."""
         self.tmpdir = tmpdir
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
         self.token = "sy-" + uuid.uuid4().hex[:12]
         # etcd cannot bind port 0 and say which port it got: ports come from free_port(), and a port
         # another test took meanwhile makes a member exit at once. Then the cluster starts again on
@@ -57,13 +61,19 @@ class EtcdCluster:
         log = open(os.path.join(self.tmpdir, f"etcd-{m['name']}.log"), "ab")
         m["proc"] = subprocess.Popen([
             ETCD, "--name", m["name"], "--data-dir", m["dir"],
-            "--listen-client-urls", f"http://127.0.0.1:{m['client']}",
-            "--advertise-client-urls", f"http://127.0.0.1:{m['client']}",
+            "--listen-client-urls", f"{self.scheme}://127.0.0.1:{m['client']}",
+            "--advertise-client-urls", f"{self.scheme}://127.0.0.1:{m['client']}",
             "--listen-peer-urls", f"http://127.0.0.1:{m['peer']}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{m['peer']}",
             "--initial-cluster", self.initial, "--initial-cluster-state", state,
-            "--initial-cluster-token", self.token, "--log-level", "warn"],
+            "--initial-cluster-token", self.token, "--log-level", "warn", *self.tls_flags()],
             stdout=log, stderr=log)
+
+    def tls_flags(self):
+        if not self.tls:
+            return []
+        return ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
+                "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
 
     def stop(self, i, kill=False):
         p = self.members[i]["proc"]
@@ -92,10 +102,15 @@ class EtcdCluster:
         order = [member] if member is not None else [i for i, m in enumerate(self.members) if m["proc"]]
         last = None
         for i in order:
-            req = urllib.request.Request(f"http://127.0.0.1:{self.members[i]['client']}{path}",
+            req = urllib.request.Request(f"{self.scheme}://127.0.0.1:{self.members[i]['client']}{path}",
                                          data=json.dumps(body).encode(), method="POST")
+            ctx = None
+            if self.tls:
+                import ssl
+                ctx = ssl.create_default_context(cafile=self.tls["ca"])
+                ctx.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
             try:
-                with urllib.request.urlopen(req, timeout=timeout) as r:
+                with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
                     return json.loads(r.read().splitlines()[0])
             except (urllib.error.URLError, OSError, ValueError) as e:
                 last = e

@@ -509,3 +509,40 @@ def test_testssl_finds_nothing_high_or_critical(pki, backends, proxies, tmp_path
     # certificate itself (no CRL/OCSP URL, not publicly trusted) is not a server setting.
     bad = [f for f in findings if f.get("severity") in ("HIGH", "CRITICAL") and not f["id"].startswith("cert_")]
     assert not bad, bad
+
+
+# ---------------------------------------------------------------- etcd
+
+def test_shared_registry_over_tls_with_client_certificates(pki, backends, proxies, tmp_path):
+    from etcd_cluster import EtcdCluster
+    server_cert, server_key = pki.issue("etcd", "127.0.0.1", "localhost")
+    client_cert, client_key = pki.issue("sy-client", "switchyard.internal")
+    cluster = EtcdCluster(str(tmp_path), 3, tls={"ca": pki.ca_path, "cert": server_cert, "key": server_key,
+                                                 "client_cert": client_cert, "client_key": client_key})
+    try:
+        endpoints = ", ".join(f"https://{e}" for e in cluster.endpoints)
+        reg = f"""registry:
+  backend: etcd
+  etcd:
+    endpoints: [{endpoints}]
+    tls: {{ ca: {pki.ca_path}, cert: {client_cert}, key: {client_key} }}
+"""
+        a, b = proxies(reg), proxies(reg)
+        for p in (a, b):
+            wait_until(lambda p=p: admin(p.admin, "GET", "/readyz")[0] == 200, 60, what="shared registry read over TLS")
+        web = backends(name="web")
+        st, _, _ = admin(a.admin, "PUT", "/v1/services/orders/instances/o1", {"address": web.address})
+        assert st == 201
+        assert ("orders", "o1") in cluster.instances()  # written to etcd, over TLS
+        wait_until(lambda: Client(b.addr).request("GET", "/", "orders").status == 200, 30, what="b to route the registration")
+        # Without a client certificate etcd refuses the proxy: it never becomes ready.
+        lonely = proxies(f"""registry:
+  backend: etcd
+  etcd:
+    endpoints: [{endpoints}]
+    tls: {{ ca: {pki.ca_path} }}
+""")
+        lonely.wait_log("TLS to etcd .* failed|etcd")
+        assert admin(lonely.admin, "GET", "/readyz")[0] == 503
+    finally:
+        cluster.close()
