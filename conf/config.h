@@ -24,6 +24,9 @@ struct Pos {
 // A file the config names (a certificate, a key, a CA bundle), with where it was written, so that a
 // file that does not load is reported at its key (docs/configuration.md, "TLS").
 struct FileRef {
+  // (Declared, so not an aggregate: GCC 12 at -O3 reports the strings of value-initialized
+  // aggregates nested this deep as maybe-uninitialized, a false positive.)
+  FileRef() {}
   std::string path;  // "" = not set
   Pos pos;
   bool empty() const { return path.empty(); }
@@ -53,6 +56,7 @@ struct ListenerTls {
 
 // TLS from the proxy to a peer: a service's instances (services.X.tls) or etcd (registry.etcd.tls).
 struct ClientTls {
+  ClientTls() {}  // (not an aggregate: see FileRef)
   bool enabled = false;
   FileRef ca;               // "" = the system bundle
   bool verify = true;       // the peer's certificate must chain to `ca` and match the name

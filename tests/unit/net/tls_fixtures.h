@@ -1,8 +1,12 @@
 // What the TLS unit tests share: a temporary directory, EC P-256 keys and self-signed certificates
 // with DNS SANs, made with OpenSSL in the test itself (no files in the tree, no external tool).
+// Also used by the TLS fuzz target, which defines SY_FIXTURE_REQUIRE itself (no doctest there).
 #pragma once
 
+#ifndef SY_FIXTURE_REQUIRE
 #include <doctest.h>
+#define SY_FIXTURE_REQUIRE(x) REQUIRE(x)
+#endif
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -19,7 +23,7 @@ struct TempDir {
   std::string path;
   TempDir() {
     char tmpl[] = "/tmp/sy-tls-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
+    SY_FIXTURE_REQUIRE(mkdtemp(tmpl) != nullptr);
     path = tmpl;
   }
   ~TempDir() {
@@ -35,7 +39,7 @@ struct TempDir {
 
 inline EVP_PKEY* new_key() {
   EVP_PKEY* k = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-  REQUIRE(k != nullptr);
+  SY_FIXTURE_REQUIRE(k != nullptr);
   return k;
 }
 
@@ -57,13 +61,13 @@ inline void write_cert(const std::string& path, EVP_PKEY* key, const std::vector
     X509V3_set_ctx_nodb(&v3);
     X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
     X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name, san.c_str());
-    REQUIRE(ext != nullptr);
+    SY_FIXTURE_REQUIRE(ext != nullptr);
     X509_add_ext(x, ext, -1);
     X509_EXTENSION_free(ext);
   }
-  REQUIRE(X509_sign(x, key, EVP_sha256()) > 0);
+  SY_FIXTURE_REQUIRE(X509_sign(x, key, EVP_sha256()) > 0);
   FILE* f = std::fopen(path.c_str(), "w");
-  REQUIRE(f != nullptr);
+  SY_FIXTURE_REQUIRE(f != nullptr);
   PEM_write_X509(f, x);
   std::fclose(f);
   X509_free(x);
@@ -71,7 +75,7 @@ inline void write_cert(const std::string& path, EVP_PKEY* key, const std::vector
 
 inline void write_key(const std::string& path, EVP_PKEY* key) {
   FILE* f = std::fopen(path.c_str(), "w");
-  REQUIRE(f != nullptr);
+  SY_FIXTURE_REQUIRE(f != nullptr);
   PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
   std::fclose(f);
 }
