@@ -14,7 +14,7 @@ namespace sy::health {
 class HealthChecker::Session final : public upstream::UpstreamOwner {
  public:
   Session(HealthChecker& hc, const registry::Instance& inst, const conf::HealthCheck& cfg)
-      : hc_(hc), uid_(inst.uid), service_(inst.service), id_(inst.id), address_(inst.address), cfg_(cfg) {
+      : hc_(hc), uid_(inst.uid), service_(inst.service), id_(inst.id), address_(inst.address), tls_(inst.tls), cfg_(cfg) {
     uv_timer_init(hc.loop_, &timer_);
     timer_.data = this;
     uv_timer_start(&timer_, on_timer, 0, 0);  // first probe at once
@@ -41,11 +41,12 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     int err = 0;
     upstream::TlsTarget tls;
     if (cfg_.type == conf::HealthCheck::Type::kHttp && hc_.tls_) {
-      auto it = hc_.tls_->services.find(service_);
-      if (it != hc_.tls_->services.end()) {
-        tls.cfg = it->second;
+      // As requests reach it: the service's tls, or the default one for an instance registered over TLS.
+      auto svc = hc_.reg_.services().find(service_);  // (its config as now: a reload may change it)
+      const bool service_tls = svc != hc_.reg_.services().end() && svc->second.cfg.tls.enabled;
+      tls.cfg = hc_.tls_->for_instance(service_, service_tls, tls_);
+      if (tls.cfg)
         tls.name = !tls.cfg->server_name.empty() ? tls.cfg->server_name : !cfg_.host.empty() ? cfg_.host : address_.host();
-      }
     }
     conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this, nullptr, &err,
                                             tls.cfg ? &tls : nullptr);
@@ -167,6 +168,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   uint64_t uid_;
   std::string service_, id_;
   conf::Address address_;
+  bool tls_;  // registered over TLS
   conf::HealthCheck cfg_;
   upstream::UpstreamConn* conn_ = nullptr;
   uint32_t passes_ = 0, fails_ = 0;

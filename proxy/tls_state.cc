@@ -45,33 +45,30 @@ bool TlsState::load(std::shared_ptr<const conf::Config> c, net::TlsProblems& p) 
     std::string label;
   };
   std::vector<Label> built;
-  bool any = false;
   for (size_t i = 0; i < c->listen_tls.size(); ++i) {
     const auto& t = c->listen_tls[i];
     if (!t.enabled) {
       next->listeners.push_back(nullptr);
       continue;
     }
-    any = true;
     auto s = net::build_server_tls(t, c->path, keys_for(i), p);
     if (s) built.push_back({s, c->listen[i].text});
     next->listeners.push_back(s);
   }
   if (c->admin.tls.enabled) {
-    any = true;
     auto s = net::build_server_tls(c->admin.tls, c->path, keys_for(kAdminSlot), p);
     if (s) built.push_back({s, "admin"});
     next->admin = s;
   }
   for (const auto& [name, svc] : c->services) {
-    if (!svc.tls.enabled) continue;
-    any = true;
+    if (!svc.tls.enabled && svc.tls.pos.line == 0) continue;  // no block written
     if (auto t = net::build_client_tls(svc.tls, c->path, p)) next->services[name] = t;
   }
-  if (c->registry.etcd.tls.enabled) {
-    any = true;
-    next->etcd = net::build_client_tls(c->registry.etcd.tls, c->path, p);
-  }
+  // Always built: any registration may say "scheme": "https". (It names no file, so cannot fail
+  // on one; the system bundle is read here, once per load, not per connection.)
+  net::TlsProblems ignored;
+  next->instance_default = net::build_client_tls(conf::ClientTls{}, c->path, ignored);
+  if (c->registry.etcd.tls.enabled) next->etcd = net::build_client_tls(c->registry.etcd.tls, c->path, p);
   if (p.errors.size() != before) return false;
   for (auto& b : built) {
     b.cfg->label = b.label;
@@ -81,7 +78,7 @@ bool TlsState::load(std::shared_ptr<const conf::Config> c, net::TlsProblems& p) 
         hooks_.expiry(b.label, cert.names.empty() ? cert.cert_path : cert.names.front(), cert.not_after);
   }
   cfg_ = std::move(c);
-  current_ = any ? std::shared_ptr<const net::TlsContexts>(std::move(next)) : nullptr;
+  current_ = std::move(next);
   files_ = net::tls_files(*cfg_);
   std::sort(files_.begin(), files_.end());
   files_.erase(std::unique(files_.begin(), files_.end()), files_.end());

@@ -140,6 +140,7 @@ json encode_registration(const Registration& r, DocKind kind) {
   for (const auto& rt : r.routes)
     routes.push_back({{"host", rt.host}, {"path_prefix", rt.path_prefix}, {"strip_prefix", rt.strip_prefix}});
   json j = {{"address", r.address.text},
+            {"scheme", r.tls ? "https" : "http"},
             {"weight", r.weight},
             {"tags", r.tags},
             {"meta", r.meta},
@@ -168,6 +169,10 @@ bool decode_registration(const json& j, Registration& r, DocKind kind, Error& er
       if (!e.empty()) return fail(err, "bad_field", "'address': " + e);
       if (r.address.is_unspecified()) return fail(err, "bad_field", "'address' must not be 0.0.0.0 or ::");
       have_address = true;
+    } else if (k == "scheme") {
+      if (!v.is_string() || (v.get<std::string>() != "http" && v.get<std::string>() != "https"))
+        return fail(err, "bad_field", "'scheme' must be \"http\" or \"https\"");
+      r.tls = v.get<std::string>() == "https";
     } else if (k == "weight") {
       if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 10000)
         return fail(err, "bad_field", "'weight' must be a whole number 1..10000");
@@ -262,6 +267,7 @@ Registration registration_of(const Instance& inst) {
   r.service = inst.service;
   r.id = inst.id;
   r.address = inst.address;
+  r.tls = inst.tls;
   r.weight = inst.weight;
   r.tags = inst.tags;
   r.meta = inst.meta;

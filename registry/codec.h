@@ -5,7 +5,7 @@
 // Documents (JSON; docs/admin-api.md shows them whole):
 // - health check:  {"type", "path", "host", "expected_status": ["200-399"], "interval": "5s",
 //                   "timeout": "1s", "jitter": "10%", "healthy_threshold", "unhealthy_threshold"}
-// - registration:  {"address", "weight", "tags", "meta", "zone", "ttl", "health_check", "routes"}
+// - registration:  {"address", "scheme" ("http" | "https"), "weight", "tags", "meta", "zone", "ttl", "health_check", "routes"}
 //                  (what a service PUTs; "ttl": "0s" = no lease)
 // - stored registration: the registration plus {"service", "id", "draining"} (one snapshot entry;
 //                  one etcd value, which also carries "written_at_ms": wall clock of the write)

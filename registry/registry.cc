@@ -195,8 +195,8 @@ Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bo
     inst.uid = next_uid_++;
     inst.routable_since_ms = now_ms;
     ++total_;
-  } else if (!(inst.address == r.address)) {
-    inst.uid = next_uid_++;  // a new address is a new endpoint: fresh pools
+  } else if (!(inst.address == r.address) || inst.tls != r.tls) {
+    inst.uid = next_uid_++;  // a new address (or scheme) is a new endpoint: fresh pools
   }
   assign(inst, r, now_ms);
   track_lease(inst);
@@ -213,7 +213,8 @@ Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bo
 
 bool Registry::unchanged_by(const Instance& inst, const Registration& r) const {
   const conf::Millis ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
-  return inst.source == Source::kDynamic && !inst.stale && inst.address == r.address && inst.weight == r.weight &&
+  return inst.source == Source::kDynamic && !inst.stale && inst.address == r.address && inst.tls == r.tls &&
+         inst.weight == r.weight &&
          inst.tags == r.tags && inst.meta == r.meta && inst.zone == r.zone && inst.ttl == ttl &&
          inst.routes == r.routes && inst.has_health_check == r.has_health_check && inst.health_check == r.health_check &&
          inst.deregister_critical_after == r.deregister_critical_after;
@@ -549,6 +550,7 @@ void Registry::assign(Instance& inst, const Registration& r, int64_t now_ms) con
   inst.id = r.id;
   inst.service = r.service;
   inst.address = r.address;
+  inst.tls = r.tls;
   inst.weight = r.weight;
   inst.tags = r.tags;
   inst.meta = r.meta;

@@ -35,6 +35,7 @@ struct Instance {
   std::string id;
   std::string service;
   conf::Address address;
+  bool tls = false;  // reached over TLS ("scheme": "https") even when its service has no tls block
   uint32_t weight = 1;
   std::vector<std::string> tags;
   std::map<std::string, std::string> meta;
@@ -81,6 +82,7 @@ struct Registration {
   std::string service;
   std::string id;
   conf::Address address;
+  bool tls = false;  // "scheme": "https"
   uint32_t weight = 1;
   std::vector<std::string> tags;
   std::map<std::string, std::string> meta;

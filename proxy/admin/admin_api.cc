@@ -477,15 +477,16 @@ AdminResponse AdminApi::catalog_post(const std::string& body) {
     else return error(400, "unknown_field", "unknown field '" + k + "'");
   }
   if (!valid_name(name)) return error(400, "bad_field", "'service_name' must be 1-128 characters of [A-Za-z0-9._-]");
-  const std::string scheme = "http://";
-  if (url.rfind(scheme, 0) != 0) return error(400, "bad_field", "'service_url' must be an http:// URL");
-  std::string hostport = url.substr(scheme.size());
+  // https://: the instance is reached over TLS (services.X.tls, or the system's CA bundle).
+  const bool tls = url.rfind("https://", 0) == 0;
+  if (!tls && url.rfind("http://", 0) != 0) return error(400, "bad_field", "'service_url' must be an http:// or https:// URL");
+  std::string hostport = url.substr(tls ? 8 : 7);
   hostport = hostport.substr(0, hostport.find('/'));
   // The id is derived from the address, so the same service POSTing again updates, not duplicates.
   std::string id = hostport;
   for (auto& c : id)
     if (!valid_name(std::string(1, c))) c = '-';
-  json reg = {{"address", hostport}};
+  json reg = {{"address", hostport}, {"scheme", tls ? "https" : "http"}};
   // Plain catalog registrations carry no lease: such services never heartbeat.
   AdminResponse r = register_instance(name, id, reg.dump(), false, false);
   if (r.status < 300) {
@@ -499,7 +500,7 @@ AdminResponse AdminApi::catalog_get() {
   json list = json::array();
   for (const auto& [name, svc] : reg_.services())
     for (const auto& [id, inst] : svc.instances)
-      list.push_back({{"service_name", name}, {"service_url", "http://" + inst.address.text}, {"id", id},
+      list.push_back({{"service_name", name}, {"service_url", (inst.tls ? "https://" : "http://") + inst.address.text}, {"id", id},
                       {"state", inst.state_name()},
               {"circuit_breaker", inst.breaker_open ? "open" : "closed"},
               {"ejections", inst.ejections}, {"source", inst.source == registry::Source::kStatic ? "static" : "dynamic"}});

@@ -123,6 +123,13 @@ bool number_of(const json& v, int64_t& out) {
   return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
 
+// A port object's "@enabled" ("true" as Eureka's XML and JSON write it, or a JSON boolean).
+bool port_enabled(const json& v) {
+  if (!v.is_object() || !v.contains("@enabled")) return false;
+  const json& e = v["@enabled"];
+  return e.is_boolean() ? e.get<bool>() : e.is_string() && e.get<std::string>() == "true";
+}
+
 const char* status_of(const registry::Instance& i) {
   if (i.draining) return "OUT_OF_SERVICE";
   if (!i.in_good_standing()) return "DOWN";
@@ -130,7 +137,7 @@ const char* status_of(const registry::Instance& i) {
 }
 
 json instance_view(const registry::Instance& i) {
-  const std::string host = i.address.host(), base = "http://" + i.address.text + "/";
+  const std::string host = i.address.host(), base = (i.tls ? "https://" : "http://") + i.address.text + "/";
   json meta = json::object();
   for (const auto& [k, v] : i.meta) meta[k] = v;
   if (meta.empty()) meta["@class"] = "java.util.Collections$EmptyMap";
@@ -141,8 +148,9 @@ json instance_view(const registry::Instance& i) {
               {"ipAddr", host},
               {"status", status_of(i)},
               {"overriddenStatus", i.draining ? "OUT_OF_SERVICE" : "UNKNOWN"},
-              {"port", {{"$", i.address.port()}, {"@enabled", "true"}}},
-              {"securePort", {{"$", 443}, {"@enabled", "false"}}},
+              // An instance reached over TLS registered its securePort (and is reached only there).
+              {"port", {{"$", i.tls ? 80 : i.address.port()}, {"@enabled", i.tls ? "false" : "true"}}},
+              {"securePort", {{"$", i.tls ? i.address.port() : 443}, {"@enabled", i.tls ? "true" : "false"}}},
               {"countryId", 1},
               {"dataCenterInfo", {{"@class", "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"}, {"name", "MyOwn"}}},
               {"leaseInfo", {{"renewalIntervalInSecs", std::max<int64_t>(1, lease_s / 3)}, {"durationInSecs", lease_s},
@@ -297,14 +305,22 @@ bool decode_eureka_instance(const std::string& text_body, const std::string& con
   if (!registry::valid_instance_id(id))
     return fail("bad_field", "instanceId (or hostName) must be 1-128 characters of [A-Za-z0-9._:-]");
   const std::string ip = !str("ipAddr").empty() ? str("ipAddr") : str("hostName");
+  // An enabled securePort wins: the instance is reached over TLS there (services.X.tls, or the
+  // system's CA bundle, verifies it), as a Eureka client with securePortEnabled expects.
   int64_t port = 0;
-  if (!inst.contains("port") || !number_of(inst["port"], port) || port < 1 || port > 65535)
+  const bool secure = inst.contains("securePort") && port_enabled(inst["securePort"]);
+  if (secure) {
+    if (!number_of(inst["securePort"], port) || port < 1 || port > 65535)
+      return fail("bad_field", "securePort must be a number 1-65535 (switchyard routes to ipAddr:securePort over TLS)");
+  } else if (!inst.contains("port") || !number_of(inst["port"], port) || port < 1 || port > 65535) {
     return fail("bad_field", "port must be a number 1-65535 (switchyard routes to ipAddr:port)");
+  }
   int64_t lease = kEurekaLeaseSeconds;
   if (inst.contains("leaseInfo") && inst["leaseInfo"].is_object() && inst["leaseInfo"].contains("durationInSecs") &&
       (!number_of(inst["leaseInfo"]["durationInSecs"], lease) || lease < 1 || lease > 86400))
     return fail("bad_field", "leaseInfo.durationInSecs must be a number 1-86400");
   json doc = {{"address", (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port)},
+              {"scheme", secure ? "https" : "http"},
               {"ttl", std::to_string(lease) + "s"}};
   if (inst.contains("metadata") && inst["metadata"].is_object()) {
     json meta = json::object();

@@ -79,7 +79,7 @@ int TcpConn::write(uv_write_t* req, const uv_buf_t* bufs, unsigned n, uv_write_c
   SY_ASSERT(!L.batch_busy);
   for (unsigned i = 0; i < n; ++i)
     if (L.session->write({bufs[i].base, bufs[i].len}) == TlsSession::Status::kError) return UV_EPROTO;
-  L.batch_out = std::move(L.session->output());  // (a moved-from string is empty: the session starts afresh)
+  L.batch_out.swap(L.session->output());  // the last batch's storage becomes the session's: no allocation
   L.session->output().clear();
   L.batch_cb = cb;
   L.batch_data = req->data;

@@ -103,8 +103,8 @@ struct TcpConn {
     cb(stream(), n);
     return true;
   }
-  // Gives the read buffer back when it holds nothing (an idle connection costs no buffer);
-  // compacts it to the front otherwise.
+  // Gives the read buffer back when it holds nothing (an idle connection costs no buffer), and
+  // over TLS what the session holds between records (OpenSSL's record buffers, output storage).
   void release_if_empty() {
     if (rbuf.data && rbuf.pending() == 0) drop_buffer();
     if (tls_) tls_trim();

@@ -144,7 +144,6 @@ std::shared_ptr<TlsServerConfig> build_server_tls(const conf::ListenerTls& t, co
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, 20480);
     SSL_CTX_set_timeout(ctx, 7200);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (t.session_tickets) {
       if (keys) keys->install(ctx);
     } else {
@@ -181,7 +180,6 @@ std::shared_ptr<TlsClientConfig> build_client_tls(const conf::ClientTls& t, cons
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_cipher_list(ctx, kIntermediateCiphers);
   static const unsigned char kAlpn[] = "\x08http/1.1";
   SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof kAlpn - 1);
@@ -214,7 +212,7 @@ void check_tls(const conf::Config& c, TlsProblems& p) {
     if (t.enabled) build_server_tls(t, c.path, nullptr, p);
   if (c.admin.tls.enabled) build_server_tls(c.admin.tls, c.path, nullptr, p);
   for (const auto& [name, s] : c.services)
-    if (s.tls.enabled) build_client_tls(s.tls, c.path, p);
+    if (s.tls.enabled || s.tls.pos.line > 0) build_client_tls(s.tls, c.path, p);
   if (c.registry.etcd.tls.enabled) build_client_tls(c.registry.etcd.tls, c.path, p);
 }
 

@@ -60,8 +60,24 @@ struct TlsClientConfig {
 struct TlsContexts {
   std::vector<std::shared_ptr<const TlsServerConfig>> listeners;  // by `listen` index; null = plain
   std::shared_ptr<const TlsServerConfig> admin;                   // null = plain
-  std::unordered_map<std::string, std::shared_ptr<const TlsClientConfig>> services;  // services.X.tls
+  // services.X.tls, for every service that writes the block (with enabled: false too: then it
+  // only says how instances registered over TLS are verified).
+  std::unordered_map<std::string, std::shared_ptr<const TlsClientConfig>> services;
   std::shared_ptr<const TlsClientConfig> etcd;
+  // For an instance registered over TLS ("scheme": "https", an https:// catalog URL, a Eureka
+  // securePort) whose service has no tls block: the system's CA bundle, names verified.
+  std::shared_ptr<const TlsClientConfig> instance_default;
+
+  // What an instance of `service` is reached with when TLS is wanted (services.X.tls enabled, or
+  // the instance registered over TLS): the service's block when it wrote one, else — for an
+  // instance that asked for TLS itself — instance_default. null: plain, or TLS wanted and no
+  // context loaded (no connection then).
+  std::shared_ptr<const TlsClientConfig> for_instance(const std::string& service, bool service_tls, bool instance_tls) const {
+    if (!service_tls && !instance_tls) return nullptr;
+    auto it = services.find(service);
+    if (it != services.end()) return it->second;
+    return service_tls ? nullptr : instance_default;
+  }
 };
 
 // Problems as "FILE:LINE:COL: message", FILE being the config file; `warnings` likewise (an

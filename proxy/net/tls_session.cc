@@ -104,7 +104,10 @@ TlsSession::TlsSession(SSL* ssl) : ssl_(ssl) {
   BIO* b = BIO_new(bio_method());
   BIO_set_data(b, this);
   SSL_set_bio(ssl_, b, b);  // one BIO both ways (owned by ssl_)
-  SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Not SSL_MODE_RELEASE_BUFFERS: it frees and reallocates OpenSSL's 16 KB record buffers around
+  // nearly every record, an allocation per read while a body streams. trim() frees them instead,
+  // when the connection goes idle (SSL_free_buffers), so an idle connection holds none either.
+  SSL_set_mode(ssl_, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
 TlsSession::~TlsSession() { SSL_free(ssl_); }
@@ -220,8 +223,15 @@ TlsSession::Status TlsSession::decrypt(const char* in, size_t n, size_t& used, c
 }
 
 TlsSession::Status TlsSession::write(std::string_view plain) {
-  pending_.append(plain.data(), plain.size());
-  return advance();
+  if (!handshake_done() || !pending_.empty() || failed_) {
+    pending_.append(plain.data(), plain.size());  // sent once the handshake is done
+    return advance();
+  }
+  // Straight from the caller's bytes: the BIO takes every record, so nothing is left over.
+  size_t done = 0;
+  ERR_clear_error();
+  if (!plain.empty() && SSL_write_ex(ssl_, plain.data(), plain.size(), &done) != 1) return fail(0);
+  return Status::kOk;
 }
 
 void TlsSession::close_notify() {
@@ -231,6 +241,7 @@ void TlsSession::close_notify() {
 void TlsSession::trim() {
   if (out_.empty() && out_.capacity() > 4096) std::string().swap(out_);
   if (pending_.empty() && pending_.capacity() > 0) std::string().swap(pending_);
+  SSL_free_buffers(ssl_);  // refuses (harmlessly) while a record is half read or written
 }
 
 namespace {

@@ -357,9 +357,10 @@ void DownstreamConn::reset_for_next() {
 }
 
 void DownstreamConn::go_idle() {
-  // Idle keep-alive: give the read buffer and the exchange storage back, so idle clients cost
-  // only their connection object.
-  sock_.drop_buffer();
+  // Idle keep-alive: give the read buffer (and TLS's record buffers) and the exchange storage
+  // back, so idle clients cost only their connection object.
+  SY_ASSERT(sock_.rbuf.pending() == 0);
+  sock_.release_if_empty();
   stream_.give_storage();
   state_ = State::kIdle;
   arm(cfg_->client.idle_timeout);

@@ -174,7 +174,7 @@ void RoutingBuilder::place(ServiceState& st, const std::string& id, const regist
   unlink(st, m);
   if (!same) {
     auto rt = runtime ? runtime->instance(inst->uid) : nullptr;
-    m.endpoint = std::make_shared<const Endpoint>(Endpoint{inst->uid, inst->id, inst->address, inst->weight, std::move(rt)});
+    m.endpoint = std::make_shared<const Endpoint>(Endpoint{inst->uid, inst->id, inst->address, inst->weight, std::move(rt), inst->tls});
   }
   if (t >= 0) link(st, m, t);
 }

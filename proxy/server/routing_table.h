@@ -30,6 +30,7 @@ struct Endpoint {
   conf::Address address;
   uint32_t weight = 1;
   std::shared_ptr<health::InstanceRuntime> runtime;  // live counters, breaker (may be null in tests)
+  bool tls = false;  // registered over TLS (a scheme change is a new uid, so a new Endpoint)  // live counters, breaker (may be null in tests)
 };
 
 // hash_on, parsed once when the config loads (conf/lb_kind.h).

@@ -134,16 +134,15 @@ void ProxyStream::connect_upstream(bool fresh) {
   ++s_.attempts;
   c_.state_ = DownstreamConn::State::kConnecting;
   c_.stop_reading();
-  // services.X.tls: the instance is reached over TLS, verified against server_name or the Host.
+  // services.X.tls, or an instance registered over TLS: verified against server_name or the Host.
   upstream::TlsTarget tls;
-  if (s_.upstreams->cfg->tls.enabled) {
-    const auto& all = s_.table->tls;
-    auto it = all ? all->services.find(s_.upstreams->service) : decltype(all->services)::const_iterator{};
-    if (!all || it == all->services.end()) {
+  const bool service_tls = s_.upstreams->cfg->tls.enabled;
+  if (service_tls || s_.endpoint->tls) {
+    if (s_.table->tls) tls.cfg = s_.table->tls->for_instance(s_.upstreams->service, service_tls, s_.endpoint->tls);
+    if (!tls.cfg) {
       send_error(502, "upstream_failed", "service '" + s_.upstreams->service + "' has no TLS context loaded", c_.close_after_);
       return;
     }
-    tls.cfg = it->second;
     if (!tls.cfg->server_name.empty()) {
       tls.name = tls.cfg->server_name;
     } else {

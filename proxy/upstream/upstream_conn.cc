@@ -196,7 +196,7 @@ void UpstreamConn::release(Pool& pool, conf::Millis idle_timeout) {
   // Idle: any byte or EOF means "close it", and needs no buffer. Over TLS the records are still
   // read (a session ticket or key update is no reason to close); only plaintext or the end is.
   if (!tls_) sock_.discard();
-  sock_.drop_buffer();
+  sock_.release_if_empty();  // (nothing is pending: checked above)
   pool.put(this);
   arm(idle_timeout.count());
   sock_.read_start(on_read);

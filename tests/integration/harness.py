@@ -3,9 +3,11 @@
 Every server binds port 0 and reports the port it got; nothing waits a fixed time for
 readiness: the proxy is ready when it prints its "ready" line, a backend when bind() returned.
 """
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -31,6 +33,7 @@ def tls_run():
     if _TLS_RUN is None:
         import trustme
         d = tempfile.mkdtemp(prefix="switchyard-tls-")
+        atexit.register(shutil.rmtree, d, True)  # per pytest process (xdist workers make their own)
         ca = trustme.CA()
         leaf = ca.issue_cert("localhost", "127.0.0.1", "svc")
         paths = (os.path.join(d, "ca.pem"), os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))

@@ -401,6 +401,67 @@ services:
         mtls.stop()
 
 
+def test_instances_registered_over_tls_by_scheme_catalog_url_and_eureka_secure_port(pki, proxies):
+    """A service with no TLS of its own whose instances say they speak it: the native API's
+    "scheme": "https", the seed catalog's https:// URL, Eureka's securePort. The service's tls
+    block with enabled: false says only how they are verified; a plain instance next to them stays
+    plain. A service with no block at all verifies against the system bundle (SSL_CERT_FILE here)."""
+    a = tls_backend(pki, "a", hosts=("mixed", "bundle"))  # verified against the Host, as by default
+    b = tls_backend(pki, "b", hosts=("mixed", "bundle"))  # verified against the Host, as by default
+    c = tls_backend(pki, "c", hosts=("mixed", "bundle"))  # verified against the Host, as by default
+    d = tls_backend(pki, "d", hosts=("mixed", "bundle"))  # verified against the Host, as by default
+    plain = Backend(echo_headers, "plain")
+    try:
+        cfg = """
+services:
+  mixed:
+    tls: { enabled: false, ca: %s }
+    retry: { attempts: 1 }
+  bundle:
+    retry: { attempts: 1 }
+""" % pki.ca_path
+        p = proxies(cfg, env=dict(os.environ, SSL_CERT_FILE=pki.ca_path))
+        st, body, _ = admin(p.admin, "PUT", "/v1/services/mixed/instances/a", {"address": a.address, "scheme": "https"})
+        assert st == 201, body
+        assert admin(p.admin, "GET", "/v1/services/mixed/instances/a")[1]["scheme"] == "https"
+        st, body, _ = admin(p.admin, "POST", "/v1/catalog", {"service_name": "mixed", "service_url": f"https://{b.address}/"})
+        assert st == 201, body
+        host, port = c.address.rsplit(":", 1)
+        eureka = {"instance": {"instanceId": "c", "app": "MIXED", "ipAddr": host, "status": "UP",
+                               "port": {"$": 1, "@enabled": "false"}, "securePort": {"$": int(port), "@enabled": "true"}}}
+        st, body, _ = admin(p.admin, "POST", "/eureka/apps/MIXED", eureka)
+        assert st == 204, body
+        assert admin(p.admin, "PUT", "/v1/services/mixed/instances/plain", {"address": plain.address})[0] == 201
+        assert admin(p.admin, "PUT", "/v1/services/bundle/instances/d", {"address": d.address, "scheme": "https"})[0] == 201
+        cl = Client(p.addr)
+        for _ in range(8):
+            r = cl.request("GET", "/", "mixed")
+            assert r.status == 200, r.body
+        cl.close()
+        for be in (a, b, c, plain):
+            assert be.requests, f"{be.name} got no request"
+        # Each TLS instance took one connection, reused (pooled as plain ones are).
+        assert (a.connections, b.connections, c.connections) == (1, 1, 1)
+        assert Client(p.addr).request("GET", "/", "bundle").status == 200
+        # The registries show the scheme back: the catalog's URL, Eureka's securePort.
+        cat = {i["id"]: i["service_url"] for i in admin(p.admin, "GET", "/v1/catalog")[1] if i["service_name"] == "mixed"}
+        assert cat["a"] == f"https://{a.address}" and cat["plain"] == f"http://{plain.address}", cat
+        st, app, _ = admin(p.admin, "GET", "/eureka/apps/MIXED", headers=[("Accept", "application/json")])
+        inst = {i["instanceId"]: i for i in app["application"]["instance"]}
+        assert inst["c"]["securePort"] == {"$": int(port), "@enabled": "true"}, inst["c"]
+        assert inst["plain"]["securePort"]["@enabled"] == "false"
+        # Changing the scheme back is a new endpoint: the next request goes plain, and is refused
+        # by the TLS backend (a plain request to a TLS port), not sent over the old TLS connection.
+        assert admin(p.admin, "PUT", "/v1/services/bundle/instances/d", {"address": d.address})[0] == 200
+        r = Client(p.addr).request("GET", "/", "bundle")
+        assert r.status == 502, r.body
+        assert d.connections >= 2
+        assert admin(p.admin, "PUT", "/v1/services/mixed/instances/x", {"address": a.address, "scheme": "ftp"})[0] == 400
+    finally:
+        for be in (a, b, c, d, plain):
+            be.stop()
+
+
 def test_health_probes_use_the_service_tls(pki, proxies):
     good = tls_backend(pki, "good", hosts=("127.0.0.1",))
     other = Pki(os.path.join(pki.d, "other"))

@@ -11,7 +11,8 @@ using sy::conf::Millis;
 namespace {
 
 bool same(const Registration& a, const Registration& b) {
-  return a.service == b.service && a.id == b.id && a.address == b.address && a.weight == b.weight && a.tags == b.tags &&
+  return a.service == b.service && a.id == b.id && a.address == b.address && a.tls == b.tls && a.weight == b.weight &&
+         a.tags == b.tags &&
          a.meta == b.meta && a.zone == b.zone && a.ttl == b.ttl && a.leased == b.leased && a.routes == b.routes &&
          a.has_health_check == b.has_health_check && a.health_check == b.health_check && a.draining == b.draining &&
          a.deregister_critical_after == b.deregister_critical_after;
@@ -22,6 +23,7 @@ Registration full() {
   r.service = "orders";
   r.id = "o-1";
   sy::conf::parse_address("[::1]:8001", r.address, false);
+  r.tls = true;
   r.weight = 9;
   r.tags = {"v2", "canary"};
   r.meta = {{"team", "shop"}, {"empty", ""}};
@@ -107,6 +109,8 @@ TEST_CASE("bad documents name the field") {
   CHECK_FALSE(decode_registration(json::parse(R"({"address": "127.0.0.1:1", "health_check": {"jitter": "150%"}})"), r,
                                   DocKind::kRegistration, err));
   CHECK(err.message.find("jitter") != std::string::npos);
+  CHECK_FALSE(decode_registration(json::parse(R"({"address": "127.0.0.1:1", "scheme": "HTTPS"})"), r, DocKind::kRegistration, err));
+  CHECK(err.message.find("'scheme'") != std::string::npos);
   CHECK_FALSE(decode_registration(json::parse(R"({"address": "127.0.0.1:1", "id": "x"})"), r, DocKind::kStored, err));
   CHECK(err.code == "missing_field");  // no service
 }
