@@ -3,8 +3,14 @@
 # Installs what is missing, builds the release binary, runs tests/bench/bench.py, writes
 # tests/bench/results.md and the README's performance table.   ~10 minutes on 2 cores.
 #   tests/bench/run.sh [--quick] [--rounds N] [--secs S]
+#   tests/bench/run.sh --tls [--quick] ...   TLS termination instead (tests/bench/tls_bench.py, ~6 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/install-deps.sh --bench
 dir=$(deploy/build.sh release)
-SWITCHYARD_BIN="$PWD/$dir/switchyard" exec /usr/bin/python3 tests/bench/bench.py "$@"
+script=tests/bench/bench.py
+if [[ "${1:-}" == --tls ]]; then
+  script=tests/bench/tls_bench.py
+  shift
+fi
+SWITCHYARD_BIN="$PWD/$dir/switchyard" exec /usr/bin/python3 "$script" "$@"
