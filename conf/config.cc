@@ -73,6 +73,11 @@ class Loader {
     scalar(n, key, out);
   }
   void uint(const YAML::Node& n, const std::string& key, uint32_t& out, uint64_t lo, uint64_t hi) {
+    uint64_t v = out;
+    uint64(n, key, v, lo, std::min<uint64_t>(hi, UINT32_MAX));
+    out = static_cast<uint32_t>(v);
+  }
+  void uint64(const YAML::Node& n, const std::string& key, uint64_t& out, uint64_t lo, uint64_t hi) {
     std::string s;
     if (!scalar(n, key, s)) return;
     uint64_t v = 0;
@@ -83,7 +88,7 @@ class Loader {
     } else if (v < lo || v > hi) {
       error(n, "'" + key + "' is " + s + ", out of range " + std::to_string(lo) + ".." + std::to_string(hi));
     } else {
-      out = static_cast<uint32_t>(v);
+      out = v;
     }
   }
   void boolean(const YAML::Node& n, const std::string& key, bool& out) {
@@ -195,6 +200,11 @@ class Loader {
   void load_listen_entry(const YAML::Node& n, Address& a, ListenerTls& t);
   void load_listener_tls(const YAML::Node& n, const std::string& where, ListenerTls& t);
   void load_client_tls(const YAML::Node& n, const std::string& where, ClientTls& t, bool has_enabled);
+  void load_rate_limit(const std::string& name, const YAML::Node& n, RateLimit& r);
+  void rate_limit_ref(const YAML::Node& n, const std::string& key, RateLimitRef& ref) {
+    ref.pos = pos(n);
+    str(n, key, ref.name);
+  }
   void file(const YAML::Node& n, const std::string& key, FileRef& out) {
     out.pos = pos(n);
     str(n, key, out.path);
@@ -305,6 +315,26 @@ void Loader::load(const YAML::Node& root, Config& c) {
            }},
           {"access_log", [&](const YAML::Node& n) { str(n, "access_log", c.access_log); }},
           {"metrics", [&](const YAML::Node& n) { boolean(n, "metrics", c.metrics); }},
+          {"rate_limits",
+           [&](const YAML::Node& n) {
+             if (n.IsNull()) return;
+             if (!n.IsMap()) {
+               error(n, "'rate_limits' must be a mapping of policy name to settings");
+               return;
+             }
+             for (const auto& kv : n) {
+               std::string name = kv.first.Scalar();
+               if (!valid_name(name)) {
+                 error(kv.first, "rate limit name '" + name + "' must be 1-128 characters of [A-Za-z0-9._-]");
+                 continue;
+               }
+               RateLimit r;
+               r.name = name;
+               r.pos = pos(kv.first);
+               load_rate_limit(name, kv.second, r);
+               c.rate_limits[name] = r;
+             }
+           }},
           {"routes",
            [&](const YAML::Node& n) {
              if (n.IsNull()) return;
@@ -352,6 +382,63 @@ void Loader::load(const YAML::Node& root, Config& c) {
   for (const auto& l : c.listen) {
     if (l.port() != 0 && l == c.admin.listen) error_at(admin_listen_pos_, "'listen' and 'admin.listen' are the same address " + l.text);
   }
+  auto known_policy = [&](const RateLimitRef& ref, const std::string& where) {
+    if (!ref.name.empty() && !c.rate_limits.count(ref.name))
+      error_at(ref.pos, "'" + where + ".rate_limit' names '" + ref.name + "', which is not a policy under 'rate_limits'");
+  };
+  for (const auto& r : c.routes) known_policy(r.rate_limit, "routes[]");
+  for (const auto& [name, s] : c.services) known_policy(s.rate_limit, "services." + name);
+}
+
+void Loader::load_rate_limit(const std::string& name, const YAML::Node& n, RateLimit& r) {
+  const std::string w = "rate_limits." + name;
+  bool have_rate = false;
+  map(n, "rate limit '" + name + "'",
+      {{"rate",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, w + ".rate", s)) return;
+          std::string e = parse_rate(s, r.rate);
+          if (!e.empty()) error(v, "'" + w + ".rate': " + e);
+          have_rate = true;
+        }},
+       {"burst", [&](const YAML::Node& v) { uint64(v, w + ".burst", r.burst, 1, 1000000000); }},
+       {"key",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, w + ".key", s)) return;
+          if (s == "source_ip") r.key = RateLimit::Key::kSourceIp;
+          else if (s == "route") r.key = RateLimit::Key::kRoute;
+          else if (s == "service") r.key = RateLimit::Key::kService;
+          else if (s == "none") r.key = RateLimit::Key::kNone;
+          else if (s.rfind("header:", 0) == 0 && s.size() > 7) {
+            r.key = RateLimit::Key::kHeader;
+            r.header = s.substr(7);
+            for (auto& ch : r.header) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          } else {
+            error(v, "'" + w + ".key' must be source_ip, header:NAME, route, service or none; got '" + s + "'");
+          }
+        }},
+       {"mode",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, w + ".mode", s)) return;
+          if (s == "enforce") r.mode = RateLimit::Mode::kEnforce;
+          else if (s == "dry_run") r.mode = RateLimit::Mode::kDryRun;
+          else error(v, "'" + w + ".mode' must be enforce or dry_run; got '" + s + "'");
+        }},
+       {"max_keys", [&](const YAML::Node& v) { uint64(v, w + ".max_keys", r.max_keys, 1, 100000000); }},
+       {"scope",
+        [&](const YAML::Node& v) {
+          std::string s;
+          if (!scalar(v, w + ".scope", s)) return;
+          if (s == "global")
+            error(v, "'" + w + ".scope: global' (a rate shared by the proxies of one etcd registry) is not built yet: "
+                         "only local (this proxy's rate) is");
+          else if (s != "local") error(v, "'" + w + ".scope' must be local; got '" + s + "'");
+        }}});
+  if (!have_rate && n.IsMap()) error(n, "'" + w + "' needs a 'rate' (such as 100/s)");
+  if (r.burst == 0) r.burst = std::max<uint64_t>(1, r.rate.tokens * 1000000 / r.rate.per_us);
 }
 
 void Loader::load_client(const YAML::Node& n, ClientLimits& c) {
@@ -365,7 +452,19 @@ void Loader::load_client(const YAML::Node& n, ClientLimits& c) {
         [&](const YAML::Node& v) { size(v, "client.max_uri_bytes", c.max_uri_bytes, 16, 1024 * 1024); }},
        {"max_body_bytes",
         [&](const YAML::Node& v) { size(v, "client.max_body_bytes", c.max_body_bytes, 0, UINT64_C(1) << 50); }},
-       {"body_timeout", [&](const YAML::Node& v) { duration(v, "client.body_timeout", c.body_timeout, false); }}});
+       {"body_timeout", [&](const YAML::Node& v) { duration(v, "client.body_timeout", c.body_timeout, false); }},
+       {"trusted_proxies",
+        [&](const YAML::Node& v) {
+          std::vector<std::string> items;
+          str_list(v, "client.trusted_proxies", items);
+          c.trusted_proxies.clear();
+          for (const auto& it : items) {
+            Cidr cidr;
+            std::string e = parse_cidr(it, cidr);
+            if (!e.empty()) error(v, "'client.trusted_proxies': " + e);
+            else c.trusted_proxies.push_back(cidr);
+          }
+        }}});
 }
 
 void Loader::load_health(const YAML::Node& n, HealthCheck& h) {
@@ -531,7 +630,8 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
                {"response", [&](const YAML::Node& x) { duration(x, "timeouts.response", t.response, false); }},
                {"idle", [&](const YAML::Node& x) { duration(x, "timeouts.idle", t.idle, false); }}});
         }},
-       {"tls", [&](const YAML::Node& v) { load_client_tls(v, w + ".tls", s.tls, true); }}});
+       {"tls", [&](const YAML::Node& v) { load_client_tls(v, w + ".tls", s.tls, true); }},
+       {"rate_limit", [&](const YAML::Node& v) { rate_limit_ref(v, w + ".rate_limit", s.rate_limit); }}});
 
   // Cross-field checks of the service, at the key a user would change.
   if (hash_on_pos.line && s.lb != Lb::kRingHash && s.lb != Lb::kMaglev)
@@ -571,7 +671,8 @@ void Loader::load_route(const YAML::Node& n, Route& r) {
           if (!valid_name(r.service)) error(v, "route service '" + r.service + "' must be 1-128 characters of [A-Za-z0-9._-]");
         }},
        {"strip_prefix", [&](const YAML::Node& v) { boolean(v, "strip_prefix", r.strip_prefix); }},
-       {"tags", [&](const YAML::Node& v) { str_list(v, "tags", r.tags); }}});
+       {"tags", [&](const YAML::Node& v) { str_list(v, "tags", r.tags); }},
+       {"rate_limit", [&](const YAML::Node& v) { rate_limit_ref(v, "rate_limit", r.rate_limit); }}});
   if (!have_service && n.IsMap()) error(n, "a route needs a 'service'");
 }
 

@@ -66,6 +66,28 @@ struct ClientTls {
   bool operator==(const ClientTls&) const = default;
 };
 
+// A named rate-limit policy (`rate_limits:`), referred to by routes and services.
+struct RateLimit {
+  enum class Key { kSourceIp, kHeader, kRoute, kService, kNone };
+  enum class Mode { kEnforce, kDryRun };
+  std::string name;
+  Rate rate;
+  uint64_t burst = 0;  // bucket size; 0 = not written (the rate's tokens per unit, at least 1)
+  Key key = Key::kSourceIp;
+  std::string header;  // Key::kHeader: the header's name, lower-cased
+  Mode mode = Mode::kEnforce;
+  uint64_t max_keys = 100000;
+  Pos pos;
+  bool operator==(const RateLimit&) const = default;
+};
+
+// Where a route or service names a policy ("" = none), with its position for the cross-check.
+struct RateLimitRef {
+  std::string name;
+  Pos pos;
+  bool operator==(const RateLimitRef&) const = default;
+};
+
 struct StaticInstance {
   std::string address_text;  // as written, "host:port"
   Address address;
@@ -164,6 +186,7 @@ struct Service {
   Retry retry;
   Timeouts timeouts;
   ClientTls tls;  // to the instances
+  RateLimitRef rate_limit;  // for requests routed to this service by any route or by Host
   Pos pos;
 };
 
@@ -173,6 +196,7 @@ struct Route {
   std::string service;
   bool strip_prefix = false;
   std::vector<std::string> tags;
+  RateLimitRef rate_limit;
   Pos pos;
 };
 
@@ -184,6 +208,8 @@ struct ClientLimits {
   uint64_t max_uri_bytes = 8 * 1024;
   uint64_t max_body_bytes = 0;  // 0 = unlimited
   Millis body_timeout{60000};   // silence between two reads of a request body (while we read)
+  // Peers whose X-Forwarded-For is believed (rate-limit keys by source_ip).
+  std::vector<Cidr> trusted_proxies;
 };
 
 struct Admin {
@@ -229,6 +255,7 @@ struct Config {
   std::string access_log;
   bool metrics = true;  // false: the request path updates no metrics (to measure what they cost)
   std::vector<Route> routes;
+  std::map<std::string, RateLimit> rate_limits;
   std::map<std::string, Service> services;  // ordered: stable output and reload diffs
 };
 

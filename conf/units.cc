@@ -214,4 +214,86 @@ std::string Address::host() const {
   return h;
 }
 
+namespace {
+
+// `ip` as 16 bytes, IPv4 in the first 4 (an IPv4-mapped IPv6 address as IPv4). false: not an IP.
+bool ip_bytes(std::string_view ip, uint8_t out[16], bool& v6) {
+  char buf[INET6_ADDRSTRLEN + 1];
+  if (ip.empty() || ip.size() >= sizeof buf) return false;
+  ip.copy(buf, ip.size());
+  buf[ip.size()] = 0;
+  std::memset(out, 0, 16);
+  in_addr a4;
+  if (inet_pton(AF_INET, buf, &a4) == 1) {
+    std::memcpy(out, &a4, 4);
+    v6 = false;
+    return true;
+  }
+  in6_addr a6;
+  if (inet_pton(AF_INET6, buf, &a6) != 1) return false;
+  if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+    std::memcpy(out, a6.s6_addr + 12, 4);
+    v6 = false;
+    return true;
+  }
+  std::memcpy(out, a6.s6_addr, 16);
+  v6 = true;
+  return true;
+}
+
+}  // namespace
+
+bool Cidr::contains(std::string_view ip) const {
+  uint8_t b[16];
+  bool is6 = false;
+  if (!ip_bytes(ip, b, is6) || is6 != v6) return false;
+  const unsigned full = bits / 8, rest = bits % 8;
+  if (std::memcmp(b, bytes, full) != 0) return false;
+  if (rest == 0) return true;
+  const uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
+  return (b[full] & mask) == (bytes[full] & mask);
+}
+
+std::string parse_cidr(std::string_view s, Cidr& out) {
+  const size_t slash = s.find('/');
+  Cidr c;
+  if (!ip_bytes(s.substr(0, slash), c.bytes, c.v6)) return "'" + std::string(s) + "' is not an IP address or CIDR block";
+  const unsigned max = c.v6 ? 128 : 32;
+  unsigned bits = max;
+  if (slash != std::string_view::npos) {
+    const std::string_view b = s.substr(slash + 1);
+    auto r = std::from_chars(b.data(), b.data() + b.size(), bits);
+    if (b.empty() || r.ec != std::errc() || r.ptr != b.data() + b.size() || bits > max)
+      return "'" + std::string(s) + "': the prefix length must be 0-" + std::to_string(max);
+  }
+  c.bits = static_cast<uint8_t>(bits);
+  // Host bits cleared, so equal blocks compare equal.
+  for (unsigned i = 0; i < 16; ++i) {
+    const unsigned keep = bits >= (i + 1) * 8 ? 8 : bits > i * 8 ? bits - i * 8 : 0;
+    c.bytes[i] = static_cast<uint8_t>(c.bytes[i] & (keep == 0 ? 0 : 0xff << (8 - keep)));
+  }
+  out = c;
+  return "";
+}
+
+std::string parse_rate(std::string_view s, Rate& out) {
+  const size_t slash = s.find('/');
+  if (slash == std::string_view::npos) return "'" + std::string(s) + "' must be a rate such as 100/s, 600/m or 10/h";
+  const std::string_view n = s.substr(0, slash), unit = s.substr(slash + 1);
+  Rate r;
+  auto res = std::from_chars(n.data(), n.data() + n.size(), r.tokens);
+  if (n.empty() || res.ec != std::errc() || res.ptr != n.data() + n.size())
+    return "'" + std::string(s) + "' must start with a whole number of tokens";
+  if (unit == "s") r.per_us = 1000000;
+  else if (unit == "m") r.per_us = 60000000;
+  else if (unit == "h") r.per_us = UINT64_C(3600000000);
+  else return "'" + std::string(s) + "': the unit must be s, m or h";
+  if (r.tokens == 0) return "'" + std::string(s) + "': the rate must be at least 1";
+  // The bucket keeps time in microseconds times the rate in one 64-bit word (rate_limit.h):
+  // up to 100,000 tokens per unit that lasts years of uptime.
+  if (r.tokens > 100000) return "'" + std::string(s) + "': at most 100000 tokens per unit";
+  out = r;
+  return "";
+}
+
 }  // namespace sy::conf

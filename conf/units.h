@@ -47,4 +47,25 @@ std::string parse_percent(std::string_view s, double& out);
 
 std::string format_address(const sockaddr* sa);
 
+// "10.0.0.0/8", "2001:db8::/32", or one address ("10.1.2.3" = /32, "::1" = /128).
+struct Cidr {
+  uint8_t bytes[16] = {};  // network address, IPv4 in the first 4
+  uint8_t bits = 0;
+  bool v6 = false;
+  // `ip` as text (an IPv4-mapped IPv6 address counts as its IPv4 address).
+  bool contains(std::string_view ip) const;
+  bool operator==(const Cidr&) const = default;
+};
+std::string parse_cidr(std::string_view s, Cidr& out);
+
+// A rate: "100/s", "600/m", "10/h" (a whole number of tokens per second, minute or hour).
+// `per_us` is the unit in microseconds (1e6, 6e7, 3.6e9).
+struct Rate {
+  uint64_t tokens = 0;
+  uint64_t per_us = 1000000;
+  double per_second() const { return static_cast<double>(tokens) * 1e6 / static_cast<double>(per_us); }
+  bool operator==(const Rate&) const = default;
+};
+std::string parse_rate(std::string_view s, Rate& out);
+
 }  // namespace sy::conf

@@ -140,6 +140,7 @@ std::string App::start() {
     }
   }
   apply_admin_tls();
+  rate_limits_ = ratelimit::Limiters::update(nullptr, cfg_->rate_limits, static_cast<int64_t>(uv_hrtime() / 1000));
   publish();
 
   if (std::string e = access_log_.open(c.access_log); !e.empty()) return e;
@@ -168,7 +169,11 @@ std::string App::start() {
   // number, so a registration storm costs one routing rebuild per turn, not one per change.
   hooks.persistence_enabled = [] { return true; };
   hooks.config = [this]() -> const conf::Config& { return *cfg_; };
-  hooks.before_scrape = [this] { runtime_->export_gauges(); };
+  hooks.before_scrape = [this] {
+    runtime_->export_gauges();
+    metrics_.sync_rate_limits(rate_limits_.get());
+  };
+  hooks.rate_limits = [this] { return rate_limits_; };
   hooks.before_ack = [this] {
     if (table_dirty_) publish();
   };
@@ -395,6 +400,7 @@ void App::publish() {
   }
   next->config = cfg_;
   next->tls = tls_ ? tls_->current() : nullptr;
+  next->rate_limits = rate_limits_;
   if (checker_) checker_->set_tls(next->tls);
   next->seq = ++publish_seq_;
   if (runtime_) {
@@ -559,6 +565,8 @@ std::string App::reload(std::string& summary_json) {
   for (const auto& w : tls.warnings) notes.push_back(w);
   cfg_ = std::move(next_cfg);
   apply_admin_tls();
+  // Policies whose settings did not change keep their buckets (a reload refills nothing).
+  rate_limits_ = ratelimit::Limiters::update(rate_limits_, cfg_->rate_limits, static_cast<int64_t>(uv_hrtime() / 1000));
   metrics_on_.store(cfg_->metrics, std::memory_order_relaxed);
   api_->set_token(cfg_->admin.token);
   apply_admin_limits(*cfg_);

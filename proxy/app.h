@@ -21,6 +21,7 @@
 #include "proxy/server/routing_table.h"
 #include "proxy/server/worker.h"
 #include "proxy/server/worker_thread.h"
+#include "proxy/ratelimit/limiter.h"
 #include "proxy/tls_state.h"
 #include "registry/etcd/backend.h"
 #include "registry/journal.h"
@@ -96,6 +97,7 @@ class App {
   int64_t local_ips_read_ms_ = 0;
   std::unique_ptr<net::Listener> admin_listener_;
   std::unique_ptr<TlsState> tls_;
+  std::shared_ptr<const ratelimit::Limiters> rate_limits_;  // the config's policies, kept across reloads
   void tls_changed();
   void apply_admin_tls();
   uv_signal_t sig_hup_{}, sig_term_{}, sig_int_{}, sig_usr1_{};

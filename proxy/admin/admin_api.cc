@@ -274,6 +274,8 @@ void AdminApi::add_endpoints() {
     if (!err.empty()) return error(400, "bad_config", err);
     return AdminResponse{200, "application/json", {}, summary};
   });
+  add(kGet, "/v1/rate-limits", Access::kRead, "each rate-limit policy: settings, keys in use, passed and refused (?keys=N: N recent keys)",
+      [this](Call& c) { return rate_limits_view(c.req); });
   add(kGet, "/v1/catalog", Access::kRead, "every instance in the seed catalog's shape", [this](Call&) { return catalog_get(); });
   add(kPost, "/v1/catalog", Access::kRegistry, "register {service_name, service_url} (no lease)", [this](Call& c) { return catalog_post(c.req.body); });
   add(kGet, "/v1/services", Access::kRead, "every service with instance counts by state", [this](Call&) { return services_list(); });
@@ -507,4 +509,40 @@ AdminResponse AdminApi::catalog_get() {
   return json_response(200, list);
 }
 
+AdminResponse AdminApi::rate_limits_view(const AdminRequest& req) {
+  const auto lims = hooks_.rate_limits ? hooks_.rate_limits() : nullptr;
+  size_t want = 20;
+  const std::string k = req.query_param("keys");
+  if (!k.empty()) {
+    auto r = std::from_chars(k.data(), k.data() + k.size(), want);
+    if (r.ec != std::errc() || r.ptr != k.data() + k.size() || want > 1000)
+      return error(400, "bad_request", "'keys' must be a whole number 0-1000");
+  }
+  static const char* kKeys[] = {"source_ip", "header", "route", "service", "none"};
+  json list = json::array();
+  if (lims) {
+    for (const auto& [name, l] : lims->by_name) {
+      const conf::RateLimit& p = l->policy();
+      std::string key = kKeys[static_cast<int>(p.key)];
+      if (p.key == conf::RateLimit::Key::kHeader) key += ":" + p.header;
+      json recent = json::array();
+      if (want > 0)
+        for (const auto& ks : l->recent(want, static_cast<int64_t>(uv_hrtime() / 1000))) recent.push_back({{"key", ks.key}, {"tokens", ks.available}});
+      list.push_back({{"name", name},
+                      {"rate", std::to_string(p.rate.tokens) + (p.rate.per_us == 1000000 ? "/s" : p.rate.per_us == 60000000 ? "/m" : "/h")},
+                      {"burst", p.burst},
+                      {"key", key},
+                      {"mode", l->dry_run() ? "dry_run" : "enforce"},
+                      {"max_keys", p.max_keys},
+                      {"keys", l->keys()},
+                      {"evictions", l->evictions()},
+                      {"passed", l->passed()},
+                      {"refused", l->refused()},
+                      {"recent_keys", recent}});
+    }
+  }
+  return json_response(200, list);
+}
+
 }  // namespace sy::admin
+

@@ -35,6 +35,7 @@ struct AdminHooks {
   std::function<void()> before_ack;              // publish the routing snapshot before a change is acknowledged
   std::function<const conf::Config&()> config;  // current config (route conflicts)
   std::function<void()> before_scrape;           // gauges read from live state, per scrape
+  std::function<std::shared_ptr<const ratelimit::Limiters>()> rate_limits;  // the policies in force
   // Shared registry (registry.backend: etcd). `writable` false: the store is unreachable and every
   // mutating call answers 503 registry_unavailable. `renew`: heartbeats renew leases in the store;
   // `done` gets 200 (renewed), 404 (lease gone: register again) or 503.
@@ -98,6 +99,7 @@ class AdminApi final : public AdminHandler {
                                   bool leased = true);
   AdminResponse catalog_post(const std::string& body);
   AdminResponse catalog_get();
+  AdminResponse rate_limits_view(const AdminRequest& req);
   AdminResponse instance_view(const std::string& service, const std::string& id);
 
   registry::Registry& reg_;

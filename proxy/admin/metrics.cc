@@ -46,7 +46,10 @@ Metrics::Metrics()
       tls_handshakes_(prometheus::BuildCounter().Name("switchyard_tls_handshakes_total").Help("TLS handshakes on a listener, by version and result (ok, resumed, failed)").Register(*reg_)),
       tls_expiry_(prometheus::BuildGauge().Name("switchyard_tls_certificate_expiry_timestamp_seconds").Help("notAfter of each certificate a listener serves (unix seconds)").Register(*reg_)),
       tls_reload_failures_(prometheus::BuildCounter().Name("switchyard_tls_reload_failures_total").Help("Certificate reloads that failed (the old certificates stayed)").Register(*reg_).Add({})),
-      upstream_tls_failures_(prometheus::BuildCounter().Name("switchyard_upstream_tls_failures_total").Help("TLS handshakes with instances that failed, by reason").Register(*reg_)) {
+      upstream_tls_failures_(prometheus::BuildCounter().Name("switchyard_upstream_tls_failures_total").Help("TLS handshakes with instances that failed, by reason").Register(*reg_)),
+      rate_limited_(prometheus::BuildCounter().Name("switchyard_rate_limited_total").Help("Requests a rate-limit policy refused (mode enforce) or would have refused (dry_run)").Register(*reg_)),
+      rate_limit_keys_(prometheus::BuildGauge().Name("switchyard_rate_limit_keys").Help("Distinct keys a rate-limit policy holds buckets for").Register(*reg_)),
+      rate_limit_evictions_(prometheus::BuildCounter().Name("switchyard_rate_limit_evictions_total").Help("Keys a rate-limit policy forgot to stay within max_keys (least recently used first)").Register(*reg_)) {
   backend_up_.Set(1);
   auto& exhaustion = prometheus::BuildCounter()
                          .Name("switchyard_resource_exhaustion_total")
@@ -226,4 +229,22 @@ std::string Metrics::render() {
   return out.str();
 }
 
+void Metrics::sync_rate_limits(const ratelimit::Limiters* limiters) {
+  if (!limiters) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [name, l] : limiters->by_name) {
+    RateSeen& seen = rate_seen_[name];
+    if (seen.limiter != l.get()) seen = RateSeen{l.get(), 0, 0};
+    const uint64_t refused = l->refused(), evictions = l->evictions();
+    auto& c = rate_limited_.Add({{"policy", name}, {"mode", l->dry_run() ? "dry_run" : "enforce"}});
+    if (refused > seen.refused) c.Increment(static_cast<double>(refused - seen.refused));
+    auto& e = rate_limit_evictions_.Add({{"policy", name}});
+    if (evictions > seen.evictions) e.Increment(static_cast<double>(evictions - seen.evictions));
+    rate_limit_keys_.Add({{"policy", name}}).Set(static_cast<double>(l->keys()));
+    seen.refused = refused;
+    seen.evictions = evictions;
+  }
+}
+
 }  // namespace sy::admin
+

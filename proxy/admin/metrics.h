@@ -26,6 +26,7 @@
 #include "health/runtime.h"
 #include "proxy/http/exchange_record.h"
 #include "proxy/net/resource.h"
+#include "proxy/ratelimit/limiter.h"
 #include "registry/registry.h"
 
 namespace sy::admin {
@@ -62,6 +63,9 @@ class Metrics final {
   // Long polls and Consul blocking queries parked on the admin listener (set per scrape).
   void set_long_polls(size_t n) { long_polls_.Set(static_cast<double>(n)); }
   void on_backend_error() { backend_errors_.Increment(); }
+  // Per scrape: the rate-limit policies' counters, read from the limiters (the request path
+  // counts in the limiter's own atomics, never through a label look-up).
+  void sync_rate_limits(const ratelimit::Limiters* limiters);
 
   // TLS (README.md, "TLS"). Handshake counters of one listener, made once (TlsServerConfig::stats
   // points here; workers count through it without a look-up).
@@ -133,6 +137,14 @@ class Metrics final {
   prometheus::Counter& tls_reload_failures_;
   prometheus::Family<prometheus::Counter>& upstream_tls_failures_;
   std::unordered_map<std::string, TlsCounters> tls_listeners_;  // under mu_
+  prometheus::Family<prometheus::Counter>& rate_limited_;
+  prometheus::Family<prometheus::Gauge>& rate_limit_keys_;
+  prometheus::Family<prometheus::Counter>& rate_limit_evictions_;
+  struct RateSeen {
+    const ratelimit::Limiter* limiter = nullptr;  // counts restart when a reload makes a new one
+    uint64_t refused = 0, evictions = 0;
+  };
+  std::unordered_map<std::string, RateSeen> rate_seen_;  // under mu_
   std::unordered_map<std::string, ServiceStats> services_;
   std::unordered_map<const void*, int> refs_;
   std::atomic<ServiceStats*> none_{nullptr};

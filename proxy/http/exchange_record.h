@@ -22,6 +22,8 @@ struct ExchangeRecord {
   int attempts = 0;
   std::string_view request_id;
   std::string_view error;
+  // A rate-limit policy that refused the request (or, in dry_run, would have): its name.
+  std::string_view rate_limited;
   // The client's TLS (all "" on a plain connection): "TLSv1.3", the SNI it sent, the ALPN chosen.
   std::string_view tls_version;
   std::string_view tls_sni;

@@ -221,7 +221,9 @@ void build_downstream_response(const MessageHead& resp, const ResponseForward& f
     out.append(via);
     out.append(", ");
   }
-  out.append(resp.http_minor == 0 ? "1.0 switchyard\r\n\r\n" : "1.1 switchyard\r\n\r\n");
+  out.append(resp.http_minor == 0 ? "1.0 switchyard\r\n" : "1.1 switchyard\r\n");
+  out.append(f.extra);
+  out.append("\r\n");
 }
 
 const char* status_reason(int status) {
@@ -252,7 +254,8 @@ const char* status_reason(int status) {
   }
 }
 
-void build_error_response(int status, std::string_view code, std::string_view message, bool close, std::string& out) {
+void build_error_response(int status, std::string_view code, std::string_view message, bool close, std::string& out,
+                          std::string_view extra) {
   // Messages are ours, never client bytes, so no JSON escaping beyond quotes is needed; escape
   // anyway so a future caller passing user text cannot break the JSON.
   std::string body = "{\"error\": \"";
@@ -272,7 +275,9 @@ void build_error_response(int status, std::string_view code, std::string_view me
   out.append(code);
   out.append("\r\nContent-Length: ");
   append_uint(out, body.size());
-  out.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  out.append(close ? "\r\nConnection: close\r\n" : "\r\n");
+  out.append(extra);
+  out.append("\r\n");
   out.append(body);
 }
 

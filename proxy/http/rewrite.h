@@ -50,6 +50,7 @@ struct ResponseForward {
   bool keep_alive_10 = false;  // an HTTP/1.0 client asked for keep-alive and gets it
   bool upgrade = false;        // 101: keep Upgrade, "Connection: upgrade"
   bool head_or_304 = false;    // no body follows; keep Content-Length as it was
+  std::string_view extra;      // header lines of the proxy's own ("Name: value\r\n" each): rate limits
 };
 
 // Appends the downstream response head to `out`.
@@ -67,8 +68,9 @@ bool has_token(std::string_view list, std::string_view token);
 bool valid_field_value(std::string_view v);
 
 // The proxy's own error response: JSON {"error","message"} + x-switchyard-error.
+// `extra`: header lines of the proxy's own ("Name: value\r\n" each), such as Retry-After.
 void build_error_response(int status, std::string_view code, std::string_view message, bool close,
-                          std::string& out);
+                          std::string& out, std::string_view extra = {});
 const char* status_reason(int status);
 
 }  // namespace sy::http

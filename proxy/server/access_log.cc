@@ -159,6 +159,10 @@ void AccessLog::append(const ExchangeObserver::Record& r) {
     buf_.append(",\"error\":");
     json_string(buf_, r.error);
   }
+  if (!r.rate_limited.empty()) {  // refused by this policy (429), or in dry_run would have been
+    buf_.append(",\"rate_limited\":");
+    json_string(buf_, r.rate_limited);
+  }
   buf_.append("}\n");
   if (buf_.size() >= kFlushAt) flush();
 }

@@ -22,6 +22,7 @@ struct Exchange {
   std::string target;
   std::string request_id;
   std::string replay;
+  std::string rate_headers;  // RateLimit-Policy / RateLimit lines for the response (limited routes)
 };
 
 class ExchangePool {

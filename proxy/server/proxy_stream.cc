@@ -52,6 +52,7 @@ void ProxyStream::give_storage() {
   x_->req.clear();
   x_->to_client.clear();
   x_->replay.clear();
+  x_->rate_headers.clear();
   w_.exchanges.release(std::move(x_));
 }
 
@@ -60,6 +61,7 @@ void ProxyStream::reset() {
   SY_ASSERT(!s_.up && !s_.rt && !request_slot_.held() && !pending_slot_.held() && !retry_slot_.held());
   x_->req.clear();
   x_->replay.clear();
+  x_->rate_headers.clear();
   if (x_->replay.capacity() > 4096) x_->replay.shrink_to_fit();  // idle connections keep no 64 KiB buffer
   s_ = {};
 }
@@ -91,6 +93,7 @@ void ProxyStream::begin() {
     send_error(404, "no_route", "no route or service matches host '" + host + "'", c_.close_after_);
     return;
   }
+  if (!admit_rate_limits(route)) return;
   if (!s_.upstreams || s_.upstreams->endpoints.empty()) {
     const std::string svc = route ? route->service : host;
     send_error(503, "no_healthy_upstream", "service '" + svc + "' has no healthy instance", c_.close_after_);
@@ -262,6 +265,7 @@ void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& hea
   f.close = c_.close_after_;
   f.keep_alive_10 = s_.keep_alive_10 && !c_.close_after_;
   f.head_or_304 = s_.is_head || st == 304;
+  f.extra = x_->rate_headers;
   http::build_downstream_response(head, f, x_->to_client.scratch());
   x_->to_client.end_copy(from);
 }
@@ -358,7 +362,7 @@ void ProxyStream::send_error(int status, const char* code, const std::string& me
     return;
   }
   size_t from = x_->to_client.begin_copy();
-  http::build_error_response(status, code, message, c_.close_after_, x_->to_client.scratch());
+  http::build_error_response(status, code, message, c_.close_after_, x_->to_client.scratch(), x_->rate_headers);
   x_->to_client.end_copy(from);
   int rc = c_.flush_client();
   if (rc == net::OutBatch::kPending) return;
@@ -390,6 +394,7 @@ void ProxyStream::record(const char* error) {
   r.attempts = s_.attempts;
   r.request_id = x_->request_id;
   r.error = error ? error : "";
+  r.rate_limited = s_.rate_limited;
   if (const net::TlsSession* t = c_.sock_.tls()) {
     r.tls_version = t->version();
     r.tls_sni = t->sni_view();

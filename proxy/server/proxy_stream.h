@@ -61,6 +61,9 @@ class ProxyStream final : public upstream::UpstreamOwner {
 
   // ---- the exchange ----
   void begin();               // a request head is complete: route, limits, first attempt
+  // The route's and the service's rate-limit policies (stream_rate_limit.cc). false: refused, the
+  // 429 is on its way.
+  bool admit_rate_limits(const RouteEntry* route);
   void start_attempt();       // pick an instance (not tried yet) and connect
   void connect_upstream(bool fresh);
   bool request_hash(uint64_t& out) const;  // the hash_on key of this request, if present
@@ -141,6 +144,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
     bool backoff = false;          // waiting out the retry backoff
     bool stale_retried = false;    // re-sent once after a pooled connection died under it
     std::string tls_error;         // why the last TLS handshake with an instance failed
+    std::string_view rate_limited;  // the policy that refused (or in dry_run would have); pinned by table
   };
   ExchangeState s_;
   // Limit slots (after s_, whose table pins the counters they point into).

@@ -18,6 +18,7 @@
 #include "health/runtime.h"
 #include "proxy/lb/policy.h"
 #include "proxy/net/tls_config.h"
+#include "proxy/ratelimit/limiter.h"
 #include "proxy/server/endpoint_list.h"
 #include "proxy/http/host.h"
 #include "registry/registry.h"
@@ -70,6 +71,8 @@ struct RouteEntry {
   std::string service;
   std::vector<std::string> tags;
   std::shared_ptr<const Upstreams> upstreams;  // null when the service has no instances yet
+  std::string rate_limit;  // a policy name (rate_limits), "" = none
+  std::string rate_key;    // the route's identity for key: route ("host|prefix")
 };
 
 // Lets the service map be searched with a string_view (no allocation per request).
@@ -98,6 +101,7 @@ struct RoutingTable {
   // a reload reaches every worker with the same atomic load as the routes.
   std::shared_ptr<const conf::Config> config;
   std::shared_ptr<const net::TlsContexts> tls;  // the same, for TLS (null: nothing speaks TLS)
+  std::shared_ptr<const ratelimit::Limiters> rate_limits;  // the config's policies (null: none)
   std::vector<RouteEntry> routes;  // sorted: exact host before any host, longer prefix first
   std::unordered_map<std::string, std::shared_ptr<const Upstreams>, StringHash, std::equal_to<>> services;
 

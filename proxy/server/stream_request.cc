@@ -34,6 +34,7 @@ const llhttp_settings_t* ProxyStream::settings() {
 int ProxyStream::cb_message_begin(llhttp_t* p) {
   auto* st = static_cast<ProxyStream*>(p->data);
   st->x_->req.clear();
+  st->x_->rate_headers.clear();
   st->s_.message_begun = true;
   st->s_.started_ns = uv_hrtime();
   st->c_.state_ = DownstreamConn::State::kReadingHead;

@@ -1,0 +1,76 @@
+#include "proxy/ratelimit/limiter.h"
+
+#include <algorithm>
+
+namespace sy::ratelimit {
+
+Limiter::Limiter(const conf::RateLimit& policy, int64_t now_us)
+    : policy_(policy), gcra_(policy.rate, policy.burst), epoch_us_(now_us),
+      per_shard_(std::max<size_t>(1, (policy.max_keys + kShards - 1) / kShards)) {}
+
+Verdict Limiter::take(std::string_view key, int64_t now_us) {
+  const int64_t t = now_us - epoch_us_;
+  Verdict v;
+  if (policy_.key == conf::RateLimit::Key::kNone) {
+    v = gcra_.take(single_, t);
+  } else {
+    Shard& s = shards_[Hash{}(key) % kShards];
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.index.find(key);
+    if (it != s.index.end()) {
+      s.lru.splice(s.lru.begin(), s.lru, it->second);  // most recent first
+    } else {
+      if (s.index.size() >= per_shard_) {
+        // The least recently used key goes: its bucket is forgotten (counted).
+        s.index.erase(s.lru.back().key);
+        s.lru.pop_back();
+        evictions_.fetch_add(1, std::memory_order_relaxed);
+        keys_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      s.lru.push_front(Node{std::string(key), 0});
+      s.index.emplace(s.lru.front().key, s.lru.begin());
+      keys_.fetch_add(1, std::memory_order_relaxed);
+    }
+    v = gcra_.take(s.lru.front().tat, t);
+  }
+  (v.pass ? passed_ : refused_).fetch_add(1, std::memory_order_relaxed);
+  return v;
+}
+
+std::vector<Limiter::KeyState> Limiter::recent(size_t limit, int64_t now_us) const {
+  const int64_t t = now_us - epoch_us_;
+  std::vector<KeyState> out;
+  if (policy_.key == conf::RateLimit::Key::kNone) {
+    out.push_back({"", gcra_.available(single_.load(std::memory_order_relaxed), t)});
+    return out;
+  }
+  const size_t each = std::max<size_t>(1, limit / kShards);
+  for (const Shard& s : shards_) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    size_t n = 0;
+    for (auto it = s.lru.begin(); it != s.lru.end() && n < each && out.size() < limit; ++it, ++n)
+      out.push_back({it->key, gcra_.available(it->tat, t)});
+  }
+  return out;
+}
+
+std::shared_ptr<const Limiters> Limiters::update(const std::shared_ptr<const Limiters>& prev,
+                                                 const std::map<std::string, conf::RateLimit>& policies, int64_t now_us) {
+  auto next = std::make_shared<Limiters>();
+  for (const auto& [name, p] : policies) {
+    std::shared_ptr<Limiter> keep;
+    if (prev) {
+      auto it = prev->by_name.find(name);
+      // Positions aside (an edit elsewhere in the file moves them), the same policy keeps its buckets.
+      if (it != prev->by_name.end()) {
+        conf::RateLimit a = it->second->policy(), b = p;
+        a.pos = b.pos = {};
+        if (a == b) keep = it->second;
+      }
+    }
+    next->by_name[name] = keep ? keep : std::make_shared<Limiter>(p, now_us);
+  }
+  return next;
+}
+
+}  // namespace sy::ratelimit

@@ -1,0 +1,99 @@
+// One rate-limit policy's buckets, shared by every worker (the rate is the proxy's, never one
+// per worker), and the set of policies a config names.
+//
+// Keys live in a table of kShards shards, each a mutex, a hash map and a least-recently-used list
+// of at most ⌈max_keys / kShards⌉ buckets: a key's shard is its hash's, so two workers contend only
+// when their keys share a shard, and the lock is held for one lookup, one list splice and the
+// bucket's arithmetic (no allocation but a new key's node). A key pushed out of the list is
+// counted (`evictions`); if it comes back it starts with a full bucket, as in every LRU-bounded
+// limiter (HAProxy's stick tables, Envoy's descriptors), hence the large default. A policy with
+// `key: none` is one atomic bucket and takes no lock at all.
+//
+// Limiters outlive reloads: Limiters::update keeps the one of a policy whose settings did not
+// change, so a SIGHUP does not refill every bucket.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "conf/config.h"
+#include "proxy/ratelimit/bucket.h"
+
+namespace sy::ratelimit {
+
+class Limiter {
+ public:
+  static constexpr size_t kShards = 16;
+
+  // `now_us` of the clock this limiter counts from (its buckets' time 0).
+  Limiter(const conf::RateLimit& policy, int64_t now_us);
+  Limiter(const Limiter&) = delete;
+  Limiter& operator=(const Limiter&) = delete;
+
+  const conf::RateLimit& policy() const { return policy_; }
+  bool dry_run() const { return policy_.mode == conf::RateLimit::Mode::kDryRun; }
+
+  // One request with `key` at `now_us` (same clock as the constructor's). Refusals are counted
+  // here, in both modes; in dry_run the caller lets the request pass.
+  Verdict take(std::string_view key, int64_t now_us);
+
+  uint64_t keys() const { return keys_.load(std::memory_order_relaxed); }
+  uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+  uint64_t passed() const { return passed_.load(std::memory_order_relaxed); }
+
+  // The `limit` most recently used keys with their tokens now (the status call; takes each
+  // shard's lock in turn).
+  struct KeyState {
+    std::string key;
+    uint64_t available;
+  };
+  std::vector<KeyState> recent(size_t limit, int64_t now_us) const;
+
+ private:
+  struct Node {
+    std::string key;
+    int64_t tat = 0;
+  };
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  struct Shard {
+    mutable std::mutex mu;
+    std::list<Node> lru;  // most recent first
+    std::unordered_map<std::string_view, std::list<Node>::iterator, Hash, std::equal_to<>> index;  // views into lru's keys
+  };
+
+  conf::RateLimit policy_;
+  Gcra gcra_;
+  int64_t epoch_us_;
+  size_t per_shard_;
+  std::atomic<int64_t> single_{0};  // key: none
+  Shard shards_[kShards];
+  std::atomic<uint64_t> keys_{0}, evictions_{0}, refused_{0}, passed_{0};
+};
+
+// The policies of one config, by name. Built on the main loop; read by every worker through the
+// routing snapshot (RoutingTable::rate_limits).
+struct Limiters {
+  std::map<std::string, std::shared_ptr<Limiter>, std::less<>> by_name;
+
+  Limiter* find(std::string_view name) const {
+    auto it = by_name.find(name);
+    return it == by_name.end() ? nullptr : it->second.get();
+  }
+  // The set for `policies`, keeping the limiters of `prev` (may be null) whose policy is the same.
+  static std::shared_ptr<const Limiters> update(const std::shared_ptr<const Limiters>& prev,
+                                                const std::map<std::string, conf::RateLimit>& policies, int64_t now_us);
+};
+
+}  // namespace sy::ratelimit

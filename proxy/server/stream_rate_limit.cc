@@ -1,0 +1,83 @@
+// The exchange's rate-limit step (README.md, "Rate limits"): after routing, before any instance
+// is chosen. The route's policy and the service's (both, when both name one) each take a token
+// for the request's key; a refusal in enforce mode is answered 429 here and reaches no instance,
+// no breaker and no limit slot. Every answer of a limited route carries RateLimit-Policy and
+// RateLimit (draft-ietf-httpapi-ratelimit-headers), built into the exchange's storage once.
+#include <uv.h>
+
+#include <charconv>
+
+#include "proxy/ratelimit/key.h"
+#include "proxy/server/downstream_conn.h"
+#include "proxy/server/proxy_stream.h"
+
+namespace sy::server {
+
+namespace {
+
+void append_uint(std::string& out, uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+uint64_t whole_seconds(uint64_t us) { return (us + 999999) / 1000000; }
+
+}  // namespace
+
+bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
+  const auto& lims = s_.table->rate_limits;
+  if (!lims || lims->by_name.empty()) return true;
+  const conf::Service* svc = s_.upstreams ? s_.upstreams->cfg.get() : nullptr;
+  std::string_view names[2] = {route ? std::string_view(route->rate_limit) : std::string_view(),
+                               svc ? std::string_view(svc->rate_limit.name) : std::string_view()};
+  if (names[0] == names[1]) names[1] = {};  // one policy named twice is one token
+  if (names[0].empty() && names[1].empty()) return true;
+  ratelimit::KeyInputs in;
+  in.peer = c_.client_ip_;
+  in.route = route ? std::string_view(route->rate_key) : std::string_view();
+  in.service = s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view();
+  in.trusted = &c_.cfg_->client.trusted_proxies;
+  const int64_t now_us = static_cast<int64_t>(uv_hrtime() / 1000);
+  std::string policy_h, state_h;
+  uint64_t retry_us = 0;
+  const ratelimit::Limiter* refused_by = nullptr;
+  for (std::string_view name : names) {
+    if (name.empty()) continue;
+    ratelimit::Limiter* l = lims->find(name);
+    std::string_view key;
+    if (!l || !ratelimit::key_of(l->policy(), x_->req, in, key)) continue;
+    const ratelimit::Verdict v = l->take(key, now_us);
+    const conf::RateLimit& p = l->policy();
+    // RateLimit-Policy: "name";q=<burst>;w=<seconds a full bucket takes to refill>
+    if (!policy_h.empty()) policy_h.append(", ");
+    policy_h.append("\"").append(p.name).append("\";q=");
+    append_uint(policy_h, p.burst);
+    policy_h.append(";w=");
+    append_uint(policy_h, std::max<uint64_t>(1, whole_seconds(p.burst * p.rate.per_us / p.rate.tokens)));
+    // RateLimit: "name";r=<tokens left>;t=<seconds until full>
+    if (!state_h.empty()) state_h.append(", ");
+    state_h.append("\"").append(p.name).append("\";r=");
+    append_uint(state_h, v.remaining);
+    state_h.append(";t=");
+    append_uint(state_h, whole_seconds(v.reset_us));
+    if (!v.pass) {
+      s_.rate_limited = p.name;
+      if (!l->dry_run() && (!refused_by || v.retry_after_us > retry_us)) {
+        refused_by = l;
+        retry_us = v.retry_after_us;
+      }
+    }
+  }
+  std::string& h = x_->rate_headers;
+  if (!policy_h.empty()) h.append("RateLimit-Policy: ").append(policy_h).append("\r\nRateLimit: ").append(state_h).append("\r\n");
+  if (!refused_by) return true;
+  h.append("Retry-After: ");
+  append_uint(h, std::max<uint64_t>(1, whole_seconds(retry_us)));
+  h.append("\r\n");
+  send_error(429, "rate_limited", "rate limit '" + refused_by->policy().name + "' refused this request; retry after the Retry-After seconds",
+             c_.close_after_);
+  return false;
+}
+
+}  // namespace sy::server

@@ -1,0 +1,225 @@
+// Rate limits: the GCRA bucket with an injected clock (exact counts at boundaries, refill,
+// Retry-After), the LRU key table, X-Forwarded-For behind trusted proxies, and the config's
+// policies with positions.
+#include <doctest.h>
+
+#include <cstring>
+#include <thread>
+
+#include "conf/config.h"
+#include "proxy/http/head.h"
+#include "proxy/ratelimit/bucket.h"
+#include "proxy/ratelimit/key.h"
+#include "proxy/ratelimit/limiter.h"
+
+using namespace sy;
+using ratelimit::Gcra;
+
+namespace {
+
+conf::Rate rate(const char* s) {
+  conf::Rate r;
+  REQUIRE(conf::parse_rate(s, r).empty());
+  return r;
+}
+
+conf::RateLimit policy(const char* r, uint64_t burst, conf::RateLimit::Key key = conf::RateLimit::Key::kSourceIp,
+                       uint64_t max_keys = 100000) {
+  conf::RateLimit p;
+  p.name = "p";
+  p.rate = rate(r);
+  p.burst = burst;
+  p.key = key;
+  p.max_keys = max_keys;
+  return p;
+}
+
+// Requests at time t (µs) until one is refused; how many passed.
+int drain(const Gcra& g, int64_t& tat, int64_t t) {
+  int n = 0;
+  while (g.take(tat, t).pass) ++n;
+  return n;
+}
+
+http::MessageHead head_with(std::initializer_list<std::pair<const char*, const char*>> headers) {
+  http::MessageHead h;
+  for (auto [n, v] : headers) {
+    h.add_field(n, std::strlen(n));
+    h.add_value(v, std::strlen(v));
+  }
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("a full bucket passes exactly burst, then one per token, never more") {
+  const Gcra g(rate("10/s"), 5);
+  int64_t tat = 0;
+  CHECK(drain(g, tat, 0) == 5);
+  // 10/s = one token per 100 ms: at 99.999 ms nothing, at 100 ms exactly one.
+  CHECK_FALSE(g.take(tat, 99999).pass);
+  CHECK(g.take(tat, 100000).pass);
+  CHECK_FALSE(g.take(tat, 100000).pass);
+  // Over any t from a full bucket: burst + floor(rate * t) in all.
+  int64_t tat2 = 0;
+  int passed = 0;
+  int64_t last = 0;
+  for (int64_t t = 0; t <= 3000000; t += 7919) {
+    passed += drain(g, tat2, t);
+    last = t;
+  }
+  CHECK(passed == 5 + static_cast<int>(last * 10 / 1000000));  // 2.993 s: 5 + 29
+}
+
+TEST_CASE("the bucket refills to burst and no further; rates per minute and hour are exact") {
+  const Gcra g(rate("10/s"), 5);
+  int64_t tat = 0;
+  CHECK(drain(g, tat, 0) == 5);
+  CHECK(drain(g, tat, 60000000) == 5);  // a minute later: full, not 600
+  const Gcra m(rate("7/m"), 1);
+  int64_t t2 = 0;
+  int passed = 0;
+  for (int64_t t = 0; t < 60000000; t += 1000) passed += drain(m, t2, t);
+  CHECK(passed == 7);  // 1 at 0, then one each 60/7 s: 6 more before the minute ends
+  const Gcra h(rate("3/h"), 3);
+  int64_t t3 = 0;
+  CHECK(drain(h, t3, 0) == 3);
+  CHECK_FALSE(h.take(t3, 1199999999).pass);
+  CHECK(h.take(t3, 1200000000).pass);  // 20 minutes
+}
+
+TEST_CASE("a refusal says when the next token comes, and what is left and when the bucket is full") {
+  const Gcra g(rate("2/s"), 3);
+  int64_t tat = 0;
+  auto v = g.take(tat, 0);
+  CHECK(v.pass);
+  CHECK(v.remaining == 2);
+  CHECK(v.reset_us == 500000);
+  g.take(tat, 0);
+  v = g.take(tat, 0);
+  CHECK(v.remaining == 0);
+  CHECK(v.reset_us == 1500000);
+  v = g.take(tat, 100000);
+  CHECK_FALSE(v.pass);
+  CHECK(v.retry_after_us == 400000);
+  CHECK(g.available(tat, 100000) == 0);
+  CHECK(g.available(tat, 2000000) == 3);
+}
+
+TEST_CASE("one atomic bucket shared by threads passes exactly burst") {
+  const Gcra g(rate("1/h"), 1000);
+  std::atomic<int64_t> tat{0};
+  std::atomic<int> passed{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 4; ++i)
+    ts.emplace_back([&] {
+      for (int k = 0; k < 1000; ++k)
+        if (g.take(tat, 0).pass) ++passed;
+    });
+  for (auto& t : ts) t.join();
+  CHECK(passed == 1000);
+}
+
+TEST_CASE("keys have buckets of their own; the least recently used is evicted and counted") {
+  ratelimit::Limiter l(policy("1/h", 2, conf::RateLimit::Key::kSourceIp, 16), 0);
+  CHECK(l.take("a", 0).pass);
+  CHECK(l.take("a", 0).pass);
+  CHECK_FALSE(l.take("a", 0).pass);
+  CHECK(l.take("b", 0).pass);  // another key, another bucket
+  CHECK(l.keys() == 2);
+  CHECK(l.refused() == 1);
+  // 16 keys at most (one per shard): many more push the old ones out.
+  for (int i = 0; i < 1000; ++i) l.take("k" + std::to_string(i), 0);
+  CHECK(l.keys() <= 16);
+  CHECK(l.evictions() >= 1000 + 2 - 16);
+  // An evicted key comes back with a full bucket (why max_keys is large by default).
+  CHECK(l.take("a", 0).pass);
+}
+
+TEST_CASE("key: none is one bucket whatever the key") {
+  ratelimit::Limiter l(policy("1/h", 3, conf::RateLimit::Key::kNone), 1000);
+  CHECK(l.take("x", 1000).pass);
+  CHECK(l.take("y", 1000).pass);
+  CHECK(l.take("", 1000).pass);
+  CHECK_FALSE(l.take("z", 1000).pass);
+  CHECK(l.keys() == 0);
+}
+
+TEST_CASE("X-Forwarded-For is believed only from trusted proxies, read from the right") {
+  std::vector<conf::Cidr> trusted(2);
+  REQUIRE(conf::parse_cidr("10.0.0.0/8", trusted[0]).empty());
+  REQUIRE(conf::parse_cidr("::1", trusted[1]).empty());
+  auto h = head_with({{"X-Forwarded-For", "203.0.113.9, 198.51.100.7"}, {"x-forwarded-for", "10.1.1.1"}});
+  CHECK(ratelimit::client_address("192.0.2.1", h, trusted) == "192.0.2.1");  // an untrusted peer: itself
+  CHECK(ratelimit::client_address("10.2.3.4", h, trusted) == "198.51.100.7");  // first untrusted from the right
+  CHECK(ratelimit::client_address("::1", h, trusted) == "198.51.100.7");
+  CHECK(ratelimit::client_address("10.2.3.4", h, {}) == "10.2.3.4");  // nobody trusted
+  auto all_trusted = head_with({{"X-Forwarded-For", "10.9.9.9, 10.8.8.8"}});
+  CHECK(ratelimit::client_address("10.2.3.4", all_trusted, trusted) == "10.9.9.9");
+  auto garbage = head_with({{"X-Forwarded-For", "203.0.113.9, not-an-ip, 10.8.8.8"}});
+  CHECK(ratelimit::client_address("10.2.3.4", garbage, trusted) == "10.8.8.8");  // the walk ends at garbage
+  auto none = head_with({});
+  CHECK(ratelimit::client_address("10.2.3.4", none, trusted) == "10.2.3.4");
+}
+
+TEST_CASE("CIDR blocks match their addresses only") {
+  conf::Cidr c;
+  REQUIRE(conf::parse_cidr("192.168.0.0/23", c).empty());
+  CHECK(c.contains("192.168.1.255"));
+  CHECK_FALSE(c.contains("192.168.2.0"));
+  CHECK(c.contains("::ffff:192.168.0.1"));  // IPv4-mapped
+  REQUIRE(conf::parse_cidr("2001:db8::/32", c).empty());
+  CHECK(c.contains("2001:db8:ffff::1"));
+  CHECK_FALSE(c.contains("2001:db9::1"));
+  CHECK_FALSE(c.contains("10.0.0.1"));
+  CHECK_FALSE(conf::parse_cidr("10.0.0.0/33", c).empty());
+  CHECK_FALSE(conf::parse_cidr("10.0.0/8", c).empty());
+  CHECK_FALSE(conf::parse_cidr("10.0.0.0/", c).empty());
+}
+
+TEST_CASE("rate-limit config: policies, references and errors with positions") {
+  conf::Config c;
+  std::vector<std::string> e;
+  REQUIRE_MESSAGE(conf::load_string(R"(
+rate_limits:
+  per_client: { rate: 100/s, burst: 200, key: source_ip, mode: dry_run, max_keys: 5000 }
+  by_tenant: { rate: 600/m, key: "header:X-Tenant" }
+client: { trusted_proxies: [10.0.0.0/8, "::1"] }
+routes: [ { match: { path_prefix: /api }, service: orders, rate_limit: per_client } ]
+services: { orders: { rate_limit: by_tenant } }
+)", "t.yaml", c, e), (e.empty() ? "" : e[0]));
+  const auto& p = c.rate_limits.at("per_client");
+  CHECK(p.rate.tokens == 100);
+  CHECK(p.burst == 200);
+  CHECK(p.mode == conf::RateLimit::Mode::kDryRun);
+  CHECK(p.max_keys == 5000);
+  const auto& t = c.rate_limits.at("by_tenant");
+  CHECK(t.key == conf::RateLimit::Key::kHeader);
+  CHECK(t.header == "x-tenant");
+  CHECK(t.burst == 10);  // default: one unit's worth per second (600/m = 10/s), at least 1
+  CHECK(c.routes.at(0).rate_limit.name == "per_client");
+  CHECK(c.services.at("orders").rate_limit.name == "by_tenant");
+  CHECK(c.client.trusted_proxies.size() == 2);
+
+  auto errs = [](const char* text) {
+    conf::Config cc;
+    std::vector<std::string> ee;
+    conf::load_string(text, "t.yaml", cc, ee);
+    return ee;
+  };
+  auto one = [&](const char* text, const char* where, const char* what) {
+    auto ee = errs(text);
+    REQUIRE(ee.size() >= 1);
+    CHECK_MESSAGE(ee[0].find(where) == 0, ee[0]);
+    CHECK_MESSAGE(ee[0].find(what) != std::string::npos, ee[0]);
+  };
+  one("rate_limits:\n  a: { rate: 0/s }\n", "t.yaml:2:", "at least 1");
+  one("rate_limits:\n  a: { rate: 10/s, burst: 0 }\n", "t.yaml:2:", "burst");
+  one("rate_limits:\n  a: { rate: 10/d }\n", "t.yaml:2:", "unit");
+  one("rate_limits:\n  a: { burst: 3 }\n", "t.yaml:2:", "needs a 'rate'");
+  one("rate_limits:\n  a: { rate: 1/s, key: cookie }\n", "t.yaml:2:", "source_ip, header:NAME");
+  one("rate_limits:\n  a: { rate: 1/s }\nroutes:\n  - { service: x, rate_limit: b }\n", "t.yaml:4:", "'b', which is not a policy");
+  one("services:\n  x:\n    rate_limit: nope\n", "t.yaml:3:", "not a policy");
+  one("client:\n  trusted_proxies: [10.0.0.0/99]\n", "t.yaml:2:", "prefix length");
+  one("rate_limits:\n  a: { rate: 1/s, scope: global }\n", "t.yaml:2:", "not built yet");
+}
