@@ -6,7 +6,11 @@ namespace sy::ratelimit {
 
 Limiter::Limiter(const conf::RateLimit& policy, int64_t now_us)
     : policy_(policy), gcra_(policy.rate, policy.burst), epoch_us_(now_us),
-      per_shard_(std::max<size_t>(1, (policy.max_keys + kShards - 1) / kShards)) {}
+      per_shard_(std::max<size_t>(1, (policy.max_keys + kShards - 1) / kShards)) {
+  const uint64_t refill_us = policy.burst * policy.rate.per_us / policy.rate.tokens;
+  policy_field_ = "\"" + policy.name + "\";q=" + std::to_string(policy.burst) + ";w=" +
+                  std::to_string(std::max<uint64_t>(1, (refill_us + 999999) / 1000000));
+}
 
 Verdict Limiter::take(std::string_view key, int64_t now_us) {
   const int64_t t = now_us - epoch_us_;

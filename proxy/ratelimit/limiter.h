@@ -39,6 +39,8 @@ class Limiter {
   Limiter& operator=(const Limiter&) = delete;
 
   const conf::RateLimit& policy() const { return policy_; }
+  // This policy's RateLimit-Policy entry, made once: "name";q=<burst>;w=<seconds to refill>.
+  const std::string& policy_field() const { return policy_field_; }
   bool dry_run() const { return policy_.mode == conf::RateLimit::Mode::kDryRun; }
 
   // One request with `key` at `now_us` (same clock as the constructor's). Refusals are counted
@@ -74,6 +76,7 @@ class Limiter {
   };
 
   conf::RateLimit policy_;
+  std::string policy_field_;
   Gcra gcra_;
   int64_t epoch_us_;
   size_t per_shard_;

@@ -5,7 +5,6 @@
 // RateLimit (draft-ietf-httpapi-ratelimit-headers), built into the exchange's storage once.
 #include <uv.h>
 
-#include <charconv>
 
 #include "proxy/ratelimit/key.h"
 #include "proxy/server/downstream_conn.h"
@@ -15,10 +14,19 @@ namespace sy::server {
 
 namespace {
 
+// Digits of `v` written backwards from `end`; returns where they start.
+char* digits(char* end, uint64_t v) {
+  do {
+    *--end = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  return end;
+}
+
 void append_uint(std::string& out, uint64_t v) {
   char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
+  char* b = digits(buf + sizeof buf, v);
+  out.append(b, static_cast<size_t>(buf + sizeof buf - b));
 }
 
 uint64_t whole_seconds(uint64_t us) { return (us + 999999) / 1000000; }
@@ -39,38 +47,48 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
   in.service = s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view();
   in.trusted = &c_.cfg_->client.trusted_proxies;
   const int64_t now_us = static_cast<int64_t>(uv_hrtime() / 1000);
-  std::string policy_h, state_h;
-  uint64_t retry_us = 0;
+  struct Taken {
+    const ratelimit::Limiter* limiter;
+    ratelimit::Verdict v;
+  };
+  Taken taken[2];
+  size_t n = 0;
   const ratelimit::Limiter* refused_by = nullptr;
+  uint64_t retry_us = 0;
   for (std::string_view name : names) {
     if (name.empty()) continue;
     ratelimit::Limiter* l = lims->find(name);
     std::string_view key;
     if (!l || !ratelimit::key_of(l->policy(), x_->req, in, key)) continue;
-    const ratelimit::Verdict v = l->take(key, now_us);
-    const conf::RateLimit& p = l->policy();
-    // RateLimit-Policy: "name";q=<burst>;w=<seconds a full bucket takes to refill>
-    if (!policy_h.empty()) policy_h.append(", ");
-    policy_h.append("\"").append(p.name).append("\";q=");
-    append_uint(policy_h, p.burst);
-    policy_h.append(";w=");
-    append_uint(policy_h, std::max<uint64_t>(1, whole_seconds(p.burst * p.rate.per_us / p.rate.tokens)));
-    // RateLimit: "name";r=<tokens left>;t=<seconds until full>
-    if (!state_h.empty()) state_h.append(", ");
-    state_h.append("\"").append(p.name).append("\";r=");
-    append_uint(state_h, v.remaining);
-    state_h.append(";t=");
-    append_uint(state_h, whole_seconds(v.reset_us));
-    if (!v.pass) {
-      s_.rate_limited = p.name;
-      if (!l->dry_run() && (!refused_by || v.retry_after_us > retry_us)) {
-        refused_by = l;
-        retry_us = v.retry_after_us;
-      }
+    taken[n] = {l, l->take(key, now_us)};
+    const ratelimit::Verdict& v = taken[n++].v;
+    if (v.pass) continue;
+    s_.rate_limited = l->policy().name;
+    if (!l->dry_run() && (!refused_by || v.retry_after_us > retry_us)) {
+      refused_by = l;
+      retry_us = v.retry_after_us;
     }
   }
+  if (n == 0) return true;
+  // Written straight into the exchange's pooled storage: no allocation once it has grown.
   std::string& h = x_->rate_headers;
-  if (!policy_h.empty()) h.append("RateLimit-Policy: ").append(policy_h).append("\r\nRateLimit: ").append(state_h).append("\r\n");
+  h.append("RateLimit-Policy: ");
+  for (size_t i = 0; i < n; ++i) h.append(i ? ", " : "").append(taken[i].limiter->policy_field());
+  h.append("\r\nRateLimit: ");
+  for (size_t i = 0; i < n; ++i) {
+    // "name";r=<tokens left>;t=<seconds until full>: the numbers formatted in one buffer.
+    h.append(i ? ", \"" : "\"").append(taken[i].limiter->policy().name);
+    char buf[64];
+    char* end = buf + sizeof buf;
+    char* b = digits(end, whole_seconds(taken[i].v.reset_us));
+    *--b = '=';
+    *--b = 't';
+    *--b = ';';
+    b = digits(b, taken[i].v.remaining);
+    for (const char* p = "=r;\""; *p; ++p) *--b = *p;
+    h.append(b, static_cast<size_t>(end - b));
+  }
+  h.append("\r\n");
   if (!refused_by) return true;
   h.append("Retry-After: ");
   append_uint(h, std::max<uint64_t>(1, whole_seconds(retry_us)));
