@@ -387,6 +387,10 @@ void Loader::load(const YAML::Node& root, Config& c) {
       error_at(ref.pos, "'" + where + ".rate_limit' names '" + ref.name + "', which is not a policy under 'rate_limits'");
   };
   for (const auto& r : c.routes) known_policy(r.rate_limit, "routes[]");
+  for (const auto& [name, p] : c.rate_limits)
+    if (p.global && c.registry.backend != RegistryConf::Backend::kEtcd)
+      error_at(p.pos, "rate limit '" + name + "' has scope: global, which shares the rate among the proxies of one etcd "
+                      "registry: it needs registry.backend: etcd");
   for (const auto& [name, s] : c.services) known_policy(s.rate_limit, "services." + name);
 }
 
@@ -432,10 +436,8 @@ void Loader::load_rate_limit(const std::string& name, const YAML::Node& n, RateL
         [&](const YAML::Node& v) {
           std::string s;
           if (!scalar(v, w + ".scope", s)) return;
-          if (s == "global")
-            error(v, "'" + w + ".scope: global' (a rate shared by the proxies of one etcd registry) is not built yet: "
-                         "only local (this proxy's rate) is");
-          else if (s != "local") error(v, "'" + w + ".scope' must be local; got '" + s + "'");
+          if (s == "global") r.global = true;
+          else if (s != "local") error(v, "'" + w + ".scope' must be local or global; got '" + s + "'");
         }}});
   if (!have_rate && n.IsMap()) error(n, "'" + w + "' needs a 'rate' (such as 100/s)");
   if (r.burst == 0) r.burst = std::max<uint64_t>(1, r.rate.tokens * 1000000 / r.rate.per_us);

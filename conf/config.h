@@ -77,6 +77,7 @@ struct RateLimit {
   std::string header;  // Key::kHeader: the header's name, lower-cased
   Mode mode = Mode::kEnforce;
   uint64_t max_keys = 100000;
+  bool global = false;  // scope: global — the rate is shared by the proxies of one etcd registry
   Pos pos;
   bool operator==(const RateLimit&) const = default;
 };

@@ -190,6 +190,15 @@ std::string App::start() {
     backend_ = std::make_unique<registry::etcd::Backend>(loop_, registry_, c.registry.etcd, bh,
                                                          tls_->current() ? tls_->current()->etcd : nullptr);
     backend_->start();
+    // Every proxy keeps a presence key; rate limits with scope: global take 1/n of their rate.
+    char id[40];
+    std::snprintf(id, sizeof id, "%d-%llx", static_cast<int>(getpid()), static_cast<unsigned long long>(uv_hrtime()));
+    presence_ = std::make_unique<registry::etcd::Presence>(loop_, backend_->client(), c.registry.etcd.prefix, id,
+                                                            [this](uint32_t n) {
+                                                              log::info("shared registry: " + std::to_string(n) + " proxies present");
+                                                              apply_rate_share();
+                                                            });
+    presence_->start();
     log::info("registry: shared, in etcd at " + c.registry.etcd.endpoints.front().text +
               (c.registry.etcd.endpoints.size() > 1 ? " (+" + std::to_string(c.registry.etcd.endpoints.size() - 1) + " more)" : "") +
               " under " + c.registry.etcd.prefix);
@@ -567,6 +576,7 @@ std::string App::reload(std::string& summary_json) {
   apply_admin_tls();
   // Policies whose settings did not change keep their buckets (a reload refills nothing).
   rate_limits_ = ratelimit::Limiters::update(rate_limits_, cfg_->rate_limits, static_cast<int64_t>(uv_hrtime() / 1000));
+  apply_rate_share();
   metrics_on_.store(cfg_->metrics, std::memory_order_relaxed);
   api_->set_token(cfg_->admin.token);
   apply_admin_limits(*cfg_);
@@ -629,6 +639,7 @@ void App::finish_shutdown() {
   persist();
   journal_.close();  // finishes the queued writes and waits for a compaction under way
   release_synced();
+  presence_.reset();  // uses backend_'s client
   backend_.reset();  // its connections and timers close before the loop's last walk
   metrics_.stop_removing();
   if (checker_) checker_->stop_all();
@@ -638,6 +649,13 @@ void App::finish_shutdown() {
   if (admin_listener_) admin_listener_->close();
   if (tls_) tls_->close();
   uv_stop(loop_);
+}
+
+void App::apply_rate_share() {
+  if (!rate_limits_) return;
+  const uint32_t n = presence_ ? presence_->count() : 1;
+  for (const auto& [name, l] : rate_limits_->by_name)
+    if (l->policy().global) l->set_share(n);
 }
 
 }  // namespace sy

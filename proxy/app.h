@@ -24,6 +24,7 @@
 #include "proxy/ratelimit/limiter.h"
 #include "proxy/tls_state.h"
 #include "registry/etcd/backend.h"
+#include "registry/etcd/presence.h"
 #include "registry/journal.h"
 #include "registry/registry.h"
 
@@ -82,6 +83,7 @@ class App {
   std::unique_ptr<admin::AdminApi> api_;
   // registry.backend: etcd — after api_, so it goes first (its callbacks answer through api_).
   std::unique_ptr<registry::etcd::Backend> backend_;
+  std::unique_ptr<registry::etcd::Presence> presence_;  // with backend_: this proxy's key, the proxies counted
   net::BufferPool probe_buffers_;
   std::unique_ptr<health::Runtime> runtime_;
   std::unique_ptr<health::HealthChecker> checker_;
@@ -98,6 +100,7 @@ class App {
   std::unique_ptr<net::Listener> admin_listener_;
   std::unique_ptr<TlsState> tls_;
   std::shared_ptr<const ratelimit::Limiters> rate_limits_;  // the config's policies, kept across reloads
+  void apply_rate_share();  // scope: global policies take 1/n (n: proxies present)
   void tls_changed();
   void apply_admin_tls();
   uv_signal_t sig_hup_{}, sig_term_{}, sig_int_{}, sig_usr1_{};

@@ -534,6 +534,8 @@ AdminResponse AdminApi::rate_limits_view(const AdminRequest& req) {
                       {"key", key},
                       {"mode", l->dry_run() ? "dry_run" : "enforce"},
                       {"max_keys", p.max_keys},
+                      {"scope", p.global ? "global" : "local"},
+                      {"proxies", l->share()},  // scope: global — this proxy takes 1/proxies of rate and burst
                       {"keys", l->keys()},
                       {"evictions", l->evictions()},
                       {"passed", l->passed()},

@@ -14,9 +14,16 @@ Limiter::Limiter(const conf::RateLimit& policy, int64_t now_us)
 
 Verdict Limiter::take(std::string_view key, int64_t now_us) {
   const int64_t t = now_us - epoch_us_;
+  // A share of 1/n: the same tokens over n times the unit, a burst of ⌊burst/n⌋ (at least 1).
+  // Buckets keep their time-ahead across a change of n, so a share that grows is felt as refill.
+  const uint32_t n = share_.load(std::memory_order_relaxed);
+  conf::Rate r = policy_.rate;
+  r.per_us *= n;
+  const Gcra shared(r, std::max<uint64_t>(1, policy_.burst / n));
+  const Gcra& g = n == 1 ? gcra_ : shared;
   Verdict v;
   if (policy_.key == conf::RateLimit::Key::kNone) {
-    v = gcra_.take(single_, t);
+    v = g.take(single_, t);
   } else {
     Shard& s = shards_[Hash{}(key) % kShards];
     std::lock_guard<std::mutex> lock(s.mu);
@@ -35,7 +42,7 @@ Verdict Limiter::take(std::string_view key, int64_t now_us) {
       s.index.emplace(s.lru.front().key, s.lru.begin());
       keys_.fetch_add(1, std::memory_order_relaxed);
     }
-    v = gcra_.take(s.lru.front().tat, t);
+    v = g.take(s.lru.front().tat, t);
   }
   (v.pass ? passed_ : refused_).fetch_add(1, std::memory_order_relaxed);
   return v;

@@ -47,6 +47,10 @@ class Limiter {
   // here, in both modes; in dry_run the caller lets the request pass.
   Verdict take(std::string_view key, int64_t now_us);
 
+  // scope: global — this proxy's share is 1/n of the rate and of the burst (n: proxies present).
+  void set_share(uint32_t n) { share_.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
+  uint32_t share() const { return share_.load(std::memory_order_relaxed); }
+
   uint64_t keys() const { return keys_.load(std::memory_order_relaxed); }
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
@@ -81,6 +85,7 @@ class Limiter {
   int64_t epoch_us_;
   size_t per_shard_;
   std::atomic<int64_t> single_{0};  // key: none
+  std::atomic<uint32_t> share_{1};
   Shard shards_[kShards];
   std::atomic<uint64_t> keys_{0}, evictions_{0}, refused_{0}, passed_{0};
 };

@@ -59,6 +59,8 @@ class Backend {
   // Has read the whole registry at least once (a proxy that has not routes nothing dynamic).
   bool synced() const { return synced_; }
   int64_t revision() const { return last_rev_; }
+  // The etcd client (presence keys of rate limits with scope: global share it).
+  Client& client() { return client_; }
 
   // Writes these instances as the local registry now has them (absent → deleted). `done("")`
   // once etcd has committed them, else done(why).

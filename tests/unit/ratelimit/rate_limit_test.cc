@@ -136,6 +136,24 @@ TEST_CASE("keys have buckets of their own; the least recently used is evicted an
   CHECK(l.take("a", 0).pass);
 }
 
+TEST_CASE("a share of 1/n takes 1/n of the burst and of the rate; the whole again when n drops") {
+  ratelimit::Limiter l(policy("10/s", 10, conf::RateLimit::Key::kHeader), 0);
+  l.set_share(2);
+  int passed = 0;
+  while (l.take("k", 0).pass) ++passed;
+  CHECK(passed == 5);
+  // 5/s now: one token per 200 ms.
+  CHECK_FALSE(l.take("k", 199999).pass);
+  CHECK(l.take("k", 200000).pass);
+  passed = 0;
+  while (l.take("fresh", 300000).pass) ++passed;
+  CHECK(passed == 5);
+  l.set_share(1);
+  passed = 0;
+  while (l.take("new", 300000).pass) ++passed;
+  CHECK(passed == 10);  // a key seen only now gets the whole burst
+}
+
 TEST_CASE("key: none is one bucket whatever the key") {
   ratelimit::Limiter l(policy("1/h", 3, conf::RateLimit::Key::kNone), 1000);
   CHECK(l.take("x", 1000).pass);
@@ -221,5 +239,5 @@ services: { orders: { rate_limit: by_tenant } }
   one("rate_limits:\n  a: { rate: 1/s }\nroutes:\n  - { service: x, rate_limit: b }\n", "t.yaml:4:", "'b', which is not a policy");
   one("services:\n  x:\n    rate_limit: nope\n", "t.yaml:3:", "not a policy");
   one("client:\n  trusted_proxies: [10.0.0.0/99]\n", "t.yaml:2:", "prefix length");
-  one("rate_limits:\n  a: { rate: 1/s, scope: global }\n", "t.yaml:2:", "not built yet");
+  one("rate_limits:\n  a: { rate: 1/s, scope: global }\n", "t.yaml:2:", "needs registry.backend: etcd");
 }
