@@ -25,6 +25,14 @@ Verdict Limiter::take(std::string_view key, int64_t now_us) {
   if (policy_.key == conf::RateLimit::Key::kNone) {
     v = g.take(single_, t);
   } else {
+    char hashed[17];
+    if (key.size() > kMaxKeyBytes) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      uint64_t h = Hash{}(key);
+      hashed[0] = '#';
+      for (int i = 16; i >= 1; --i, h >>= 4) hashed[i] = kHex[h & 15];
+      key = std::string_view(hashed, sizeof hashed);
+    }
     Shard& s = shards_[Hash{}(key) % kShards];
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.index.find(key);

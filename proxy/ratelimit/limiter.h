@@ -32,6 +32,9 @@ namespace sy::ratelimit {
 class Limiter {
  public:
   static constexpr size_t kShards = 16;
+  // A key longer than this is kept as its 64-bit hash ("#" + 16 hex digits): a client sending
+  // 60 KB header values must not make max_keys buckets cost gigabytes.
+  static constexpr size_t kMaxKeyBytes = 128;
 
   // `now_us` of the clock this limiter counts from (its buckets' time 0).
   Limiter(const conf::RateLimit& policy, int64_t now_us);

@@ -154,6 +154,17 @@ TEST_CASE("a share of 1/n takes 1/n of the burst and of the rate; the whole agai
   CHECK(passed == 10);  // a key seen only now gets the whole burst
 }
 
+TEST_CASE("a very long key is kept as its hash, so hostile header values cost no more than short ones") {
+  ratelimit::Limiter l(policy("1/h", 1, conf::RateLimit::Key::kHeader), 0);
+  const std::string big(60000, 'x');
+  CHECK(l.take(big, 0).pass);
+  CHECK_FALSE(l.take(big, 0).pass);  // the same bucket again
+  CHECK(l.take(big + "y", 0).pass);  // another value, another bucket
+  auto keys = l.recent(10, 0);
+  REQUIRE(keys.size() == 2);
+  for (const auto& k : keys) CHECK(k.key.size() == 17);
+}
+
 TEST_CASE("key: none is one bucket whatever the key") {
   ratelimit::Limiter l(policy("1/h", 3, conf::RateLimit::Key::kNone), 1000);
   CHECK(l.take("x", 1000).pass);
