@@ -178,7 +178,11 @@ services:
     assert metric(p, "switchyard_rate_limit_evictions_total", policy="many") == view["evictions"]
     assert metric(p, "switchyard_rate_limit_keys", policy="many") == view["keys"]
     growth = p.rss_peak_kb() - before
-    assert growth < 64 * 1024, f"peak RSS grew {growth} KiB for 10,000 kept keys"
+    # Under AddressSanitizer freed memory sits in its quarantine (up to 256 MiB), so RSS says
+    # nothing there; the key count above is the bound that holds in every build.
+    sanitized = any(lib in open(f"/proc/{p.proc.pid}/maps").read() for lib in ("libasan", "libtsan"))
+    if not sanitized:
+        assert growth < 64 * 1024, f"peak RSS grew {growth} KiB for 10,000 kept keys"
 
 
 def test_scope_global_divides_the_rate_among_proxies_and_a_survivor_takes_it_all(backends, proxies, tmp_path):
