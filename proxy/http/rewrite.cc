@@ -28,13 +28,13 @@ void header(std::string& out, std::string_view name, std::string_view value) {
   out.append("\r\n");
 }
 
+}  // namespace
+
 void append_uint(std::string& out, uint64_t v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, static_cast<size_t>(end - buf));
 }
-
-}  // namespace
 
 bool has_token(std::string_view list, std::string_view token) {
   while (!list.empty()) {

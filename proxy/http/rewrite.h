@@ -64,6 +64,9 @@ bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens);
 void connection_tokens(const MessageHead& h, std::string& out);
 bool has_token(std::string_view list, std::string_view token);
 
+// Appends `v` in decimal (the heads' numbers: Content-Length, Retry-After).
+void append_uint(std::string& out, uint64_t v);
+
 // Field-value check beyond llhttp: no NUL, no control characters other than HTAB, no bare CR/LF.
 bool valid_field_value(std::string_view v);
 

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 
+#include "proxy/http/rewrite.h"
 #include "proxy/ratelimit/key.h"
 #include "proxy/server/downstream_conn.h"
 #include "proxy/server/proxy_stream.h"
@@ -23,11 +24,6 @@ char* digits(char* end, uint64_t v) {
   return end;
 }
 
-void append_uint(std::string& out, uint64_t v) {
-  char buf[24];
-  char* b = digits(buf + sizeof buf, v);
-  out.append(b, static_cast<size_t>(buf + sizeof buf - b));
-}
 
 uint64_t whole_seconds(uint64_t us) { return (us + 999999) / 1000000; }
 
@@ -91,7 +87,7 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
   h.append("\r\n");
   if (!refused_by) return true;
   h.append("Retry-After: ");
-  append_uint(h, std::max<uint64_t>(1, whole_seconds(retry_us)));
+  http::append_uint(h, std::max<uint64_t>(1, whole_seconds(retry_us)));
   h.append("\r\n");
   send_error(429, "rate_limited", "rate limit '" + refused_by->policy().name + "' refused this request; retry after the Retry-After seconds",
              c_.close_after_);

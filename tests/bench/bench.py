@@ -136,9 +136,10 @@ class Contender:
             self.proc.wait()
 
 
-def wrk(addr, secs, conns=50, threads=1):
+def wrk(addr, secs, conns=50, threads=1, url=None):
+    """`url` instead of http://addr/ (https:// for the TLS benchmark)."""
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", "-H", "Host: bench",
-                          f"http://{addr}/"], capture_output=True, text=True).stdout
+                          url or f"http://{addr}/"], capture_output=True, text=True).stdout
 
     def lat(q):
         m = re.search(q + r"%\s+([\d.]+)(us|ms|s)\b", out)
@@ -211,14 +212,17 @@ def throughput_table(contenders, rounds, secs, wrk_threads=1):
     return rows
 
 
-def idle_memory(c, n):
-    """KiB of proxy memory per idle keep-alive client connection (one request each, then idle)."""
+def idle_memory(c, n, wrap=None):
+    """KiB of proxy memory per idle keep-alive client connection (one request each, then idle).
+    `wrap` turns each socket into another (an SSL context's wrap_socket: idle TLS connections)."""
     time.sleep(0.5)
     before = rss_kb(c.pids())
     socks = []
     req = request_bytes("GET", "/", "bench")
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", c.port))
+        if wrap:
+            s = wrap(s)
         s.sendall(req)
         socks.append(s)
     for s in socks:

@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import resource
-import socket
 import ssl
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench  # noqa: E402
-from bench import Contender, fill, port_open, rss_kb, wait_until, free_port  # noqa: E402
+from bench import Contender, fill, port_open, wait_until, free_port  # noqa: E402
 
 
 class TlsContender(Contender):
@@ -81,18 +80,6 @@ class TlsContender(Contender):
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
 
 
-def wrk(url, secs, conns=50):
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "-H", "Host: bench", url],
-                         capture_output=True, text=True).stdout
-
-    def lat(q):
-        m = re.search(q + r"%\s+([\d.]+)(us|ms|s)\b", out)
-        return float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
-
-    errors = sum(int(x) for x in re.findall(r"(?:Non-2xx or 3xx responses|connect|read|write|timeout):? (\d+)", out))
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p99": lat("99"), "errors": errors}
-
-
 def s_time(port, mode, secs):
     """Handshakes per second: `-new` full ones, `-reuse` resumed ones (TLS 1.2: s_time resumes
     with the session it got from its first connection, which TLS 1.3 only sends after it)."""
@@ -108,30 +95,11 @@ def s_time(port, mode, secs):
 
 
 def idle_tls_memory(c, n):
-    """KiB of proxy memory per idle TLS keep-alive client connection (one request each, then idle)."""
+    """KiB of proxy memory per idle TLS keep-alive client connection (bench.idle_memory over TLS)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    time.sleep(0.5)
-    before = rss_kb(c.pids())
-    socks = []
-    req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    for _ in range(n):
-        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", c.port)))
-        s.sendall(req)
-        socks.append(s)
-    for s in socks:
-        data = b""
-        while b"\r\n\r\n" not in data or not data.endswith(b"ok\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    time.sleep(1.0)
-    after = rss_kb(c.pids())
-    for s in socks:
-        s.close()
-    return (after - before) / n
+    return bench.idle_memory(c, n, wrap=ctx.wrap_socket)
 
 
 def main():
@@ -171,7 +139,7 @@ def main():
         resumed = {c.name: [] for c in cs}
         for _ in range(a.rounds):
             for c in cs + [plain]:
-                runs[id(c)].append(wrk(c.url, a.secs))
+                runs[id(c)].append(bench.wrk(None, a.secs, url=c.url))
             for c in cs:
                 full[c.name].append(s_time(c.port, "-new", a.secs))
             for c in cs:
