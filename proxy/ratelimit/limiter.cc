@@ -10,6 +10,8 @@ Limiter::Limiter(const conf::RateLimit& policy, int64_t now_us)
   const uint64_t refill_us = policy.burst * policy.rate.per_us / policy.rate.tokens;
   policy_field_ = "\"" + policy.name + "\";q=" + std::to_string(policy.burst) + ";w=" +
                   std::to_string(std::max<uint64_t>(1, (refill_us + 999999) / 1000000));
+  limit_field_ = "\"" + policy.name + "\";r=";
+  sole_headers_ = "RateLimit-Policy: " + policy_field_ + "\r\nRateLimit: " + limit_field_;
 }
 
 Verdict Limiter::take(std::string_view key, int64_t now_us) {
@@ -17,43 +19,47 @@ Verdict Limiter::take(std::string_view key, int64_t now_us) {
   // A share of 1/n: the same tokens over n times the unit, a burst of ⌊burst/n⌋ (at least 1).
   // Buckets keep their time-ahead across a change of n, so a share that grows is felt as refill.
   const uint32_t n = share_.load(std::memory_order_relaxed);
-  conf::Rate r = policy_.rate;
-  r.per_us *= n;
-  const Gcra shared(r, std::max<uint64_t>(1, policy_.burst / n));
-  const Gcra& g = n == 1 ? gcra_ : shared;
   Verdict v;
-  if (policy_.key == conf::RateLimit::Key::kNone) {
-    v = g.take(single_, t);
+  if (n == 1) {
+    v = take_with(gcra_, key, t);
   } else {
-    char hashed[17];
-    if (key.size() > kMaxKeyBytes) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      uint64_t h = Hash{}(key);
-      hashed[0] = '#';
-      for (int i = 16; i >= 1; --i, h >>= 4) hashed[i] = kHex[h & 15];
-      key = std::string_view(hashed, sizeof hashed);
-    }
-    Shard& s = shards_[Hash{}(key) % kShards];
-    std::lock_guard<std::mutex> lock(s.mu);
-    auto it = s.index.find(key);
-    if (it != s.index.end()) {
-      s.lru.splice(s.lru.begin(), s.lru, it->second);  // most recent first
-    } else {
-      if (s.index.size() >= per_shard_) {
-        // The least recently used key goes: its bucket is forgotten (counted).
-        s.index.erase(s.lru.back().key);
-        s.lru.pop_back();
-        evictions_.fetch_add(1, std::memory_order_relaxed);
-        keys_.fetch_sub(1, std::memory_order_relaxed);
-      }
-      s.lru.push_front(Node{std::string(key), 0});
-      s.index.emplace(s.lru.front().key, s.lru.begin());
-      keys_.fetch_add(1, std::memory_order_relaxed);
-    }
-    v = g.take(s.lru.front().tat, t);
+    conf::Rate r = policy_.rate;
+    r.per_us *= n;
+    v = take_with(Gcra(r, std::max<uint64_t>(1, policy_.burst / n)), key, t);
   }
   (v.pass ? passed_ : refused_).fetch_add(1, std::memory_order_relaxed);
   return v;
+}
+
+Verdict Limiter::take_with(const Gcra& g, std::string_view key, int64_t t) {
+  if (policy_.key == conf::RateLimit::Key::kNone) return g.take(single_, t);
+  char hashed[17];
+  size_t h = hash(key);
+  if (key.size() > kMaxKeyBytes) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    hashed[0] = '#';
+    for (int i = 16; i >= 1; --i, h >>= 4) hashed[i] = kHex[h & 15];
+    key = std::string_view(hashed, sizeof hashed);
+    h = hash(key);
+  }
+  Shard& s = shards_[h % kShards];
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.index.find(Hashed{key, h});
+  if (it != s.index.end()) {
+    s.lru.splice(s.lru.begin(), s.lru, it->second);  // most recent first
+  } else {
+    if (s.index.size() >= per_shard_) {
+      // The least recently used key goes: its bucket is forgotten (counted).
+      s.index.erase(Hashed{s.lru.back().key, s.lru.back().hash});
+      s.lru.pop_back();
+      evictions_.fetch_add(1, std::memory_order_relaxed);
+      keys_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    s.lru.push_front(Node{std::string(key), h, 0});
+    s.index.emplace(Hashed{s.lru.front().key, h}, s.lru.begin());
+    keys_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return g.take(s.lru.front().tat, t);
 }
 
 std::vector<Limiter::KeyState> Limiter::recent(size_t limit, int64_t now_us) const {

@@ -44,6 +44,11 @@ class Limiter {
   const conf::RateLimit& policy() const { return policy_; }
   // This policy's RateLimit-Policy entry, made once: "name";q=<burst>;w=<seconds to refill>.
   const std::string& policy_field() const { return policy_field_; }
+  // The opening of this policy's RateLimit entry: "name";r= (the tokens left follow).
+  const std::string& limit_field() const { return limit_field_; }
+  // Both header lines as far as they are constant, for a request only this policy limits:
+  // "RateLimit-Policy: <policy_field>\r\nRateLimit: <limit_field>".
+  const std::string& sole_headers() const { return sole_headers_; }
   bool dry_run() const { return policy_.mode == conf::RateLimit::Mode::kDryRun; }
 
   // One request with `key` at `now_us` (same clock as the constructor's). Refusals are counted
@@ -70,20 +75,28 @@ class Limiter {
  private:
   struct Node {
     std::string key;
+    size_t hash = 0;
     int64_t tat = 0;
   };
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  // A key with its hash, computed once per request: it picks the shard and is the index's hash.
+  struct Hashed {
+    std::string_view key;
+    size_t hash;
+    bool operator==(const Hashed& o) const { return key == o.key; }
+  };
+  struct HashOf {
+    size_t operator()(const Hashed& k) const { return k.hash; }
   };
   struct Shard {
     mutable std::mutex mu;
     std::list<Node> lru;  // most recent first
-    std::unordered_map<std::string_view, std::list<Node>::iterator, Hash, std::equal_to<>> index;  // views into lru's keys
+    std::unordered_map<Hashed, std::list<Node>::iterator, HashOf> index;  // views into lru's keys
   };
+  static size_t hash(std::string_view s) { return std::hash<std::string_view>{}(s); }
+  Verdict take_with(const Gcra& g, std::string_view key, int64_t t);
 
   conf::RateLimit policy_;
-  std::string policy_field_;
+  std::string policy_field_, limit_field_, sole_headers_;
   Gcra gcra_;
   int64_t epoch_us_;
   size_t per_shard_;

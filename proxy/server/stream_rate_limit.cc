@@ -3,7 +3,6 @@
 // for the request's key; a refusal in enforce mode is answered 429 here and reaches no instance,
 // no breaker and no limit slot. Every answer of a limited route carries RateLimit-Policy and
 // RateLimit (draft-ietf-httpapi-ratelimit-headers), built into the exchange's storage once.
-#include <uv.h>
 
 
 #include "proxy/http/rewrite.h"
@@ -42,7 +41,8 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
   in.route = route ? std::string_view(route->rate_key) : std::string_view();
   in.service = s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view();
   in.trusted = &c_.cfg_->client.trusted_proxies;
-  const int64_t now_us = static_cast<int64_t>(uv_hrtime() / 1000);
+  // The request's arrival (its first byte) is its time: no clock read of its own.
+  const int64_t now_us = static_cast<int64_t>(s_.started_ns / 1000);
   struct Taken {
     const ratelimit::Limiter* limiter;
     ratelimit::Verdict v;
@@ -66,22 +66,24 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
     }
   }
   if (n == 0) return true;
-  // Written straight into the exchange's pooled storage: no allocation once it has grown.
+  // Written straight into the exchange's pooled storage: no allocation once it has grown. The
+  // constant parts are the limiters' (made once per policy); only the numbers are formatted here.
   std::string& h = x_->rate_headers;
-  h.append("RateLimit-Policy: ");
-  for (size_t i = 0; i < n; ++i) h.append(i ? ", " : "").append(taken[i].limiter->policy_field());
-  h.append("\r\nRateLimit: ");
+  if (n == 1) {
+    h.append(taken[0].limiter->sole_headers());
+  } else {
+    h.append("RateLimit-Policy: ");
+    for (size_t i = 0; i < n; ++i) h.append(i ? ", " : "").append(taken[i].limiter->policy_field());
+    h.append("\r\nRateLimit: ");
+  }
   for (size_t i = 0; i < n; ++i) {
     // "name";r=<tokens left>;t=<seconds until full>: the numbers formatted in one buffer.
-    h.append(i ? ", \"" : "\"").append(taken[i].limiter->policy().name);
-    char buf[64];
+    if (n > 1) h.append(i ? ", " : "").append(taken[i].limiter->limit_field());
+    char buf[48];
     char* end = buf + sizeof buf;
     char* b = digits(end, whole_seconds(taken[i].v.reset_us));
-    *--b = '=';
-    *--b = 't';
-    *--b = ';';
+    for (const char* p = "=t;"; *p; ++p) *--b = *p;
     b = digits(b, taken[i].v.remaining);
-    for (const char* p = "=r;\""; *p; ++p) *--b = *p;
     h.append(b, static_cast<size_t>(end - b));
   }
   h.append("\r\n");

@@ -6,6 +6,7 @@ turn (A B C A B C ...), medians of the rounds.
     /usr/bin/python3 tests/bench/observability_cost.py --callgrind   (instructions per request: repeatable)"""
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,9 +69,11 @@ def main():
 
 
 
-def callgrind_per_request(config_text, requests=(2000, 12000)):
+def callgrind_per_request(config_text, requests=(2000, 12000), keep=None, concurrency=4):
     """Instructions per request (callgrind counts instructions: repeatable, whatever the machine
-    does). Two runs with different request counts; their difference cancels start-up and shutdown."""
+    does). Two runs with different request counts; their difference cancels start-up and shutdown.
+    `keep`: a path the larger run's callgrind file is copied to (for callgrind_annotate).
+    `concurrency`: ab's connections (1: one request per loop turn, the least loop-batching noise)."""
     import signal as _signal
     totals = []
     for n in requests:
@@ -87,7 +90,7 @@ def callgrind_per_request(config_text, requests=(2000, 12000)):
                 addr = m.group(1)
             if " ready " in line:
                 break
-        subprocess.run(["ab", "-q", "-k", "-n", str(n), "-c", "4", "-H", "Host: bench", f"http://{addr}/"],
+        subprocess.run(["ab", "-q", "-k", "-n", str(n), "-c", str(concurrency), "-H", "Host: bench", f"http://{addr}/"],
                        capture_output=True, check=True)
         proc.send_signal(_signal.SIGTERM)
         proc.communicate(timeout=120)
@@ -95,6 +98,8 @@ def callgrind_per_request(config_text, requests=(2000, 12000)):
             if line.startswith("summary:") or line.startswith("totals:"):
                 totals.append(int(line.split()[1]))
                 break
+        if keep:
+            shutil.copy(out, keep)
     return (totals[1] - totals[0]) / (requests[1] - requests[0])
 
 
