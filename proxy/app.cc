@@ -410,6 +410,9 @@ void App::publish() {
   next->config = cfg_;
   next->tls = tls_ ? tls_->current() : nullptr;
   next->rate_limits = rate_limits_;
+  if (rate_limits_)
+    for (auto& r : next->routes)
+      if (!r.rate_limit.empty()) r.limiter = rate_limits_->find(r.rate_limit);
   if (checker_) checker_->set_tls(next->tls);
   next->seq = ++publish_seq_;
   if (runtime_) {

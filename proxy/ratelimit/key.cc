@@ -40,24 +40,4 @@ std::string_view client_address(std::string_view peer, const http::MessageHead& 
   return result;
 }
 
-bool key_of(const conf::RateLimit& policy, const http::MessageHead& req, const KeyInputs& in, std::string_view& key) {
-  switch (policy.key) {
-    case conf::RateLimit::Key::kSourceIp:
-      key = in.trusted ? client_address(in.peer, req, *in.trusted) : in.peer;
-      return true;
-    case conf::RateLimit::Key::kHeader:
-      return req.find(policy.header, key);
-    case conf::RateLimit::Key::kRoute:
-      key = in.route;
-      return true;
-    case conf::RateLimit::Key::kService:
-      key = in.service;
-      return true;
-    case conf::RateLimit::Key::kNone:
-      key = {};
-      return true;
-  }
-  return false;
-}
-
 }  // namespace sy::ratelimit

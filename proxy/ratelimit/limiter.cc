@@ -1,12 +1,16 @@
 #include "proxy/ratelimit/limiter.h"
 
 #include <algorithm>
+#include <random>
 
 namespace sy::ratelimit {
 
 Limiter::Limiter(const conf::RateLimit& policy, int64_t now_us)
     : policy_(policy), gcra_(policy.rate, policy.burst), epoch_us_(now_us),
       per_shard_(std::max<size_t>(1, (policy.max_keys + kShards - 1) / kShards)) {
+  std::random_device rd;
+  seed_ = (uint64_t{rd()} << 32) ^ rd();
+  for (Shard& s : shards_) s.table.set_capacity(per_shard_);
   const uint64_t refill_us = policy.burst * policy.rate.per_us / policy.rate.tokens;
   policy_field_ = "\"" + policy.name + "\";q=" + std::to_string(policy.burst) + ";w=" +
                   std::to_string(std::max<uint64_t>(1, (refill_us + 999999) / 1000000));
@@ -34,32 +38,22 @@ Verdict Limiter::take(std::string_view key, int64_t now_us) {
 Verdict Limiter::take_with(const Gcra& g, std::string_view key, int64_t t) {
   if (policy_.key == conf::RateLimit::Key::kNone) return g.take(single_, t);
   char hashed[17];
-  size_t h = hash(key);
+  uint64_t h = hash_key(key, seed_);
   if (key.size() > kMaxKeyBytes) {
     static constexpr char kHex[] = "0123456789abcdef";
     hashed[0] = '#';
     for (int i = 16; i >= 1; --i, h >>= 4) hashed[i] = kHex[h & 15];
     key = std::string_view(hashed, sizeof hashed);
-    h = hash(key);
+    h = hash_key(key, seed_);
   }
   Shard& s = shards_[h % kShards];
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.index.find(Hashed{key, h});
-  if (it != s.index.end()) {
-    s.lru.splice(s.lru.begin(), s.lru, it->second);  // most recent first
-  } else {
-    if (s.index.size() >= per_shard_) {
-      // The least recently used key goes: its bucket is forgotten (counted).
-      s.index.erase(Hashed{s.lru.back().key, s.lru.back().hash});
-      s.lru.pop_back();
-      evictions_.fetch_add(1, std::memory_order_relaxed);
-      keys_.fetch_sub(1, std::memory_order_relaxed);
-    }
-    s.lru.push_front(Node{std::string(key), h, 0});
-    s.index.emplace(Hashed{s.lru.front().key, h}, s.lru.begin());
-    keys_.fetch_add(1, std::memory_order_relaxed);
-  }
-  return g.take(s.lru.front().tat, t);
+  bool evicted;
+  std::lock_guard<SpinLock> lock(s.mu);
+  const size_t before = s.table.size();
+  int64_t* tat = s.table.find_or_insert(key, h, evicted);
+  if (evicted) evictions_.fetch_add(1, std::memory_order_relaxed);
+  if (s.table.size() != before) keys_.fetch_add(1, std::memory_order_relaxed);
+  return g.take(*tat, t);
 }
 
 std::vector<Limiter::KeyState> Limiter::recent(size_t limit, int64_t now_us) const {
@@ -71,10 +65,13 @@ std::vector<Limiter::KeyState> Limiter::recent(size_t limit, int64_t now_us) con
   }
   const size_t each = std::max<size_t>(1, limit / kShards);
   for (const Shard& s : shards_) {
-    std::lock_guard<std::mutex> lock(s.mu);
+    std::lock_guard<SpinLock> lock(s.mu);
     size_t n = 0;
-    for (auto it = s.lru.begin(); it != s.lru.end() && n < each && out.size() < limit; ++it, ++n)
-      out.push_back({it->key, gcra_.available(it->tat, t)});
+    s.table.each_recent([&](std::string_view key, int64_t tat) {
+      if (n++ >= each || out.size() >= limit) return false;
+      out.push_back({std::string(key), gcra_.available(tat, t)});
+      return true;
+    });
   }
   return out;
 }

@@ -1,13 +1,14 @@
 // One rate-limit policy's buckets, shared by every worker (the rate is the proxy's, never one
 // per worker), and the set of policies a config names.
 //
-// Keys live in a table of kShards shards, each a mutex, a hash map and a least-recently-used list
-// of at most ⌈max_keys / kShards⌉ buckets: a key's shard is its hash's, so two workers contend only
-// when their keys share a shard, and the lock is held for one lookup, one list splice and the
-// bucket's arithmetic (no allocation but a new key's node). A key pushed out of the list is
-// counted (`evictions`); if it comes back it starts with a full bucket, as in every LRU-bounded
-// limiter (HAProxy's stick tables, Envoy's descriptors), hence the large default. A policy with
-// `key: none` is one atomic bucket and takes no lock at all.
+// Keys live in a table of kShards shards, each a spin lock and a KeyTable (key_table.h: an
+// open-addressing index over an array of buckets in least-recently-used order) of at most
+// ⌈max_keys / kShards⌉ keys: a key's shard is its hash's, so two workers contend only when their
+// keys share a shard, and the lock is held for one lookup, one move to the front and the bucket's
+// arithmetic (no allocation but a new key's, and none once the table is full: the evicted key's
+// node is reused). A key pushed out is counted (`evictions`); if it comes back it starts with a
+// full bucket, as in every LRU-bounded limiter (HAProxy's stick tables, Envoy's descriptors),
+// hence the large default. A policy with `key: none` is one atomic bucket and takes no lock.
 //
 // Limiters outlive reloads: Limiters::update keeps the one of a policy whose settings did not
 // change, so a SIGHUP does not refill every bucket.
@@ -15,17 +16,15 @@
 
 #include <atomic>
 #include <cstdint>
-#include <list>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "conf/config.h"
 #include "proxy/ratelimit/bucket.h"
+#include "proxy/ratelimit/key_table.h"
 
 namespace sy::ratelimit {
 
@@ -73,26 +72,11 @@ class Limiter {
   std::vector<KeyState> recent(size_t limit, int64_t now_us) const;
 
  private:
-  struct Node {
-    std::string key;
-    size_t hash = 0;
-    int64_t tat = 0;
+  // A cache line each: workers on different shards do not share one.
+  struct alignas(64) Shard {
+    mutable SpinLock mu;
+    KeyTable table;
   };
-  // A key with its hash, computed once per request: it picks the shard and is the index's hash.
-  struct Hashed {
-    std::string_view key;
-    size_t hash;
-    bool operator==(const Hashed& o) const { return key == o.key; }
-  };
-  struct HashOf {
-    size_t operator()(const Hashed& k) const { return k.hash; }
-  };
-  struct Shard {
-    mutable std::mutex mu;
-    std::list<Node> lru;  // most recent first
-    std::unordered_map<Hashed, std::list<Node>::iterator, HashOf> index;  // views into lru's keys
-  };
-  static size_t hash(std::string_view s) { return std::hash<std::string_view>{}(s); }
   Verdict take_with(const Gcra& g, std::string_view key, int64_t t);
 
   conf::RateLimit policy_;
@@ -102,6 +86,7 @@ class Limiter {
   size_t per_shard_;
   std::atomic<int64_t> single_{0};  // key: none
   std::atomic<uint32_t> share_{1};
+  uint64_t seed_;  // hash_key's, random per limiter
   Shard shards_[kShards];
   std::atomic<uint64_t> keys_{0}, evictions_{0}, refused_{0}, passed_{0};
 };

@@ -289,7 +289,7 @@ std::shared_ptr<RoutingTable> RoutingBuilder::build(const registry::Registry& re
     t->routes.push_back(std::move(r));
   };
   for (const auto& r : cfg.routes)
-    add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr, r.rate_limit.name, r.host + "|" + r.path_prefix});
+    add_route(RouteEntry{r.host, r.path_prefix, r.strip_prefix, r.service, r.tags, nullptr, r.rate_limit.name, r.host + "|" + r.path_prefix, nullptr});
   // Routes carried by registrations (registry/route_owner.h states the rule): a config route with the
   // same host and prefix wins, the operator's file being the authority; between registrations of
   // different services, the earliest registered instance's service keeps it.
@@ -299,7 +299,7 @@ std::shared_ptr<RoutingTable> RoutingBuilder::build(const registry::Registry& re
       std::string h = http::normalize_host(rs.host);
       bool taken = std::any_of(t->routes.begin(), t->routes.end(),
                                [&](const RouteEntry& e) { return e.host == h && e.path_prefix == rs.path_prefix; });
-      if (!taken) add_route(RouteEntry{rs.host, rs.path_prefix, rs.strip_prefix, inst->service, {}, nullptr, {}, {}});
+      if (!taken) add_route(RouteEntry{rs.host, rs.path_prefix, rs.strip_prefix, inst->service, {}, nullptr, {}, {}, nullptr});
     }
   }
   std::stable_sort(t->routes.begin(), t->routes.end(), [](const RouteEntry& a, const RouteEntry& b) {

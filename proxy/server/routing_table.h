@@ -73,6 +73,9 @@ struct RouteEntry {
   std::shared_ptr<const Upstreams> upstreams;  // null when the service has no instances yet
   std::string rate_limit;  // a policy name (rate_limits), "" = none
   std::string rate_key;    // the route's identity for key: route ("host|prefix")
+  // That policy's buckets, found once per publish (App::publish) so a request does not look the
+  // name up; null: not resolved (the exchange then finds it by name).
+  ratelimit::Limiter* limiter = nullptr;
 };
 
 // Lets the service map be searched with a string_view (no allocation per request).

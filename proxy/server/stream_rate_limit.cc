@@ -5,6 +5,8 @@
 // RateLimit (draft-ietf-httpapi-ratelimit-headers), built into the exchange's storage once.
 
 
+#include <cstring>
+
 #include "proxy/http/rewrite.h"
 #include "proxy/ratelimit/key.h"
 #include "proxy/server/downstream_conn.h"
@@ -32,10 +34,13 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
   const auto& lims = s_.table->rate_limits;
   if (!lims || lims->by_name.empty()) return true;
   const conf::Service* svc = s_.upstreams ? s_.upstreams->cfg.get() : nullptr;
-  std::string_view names[2] = {route ? std::string_view(route->rate_limit) : std::string_view(),
-                               svc ? std::string_view(svc->rate_limit.name) : std::string_view()};
-  if (names[0] == names[1]) names[1] = {};  // one policy named twice is one token
-  if (names[0].empty() && names[1].empty()) return true;
+  // The route's limiter was found when the table was published; the service's by name (its
+  // Upstreams outlive a reload that changes the policies).
+  ratelimit::Limiter* ls[2] = {nullptr, nullptr};
+  if (route && !route->rate_limit.empty()) ls[0] = route->limiter ? route->limiter : lims->find(route->rate_limit);
+  if (svc && !svc->rate_limit.name.empty()) ls[1] = lims->find(svc->rate_limit.name);
+  if (ls[1] == ls[0]) ls[1] = nullptr;  // one policy named twice is one token
+  if (!ls[0] && !ls[1]) return true;
   ratelimit::KeyInputs in;
   in.peer = c_.client_ip_;
   in.route = route ? std::string_view(route->rate_key) : std::string_view();
@@ -51,9 +56,7 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
   size_t n = 0;
   const ratelimit::Limiter* refused_by = nullptr;
   uint64_t retry_us = 0;
-  for (std::string_view name : names) {
-    if (name.empty()) continue;
-    ratelimit::Limiter* l = lims->find(name);
+  for (ratelimit::Limiter* l : ls) {
     std::string_view key;
     if (!l || !ratelimit::key_of(l->policy(), x_->req, in, key)) continue;
     taken[n] = {l, l->take(key, now_us)};
@@ -81,12 +84,17 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
     if (n > 1) h.append(i ? ", " : "").append(taken[i].limiter->limit_field());
     char buf[48];
     char* end = buf + sizeof buf;
-    char* b = digits(end, whole_seconds(taken[i].v.reset_us));
-    for (const char* p = "=t;"; *p; ++p) *--b = *p;
+    char* b = end;
+    if (i + 1 == n) {  // the line's end, in the same append
+      *--b = '\n';
+      *--b = '\r';
+    }
+    b = digits(b, whole_seconds(taken[i].v.reset_us));
+    b -= 3;
+    std::memcpy(b, ";t=", 3);
     b = digits(b, taken[i].v.remaining);
     h.append(b, static_cast<size_t>(end - b));
   }
-  h.append("\r\n");
   if (!refused_by) return true;
   h.append("Retry-After: ");
   http::append_uint(h, std::max<uint64_t>(1, whole_seconds(retry_us)));

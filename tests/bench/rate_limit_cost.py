@@ -7,20 +7,55 @@ policy and a `key: source_ip` policy, each generous enough that every request pa
 never reaches an instance: it is cheaper, not the case to price). --profile keeps the callgrind
 files of the larger runs in DIR for callgrind_annotate. ab sends one request at a time (a loop turn per
 request: batching varies from run to run, and with it the loop's own instructions, ±1 % with 4
-connections); the three are run in turn, N rounds (default 3), and the medians compared."""
+connections); the three are run in turn, N rounds (default 3), and the medians compared.
+Then the memory of 100,000 kept keys (issue 27: at most 20 MB): the resident-set growth of a proxy
+(the same binary, run natively) after 100,000 requests with distinct `header:X-Key` keys under
+`max_keys: 100000`, against a service with no instance (the limiter runs, the proxy answers 503)."""
 import os
+import socket
 import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 os.environ.setdefault("SWITCHYARD_BIN", os.path.join(HERE, "..", "..", "build-release", "switchyard"))
+from harness import Proxy  # noqa: E402
 from observability_cost import callgrind_per_request  # noqa: E402
 from upstream import start_nginx_backend  # noqa: E402
 
 POLICY = "rate_limits:\n  p: {{ rate: 100000/s, burst: 1000, key: {key} }}\n"
 SERVICE = ("log_level: warn\nroutes:\n  - {{ match: {{ path_prefix: / }}, service: bench{limit} }}\n"
            "services:\n  bench:\n    instances: [{{ address: 127.0.0.1:{port} }}]\n")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def keys_memory(total=100000):
+    """KiB of resident memory the proxy grows by while it comes to hold `total` keys."""
+    p = Proxy('log_level: warn\nrate_limits:\n  many: { rate: 1/h, burst: 1, key: "header:X-Key", max_keys: 100000 }\n'
+              "services:\n  svc: { rate_limit: many }\n")
+    p.start()
+    try:
+        s = socket.create_connection(tuple(p.addr), timeout=60)
+        # Warm-up on keys of their own (the connection's and the loop's buffers), then measure.
+        batches = [range(i, i + 500) for i in range(-1000, total, 500)]
+        before = None
+        for batch in batches:
+            if batch.start == 0:
+                before = rss_kb(p.proc.pid)
+            s.sendall(b"".join(b"GET / HTTP/1.1\r\nHost: svc\r\nX-Key: key-%d\r\n\r\n" % i for i in batch))
+            buf = b""
+            while buf.count(b"HTTP/1.1 ") < len(batch):
+                chunk = s.recv(1 << 20)
+                assert chunk, "the proxy closed the connection"
+                buf += chunk
+        s.close()
+        return rss_kb(p.proc.pid) - before
+    finally:
+        p.stop()
 
 
 def main():
@@ -41,6 +76,8 @@ def main():
         for name, v in results.items():
             m = statistics.median(v)
             print(f"{name:15} {m:8.0f} instructions per request, median of {rounds} ({(m / base - 1) * 100:+.1f} %)")
+        kb = keys_memory()
+        print(f"100,000 kept keys: resident memory +{kb / 1024:.1f} MiB ({kb * 1024 / 100000:.0f} bytes per key)")
     finally:
         nginx.terminate()
         nginx.wait()

@@ -4,12 +4,16 @@
 #include <doctest.h>
 
 #include <cstring>
+#include <list>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "conf/config.h"
 #include "proxy/http/head.h"
 #include "proxy/ratelimit/bucket.h"
 #include "proxy/ratelimit/key.h"
+#include "proxy/ratelimit/key_table.h"
 #include "proxy/ratelimit/limiter.h"
 
 using namespace sy;
@@ -121,19 +125,103 @@ TEST_CASE("one atomic bucket shared by threads passes exactly burst") {
 }
 
 TEST_CASE("keys have buckets of their own; the least recently used is evicted and counted") {
-  ratelimit::Limiter l(policy("1/h", 2, conf::RateLimit::Key::kSourceIp, 16), 0);
+  ratelimit::Limiter l(policy("1/h", 2, conf::RateLimit::Key::kSourceIp, 32), 0);
   CHECK(l.take("a", 0).pass);
   CHECK(l.take("a", 0).pass);
   CHECK_FALSE(l.take("a", 0).pass);
   CHECK(l.take("b", 0).pass);  // another key, another bucket
   CHECK(l.keys() == 2);
   CHECK(l.refused() == 1);
-  // 16 keys at most (one per shard): many more push the old ones out.
+  // 32 keys at most (two per shard, so "a" and "b" fit whichever shards they hash to): many more
+  // push the old ones out.
   for (int i = 0; i < 1000; ++i) l.take("k" + std::to_string(i), 0);
-  CHECK(l.keys() <= 16);
-  CHECK(l.evictions() >= 1000 + 2 - 16);
+  CHECK(l.keys() <= 32);
+  CHECK(l.evictions() >= 1000 + 2 - 32);
   // An evicted key comes back with a full bucket (why max_keys is large by default).
   CHECK(l.take("a", 0).pass);
+}
+
+TEST_CASE("the key table agrees with a plain LRU model through inserts, hits and evictions") {
+  // A reference LRU (std::list + std::map) driven by the same random stream: after every step the
+  // table holds the same keys with the same buckets, in the same order. Small key space and a
+  // deliberately weak hash (many collisions in probe runs) exercise backward-shift deletion.
+  for (uint64_t (*hash)(std::string_view) : {+[](std::string_view k) { return ratelimit::hash_key(k, 7); },
+                                              +[](std::string_view k) { return uint64_t{k.size()} << 4; }}) {
+    ratelimit::KeyTable t;
+    t.set_capacity(37);
+    std::list<std::pair<std::string, int64_t>> model;
+    std::map<std::string, std::list<std::pair<std::string, int64_t>>::iterator> where;
+    uint64_t rnd = 12345;
+    uint64_t evictions = 0, expected_evictions = 0;
+    for (int step = 0; step < 20000; ++step) {
+      rnd = rnd * 6364136223846793005ull + 1442695040888963407ull;
+      const std::string key = "k" + std::to_string((rnd >> 33) % 60);
+      bool evicted = false;
+      int64_t* tat = t.find_or_insert(key, hash(key), evicted);
+      evictions += evicted;
+      auto it = where.find(key);
+      if (it != where.end()) {
+        model.splice(model.begin(), model, it->second);
+      } else {
+        if (model.size() == 37) {
+          where.erase(model.back().first);
+          model.pop_back();
+          ++expected_evictions;
+        }
+        model.emplace_front(key, 0);
+        where[key] = model.begin();
+      }
+      REQUIRE(*tat == model.front().second);
+      *tat = ++model.front().second;  // each bucket counts its hits: a mixed-up bucket shows
+      REQUIRE(t.size() == model.size());
+    }
+    CHECK(evictions == expected_evictions);
+    CHECK(evictions > 1000);
+    auto m = model.begin();
+    size_t seen = 0;
+    t.each_recent([&](std::string_view k, int64_t tat) {
+      CHECK(k == m->first);
+      CHECK(tat == m->second);
+      ++m;
+      ++seen;
+      return true;
+    });
+    CHECK(seen == model.size());
+  }
+}
+
+TEST_CASE("a keyed limiter shared by threads passes exactly burst per key") {
+  // Four threads on the same eight keys (the shards' spin locks) and on keys of their own.
+  ratelimit::Limiter l(policy("1/h", 100, conf::RateLimit::Key::kHeader), 0);
+  std::atomic<int> shared{0}, own{0};
+  std::vector<std::thread> ts;
+  for (int w = 0; w < 4; ++w)
+    ts.emplace_back([&, w] {
+      for (int k = 0; k < 400; ++k)
+        for (int key = 0; key < 8; ++key) {
+          if (l.take("shared" + std::to_string(key), 0).pass) ++shared;
+          if (l.take("own" + std::to_string(w * 8 + key), 0).pass) ++own;
+        }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(shared == 8 * 100);
+  CHECK(own == 32 * 100);
+  CHECK(l.keys() == 40);
+}
+
+TEST_CASE("the key hash spreads keys that differ in one byte, and depends on the seed") {
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 256; ++i) {
+    std::string k = "10.0.0." + std::to_string(i);
+    seen.insert(ratelimit::hash_key(k, 1) % 16);
+  }
+  CHECK(seen.size() == 16);  // every shard used
+  CHECK(ratelimit::hash_key("10.0.0.1", 1) != ratelimit::hash_key("10.0.0.1", 2));
+  CHECK(ratelimit::hash_key("", 1) != ratelimit::hash_key("a", 1));
+  const std::string long_a(100, 'a');
+  std::string long_b = long_a;
+  long_b[3] = 'b';
+  CHECK(ratelimit::hash_key(long_a, 1) != ratelimit::hash_key(long_b, 1));
 }
 
 TEST_CASE("a share of 1/n takes 1/n of the burst and of the rate; the whole again when n drops") {
