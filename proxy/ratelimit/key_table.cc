@@ -27,6 +27,16 @@ uint64_t load32(const unsigned char* p) {
   return v;
 }
 
+// Equal bytes, `n` each: keys up to 16 bytes (an IPv4 address, most header values) in two loads
+// per side instead of a call to memcmp (~25 instructions on every hit).
+bool same_bytes(const char* x, const char* y, size_t n) {
+  const auto* a = reinterpret_cast<const unsigned char*>(x);
+  const auto* b = reinterpret_cast<const unsigned char*>(y);
+  if (n >= 8 && n <= 16) return ((load64(a) ^ load64(b)) | (load64(a + n - 8) ^ load64(b + n - 8))) == 0;
+  if (n >= 4 && n < 8) return ((load32(a) ^ load32(b)) | (load32(a + n - 4) ^ load32(b + n - 4))) == 0;
+  return std::memcmp(a, b, n) == 0;
+}
+
 constexpr uint64_t kP0 = 0xa0761d6478bd642full, kP1 = 0xe7037ed1a0b428dbull, kP2 = 0x8ebc6af09c88c6e3ull;
 
 }  // namespace
@@ -64,7 +74,7 @@ int64_t* KeyTable::find_or_insert(std::string_view key, uint64_t hash, bool& evi
       if (sl.node == kNil) break;
       if (sl.tag != tag) continue;
       Node& n = nodes_[sl.node];
-      if (n.hash != hash || n.key.size() != key.size() || std::memcmp(n.key.data(), key.data(), key.size()) != 0) continue;
+      if (n.hash != hash || n.key.size() != key.size() || !same_bytes(n.key.data(), key.data(), key.size())) continue;
       if (sl.node != head_) {
         unlink(sl.node);
         push_front(sl.node);

@@ -155,7 +155,9 @@ TEST_CASE("the key table agrees with a plain LRU model through inserts, hits and
     uint64_t evictions = 0, expected_evictions = 0;
     for (int step = 0; step < 20000; ++step) {
       rnd = rnd * 6364136223846793005ull + 1442695040888963407ull;
-      const std::string key = "k" + std::to_string((rnd >> 33) % 60);
+      // Lengths 2 to 20 (every compare path of the table), keys of one length differing inside.
+      const uint64_t num = (rnd >> 33) % 60;
+      const std::string key = "k" + std::to_string(num) + std::string(num % 19, '.');
       bool evicted = false;
       int64_t* tat = t.find_or_insert(key, hash(key), evicted);
       evictions += evicted;
