@@ -63,16 +63,24 @@ std::vector<Limiter::KeyState> Limiter::recent(size_t limit, int64_t now_us) con
     out.push_back({"", gcra_.available(single_.load(std::memory_order_relaxed), t)});
     return out;
   }
-  const size_t each = std::max<size_t>(1, limit / kShards);
-  for (const Shard& s : shards_) {
-    std::lock_guard<SpinLock> lock(s.mu);
-    size_t n = 0;
-    s.table.each_recent([&](std::string_view key, int64_t tat) {
-      if (n++ >= each || out.size() >= limit) return false;
-      out.push_back({std::string(key), gcra_.available(tat, t)});
+  // Shards keep no recency between them: take up to `limit` from each, then interleave them by
+  // rank (every shard's most recent first), so a short listing never leaves out a key only because
+  // it shares a shard with another (a listing of 10 from 2 keys shows both).
+  std::vector<std::vector<KeyState>> per(kShards);
+  size_t total = 0;
+  for (size_t i = 0; i < kShards; ++i) {
+    std::lock_guard<SpinLock> lock(shards_[i].mu);
+    shards_[i].table.each_recent([&](std::string_view key, int64_t tat) {
+      if (per[i].size() >= limit) return false;
+      per[i].push_back({std::string(key), gcra_.available(tat, t)});
       return true;
     });
+    total += per[i].size();
   }
+  out.reserve(std::min(limit, total));
+  for (size_t rank = 0; out.size() < limit && out.size() < total; ++rank)
+    for (size_t i = 0; i < kShards && out.size() < limit; ++i)
+      if (rank < per[i].size()) out.push_back(std::move(per[i][rank]));
   return out;
 }
 

@@ -63,8 +63,8 @@ class Limiter {
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
   uint64_t passed() const { return passed_.load(std::memory_order_relaxed); }
 
-  // The `limit` most recently used keys with their tokens now (the status call; takes each
-  // shard's lock in turn).
+  // Up to `limit` recently used keys with their tokens now, every shard's most recent first (the
+  // status call; takes each shard's lock in turn). With no more than `limit` keys, all of them.
   struct KeyState {
     std::string key;
     uint64_t available;

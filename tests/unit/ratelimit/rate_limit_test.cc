@@ -255,6 +255,29 @@ TEST_CASE("a very long key is kept as its hash, so hostile header values cost no
   for (const auto& k : keys) CHECK(k.key.size() == 17);
 }
 
+TEST_CASE("the recent-keys listing shows every key when there are no more than asked, whatever shards they share") {
+  // Each limiter draws its own hash seed, so these keys fall into different shard patterns.
+  for (int round = 0; round < 50; ++round) {
+    ratelimit::Limiter l(policy("1/h", 5, conf::RateLimit::Key::kHeader), 0);
+    std::set<std::string> want;
+    for (int i = 0; i < 3; ++i) {
+      want.insert("tenant-" + std::to_string(i));
+      CHECK(l.take("tenant-" + std::to_string(i), 0).pass);
+    }
+    std::set<std::string> got;
+    for (const auto& k : l.recent(3, 0)) got.insert(k.key);
+    REQUIRE(got == want);
+  }
+  ratelimit::Limiter l(policy("1/h", 5, conf::RateLimit::Key::kHeader), 0);
+  for (int i = 0; i < 100; ++i) CHECK(l.take("k" + std::to_string(i), 0).pass);
+  auto ten = l.recent(10, 0);
+  CHECK(ten.size() == 10);
+  std::set<std::string> distinct;
+  for (const auto& k : ten) distinct.insert(k.key);
+  CHECK(distinct.size() == 10);
+  CHECK(l.recent(1000, 0).size() == 100);
+}
+
 TEST_CASE("key: none is one bucket whatever the key") {
   ratelimit::Limiter l(policy("1/h", 3, conf::RateLimit::Key::kNone), 1000);
   CHECK(l.take("x", 1000).pass);
