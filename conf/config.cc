@@ -212,7 +212,9 @@ class Loader {
 
   std::string name_;
   std::vector<std::string>& errors_;
-  Pos admin_listen_pos_, admin_token_pos_;  // for the cross-field checks at the end of load()
+  // For the cross-field checks at the end of load().
+  Pos admin_listen_pos_, admin_token_pos_, admin_read_token_pos_;
+  bool read_token_set_ = false;
 };
 
 bool valid_name(const std::string& s) {
@@ -281,6 +283,12 @@ void Loader::load(const YAML::Node& root, Config& c) {
                    [&](const YAML::Node& v) {
                      admin_token_pos_ = pos(v);
                      str(v, "admin.token", c.admin.token);
+                   }},
+                  {"read_token",
+                   [&](const YAML::Node& v) {
+                     admin_read_token_pos_ = pos(v);
+                     read_token_set_ = true;
+                     boolean(v, "admin.read_token", c.admin.read_token);
                    }},
                   {"max_connections", [&](const YAML::Node& v) { uint(v, "admin.max_connections", c.admin.max_connections, 1, 100000); }},
                   {"tls", [&](const YAML::Node& v) { load_listener_tls(v, "admin.tls", c.admin.tls); }}});
@@ -379,6 +387,9 @@ void Loader::load(const YAML::Node& root, Config& c) {
              "admin.listen " + c.admin.listen.text +
                  " is not a loopback address and admin.token is empty: refusing to expose an unauthenticated admin API");
   }
+  if (!read_token_set_) c.admin.read_token = !c.admin.listen.is_loopback();
+  if (read_token_set_ && c.admin.read_token && c.admin.token.empty())
+    error_at(admin_read_token_pos_, "'admin.read_token' is true but admin.token is empty: set a token for reads to ask for");
   for (const auto& l : c.listen) {
     if (l.port() != 0 && l == c.admin.listen) error_at(admin_listen_pos_, "'listen' and 'admin.listen' are the same address " + l.text);
   }

@@ -216,6 +216,9 @@ struct ClientLimits {
 struct Admin {
   Address listen = Address::loopback(9901);
   std::string token;
+  // Reads of registry data (and the dashboard's) need the token too. Default: true when `listen`
+  // is not a loopback address, false on loopback (resolved by the loader).
+  bool read_token = false;
   uint32_t max_connections = 256;  // open admin connections; past it a new one gets 503
   ListenerTls tls;
 };

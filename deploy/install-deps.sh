@@ -8,7 +8,8 @@ set -euo pipefail
 build_pkgs=(g++ pkg-config meson ninja-build libuv1-dev libyaml-cpp-dev prometheus-cpp-dev
             nlohmann-json3-dev doctest-dev node-llhttp libpugixml-dev libssl-dev)
 test_pkgs=(clang libclang-rt-14-dev curl python3 python3-pytest python3-pytest-xdist python3-yaml python3-aiohttp python3-tornado python3-matplotlib
-           prometheus docker-compose wrk python3-consul etcd-server etcd-client openssl python3-trustme testssl.sh)
+           prometheus docker-compose wrk python3-consul etcd-server etcd-client openssl python3-trustme testssl.sh
+           chromium chromium-driver python3-selenium)  # the dashboard tests drive a headless chromium
 bench_pkgs=(apache2-utils haproxy nginx-light valgrind linux-perf)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")

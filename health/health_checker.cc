@@ -38,6 +38,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
 
   void start_probe() {
     probing_ = true;
+    probe_started_ms_ = uv_now(hc_.loop_);
     int err = 0;
     upstream::TlsTarget tls;
     if (cfg_.type == conf::HealthCheck::Type::kHttp && hc_.tls_) {
@@ -79,6 +80,8 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     if (hc_.hooks_.on_probe) hc_.hooks_.on_probe(service_, r);
     const registry::Instance* inst = hc_.reg_.find(service_, id_);
     if (!inst || inst->uid != uid_) return;  // sync() will stop us
+    const uint64_t now = uv_now(hc_.loop_);
+    hc_.reg_.note_probe(service_, id_, r == ProbeResult::kSuccess, static_cast<uint32_t>(now - probe_started_ms_), static_cast<int64_t>(now));
     std::string why;
     if (r == ProbeResult::kSuccess) {
       fails_ = 0;
@@ -166,6 +169,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   HealthChecker& hc_;
   uv_timer_t timer_{};
   uint64_t uid_;
+  uint64_t probe_started_ms_ = 0;
   std::string service_, id_;
   conf::Address address_;
   bool tls_;  // registered over TLS

@@ -3,6 +3,7 @@
 
 #include <sys/resource.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -86,18 +87,29 @@ std::string App::start() {
   // (An admin API beyond loopback without a token is refused by the config loader itself, for
   // start-up, --check and every reload alike.)
 
-  registry_.set_logger([](const std::string& m) { log::info(m); });
+  // The registry's, the health checker's and the runtime's sentences are logged and, once the
+  // admin API is up, published on GET /v1/events (App::event).
+  registry_.set_logger([this](const std::string& m) {
+    log::info(m);
+    event(m.find("mass expiry") != std::string::npos ? "self_preservation" : "registry", m);
+  });
   registry_.set_probing(true);
   health::Runtime::Hooks rh;
   rh.now_ms = [this] { return now_ms(); };
-  rh.log = [](const std::string& m) { log::warn(m); };
+  rh.log = [this](const std::string& m) {
+    log::warn(m);
+    event(m.rfind("circuit breaker", 0) == 0 ? "breaker" : "outlier", m);
+  };
   rh.make_metrics = [this](health::InstanceMetrics& m, const std::string& s, const std::string& i) {
     metrics_.instance_metrics(m, s, i);
   };
   rh.service_stats = [this](const std::string& s) { return metrics_.service_stats(s); };
   runtime_ = std::make_unique<health::Runtime>(registry_, rh);
   health::HealthChecker::Hooks hh;
-  hh.log = [](const std::string& m) { log::info(m); };
+  hh.log = [this](const std::string& m) {
+    log::info(m);
+    event("health", m);
+  };
   hh.on_probe = [this](const std::string& s, health::ProbeResult r) { metrics_.on_probe(s, r); };
   hh.on_healthy = [this](uint64_t uid) { runtime_->on_probed_healthy(uid); };
   checker_ = std::make_unique<health::HealthChecker>(loop_, probe_buffers_, registry_, hh);
@@ -151,7 +163,7 @@ std::string App::start() {
 
   admin::AdminHooks hooks;
   hooks.now_ms = [this] { return now_ms(); };
-  hooks.reload = [this](std::string& summary) { return reload(summary); };
+  hooks.reload = [this](std::string& summary) { return reload_and_report(summary); };
   // Not ready until the shared registry has been read once; after that, ready even while etcd is
   // away (static stability: the proxy routes on the registry it last saw).
   hooks.ready = [this] { return !stopping_ && (!backend_ || backend_->synced()); };
@@ -168,23 +180,42 @@ std::string App::start() {
   // Always batch: the changes of one loop turn are published (and journaled) once, whatever their
   // number, so a registration storm costs one routing rebuild per turn, not one per change.
   hooks.persistence_enabled = [] { return true; };
+  // Held answers go out at the end of this loop turn (on_check): an idle handle keeps the loop
+  // from blocking in poll first. Pipelined admin requests otherwise waited a tick (100 ms) each.
+  uv_idle_init(loop_, &held_idle_);
+  held_idle_.data = this;
+  hooks.on_held = [this] { uv_idle_start(&held_idle_, [](uv_idle_t*) {}); };
   hooks.config = [this]() -> const conf::Config& { return *cfg_; };
   hooks.before_scrape = [this] {
     runtime_->export_gauges();
     metrics_.sync_rate_limits(rate_limits_.get());
   };
   hooks.rate_limits = [this] { return rate_limits_; };
+  hooks.unix_ms = [] { return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()); };
+  hooks.instance_runtime = [this](uint64_t uid, uint32_t& active) -> const health::InstanceMetrics* {
+    auto rt = runtime_->instance(uid);  // (the runtime keeps it alive; main loop)
+    if (!rt) return nullptr;
+    active = rt->load.in_flight();
+    return &rt->metrics;
+  };
+  hooks.status = [this] { return dashboard_status(); };
   hooks.before_ack = [this] {
     if (table_dirty_) publish();
   };
   api_ = std::make_unique<admin::AdminApi>(registry_, metrics_, hooks, c.admin.token);
+  api_->set_read_token(c.admin.read_token);
   metrics_.sync_registry(registry_);
   if (c.registry.backend == conf::RegistryConf::Backend::kEtcd) {
     registry::etcd::Backend::Hooks bh;
     bh.now_ms = [this] { return now_ms(); };
     bh.info = [](const std::string& m) { log::info(m); };
     bh.warn = [](const std::string& m) { log::warn(m); };
-    bh.on_up = [this](bool up) { metrics_.set_backend_up(up); };
+    bh.on_up = [this](bool up) {
+      metrics_.set_backend_up(up);
+      if (up != backend_was_up_)
+        event("registry_backend", up ? "shared registry: etcd reachable; changes accepted again" : "shared registry: etcd unreachable; routing on the last registry seen, changes refused");
+      backend_was_up_ = up;
+    };
     bh.on_error = [this] { metrics_.on_backend_error(); };
     bh.on_sync_lag = [this](double s) { metrics_.on_sync_lag(s); };
     backend_ = std::make_unique<registry::etcd::Backend>(loop_, registry_, c.registry.etcd, bh,
@@ -403,8 +434,14 @@ void App::publish() {
       auto it = prev->services.find(name);
       was = it != prev->services.end() && it->second->panic;
     }
-    if (ups->panic && !was) log::warn("panic routing for service " + name + ": no instance is healthy; using all of them rather than refusing every request");
-    if (!ups->panic && was) log::info("service " + name + " has healthy instances again; panic routing over");
+    if (ups->panic && !was) {
+      log::warn("panic routing for service " + name + ": no instance is healthy; using all of them rather than refusing every request");
+      event("panic", "panic routing: " + name + " has no healthy instance; using all of them", name);
+    }
+    if (!ups->panic && was) {
+      log::info("service " + name + " has healthy instances again; panic routing over");
+      event("panic", "panic routing over: " + name + " has healthy instances again", name);
+    }
     if (ups->runtime) ups->runtime->panic = ups->panic;
   }
   next->config = cfg_;
@@ -454,6 +491,7 @@ void App::ramp_slow_starts() {
 
 void App::on_check(uv_check_t* c) {
   auto* app = static_cast<App*>(c->data);
+  uv_idle_stop(&app->held_idle_);
   if (app->table_dirty_) app->publish();
   app->persist();
 }
@@ -518,6 +556,7 @@ void App::on_tick(uv_timer_t* t) {
   app->runtime_->tick();
   app->ramp_slow_starts();
   app->api_->sweep(app->now_ms());
+  app->api_->tick(app->now_ms());
   if (app->routing_.pending()) {
     app->publish();
     app->persist();  // now, not after the loop's next poll
@@ -533,7 +572,7 @@ void App::on_signal(uv_signal_t* s, int signum) {
   auto* app = static_cast<App*>(s->data);
   if (signum == SIGHUP) {
     std::string summary;
-    std::string e = app->reload(summary);
+    std::string e = app->reload_and_report(summary);
     if (!e.empty()) log::error("reload rejected, the old config keeps serving:\n" + e);
   } else if (signum == SIGUSR1) {
     std::string e = app->access_log_.reopen();
@@ -542,6 +581,45 @@ void App::on_signal(uv_signal_t* s, int signum) {
   } else {
     app->begin_shutdown();
   }
+}
+
+void App::event(const char* type, const std::string& message, const std::string& service) {
+  if (api_) api_->publish_event(type, message, service);
+}
+
+std::string App::reload_and_report(std::string& summary) {
+  std::string e = reload(summary);
+  last_reload_ = {true, e.empty(), static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()), e};
+  if (e.empty()) event("reload", "config reloaded from " + (config_path_.empty() ? std::string("conf/switchyard.yaml") : config_path_));
+  else event("reload", "reload refused (the old config keeps serving): " + e.substr(0, e.find('\n')));
+  return e;
+}
+
+nlohmann::json App::dashboard_status() {
+  nlohmann::json banners = nlohmann::json::array();
+  size_t stale = 0;
+  for (const auto& [name, svc] : registry_.services())
+    for (const auto& [id, inst] : svc.instances) stale += inst.stale ? 1 : 0;
+  if (stale > 0)
+    banners.push_back({{"kind", "self_preservation"},
+                       {"message", "self-preservation: " + std::to_string(stale) + " instances whose leases expired in a mass expiry are kept (stale) until they heartbeat again"}});
+  if (backend_ && !backend_->up())
+    banners.push_back({{"kind", "registry_backend"}, {"message", "the shared registry (etcd) cannot be reached: routing on the last registry seen; changes are refused"}});
+  if (last_reload_.happened && !last_reload_.ok) {
+    nlohmann::json errors = nlohmann::json::array();
+    for (size_t at = 0; at < last_reload_.errors.size();) {
+      const size_t nl = last_reload_.errors.find('\n', at);
+      const std::string line = last_reload_.errors.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+      if (!line.empty()) errors.push_back(line);
+      if (nl == std::string::npos) break;
+      at = nl + 1;
+    }
+    banners.push_back({{"kind", "reload_refused"}, {"message", "the last reload was refused; the config before it keeps serving"},
+                       {"errors", errors}, {"time_ms", last_reload_.time_ms}});
+  }
+  nlohmann::json registry = {{"backend", backend_ ? "etcd" : "embedded"}, {"status", backend_ ? (backend_->up() ? "up" : "unavailable") : "embedded"},
+                             {"instances", registry_.total_instances()}};
+  return {{"banners", banners}, {"registry", registry}, {"version", SWITCHYARD_VERSION}, {"stopping", stopping_}};
 }
 
 std::string App::reload(std::string& summary_json) {
@@ -582,6 +660,7 @@ std::string App::reload(std::string& summary_json) {
   apply_rate_share();
   metrics_on_.store(cfg_->metrics, std::memory_order_relaxed);
   api_->set_token(cfg_->admin.token);
+  api_->set_read_token(cfg_->admin.read_token);
   apply_admin_limits(*cfg_);
   log::set_level(log::parse_level(cfg_->log_level));
   if (cfg_->access_log != old.access_log) {

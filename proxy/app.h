@@ -51,6 +51,11 @@ class App {
   std::string start_workers(int n);
   uint64_t connection_cap() const;
   std::string reload(std::string& summary_json);
+  // reload() for SIGHUP and POST /v1/reload: its outcome kept for the dashboard and published.
+  std::string reload_and_report(std::string& summary_json);
+  // An event for the admin API's stream (GET /v1/events); nothing before the API exists.
+  void event(const char* type, const std::string& message, const std::string& service = "");
+  nlohmann::json dashboard_status();  // the dashboard's banners and registry status
   void publish();
   size_t open_connections() const;
   std::vector<conf::Address> own_addresses();
@@ -107,10 +112,18 @@ class App {
   uv_timer_t tick_{};
   uv_timer_t shutdown_timer_{};
   uv_check_t check_{};
+  uv_idle_t held_idle_{};  // runs while admin answers are held for the end of the turn
   bool table_dirty_ = false;
   uint64_t publish_seq_ = 0;  // RoutingTable::seq
   int64_t last_ramp_ms_ = 0;
   unsigned ticks_ = 0;
+  struct LastReload {
+    bool happened = false;
+    bool ok = true;
+    int64_t time_ms = 0;  // wall clock
+    std::string errors;
+  } last_reload_;
+  bool backend_was_up_ = true;
   bool stopping_ = false;
   bool finished_ = false;
   int exit_code_ = 0;

@@ -285,6 +285,14 @@ bool Registry::set_health(const std::string& service, const std::string& id, Hea
   return set_reported_health(service, id, h, inst->warning, reason);
 }
 
+void Registry::note_probe(const std::string& service, const std::string& id, bool ok, uint32_t latency_ms, int64_t now_ms) {
+  if (Instance* inst = find_mutable(service, id)) {
+    inst->probed_ms = now_ms;
+    inst->probe_latency_ms = latency_ms;
+    inst->probe_ok = ok;
+  }
+}
+
 bool Registry::set_reported_health(const std::string& service, const std::string& id, Health h, bool warning,
                                    const std::string& reason) {
   Instance* inst = find_mutable(service, id);

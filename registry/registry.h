@@ -54,6 +54,11 @@ struct Instance {
   bool draining = false;
   Health health = Health::kHealthy;
   std::string health_reason;  // last probe's verdict, for the admin API's "why"
+  // The last active probe (the dashboard's "last probe"): when it ended (monotonic ms; 0 = never
+  // probed), how long it took, whether it passed. Not persisted, not a change (no index bump).
+  int64_t probed_ms = 0;
+  uint32_t probe_latency_ms = 0;
+  bool probe_ok = false;
   bool warning = false;       // reported "warn" (Consul TTL check): routed, shown as warning
   int64_t critical_since_ms = 0;  // unhealthy since (deregister_critical_after counts from here)
 
@@ -142,6 +147,8 @@ class Registry {
   bool heartbeat(const std::string& service, const std::string& id, int64_t now_ms);
   bool set_drain(const std::string& service, const std::string& id, bool enabled);
   bool set_health(const std::string& service, const std::string& id, Health h, const std::string& reason);
+  // A probe ended (before set_health): recorded for the admin views, changes nothing routed.
+  void note_probe(const std::string& service, const std::string& id, bool ok, uint32_t latency_ms, int64_t now_ms);
   bool set_ejected(const std::string& service, const std::string& id, bool ejected, int64_t until_ms, uint32_t ejections);
   bool set_breaker_open(const std::string& service, const std::string& id, bool open, int64_t until_ms);
 

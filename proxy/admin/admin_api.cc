@@ -7,6 +7,7 @@
 
 #include "proxy/admin/consul_api.h"
 #include "proxy/admin/eureka_api.h"
+#include "proxy/admin/ui_files.h"
 #include "proxy/http/base64.h"
 #include "registry/codec.h"
 #include "registry/route_owner.h"
@@ -53,11 +54,34 @@ json instance_json(const registry::Registry& reg, const registry::Instance& inst
   return registry::encode_instance(inst, service_check);
 }
 
+// A browser says where a request comes from: `Sec-Fetch-Site` (cross-site / same-site / same-origin
+// / none), and `Origin` on every POST/PUT/DELETE. Clients that are not browsers send neither.
+bool cross_site(const AdminRequest& req) {
+  const std::string site = req.header("sec-fetch-site");
+  if (site == "cross-site" || site == "same-site") return true;
+  const std::string origin = req.header("origin");
+  if (origin.empty()) return false;
+  if (origin == "null") return true;  // a sandboxed frame or a file: page
+  const size_t scheme = origin.find("://");
+  const std::string host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
+  return host != req.header("host");
+}
+
 }  // namespace
 
 AdminApi::AdminApi(registry::Registry& reg, Metrics& metrics, AdminHooks hooks, std::string token)
     : reg_(reg), metrics_(metrics), hooks_(std::move(hooks)), token_(std::move(token)),
+      events_(hooks_.unix_ms ? hooks_.unix_ms() : 0),
       consul_(std::make_unique<ConsulApi>(*this)), eureka_(std::make_unique<EurekaApi>(*this)) {
+  Dashboard::Hooks dh;
+  dh.now_ms = hooks_.now_ms;
+  dh.instance_json = [this](const registry::Instance& inst) { return instance_json(reg_, inst); };
+  dh.instance_runtime = hooks_.instance_runtime;
+  dh.status = hooks_.status;
+  dh.config = hooks_.config;
+  dh.events_last_id = [this] { return events_.last_id(); };
+  dh.token_required = [this] { return token_required(); };
+  dashboard_ = std::make_unique<Dashboard>(reg_, metrics_, std::move(dh));
   add_endpoints();
   consul_->add_endpoints(table_);
   eureka_->add_endpoints(table_);
@@ -100,13 +124,18 @@ void AdminApi::handle(AdminConn* conn, AdminRequest& req) {
   }
   const Endpoint& ep = *m.endpoint;
   const Family& fam = table_.family(ep.family);
-  if (ep.access != Access::kRead && !authorized(req)) return answer(fam, fam.unauthorized(), "");
+  if ((ep.access != Access::kRead || (read_token_ && !ep.public_read)) && !authorized(req)) return answer(fam, fam.unauthorized(), "");
+  // A change asked for by a page of another site (a form or script elsewhere posting here through
+  // the user's browser): refused whatever the token, so no page but our own dashboard can act.
+  if (ep.access != Access::kRead && cross_site(req))
+    return answer(fam, fam.error(403, "cross_site", "a change requested by a page of another origin (" + req.header("origin") + ") is refused"), "");
   // Shared registry away: refuse changes rather than make ones no other proxy will see.
   if (ep.access == Access::kRegistry && hooks_.writable && !hooks_.writable())
     return answer(fam, fam.error(503, "registry_unavailable", "the shared registry (etcd) cannot be reached; routing continues on the last registry seen; retry later"), "");
   if (req.body.size() > ep.body_limit())
     return answer(fam, fam.error(413, "body_too_large", "request body over " + std::to_string(ep.body_limit() / 1024) + " KiB, the limit of " + req.method + " " + ep.pattern), "");
   Call call{conn, req, std::move(m.args)};
+  if (ep.stream) return ep.stream(call);
   std::string key;
   if (ep.watch) {
     // A blocking read: answered now when the watched index has passed the caller's, else parked
@@ -183,6 +212,7 @@ void AdminApi::finish(AdminConn* conn, AdminResponse r, bool changed) {
   // this loop turn, when one publish and one journal write cover every change of the turn.
   if (changed && hooks_.persistence_enabled && hooks_.persistence_enabled()) {
     unpersisted_.emplace_back(conn, std::move(r));
+    if (hooks_.on_held) hooks_.on_held();
     return;
   }
   if (changed && hooks_.before_ack) hooks_.before_ack();
@@ -196,6 +226,7 @@ void AdminApi::release_persisted() {
 
 void AdminApi::forget(AdminConn* conn) {
   waiters_.forget(conn);
+  events_.forget(conn);
   std::erase_if(unpersisted_, [&](const auto& p) { return p.first == conn; });
   for (auto& [batch, answers] : held_) std::erase_if(answers, [&](const auto& p) { return p.first == conn; });
 }
@@ -242,31 +273,60 @@ void AdminApi::add_endpoints() {
   native_ = table_.add_family(std::move(f));
 
   // A row of the native family; `service`/`id` captures are checked before the handler runs.
-  auto add = [&](unsigned methods, const char* pattern, Access access, const char* help, auto handler) {
-    table_.add(Endpoint::row(methods, pattern, access, help, native_, [handler](Call& c) -> AdminResponse {
+  // `open`: readable without the token even under admin.read_token (Endpoint::public_read).
+  auto add = [&](unsigned methods, const char* pattern, Access access, const char* help, auto handler, bool open = false) {
+    Endpoint e = Endpoint::row(methods, pattern, access, help, native_, [handler](Call& c) -> AdminResponse {
       if (!c.args.empty() && !valid_name(c.args[0]))
         return error(400, "bad_request", "service name must be 1-128 characters of [A-Za-z0-9._-]");
       if (c.args.size() > 1 && !valid_id(c.args[1]))
         return error(400, "bad_request", "instance id must be 1-128 characters of [A-Za-z0-9._:-]");
       return handler(c);
-    }));
+    });
+    e.public_read = open;
+    table_.add(std::move(e));
   };
-  add(kGet, "/healthz", Access::kRead, "liveness: 200 while the process runs", [](Call&) { return json_response(200, {{"status", "ok"}}); });
+  auto redirect = [](const char* to) {
+    AdminResponse r;
+    r.status = 302;
+    r.content_type = "text/plain; charset=utf-8";
+    r.headers.emplace_back("Location", to);
+    r.body = std::string("see ") + to + "\n";
+    return r;
+  };
+  add(kGet, "/healthz", Access::kRead, "liveness: 200 while the process runs", [](Call&) { return json_response(200, {{"status", "ok"}}); }, true);
   add(kGet, "/readyz", Access::kRead, "readiness: 200 once the registry is read and while not stopping", [this](Call&) {
     bool ok = !hooks_.ready || hooks_.ready();
     json body{{"status", ok ? "ready" : "not ready"}};
     if (hooks_.registry_status) body["registry"] = hooks_.registry_status();
     return json_response(ok ? 200 : 503, body);
-  });
+  }, true);
   add(kGet, "/metrics", Access::kRead, "Prometheus metrics (text format 0.0.4)", [this](Call&) {
     AdminResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     metrics_.sync_registry(reg_);  // registry gauges are computed per scrape, not per change
     metrics_.set_long_polls(waiters_.size());
     if (hooks_.before_scrape) hooks_.before_scrape();
+    metrics_.set_events(events_.watchers(), events_.encoded());
     r.body = metrics_.render();
     return r;
-  });
+  }, true);
+  add(kGet, "/", Access::kRead, "the dashboard (a redirect to /ui/)", [redirect](Call&) { return redirect("/ui/"); }, true);
+  add(kGet, "/ui", Access::kRead, "the dashboard (a redirect to /ui/)", [redirect](Call&) { return redirect("/ui/"); }, true);
+  {
+    // (Not through `add`: the capture is a file name, not a service.)
+    Endpoint e = Endpoint::row(kGet, "/ui/{file*}", Access::kRead, "the dashboard's page and its files (built into the binary)", native_,
+                               [](Call& c) { return ui_file(c.arg(0), c.req); });
+    e.public_read = true;
+    table_.add(std::move(e));
+  }
+  {
+    Endpoint e = Endpoint::row(kGet, "/v1/events", Access::kRead,
+                               "server-sent events: registry changes, health flips, breakers, ejections, reloads (Last-Event-ID resumes; ?format=json: the history)",
+                               native_, [](Call&) { return AdminResponse{}; });  // (answered by `stream`)
+    e.stream = [this](Call& c) { watch_events(c); };
+    table_.add(std::move(e));
+  }
+  dashboard_->add_endpoints(table_, native_, error);
   add(kGet, "/v1", Access::kRead, "this list of admin endpoints", [this](Call&) { return endpoint_list(); });
   add(kPost, "/v1/reload", Access::kControl, "re-read the config file; refused with the errors --check gives", [this](Call&) {
     std::string summary;
@@ -312,6 +372,35 @@ void AdminApi::add_endpoints() {
   });
   add(kPut | kPost, "/v1/services/{service}/instances/{id}/drain", Access::kRegistry, "drain ({\"enabled\": true}) or undrain the instance",
       [this](Call& c) { return instance_drain(c.arg(0), c.arg(1), c.req.body); });
+}
+
+void AdminApi::watch_events(Call& c) {
+  AdminRequest& req = c.req;
+  if (req.query_param("format") == "json") {
+    AdminResponse r{200, "application/json", {{"Cache-Control", "no-store"}}, events_.history_json(EventStream::kHistory)};
+    return finish(c.conn, std::move(r), false);
+  }
+  // Last-Event-ID: the header an EventSource sends when it reconnects; ?last_event_id= for
+  // readers that cannot set headers on their first request.
+  std::string last = req.header("last-event-id");
+  if (last.empty()) last = req.query_param("last_event_id");
+  uint64_t id = 0;
+  const bool has = !last.empty();
+  if (has) {
+    auto r = std::from_chars(last.data(), last.data() + last.size(), id);
+    if (r.ec != std::errc() || r.ptr != last.data() + last.size())
+      return finish(c.conn, error(400, "bad_request", "'Last-Event-ID' must be a whole number (an event's id)"), false);
+  }
+  events_.watch(c.conn, id, has);
+}
+
+void AdminApi::publish_event(std::string type, std::string message, std::string service) {
+  events_.publish(std::move(type), std::move(message), hooks_.unix_ms ? hooks_.unix_ms() : 0, std::move(service));
+}
+
+void AdminApi::tick(int64_t now_ms) {
+  events_.tick(now_ms);
+  dashboard_->tick(now_ms);
 }
 
 AdminResponse AdminApi::endpoint_list() {
@@ -383,29 +472,10 @@ AdminResponse AdminApi::instance_view(const std::string& service, const std::str
   const registry::Instance* inst = reg_.find(service, id);
   if (!inst) return error(404, "not_found", "no instance " + id + " in service " + service);
   json j = instance_json(reg_, *inst);
-  std::string why;
   const int64_t now = hooks_.now_ms();
-  if (inst->draining) why = "not routable: draining (no new requests; in-flight ones finish)";
-  else if (inst->ejected)
-    why = "not routable: ejected by outlier detection (ejection #" + std::to_string(inst->ejections) + ") for another " +
-          std::to_string(std::max<int64_t>(0, inst->ejected_until_ms - now)) + " ms";
-  else if (inst->breaker_open)
-    why = "not routable: circuit breaker open for another " +
-          std::to_string(std::max<int64_t>(0, inst->breaker_open_until_ms - now)) + " ms, then half-open (trial requests)";
-  else if (inst->stale) why = "routable only as a last resort: its lease expired in a mass expiry and it was kept (stale) until it heartbeats again";
-  else if (inst->health == registry::Health::kUnhealthy) why = "not routable: failing health checks (" + inst->health_reason + ")";
-  else if (inst->health == registry::Health::kUnknown)
-    why = "routable only when no instance is healthy: not yet probed healthy" +
-          (inst->health_reason.empty() ? std::string() : " (" + inst->health_reason + ")");
-  else why = "routable: healthy" + (inst->health_reason.empty() ? std::string() : " (last probe: " + inst->health_reason + ")");
-  if (inst->source == registry::Source::kDynamic && inst->ttl.count() > 0) {
-    int64_t left = inst->lease_expires_ms - hooks_.now_ms();
-    why += "; lease " + (left > 0 ? "expires in " + std::to_string(left) + " ms" : std::string("expired"));
-    j["lease_remaining_ms"] = std::max<int64_t>(0, left);
-  } else if (inst->source == registry::Source::kDynamic) {
-    why += "; no lease (registered without a TTL)";
-  }
-  j["why"] = why;
+  if (inst->source == registry::Source::kDynamic && inst->ttl.count() > 0)
+    j["lease_remaining_ms"] = std::max<int64_t>(0, inst->lease_expires_ms - now);
+  j["why"] = instance_why(*inst, now);
   return json_response(200, j);
 }
 

@@ -13,7 +13,9 @@
 
 #include "conf/config.h"
 #include "proxy/admin/admin_conn.h"
+#include "proxy/admin/dashboard.h"
 #include "proxy/admin/endpoints.h"
+#include "proxy/admin/events.h"
 #include "proxy/admin/metrics.h"
 #include "proxy/admin/watchers.h"
 #include "proxy/net/random.h"
@@ -33,6 +35,9 @@ struct AdminHooks {
   // release_persisted() sends them). False: published at once (before_ack), answered at once.
   std::function<bool()> persistence_enabled;
   std::function<void()> before_ack;              // publish the routing snapshot before a change is acknowledged
+  // An answer is now held for the end of the loop turn: the loop must reach that end without
+  // waiting for I/O (a pipelined request parsed in a write callback has no I/O to wake it).
+  std::function<void()> on_held;
   std::function<const conf::Config&()> config;  // current config (route conflicts)
   std::function<void()> before_scrape;           // gauges read from live state, per scrape
   std::function<std::shared_ptr<const ratelimit::Limiters>()> rate_limits;  // the policies in force
@@ -42,6 +47,11 @@ struct AdminHooks {
   std::function<bool()> writable;
   std::function<std::string()> registry_status;  // /readyz's "registry": embedded, etcd: up, ...
   std::function<void(std::vector<int64_t> leases, std::function<void(int status)> done)> renew;
+  // The dashboard (dashboard.h): an instance's runtime metrics and requests in flight (null when
+  // it has none yet), and the banners / registry status of the overview.
+  std::function<const health::InstanceMetrics*(uint64_t uid, uint32_t& active)> instance_runtime;
+  std::function<nlohmann::json()> status;
+  std::function<int64_t()> unix_ms;  // wall clock, for event times
 };
 
 class ConsulApi;
@@ -69,6 +79,12 @@ class AdminApi final : public AdminHandler {
   uint64_t take_held();
   void release_held(uint64_t batch, int status, const std::string& code, const std::string& message);
   void set_token(std::string t) { token_ = std::move(t); }
+  void set_read_token(bool on) { read_token_ = on; }
+  // An event for GET /v1/events (events.h): encoded once, sent to every watcher.
+  // `service`: the service it is about when the sentence names no "service/instance".
+  void publish_event(std::string type, std::string message, std::string service = "");
+  // Periodic (the app's tick): stream heartbeats, the dashboard's traffic readings.
+  void tick(int64_t now_ms);
 
   // ---- shared with the compatible APIs (consul_api.cc, eureka_api.cc) ----
   // The one way a registration enters the registry, whichever API it came through: the loop
@@ -101,12 +117,16 @@ class AdminApi final : public AdminHandler {
   AdminResponse catalog_get();
   AdminResponse rate_limits_view(const AdminRequest& req);
   AdminResponse instance_view(const std::string& service, const std::string& id);
+  void watch_events(Call& c);
 
   registry::Registry& reg_;
   Metrics& metrics_;
   AdminHooks hooks_;
   std::string token_;
+  bool read_token_ = false;
   EndpointTable table_;
+  EventStream events_;
+  std::unique_ptr<Dashboard> dashboard_;
   size_t native_ = 0;  // the native family's index in table_
   Watchers waiters_;   // parked reads of every family, by what they watch
   std::vector<std::pair<AdminConn*, AdminResponse>> unpersisted_;

@@ -179,6 +179,11 @@ void AdminConn::on_read(uv_stream_t* s, ssize_t n) {
   if (c->lingering_) return;  // discarded (TcpConn::discard)
   c->last_read_ms_ = uv_now(s->loop);
   net::ReadBuffer& rb = c->sock_.rbuf;
+  if (c->streaming_) {  // a stream's reader has nothing more to say: dropped unread
+    rb.start = rb.end;
+    c->sock_.release_if_empty();
+    return;
+  }
   c->in_.append(rb.data + rb.start, rb.pending());
   rb.start = rb.end;
   c->sock_.release_if_empty();  // requests are whole in in_: no buffer held between reads
@@ -222,6 +227,61 @@ void AdminConn::respond(const AdminResponse& r) {
   uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
   wreq_.data = this;
   if (sock_.write(&wreq_, &b, 1, on_write) != 0) close();
+}
+
+void AdminConn::stream_begin(const AdminResponse& r) {
+  if (closing_) return;
+  SY_ASSERT(busy_ && !answered_);
+  answered_ = true;
+  streaming_ = true;
+  keep_alive_ = false;
+  std::string head = "HTTP/1.1 " + std::to_string(r.status) + " " + http::status_reason(r.status) + "\r\n";
+  head += "Content-Type: " + r.content_type + "\r\n";
+  for (const auto& [k, v] : r.headers) head += k + ": " + v + "\r\n";
+  head += "Connection: close\r\n\r\n";
+  if (req_.method != "HEAD") head += r.body;
+  in_.clear();
+  stream_send(std::make_shared<const std::string>(std::move(head)), SIZE_MAX);
+  if (req_.method == "HEAD") queue_.push_back(nullptr);  // a marker: close once the head is out
+}
+
+bool AdminConn::stream_send(std::shared_ptr<const std::string> frame, size_t max_behind) {
+  if (closing_ || !streaming_) return false;
+  if (queued_bytes_ > max_behind) return false;
+  queued_bytes_ += frame->size();
+  queue_.push_back(std::move(frame));
+  stream_flush();
+  return true;
+}
+
+void AdminConn::stream_flush() {
+  if (in_flight_ > 0 || queue_.empty() || closing_) return;
+  if (!queue_.front()) {  // the HEAD marker
+    close();
+    return;
+  }
+  size_t n = 0;
+  while (n < kBatch && n < queue_.size() && queue_[n]) {
+    bufs_[n] = uv_buf_init(const_cast<char*>(queue_[n]->data()), static_cast<unsigned>(queue_[n]->size()));
+    ++n;
+  }
+  in_flight_ = n;
+  wreq_.data = this;
+  if (sock_.write(&wreq_, bufs_, static_cast<unsigned>(n), on_stream_write) != 0) close();
+}
+
+void AdminConn::on_stream_write(uv_write_t* w, int status) {
+  auto* c = static_cast<AdminConn*>(w->data);
+  if (c->closing_) return;
+  if (status < 0) {
+    c->close();
+    return;
+  }
+  for (; c->in_flight_ > 0; --c->in_flight_) {
+    c->queued_bytes_ -= c->queue_.front()->size();
+    c->queue_.pop_front();
+  }
+  c->stream_flush();
 }
 
 void AdminConn::on_write(uv_write_t* w, int status) {

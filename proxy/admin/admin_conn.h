@@ -6,6 +6,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
@@ -80,6 +81,15 @@ class AdminConn {
   }
   static size_t open_count() { return count_; }
   void respond(const AdminResponse& r);
+  // Instead of respond(): a stream (server-sent events). The head goes out with no Content-Length
+  // and "Connection: close" (the body runs until the connection closes), `r.body` as its first
+  // bytes; then stream_send() queues frames by reference, so one encoded event serves every
+  // watcher. Input from the reader is discarded from here on; its EOF closes the connection.
+  void stream_begin(const AdminResponse& r);
+  // false (nothing queued): more than `max_behind` bytes are already waiting to be written; the
+  // caller drops this reader.
+  bool stream_send(std::shared_ptr<const std::string> frame, size_t max_behind);
+  size_t stream_queued() const { return queued_bytes_; }
   void close();
   // Shutdown: closes every open admin connection (their memory is freed in the close callbacks).
   static void close_all();
@@ -88,6 +98,8 @@ class AdminConn {
   explicit AdminConn(uv_loop_t* loop, AdminHandler* h);
   static void on_read(uv_stream_t* s, ssize_t n);
   static void on_write(uv_write_t* w, int status);
+  static void on_stream_write(uv_write_t* w, int status);
+  void stream_flush();
   static void on_gone(void* owner);
   static void on_timer(uv_timer_t* t);
   static void on_tls(void* owner, bool ok);
@@ -126,6 +138,13 @@ class AdminConn {
   bool closing_ = false;
   bool keep_alive_ = true;
   int error_ = 0;         // status for a request we refuse while parsing
+  // A stream: frames waiting (the first `in_flight_` of them are being written), their bytes.
+  bool streaming_ = false;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  size_t in_flight_ = 0;
+  size_t queued_bytes_ = 0;
+  static constexpr size_t kBatch = 16;  // frames per write
+  uv_buf_t bufs_[kBatch]{};
   AdminConn* prev_ = nullptr;  // every live connection, for close_all()
   AdminConn* next_ = nullptr;
   static AdminConn* live_;

@@ -69,6 +69,11 @@ struct Endpoint {
   // registry); nullopt = answer now (the handler refuses a malformed call).
   std::function<std::optional<std::string>(const Call&)> watch;
   size_t max_body = 0;  // 0: by access (kReadBody for reads, kWriteBody otherwise)
+  // A stream (GET /v1/events): runs instead of `handler` and answers with AdminConn::stream_begin.
+  std::function<void(Call&)> stream;
+  // Readable without the token even when admin.read_token is on: liveness, readiness, metrics
+  // and the dashboard's own files (the page then asks for the token for its reads).
+  bool public_read = false;
 
   static Endpoint row(unsigned methods, std::string pattern, Access access, std::string help, size_t family,
                       std::function<AdminResponse(Call&)> handler) {

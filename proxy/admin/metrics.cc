@@ -40,6 +40,8 @@ Metrics::Metrics()
       worker_connections_(prometheus::BuildCounter().Name("switchyard_worker_connections_total").Help("Client connections accepted, by worker (event-loop thread)").Register(*reg_)),
       backend_up_(prometheus::BuildGauge().Name("switchyard_registry_backend_up").Help("1 when the registry's store answers (always 1 for the embedded registry; etcd: reachable with a quorum)").Register(*reg_).Add({})),
       long_polls_(prometheus::BuildGauge().Name("switchyard_admin_long_polls").Help("Long polls (?index=&wait=) and Consul blocking queries waiting for a change").Register(*reg_).Add({})),
+      event_watchers_(prometheus::BuildGauge().Name("switchyard_event_watchers").Help("Readers of the admin event stream (GET /v1/events)").Register(*reg_).Add({})),
+      events_encoded_(prometheus::BuildCounter().Name("switchyard_events_encoded_total").Help("Admin events encoded (once each, whatever the number of readers)").Register(*reg_).Add({})),
       backend_errors_(prometheus::BuildCounter().Name("switchyard_registry_backend_errors_total").Help("Failed calls to the registry's store (etcd), and watch streams that broke").Register(*reg_).Add({})),
       sync_lag_(prometheus::BuildHistogram().Name("switchyard_registry_sync_lag_seconds").Help("Shared registry: from a change's write to etcd (by any proxy) to its application here").Register(*reg_).Add(
           {}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})),
@@ -184,6 +186,42 @@ void Metrics::drop_instance_metrics(health::InstanceMetrics& m) {
   release(connect_failures_, m.connect_failures);
   for (auto& slot : m.by_code) release(upstream_requests_, slot.counter.load(std::memory_order_acquire));
   for (auto* c : m.overflow) release(upstream_requests_, c);
+}
+
+const std::vector<double>& Metrics::duration_bounds() { return buckets(); }
+
+Metrics::Totals Metrics::service_totals(const std::string& service) {
+  Totals t;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = services_.find(service);
+  if (it == services_.end()) return t;
+  const ServiceStats& s = it->second;
+  for (size_t code = 0; code < s.by_code.size(); ++code) {
+    const prometheus::Counter* c = s.by_code[code].load(std::memory_order_acquire);
+    if (!c) continue;
+    const double v = c->Value();
+    t.requests += v;
+    if (code >= 500) t.errors += v;
+  }
+  const auto m = s.duration->Collect();
+  for (const auto& b : m.histogram.bucket) t.cumulative.push_back(static_cast<double>(b.cumulative_count));
+  return t;
+}
+
+Metrics::Totals Metrics::instance_totals(const health::InstanceMetrics& m) {
+  Totals t;
+  std::lock_guard<std::mutex> lock(mu_);  // (the overflow codes are kept under it)
+  for (const auto& slot : m.by_code) {
+    const int code = slot.code.load(std::memory_order_acquire);
+    const prometheus::Counter* c = slot.counter.load(std::memory_order_acquire);
+    if (!c) continue;
+    const double v = c->Value();
+    t.requests += v;
+    if (code >= 500) t.errors += v;
+  }
+  // Codes past the eight slots (rare): requests, their class unknown here.
+  for (const auto* c : m.overflow) t.requests += c->Value();
+  return t;
 }
 
 void Metrics::on_probe(const std::string& service, health::ProbeResult r) {

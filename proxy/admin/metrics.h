@@ -62,6 +62,11 @@ class Metrics final {
   void set_backend_up(bool up) { backend_up_.Set(up ? 1 : 0); }
   // Long polls and Consul blocking queries parked on the admin listener (set per scrape).
   void set_long_polls(size_t n) { long_polls_.Set(static_cast<double>(n)); }
+  // GET /v1/events readers, and events encoded since start (set per scrape).
+  void set_events(size_t watchers, uint64_t encoded) {
+    event_watchers_.Set(static_cast<double>(watchers));
+    events_encoded_.Increment(static_cast<double>(encoded) - events_encoded_.Value());
+  }
   void on_backend_error() { backend_errors_.Increment(); }
   // Per scrape: the rate-limit policies' counters, read from the limiters (the request path
   // counts in the limiter's own atomics, never through a label look-up).
@@ -84,6 +89,17 @@ class Metrics final {
   void on_tls_reload_failure() { tls_reload_failures_.Increment(); }
   void on_upstream_tls_failure(std::string_view service, std::string_view instance, std::string_view reason);
   void on_sync_lag(double seconds) { sync_lag_.Observe(seconds); }
+
+  // Cumulative traffic of a service or an instance, read from the same counters /metrics shows
+  // (the dashboard turns two readings into rates and quantiles: dashboard.h).
+  struct Totals {
+    double requests = 0;
+    double errors = 0;               // 5xx answers
+    std::vector<double> cumulative;  // per duration bucket (duration_bounds()), +Inf last; services only
+  };
+  Totals service_totals(const std::string& service);
+  Totals instance_totals(const health::InstanceMetrics& m);
+  static const std::vector<double>& duration_bounds();
 
  private:
   struct ServiceStats {
@@ -129,6 +145,8 @@ class Metrics final {
   prometheus::Family<prometheus::Counter>& worker_connections_;
   prometheus::Gauge& backend_up_;
   prometheus::Gauge& long_polls_;
+  prometheus::Gauge& event_watchers_;
+  prometheus::Counter& events_encoded_;
   prometheus::Counter& backend_errors_;
   prometheus::Histogram& sync_lag_;
   prometheus::Counter* exhaustion_[net::kResourceKinds] = {};

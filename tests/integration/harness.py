@@ -281,7 +281,10 @@ def admin(addr, method, path, body=None, headers=None):
     try:
         payload = json.loads(r.body) if r.body else None
     except ValueError:
-        payload = r.body.decode()
+        try:
+            payload = r.body.decode()
+        except UnicodeDecodeError:
+            payload = r.body  # not text (a gzipped file): the bytes as they came
     return r.status, payload, r
 
 
