@@ -1,4 +1,5 @@
-"""The dashboard's server side over real sockets (admin listener, plaintext HTTP/1.1): the built-in
+"""The dashboard's server side over real sockets (admin listener: HTTP/1.1 in plaintext, and over
+TLS in the last test; HTTP/2 is not spoken yet, issue 24): the built-in
 page (CSP, ETag/304, gzip), the event stream (ids, Last-Event-ID resume, resync, slow readers
 dropped), the dashboard reads (filters, sort, pages, traffic over the last minute), cross-site
 refusals and admin.read_token. The page itself in a real browser: test_dashboard_browser.py."""
@@ -295,3 +296,27 @@ def test_read_token_without_a_token_is_a_config_error(tmp_path):
     r = subprocess.run([BIN, "--check", "-c", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 1
     assert re.search(r"s\.yaml:3:\d+: 'admin.read_token' is true but admin.token is empty", r.stdout + r.stderr)
+
+
+def test_the_page_and_the_event_stream_over_an_admin_listener_with_tls(backends, proxies):
+    # The same over TLS (admin.tls): the page, and a stream whose frames go out encrypted in batches.
+    from harness import tls_client_context, tls_run
+    ca, cert, key = tls_run()
+    p = proxies(f"admin:\n  listen: 127.0.0.1:0\n  tls:\n    certificates:\n      - {{ cert: {cert}, key: {key} }}\n")
+    ctx = tls_client_context(ca)
+    c = Client(p.admin, context=ctx)
+    r = c.request("GET", "/ui/", "admin")
+    assert r.status == 200 and "default-src 'self'" in r.header("content-security-policy")
+    raw = socket.create_connection(tuple(p.admin))
+    s = ctx.wrap_socket(raw)
+    s.settimeout(30)
+    s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: admin\r\n\r\n")
+    sse = Sse(s)
+    assert "text/event-stream" in sse.head
+    b = backends()
+    for i in range(50):  # more than one write batch (16 frames)
+        c.request("PUT", f"/v1/services/t/instances/i{i}", "admin", [("Content-Type", "application/json"),
+                  ("Content-Length", str(len(json.dumps({"address": b.address}))))], json.dumps({"address": b.address}).encode())
+    got = [sse.next_of("registry")["json"]["instance"] for _ in range(50)]
+    assert got == [f"i{i}" for i in range(50)]
+    s.close()
