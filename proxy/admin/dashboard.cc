@@ -202,7 +202,8 @@ AdminResponse Dashboard::instances(const std::string& service, const AdminReques
   const std::string order = req.has_param("order") ? req.query_param("order") : "asc";
   if (order != "asc" && order != "desc") return error(400, "bad_request", "'order' must be asc or desc");
   std::set<std::string> states;
-  for (std::string_view s = req.query_param("state"); !s.empty();) {
+  const std::string state_param = req.query_param("state");
+  for (std::string_view s = state_param; !s.empty();) {
     const size_t comma = s.find(',');
     if (comma != 0) states.emplace(s.substr(0, comma));
     if (comma == std::string_view::npos) break;
@@ -210,6 +211,7 @@ AdminResponse Dashboard::instances(const std::string& service, const AdminReques
   }
   const std::string tag = req.query_param("tag");
   const std::string q = req.query_param("q");
+  const std::string only = req.query_param("id");
 
   const int64_t now = hooks_.now_ms();
   Watched& watched = watched_[service];
@@ -227,6 +229,7 @@ AdminResponse Dashboard::instances(const std::string& service, const AdminReques
   std::set<std::string> all_tags;
   for (const auto& [id, inst] : svc->second.instances) {
     for (const auto& t : inst.tags) all_tags.insert(t);
+    if (!only.empty() && id != only) continue;
     if (!states.empty() && !states.count(inst.state_name())) continue;
     if (!tag.empty() && std::find(inst.tags.begin(), inst.tags.end(), tag) == inst.tags.end()) continue;
     if (!q.empty() && id.find(q) == std::string::npos && inst.address.text.find(q) == std::string::npos) continue;

@@ -117,7 +117,7 @@ def test_event_stream_sends_changes_with_ids_and_resumes_from_last_event_id(back
     p = proxies("")
     s = Sse(sse_open(p.admin))
     assert "200" in s.head.split("\r\n")[0] and "text/event-stream" in s.head
-    assert admin(p.admin, "PUT", "/v1/services/shop/instances/s1", {"address": b.address})[0] == 201
+    assert admin(p.admin, "PUT", "/v1/services/shop/instances/s1", {"address": b.address, "ttl": "0s"})[0] == 201
     e1 = s.next_of("registry")
     assert e1["json"]["service"] == "shop" and e1["json"]["instance"] == "s1" and "registered" in e1["json"]["message"]
     assert s.retry == 2000 and int(e1["id"]) == e1["json"]["id"]
@@ -130,7 +130,7 @@ def test_event_stream_sends_changes_with_ids_and_resumes_from_last_event_id(back
     missed = [s2.next(), s2.next()]
     assert [int(e["id"]) for e in missed] == [int(e1["id"]) + 1, int(e1["id"]) + 2]
     assert "draining" in missed[0]["json"]["message"] and "deregistered" in missed[1]["json"]["message"]
-    assert admin(p.admin, "PUT", "/v1/services/shop/instances/s2", {"address": b.address})[0] == 201
+    assert admin(p.admin, "PUT", "/v1/services/shop/instances/s2", {"address": b.address, "ttl": "0s"})[0] == 201
     assert s2.next_of("registry")["json"]["instance"] == "s2"
     # An id the history no longer holds (or another process's): told to resync.
     s3 = Sse(sse_open(p.admin, last_id=1))
@@ -192,7 +192,7 @@ def test_a_reader_that_does_not_read_is_dropped_not_buffered(backends, proxies):
     assert reloads * 60000 < 16 * 1024 * 1024, reloads
     # The proxy is fine and serves a new reader at once.
     s = Sse(sse_open(p.admin))
-    assert admin(p.admin, "PUT", "/v1/services/flood/instances/f2", {"address": b.address})[0] == 201
+    assert admin(p.admin, "PUT", "/v1/services/flood/instances/f2", {"address": b.address, "ttl": "0s"})[0] == 201
     assert s.next_of("registry", lambda j: j.get("instance") == "f2")
     slow.close()
 
@@ -206,7 +206,7 @@ def test_dashboard_reads_filter_sort_page_and_rate(backends, proxies):
     for i in range(5):
         be = bad if i == 4 else good
         assert admin(p.admin, "PUT", f"/v1/services/api/instances/i{i}",
-                     {"address": be.address, "tags": ["blue" if i % 2 else "green"], "zone": f"z{i % 2}"})[0] == 201
+                     {"address": be.address, "ttl": "0s", "tags": ["blue" if i % 2 else "green"], "zone": f"z{i % 2}"})[0] == 201
     admin(p.admin, "PUT", "/v1/services/api/instances/i1/drain", {"enabled": True})
     status, ov, _ = admin(p.admin, "GET", "/v1/dashboard")
     assert status == 200
@@ -221,12 +221,14 @@ def test_dashboard_reads_filter_sort_page_and_rate(backends, proxies):
     assert [i["id"] for i in page["instances"]] == ["i3", "i2"] and page["total"] == 5
     _, page, _ = admin(p.admin, "GET", base + "?q=i4")
     assert [i["id"] for i in page["instances"]] == ["i4"]
+    _, page, _ = admin(p.admin, "GET", base + "?id=i2")
+    assert [i["id"] for i in page["instances"]] == ["i2"] and page["total"] == 1
     for bad_query in ("?sort=nope", "?order=up", "?limit=100000", "?offset=-1"):
         assert admin(p.admin, "GET", base + bad_query)[0] == 400, bad_query
     assert admin(p.admin, "GET", "/v1/dashboard/services/none-such")[0] == 404
     # Traffic over the last minute, from the proxy's own counters: requests through the proxy
     # show as req/s, a service whose only instance answers 503 as 5xx/s, and latency quantiles.
-    assert admin(p.admin, "PUT", "/v1/services/broken/instances/x", {"address": bad.address})[0] == 201
+    assert admin(p.admin, "PUT", "/v1/services/broken/instances/x", {"address": bad.address, "ttl": "0s"})[0] == 201
 
     def traffic():
         _, ov, _ = admin(p.admin, "GET", "/v1/dashboard")
@@ -256,7 +258,7 @@ def test_dashboard_reads_filter_sort_page_and_rate(backends, proxies):
 def test_changes_from_another_site_are_refused(backends, proxies):
     b = backends()
     p = proxies("")  # loopback, no token: only the origin check stands between a page and a change
-    assert admin(p.admin, "PUT", "/v1/services/web/instances/w1", {"address": b.address})[0] == 201
+    assert admin(p.admin, "PUT", "/v1/services/web/instances/w1", {"address": b.address, "ttl": "0s"})[0] == 201
     # What a form on another site makes a browser send: a simple POST with its Origin.
     for hdrs in ([("Origin", "http://evil.example"), ("Content-Type", "application/x-www-form-urlencoded")],
                  [("Sec-Fetch-Site", "cross-site")], [("Origin", "null")]):
@@ -316,7 +318,7 @@ def test_the_page_and_the_event_stream_over_an_admin_listener_with_tls(backends,
     b = backends()
     for i in range(50):  # more than one write batch (16 frames)
         c.request("PUT", f"/v1/services/t/instances/i{i}", "admin", [("Content-Type", "application/json"),
-                  ("Content-Length", str(len(json.dumps({"address": b.address}))))], json.dumps({"address": b.address}).encode())
+                  ("Content-Length", str(len(json.dumps({"address": b.address, "ttl": "0s"}))))], json.dumps({"address": b.address, "ttl": "0s"}).encode())
     got = [sse.next_of("registry")["json"]["instance"] for _ in range(50)]
     assert got == [f"i{i}" for i in range(50)]
     s.close()

@@ -15,6 +15,8 @@ let overview = null;       // the last GET /v1/dashboard
 let events = [];           // the recent events, newest last
 let lastEventId = null;    // for Last-Event-ID on reconnect
 let refreshTimer = null;
+let renderGen = 0;         // a view is drawn only by the latest render (an older one may finish later)
+const stale = (gen) => gen !== renderGen;
 
 // ---- small DOM helpers (text only: nothing from the registry is ever parsed as HTML) ----
 function el(tag, attrs, ...children) {
@@ -82,15 +84,16 @@ function setParams(changes) {
 }
 
 async function render() {
+  const gen = ++renderGen;
   const { parts } = route();
   const onEvents = parts[0] === "events";
   $(onEvents ? "tab-events" : "tab-services").setAttribute("aria-current", "page");
   $(onEvents ? "tab-services" : "tab-events").removeAttribute("aria-current");
   try {
-    if (parts[0] === "service" && parts[1] && parts[2] === "instance" && parts[3]) await renderInstance(parts[1], parts[3]);
-    else if (parts[0] === "service" && parts[1]) await renderService(parts[1]);
+    if (parts[0] === "service" && parts[1] && parts[2] === "instance" && parts[3]) await renderInstance(gen, parts[1], parts[3]);
+    else if (parts[0] === "service" && parts[1]) await renderService(gen, parts[1]);
     else if (parts[0] === "events") renderEvents();
-    else await renderServices();
+    else await renderServices(gen);
   } catch (e) {
     say(String(e.message || e));
   }
@@ -130,9 +133,10 @@ function table(caption, columns, rows, sort, onSort, rowId) {
 function stateCell(state) { return el("span", { class: "state " + state }, state); }
 
 // ---- services ----
-async function renderServices() {
+async function renderServices(gen) {
   const { params } = route();
   const ov = await loadOverview();
+  if (stale(gen)) return;
   const q = params.get("q") || "", state = params.get("state") || "";
   const sort = { key: params.get("sort") || "name", order: params.get("order") || "asc" };
   let rows = ov.services.filter((s) => (!q || s.name.includes(q)) && (!state || (s.states[state] || 0) > 0));
@@ -174,13 +178,14 @@ async function renderServices() {
 }
 
 // ---- one service's instances, a page at a time (filtered and sorted by the proxy) ----
-async function renderService(name) {
+async function renderService(gen, name) {
   const { params } = route();
   const page = Math.max(0, parseInt(params.get("page") || "0", 10) || 0);
   const sort = { key: params.get("sort") || "id", order: params.get("order") || "asc" };
   const query = new URLSearchParams({ offset: page * PAGE, limit: PAGE, sort: sort.key, order: sort.order });
   for (const k of ["state", "tag", "q"]) if (params.get(k)) query.set(k, params.get(k));
   const [data] = await Promise.all([api("GET", "/v1/dashboard/services/" + encodeURIComponent(name) + "?" + query), overview ? null : loadOverview()]);
+  if (stale(gen)) return;
   const svc = overview && overview.services.find((s) => s.name === name);
   const onSort = (key) => setParams({ sort: key, order: sort.key === key && sort.order === "asc" ? "desc" : "asc", page: 0 });
   const t = (i) => i.traffic || {};
@@ -255,8 +260,9 @@ async function act(what, id, call) {
 }
 
 // ---- one instance ----
-async function renderInstance(service, id) {
-  const data = await api("GET", "/v1/dashboard/services/" + encodeURIComponent(service) + "?limit=1&q=" + encodeURIComponent(id));
+async function renderInstance(gen, service, id) {
+  const data = await api("GET", "/v1/dashboard/services/" + encodeURIComponent(service) + "?id=" + encodeURIComponent(id));
+  if (stale(gen)) return;
   const i = data.instances.find((x) => x.id === id);
   const view = $("view");
   const title = el("h2", {}, el("a", { href: "#/services" }, "Services"), " / ", el("a", { href: link(["service", service]) }, service), " / ", id);
