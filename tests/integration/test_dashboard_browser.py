@@ -85,10 +85,15 @@ def shot(d, name):
 
 def test_page_renders_without_console_errors_and_shows_a_registration_live(backends, proxies, browser):
     b = backends()
-    p = proxies("services:\n  web:\n    instances: [{address: \"%s\"}]\n" % b.address)
+    p = proxies("rate_limits:\n  per_client: {rate: 5/s, burst: 10, key: source_ip}\n"
+                "services:\n  web:\n    rate_limit: per_client\n    instances: [{address: \"%s\"}]\n" % b.address)
     browser.get(ui(p))
     wait_until(lambda: row(browser, "web"), 60, interval=0.05, what="the services table")
     wait_until(lambda: text_of(browser, "#live") == "live", 60, interval=0.05, what="the event stream")
+    # The rate-limit policy in force, with its counters.
+    limit = wait_until(lambda: row(browser, "rate-limit:per_client"), 60, interval=0.05, what="the rate-limit table")
+    assert "5/s" in limit and "source_ip" in limit and "enforce" in limit
+    assert "per_client" in row(browser, "web")
     # A registration appears without a reload of the page.
     marker = browser.execute_script("window.__same_page = 1; return 1;")
     t0 = time.monotonic()
@@ -105,7 +110,7 @@ def test_page_renders_without_console_errors_and_shows_a_registration_live(backe
     browser.get(ui(p) + "#/services?sort=name&order=desc")
     wait_until(lambda: row(browser, "web"), 60, interval=0.05, what="the sorted table")
     names, sorted_as = browser.execute_script(
-        "return [[...document.querySelectorAll('tbody tr')].map(r => r.dataset.id),"
+        "return [[...document.querySelector('table').querySelectorAll('tbody tr')].map(r => r.dataset.id),"
         " [...document.querySelectorAll('th')].find(t => t.innerText.startsWith('Service')).getAttribute('aria-sort')]")
     assert names == sorted(names, reverse=True) and sorted_as == "descending"
     assert console_errors(browser) == []

@@ -170,10 +170,22 @@ async function renderServices(gen) {
     el("label", {}, "Name", el("input", { type: "search", id: "filter-name", value: q, oninput: debounce((e) => setParams({ q: e.target.value }), 300) })),
     el("label", {}, "Has instances in state", el("select", { id: "filter-state", onchange: (e) => setParams({ state: e.target.value }) },
       el("option", { value: "" }, "any"), STATES.map((s) => el("option", { value: s, selected: s === state }, s)))));
+  // The rate-limit policies in force (GET /v1/rate-limits), when there are any.
+  const limits = await api("GET", "/v1/rate-limits?keys=0");
+  if (stale(gen)) return;
+  const limitColumns = [
+    { key: "name", label: "Policy", cell: (l) => l.name }, { key: "rate", label: "Rate", cell: (l) => l.rate },
+    { key: "burst", label: "Burst", num: true, cell: (l) => l.burst }, { key: "key", label: "Key", cell: (l) => l.key },
+    { key: "mode", label: "Mode", cell: (l) => l.mode }, { key: "scope", label: "Scope", cell: (l) => l.scope + (l.scope === "global" ? " (1/" + l.proxies + ")" : "") },
+    { key: "keys", label: "Keys", num: true, cell: (l) => l.keys + " / " + l.max_keys }, { key: "evictions", label: "Evictions", num: true, cell: (l) => l.evictions },
+    { key: "passed", label: "Passed", num: true, cell: (l) => l.passed }, { key: "refused", label: "Refused", num: true, cell: (l) => l.refused },
+  ].map((c) => Object.assign(c, { sortable: false }));
   const view = $("view");
   const focused = document.activeElement && document.activeElement.id;
   view.replaceChildren(el("h2", {}, "Services"), filters,
-    table(rows.length + " of " + ov.services.length + " services · req/s, 5xx/s and latency over the last minute", columns, rows, sort, onSort, (s) => s.name));
+    table(rows.length + " of " + ov.services.length + " services · req/s, 5xx/s and latency over the last minute", columns, rows, sort, onSort, (s) => s.name),
+    limits.length ? el("h2", { class: "spaced" }, "Rate limits") : null,
+    limits.length ? table("Rate-limit policies: keys in use, requests passed and refused since the policy was made", limitColumns, limits, null, null, (l) => "rate-limit:" + l.name) : null);
   if (focused && $(focused)) $(focused).focus();
 }
 
