@@ -81,6 +81,13 @@ class App::Reporter final : public server::ExchangeObserver {
   prometheus::Counter* accepted_;
 };
 
+namespace {
+// Wall-clock milliseconds (Unix): event and reload times the dashboard shows.
+int64_t unix_ms() {
+  return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+}  // namespace
+
 std::string App::start() {
   log::set_level(log::parse_level(cfg_->log_level));
   const auto& c = *cfg_;
@@ -191,7 +198,7 @@ std::string App::start() {
     metrics_.sync_rate_limits(rate_limits_.get());
   };
   hooks.rate_limits = [this] { return rate_limits_; };
-  hooks.unix_ms = [] { return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()); };
+  hooks.unix_ms = unix_ms;
   hooks.instance_runtime = [this](uint64_t uid, uint32_t& active) -> const health::InstanceMetrics* {
     auto rt = runtime_->instance(uid);  // (the runtime keeps it alive; main loop)
     if (!rt) return nullptr;
@@ -589,7 +596,7 @@ void App::event(const char* type, const std::string& message, const std::string&
 
 std::string App::reload_and_report(std::string& summary) {
   std::string e = reload(summary);
-  last_reload_ = {true, e.empty(), static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()), e};
+  last_reload_ = {true, e.empty(), unix_ms(), e};
   if (e.empty()) event("reload", "config reloaded from " + (config_path_.empty() ? std::string("conf/switchyard.yaml") : config_path_));
   else event("reload", "reload refused (the old config keeps serving): " + e.substr(0, e.find('\n')));
   return e;
