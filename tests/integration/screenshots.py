@@ -12,6 +12,20 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Backend, Proxy, admin, free_port, get, respond, wait_until  # noqa: E402
 
 
+def shown(d, css):
+    return d.execute_script("return !!document.querySelector(arguments[0])", css)
+
+
+def rated(d, row_id):
+    """The row of `row_id` shows a req/s figure (the page has drawn a second traffic reading)."""
+    return d.execute_script(
+        "const t = document.querySelector('table'); if (!t) return false;"
+        "const heads = [...t.querySelectorAll('th')].map(h => h.innerText.trim());"
+        "const col = heads.findIndex(h => h.startsWith('req/s'));"
+        "const r = [...t.querySelectorAll('tbody tr')].find(r => r.dataset.id === arguments[0]);"
+        "return !!r && col >= 0 && /\\d/.test(r.children[col].innerText);", row_id)
+
+
 def main(out):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
@@ -49,21 +63,21 @@ services:
         d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
         base = f"http://127.0.0.1:{p.admin[1]}/ui/"
         d.get(base + "#/service/catalog")  # looked at: its instances' traffic is read from now on
-        time.sleep(1)
+        wait_until(lambda: shown(d, 'tr[data-id="cat-0"]'), 30, what="the catalog page")
         d.get(base)
         deadline = time.monotonic() + 8  # a few readings, so req/s and latency show
         while time.monotonic() < deadline:
             for host in ("orders", "catalog", "payments"):
                 get(p.addr, host=host)
-        wait_until(lambda: "req/s" in d.page_source, 30)
+        # Each view once it shows what the picture is for: rates (a number, not "–"), the events.
         d.get(base + "#/services")
-        time.sleep(1.5)  # (a picture, not a test: the page's next reading)
+        wait_until(lambda: rated(d, "orders"), 60, interval=0.2, what="the services' rates")
         d.save_screenshot(os.path.join(out, "dashboard-services.png"))
         d.get(base + "#/service/catalog?sort=err5xx_s&order=desc")
-        time.sleep(1.5)
+        wait_until(lambda: rated(d, "cat-0"), 60, interval=0.2, what="the instances' rates")
         d.save_screenshot(os.path.join(out, "dashboard-instances.png"))
         d.get(base + "#/events")
-        time.sleep(1.5)
+        wait_until(lambda: shown(d, "ol.events li"), 30, interval=0.2, what="the events")
         d.save_screenshot(os.path.join(out, "dashboard-events.png"))
         d.quit()
     finally:

@@ -338,3 +338,26 @@ def test_query_numbers_are_strict(backends, proxies, query, param):
     assert st == 400, body
     assert param in body["message"]
     assert time.monotonic() - t0 < 20  # answered at once, not held for the 30 s long poll
+
+
+def test_pipelined_changes_do_not_wait_a_tick_each(backends, proxies):
+    # Changes are acknowledged at the end of the loop turn; a pipelined one is parsed in a write
+    # callback with no I/O to end that turn, and used to wait for the next 100 ms tick. 200 such
+    # waits are 20 s whatever the machine's speed; without them 200 registrations take well under
+    # 10 s even under a sanitizer on a slow machine.
+    import json as _json
+    b = backends()
+    p = proxies("")
+    c = Client(p.admin, timeout=60)
+    t0 = time.monotonic()
+    for start in range(0, 200, 25):  # batches that fit the socket buffers (the client writes first)
+        reqs = b""
+        for i in range(start, start + 25):
+            body = _json.dumps({"address": b.address, "ttl": "0s"}).encode()
+            reqs += (f"PUT /v1/services/pipe/instances/i{i} HTTP/1.1\r\nHost: admin\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        c.send(reqs)
+        for _ in range(25):
+            assert c.reader.read_response().status == 201
+    assert time.monotonic() - t0 < 10
+    assert len(admin(p.admin, "GET", "/v1/services/pipe")[1]["instances"]) == 200
