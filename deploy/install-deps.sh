@@ -6,10 +6,11 @@
 set -euo pipefail
 
 build_pkgs=(g++ pkg-config meson ninja-build libuv1-dev libyaml-cpp-dev prometheus-cpp-dev
-            nlohmann-json3-dev doctest-dev node-llhttp libpugixml-dev libssl-dev)
+            nlohmann-json3-dev doctest-dev node-llhttp libpugixml-dev libssl-dev libnghttp2-dev)
 test_pkgs=(clang libclang-rt-14-dev curl python3 python3-pytest python3-pytest-xdist python3-yaml python3-aiohttp python3-tornado python3-matplotlib
            prometheus docker-compose wrk python3-consul etcd-server etcd-client openssl python3-trustme testssl.sh
-           chromium chromium-driver python3-selenium)  # the dashboard tests drive a headless chromium
+           chromium chromium-driver python3-selenium  # the dashboard tests drive a headless chromium
+           nghttp2-client python3-h2)  # HTTP/2: nghttp, h2load, and frames scripted with h2
 bench_pkgs=(apache2-utils haproxy nginx-light valgrind linux-perf)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")

@@ -47,6 +47,12 @@ bool CircuitBreaker::allow(int64_t now_ms) {
   return true;
 }
 
+bool CircuitBreaker::allow_beyond_trials() {
+  if (state_.load(std::memory_order_acquire) != State::kHalfOpen) return false;
+  trials_in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  return true;
+}
+
 bool CircuitBreaker::on_success() {
   failures_ = 0;
   // Half-open: the trial worked. Open: only panic routing sends requests to an open breaker's

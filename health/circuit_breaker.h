@@ -26,6 +26,11 @@ class CircuitBreaker {
   // May a new request go to this instance now? In half-open, each allowed request takes a trial
   // slot; the slots are given back when the breaker closes or opens again.
   bool allow(int64_t now_ms);
+  // Every instance of the service refused (all half-open with their trials taken, or open): rather
+  // than refuse the request, the proxy sends it to a half-open instance beyond its trial limit
+  // (fail open, as panic routing does). Counts as a trial so its outcome is accounted the same way.
+  // False when the breaker is not half-open (then it is open, or closed and allow() would say yes).
+  bool allow_beyond_trials();
   // Outcome of a request that allow() let through. Returns true when the state changed.
   bool on_success();
   // A failure. When it would open the breaker, `may_open()` is asked first (the service-wide cap

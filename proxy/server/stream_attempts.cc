@@ -66,18 +66,31 @@ void ProxyStream::start_attempt() {
   int chosen_idx = -1;
   // An instance whose breaker is half-open takes only its trial requests; try another then. In
   // panic routing every instance is out anyway: breakers are not asked (Envoy's panic mode).
+  // When every pick refuses, a half-open one among them takes the request beyond its trial limit:
+  // max_ejection_percent caps open breakers, not half-open ones, so all of a service's instances can
+  // be half-open with their trials in flight, and refusing everything then is the outage the cap
+  // exists to prevent.
   const size_t max_tries = std::min<size_t>(8, s_.upstreams->endpoints.size() + 2);
+  int half_open_idx = -1;
   for (size_t tries = 0; tries < max_tries && !chosen; ++tries) {
     ctx.random = w_.next_random();
     int idx = s_.upstreams->pick(ctx);
     if (idx < 0) break;
     const Endpoint& e = *s_.upstreams->endpoints[static_cast<size_t>(idx)];
     if (e.runtime && !s_.upstreams->panic && !e.runtime->breaker.allow(now)) {
+      if (half_open_idx < 0 && e.runtime->breaker.state(now) == health::CircuitBreaker::State::kHalfOpen) half_open_idx = idx;
       if (idx < 64) ctx.exclude_mask |= uint64_t{1} << idx;
       continue;
     }
     chosen = &e;
     chosen_idx = idx;
+  }
+  if (!chosen && half_open_idx >= 0) {
+    const Endpoint& e = *s_.upstreams->endpoints[static_cast<size_t>(half_open_idx)];
+    if (e.runtime->breaker.allow_beyond_trials()) {
+      chosen = &e;
+      chosen_idx = half_open_idx;
+    }
   }
   if (!chosen) {
     send_error(503, "overloaded", "every instance of '" + s_.upstreams->service + "' is refusing requests (circuit breakers)", c_.close_after_);

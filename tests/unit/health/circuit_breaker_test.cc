@@ -40,3 +40,24 @@ TEST_CASE("a failed trial opens it again; a success resets the count") {
   CHECK(b.state(150) == CircuitBreaker::State::kOpen);
   CHECK(b.open_until_ms() == 200);
 }
+
+TEST_CASE("beyond the trials: only a half-open breaker takes a request past its limit, counted as a trial") {
+  conf::CircuitBreaker cfg;
+  cfg.failure_threshold = 1;
+  cfg.open_for = conf::Millis(100);
+  cfg.half_open_requests = 1;
+  CircuitBreaker b(&cfg);
+  CHECK_FALSE(b.allow_beyond_trials());  // closed: allow() is the way in
+  CHECK(b.on_failure(0));
+  CHECK_FALSE(b.allow_beyond_trials());  // open and open_for not over: refused
+  CHECK(b.allow(100));                   // the trial
+  CHECK_FALSE(b.allow(100));
+  CHECK(b.allow_beyond_trials());        // every instance refusing: fail open
+  // Both in flight: releasing one leaves the other's slot taken.
+  b.release_trial();
+  CHECK_FALSE(b.allow(101));
+  b.release_trial();
+  CHECK(b.allow(101));
+  CHECK(b.on_success());
+  CHECK_FALSE(b.allow_beyond_trials());
+}
