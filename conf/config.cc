@@ -6,6 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
+#include <algorithm>
 #include <functional>
 #include <set>
 #include <charconv>
@@ -198,6 +199,7 @@ class Loader {
   }
   void load_route(const YAML::Node& n, Route& r);
   void load_listen_entry(const YAML::Node& n, Address& a, ListenerTls& t);
+  bool alpn_written_ = false;  // load_listener_tls saw an `alpn` key
   void load_listener_tls(const YAML::Node& n, const std::string& where, ListenerTls& t);
   void load_client_tls(const YAML::Node& n, const std::string& where, ClientTls& t, bool has_enabled);
   void load_rate_limit(const std::string& name, const YAML::Node& n, RateLimit& r);
@@ -271,6 +273,16 @@ void Loader::load(const YAML::Node& root, Config& c) {
              else c.log_level = s;
            }},
           {"client", [&](const YAML::Node& n) { load_client(n, c.client); }},
+          {"http2",
+           [&](const YAML::Node& n) {
+             map(n, "http2",
+                 {{"max_concurrent_streams", [&](const YAML::Node& v) { uint(v, "http2.max_concurrent_streams", c.http2.max_concurrent_streams, 1, 100000); }},
+                  // RFC 9113 §6.5.2: a window is at most 2^31-1; below 16 KiB a frame could never be full.
+                  {"initial_stream_window", [&](const YAML::Node& v) { size(v, "http2.initial_stream_window", c.http2.initial_stream_window, 16 * 1024, 2147483647); }},
+                  {"connection_window", [&](const YAML::Node& v) { size(v, "http2.connection_window", c.http2.connection_window, 64 * 1024, 2147483647); }},
+                  {"max_header_list_bytes", [&](const YAML::Node& v) { size(v, "http2.max_header_list_bytes", c.http2.max_header_list_bytes, 1024, 16 * 1024 * 1024); }},
+                  {"max_control_frames_per_second", [&](const YAML::Node& v) { uint(v, "http2.max_control_frames_per_second", c.http2.max_control_frames_per_second, 1, 1000000); }}});
+           }},
           {"admin",
            [&](const YAML::Node& n) {
              map(n, "admin",
@@ -697,18 +709,31 @@ void Loader::load_listen_entry(const YAML::Node& n, Address& a, ListenerTls& t) 
     return;
   }
   bool have_address = false;
+  bool http2 = true;
+  Pos http2_pos;
   map(n, "a listen entry",
       {{"address",
         [&](const YAML::Node& v) {
           have_address = true;
           address(v, "listen.address", a, true);
         }},
-       {"tls", [&](const YAML::Node& v) { load_listener_tls(v, "listen.tls", t); }}});
+       {"tls", [&](const YAML::Node& v) { load_listener_tls(v, "listen.tls", t); }},
+       {"http2",
+        [&](const YAML::Node& v) {
+          http2_pos = pos(v);
+          boolean(v, "listen.http2", http2);
+        }}});
   if (!have_address) error(n, "a listen entry written as a mapping needs an 'address'");
+  t.http2 = http2;
+  // ALPN not written: h2 first when the listener serves HTTP/2 (clients take the server's order).
+  if (t.enabled && !alpn_written_) t.alpn = http2 ? std::vector<std::string>{"h2", "http/1.1"} : std::vector<std::string>{"http/1.1"};
+  if (t.enabled && !http2 && std::find(t.alpn.begin(), t.alpn.end(), "h2") != t.alpn.end())
+    error_at(http2_pos, "'listen.http2' is false but 'listen.tls.alpn' offers h2");
 }
 
 void Loader::load_listener_tls(const YAML::Node& n, const std::string& w, ListenerTls& t) {
   t.enabled = true;
+  alpn_written_ = false;
   t.pos = pos(n);
   map(n, w,
       {{"certificates",
@@ -739,10 +764,12 @@ void Loader::load_listener_tls(const YAML::Node& n, const std::string& w, Listen
        {"ciphers", [&](const YAML::Node& v) { str(v, w + ".ciphers", t.ciphers); }},
        {"alpn",
         [&](const YAML::Node& v) {
+          alpn_written_ = true;
           str_list(v, w + ".alpn", t.alpn);
+          const bool admin = w.rfind("admin", 0) == 0;  // the admin listener speaks HTTP/1.1 only
           for (const auto& p : t.alpn)
-            if (p != "http/1.1")
-              error(v, "'" + w + ".alpn' entry '" + p + "': only http/1.1 is served on this version (h2 comes with HTTP/2 support)");
+            if (p != "http/1.1" && (p != "h2" || admin))
+              error(v, "'" + w + ".alpn' entry '" + p + "': " + (admin ? "the admin listener serves http/1.1 only" : "must be h2 or http/1.1"));
           if (t.alpn.empty()) error(v, "'" + w + ".alpn' needs at least one protocol (http/1.1)");
         }},
        {"client_auth",

@@ -50,6 +50,9 @@ struct ListenerTls {
   ClientAuth client_auth = ClientAuth::kNone;
   FileRef client_ca;
   bool session_tickets = true;
+  // (A listener option that travels with its entry, TLS or not.) false: HTTP/1.1 only — no ALPN
+  // h2, no prior-knowledge preface. The admin listener speaks HTTP/1.1 only.
+  bool http2 = true;
   Pos pos;
   bool operator==(const ListenerTls&) const = default;
 };
@@ -213,6 +216,17 @@ struct ClientLimits {
   std::vector<Cidr> trusted_proxies;
 };
 
+// HTTP/2 from clients (top-level `http2:`). Memory per connection is bounded by the windows.
+struct Http2 {
+  uint32_t max_concurrent_streams = 100;
+  uint64_t initial_stream_window = 64 * 1024;  // per stream, SETTINGS_INITIAL_WINDOW_SIZE
+  uint64_t connection_window = 1024 * 1024;    // the whole connection's receive window
+  uint64_t max_header_list_bytes = 64 * 1024;  // SETTINGS_MAX_HEADER_LIST_SIZE; a larger head: 431
+  // Frames that carry no request (PING, SETTINGS, PRIORITY, empty DATA, RST_STREAM) a connection
+  // may send per second, with a burst of 10 s worth; past it: GOAWAY ENHANCE_YOUR_CALM.
+  uint32_t max_control_frames_per_second = 100;
+};
+
 struct Admin {
   Address listen = Address::loopback(9901);
   std::string token;
@@ -254,6 +268,7 @@ struct Config {
   Millis shutdown_timeout{10000};
   std::string log_level = "info";
   ClientLimits client;
+  Http2 http2;
   Admin admin;
   RegistryConf registry;
   std::string access_log;

@@ -49,6 +49,7 @@ Metrics::Metrics()
       tls_expiry_(prometheus::BuildGauge().Name("switchyard_tls_certificate_expiry_timestamp_seconds").Help("notAfter of each certificate a listener serves (unix seconds)").Register(*reg_)),
       tls_reload_failures_(prometheus::BuildCounter().Name("switchyard_tls_reload_failures_total").Help("Certificate reloads that failed (the old certificates stayed)").Register(*reg_).Add({})),
       upstream_tls_failures_(prometheus::BuildCounter().Name("switchyard_upstream_tls_failures_total").Help("TLS handshakes with instances that failed, by reason").Register(*reg_)),
+      h2_goaway_(prometheus::BuildCounter().Name("switchyard_http2_goaway_total").Help("HTTP/2 client connections ended by the proxy's GOAWAY, by reason (flood, protocol_error)").Register(*reg_)),
       rate_limited_(prometheus::BuildCounter().Name("switchyard_rate_limited_total").Help("Requests a rate-limit policy refused (mode enforce) or would have refused (dry_run)").Register(*reg_)),
       rate_limit_keys_(prometheus::BuildGauge().Name("switchyard_rate_limit_keys").Help("Distinct keys a rate-limit policy holds buckets for").Register(*reg_)),
       rate_limit_evictions_(prometheus::BuildCounter().Name("switchyard_rate_limit_evictions_total").Help("Keys a rate-limit policy forgot to stay within max_keys (least recently used first)").Register(*reg_)) {

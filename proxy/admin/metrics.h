@@ -87,6 +87,11 @@ class Metrics final {
     tls_expiry_.Add({{"listener", listener}, {"name", name}}).Set(static_cast<double>(not_after));
   }
   void on_tls_reload_failure() { tls_reload_failures_.Increment(); }
+  // (A connection ended for misbehaving: rare, never per request.)
+  void on_h2_goaway(std::string_view reason) {
+    std::lock_guard<std::mutex> lock(mu_);
+    h2_goaway_.Add({{"reason", std::string(reason)}}).Increment();
+  }
   void on_upstream_tls_failure(std::string_view service, std::string_view instance, std::string_view reason);
   void on_sync_lag(double seconds) { sync_lag_.Observe(seconds); }
 
@@ -154,6 +159,7 @@ class Metrics final {
   prometheus::Family<prometheus::Gauge>& tls_expiry_;
   prometheus::Counter& tls_reload_failures_;
   prometheus::Family<prometheus::Counter>& upstream_tls_failures_;
+  prometheus::Family<prometheus::Counter>& h2_goaway_;
   std::unordered_map<std::string, TlsCounters> tls_listeners_;  // under mu_
   prometheus::Family<prometheus::Counter>& rate_limited_;
   prometheus::Family<prometheus::Gauge>& rate_limit_keys_;

@@ -28,6 +28,7 @@ struct ExchangeRecord {
   std::string_view tls_version;
   std::string_view tls_sni;
   std::string_view alpn;
+  std::string_view protocol;  // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
   void* service_stats = nullptr;  // health::ServiceRuntime::stats, when the service is known
 };
 

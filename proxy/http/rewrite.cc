@@ -146,13 +146,15 @@ void build_upstream_request(const MessageHead& req, const RequestForward& f, std
     out.append(via);
     out.append(", ");
   }
-  out.append(req.http_minor == 0 ? "1.0 " : "1.1 ");
+  out.append(req.http_major == 2 ? "2.0 " : req.http_minor == 0 ? "1.0 " : "1.1 ");
   out.append(via_marker());
   out.append("\r\n\r\n");
 }
 
 bool forwardable_request(const MessageHead& req, bool& looped) {
-  if (req.http_major != 1) return false;  // HTTP/0.9 (no version) and 2.0+ are not spoken here
+  // HTTP/0.9 (no version) is not spoken here; 2.0 comes from the HTTP/2 codec, whose library
+  // checked the framing and connection-specific headers already (RFC 9113 §8.2.2).
+  if (req.http_major != 1 && req.http_major != 2) return false;
   if (req.method == HTTP_CONNECT || req.method == HTTP_PRI) return false;
   int hosts = 0;
   const std::string_view marker = via_marker();
@@ -164,6 +166,7 @@ bool forwardable_request(const MessageHead& req, bool& looped) {
     // that points back at us under some name the admin API could not see through).
     else if (iequals(name, "via") && value.find(marker) != std::string_view::npos) looped = true;
   }
+  if (req.http_major == 2) return hosts <= 1;  // :authority became the one Host
   return hosts == 1 || (hosts == 0 && req.http_minor == 0);
 }
 
@@ -254,11 +257,10 @@ const char* status_reason(int status) {
   }
 }
 
-void build_error_response(int status, std::string_view code, std::string_view message, bool close, std::string& out,
-                          std::string_view extra) {
+void build_error_body(std::string_view code, std::string_view message, std::string& body) {
   // Messages are ours, never client bytes, so no JSON escaping beyond quotes is needed; escape
   // anyway so a future caller passing user text cannot break the JSON.
-  std::string body = "{\"error\": \"";
+  body.append("{\"error\": \"");
   body.append(code);
   body.append("\", \"message\": \"");
   for (char c : message) {
@@ -267,6 +269,12 @@ void build_error_response(int status, std::string_view code, std::string_view me
     body.push_back(c);
   }
   body.append("\"}\n");
+}
+
+void build_error_response(int status, std::string_view code, std::string_view message, bool close, std::string& out,
+                          std::string_view extra) {
+  std::string body;
+  build_error_body(code, message, body);
   out.append("HTTP/1.1 ");
   append_uint(out, static_cast<uint64_t>(status));
   out.push_back(' ');

@@ -70,6 +70,9 @@ void append_uint(std::string& out, uint64_t v);
 // Field-value check beyond llhttp: no NUL, no control characters other than HTAB, no bare CR/LF.
 bool valid_field_value(std::string_view v);
 
+// The body of the proxy's own error answers: {"error": code, "message": message} and a newline.
+void build_error_body(std::string_view code, std::string_view message, std::string& body);
+
 // The proxy's own error response: JSON {"error","message"} + x-switchyard-error.
 // `extra`: header lines of the proxy's own ("Name: value\r\n" each), such as Retry-After.
 void build_error_response(int status, std::string_view code, std::string_view message, bool close,

@@ -147,6 +147,10 @@ void AccessLog::append(const ExchangeObserver::Record& r) {
   json_string(buf_, r.instance);
   buf_.append(",\"request_id\":");
   json_string(buf_, r.request_id);
+  if (!r.protocol.empty()) {
+    buf_.append(",\"protocol\":");
+    json_string(buf_, r.protocol);
+  }
   if (!r.tls_version.empty()) {
     buf_.append(",\"tls_version\":");
     json_string(buf_, r.tls_version);

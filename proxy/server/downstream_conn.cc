@@ -11,7 +11,9 @@
 #include <charconv>
 #include <cstdio>
 
+#include "proxy/http/chunked.h"
 #include "proxy/net/close.h"
+#include "proxy/server/h2_session.h"
 
 namespace sy::server {
 
@@ -30,6 +32,8 @@ DownstreamConn::DownstreamConn(Worker& w) : w_(w) {
   sock_.init(w.loop, this, w.buffers);
   parser_.init(HTTP_REQUEST, ProxyStream::settings(), &stream_);  // the request's callbacks are the stream's
 }
+
+DownstreamConn::~DownstreamConn() = default;
 
 void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
   if (status < 0) {
@@ -72,18 +76,19 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
   if (w.observer) w.observer->on_connections(1);
   const auto& snap = w.snapshot();
   c->cfg_ = snap->config;
-  if (snap->tls) {
-    // This listener's TLS, if it has any (worker listeners are opened in config order).
-    const void* l = server->data;
-    for (size_t i = 0; i < w.listeners.size() && i < snap->tls->listeners.size(); ++i) {
-      if (w.listeners[i].get() != l || !snap->tls->listeners[i]) continue;
+  // This listener's options and TLS, if it has any (worker listeners are opened in config order).
+  const void* l = server->data;
+  for (size_t i = 0; i < w.listeners.size(); ++i) {
+    if (w.listeners[i].get() != l) continue;
+    if (i < c->cfg_->listen_tls.size()) c->http2_allowed_ = c->cfg_->listen_tls[i].http2;
+    if (snap->tls && i < snap->tls->listeners.size() && snap->tls->listeners[i]) {
       const auto& t = snap->tls->listeners[i];
       if (auto session = net::TlsSession::server(*t)) {
         c->tls_ = t.get();
         c->sock_.start_tls(std::move(session), t, on_tls);
       }
-      break;
     }
+    break;
   }
   c->state_ = State::kIdle;
   c->arm(c->cfg_->client.header_timeout);
@@ -96,11 +101,20 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
 
 void DownstreamConn::shutdown() {
   close_after_ = true;
+  if (h2_) {
+    h2_->shutdown();  // GOAWAY: the streams taken finish, then the connection closes
+    return;
+  }
   if (state_ == State::kIdle) close();
 }
 
 void DownstreamConn::close_now() {
   if (state_ == State::kClosed) return;
+  if (h2_) {
+    h2_->close_all("shutdown_timeout");
+    close();
+    return;
+  }
   ProxyStream& st = stream_;
   if (st.s_.head_done && st.x_) {
     const bool answered = st.answered();
@@ -119,6 +133,7 @@ void DownstreamConn::close_now() {
 void DownstreamConn::close() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
+  if (h2_) h2_->on_conn_close();
   stream_.drop_upstream();
   stream_.release_exchange();
   if (prev) prev->next = next;
@@ -178,6 +193,9 @@ void DownstreamConn::arm(int64_t t) { uv_timer_start(&sock_.timer, on_timer, sta
 void DownstreamConn::on_timer(uv_timer_t* t) {
   auto* c = static_cast<DownstreamConn*>(t->data);
   switch (c->state_) {
+    case State::kHttp2:
+      c->h2_->on_timer();
+      return;
     case State::kIdle:
     case State::kLingering:
       c->close();  // idle keep-alive (or a connection that never sent a byte), or linger over
@@ -250,6 +268,15 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
     return;
   }
   c->body_quiet_since_ms_ = static_cast<int64_t>(uv_now(c->w_.loop));
+  if (c->state_ == State::kHttp2 || (c->http2_allowed_ && c->maybe_http2())) {
+    if (c->state_ != State::kHttp2) return;  // a preface's first bytes: wait for the rest
+    net::ReadBuffer& rb = c->sock_.rbuf;
+    const size_t n = rb.pending();
+    rb.start = rb.end;  // the session takes every byte (it keeps what a frame still lacks)
+    c->h2_->on_input(rb.data + rb.end - n, n);
+    if (c->state_ != State::kClosed && c->sock_.rbuf.pending() == 0) c->sock_.release_if_empty();
+    return;
+  }
   c->stream_.take_storage();
   if (c->state_ == State::kTunnel) {
     c->stream_.relay_tunnel_input();
@@ -257,6 +284,37 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
   }
   if (c->state_ == State::kIdle) c->state_ = State::kReadingHead;  // cb_message_begin arms the header timer
   c->process_input();
+}
+
+bool DownstreamConn::maybe_http2() {
+  static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";  // RFC 9113 §3.4
+  const net::ReadBuffer& rb = sock_.rbuf;
+  const std::string_view got(rb.data + rb.start, rb.pending());
+  const net::TlsSession* t = sock_.tls();
+  const bool alpn_h2 = t && t->alpn_view() == "h2";
+  if (!alpn_h2) {
+    // Prior knowledge (gRPC, curl --http2-prior-knowledge): the preface, compared as it arrives.
+    const size_t k = std::min(got.size(), kPreface.size());
+    if (got.substr(0, k) != kPreface.substr(0, k)) {
+      http2_allowed_ = false;  // HTTP/1.1 from here on
+      return false;
+    }
+    if (got.size() < kPreface.size()) {
+      start_reading();
+      return true;
+    }
+  }
+  http2_allowed_ = false;
+  h2_ = std::make_unique<H2Session>(w_, *this);
+  if (!h2_->start()) {
+    if (w_.observer) w_.observer->on_exhaustion(net::Resource::kMemory, "no HTTP/2 session for a client");
+    close();
+    return true;
+  }
+  state_ = State::kHttp2;
+  arm(cfg_->client.idle_timeout);  // until its first stream (H2Session stops it while streams run)
+  start_reading();
+  return true;
 }
 
 void DownstreamConn::process_input() {
@@ -305,7 +363,50 @@ void DownstreamConn::process_input() {
   }
 }
 
-// ---- writing to the client ----
+// ---- writing to the client: HTTP/1.1 framing into the exchange's OutBatch ----
+
+void DownstreamConn::out_interim(const http::MessageHead& head, http::ResponseForward& f) {
+  if (stream_.x_->req.http_minor < 1) return;  // (an HTTP/1.0 client knows no 1xx)
+  net::OutBatch& out = stream_.x_->to_client;
+  size_t from = out.begin_copy();
+  http::build_downstream_response(head, f, out.scratch());
+  out.end_copy(from);
+}
+
+void DownstreamConn::out_head(const http::MessageHead& head, http::ResponseForward& f) {
+  net::OutBatch& out = stream_.x_->to_client;
+  size_t from = out.begin_copy();
+  http::build_downstream_response(head, f, out.scratch());
+  out.end_copy(from);
+}
+
+void DownstreamConn::out_body(const char* p, size_t n) {
+  net::OutBatch& out = stream_.x_->to_client;
+  if (stream_.s_.resp_framing == http::Framing::kChunked && state_ != State::kTunnel) http::append_chunk(out, p, n);
+  else out.ref(p, n);  // the upstream's read buffer stays put until this is written
+}
+
+void DownstreamConn::out_end() {
+  if (stream_.s_.resp_framing == http::Framing::kChunked) http::append_last_chunk(stream_.x_->to_client);
+}
+
+bool DownstreamConn::out_error(int status, std::string_view code, std::string_view message, std::string_view extra) {
+  net::OutBatch& out = stream_.x_->to_client;
+  if (out.pending()) return false;
+  size_t from = out.begin_copy();
+  http::build_error_response(status, code, message, close_after_, out.scratch(), extra);
+  out.end_copy(from);
+  return true;
+}
+
+bool DownstreamConn::out_begun() const {
+  const net::OutBatch& out = stream_.x_->to_client;
+  return !out.empty() || out.pending();
+}
+
+std::string_view DownstreamConn::protocol() const {
+  return stream_.x_ && stream_.x_->req.http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+}
 
 int DownstreamConn::flush_client() {
   return stream_.x_->to_client.flush(sock_, on_client_write, this);

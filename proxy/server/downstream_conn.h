@@ -19,26 +19,17 @@
 #include "proxy/net/tcp_conn.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
+#include "proxy/server/client_side.h"
 #include "proxy/server/proxy_stream.h"
 #include "proxy/server/worker.h"
 #include "proxy/upstream/upstream_conn.h"
 
 namespace sy::server {
 
-class DownstreamConn final {
+class H2Session;
+
+class DownstreamConn final : public ClientSide {
  public:
-  enum class State {
-    kIdle,         // between requests: no bytes of the next one yet; idle (or first-request
-                   // header) timer armed; no read buffer held
-    kReadingHead,  // a request head is arriving; header timer armed
-    kConnecting,   // head parsed; an upstream connection is being made (or a retry backoff runs
-                   // out); client reads stopped
-    kForwarding,   // request body going up and/or response coming down
-    kTunnel,       // after a 101: raw bytes both ways
-    kLingering,    // last response written, write side shut down; reading and discarding what
-                   // the client still sends (so it gets our answer, not a reset); linger timer
-    kClosed,       // uv_close issued; freed in the close callback
-  };
 
   // Accepts one pending connection on `server` (`status` < 0: the accept failed), unless the
   // worker is at its share of max_connections: then the listener waits (Worker::paused_listeners).
@@ -55,9 +46,11 @@ class DownstreamConn final {
 
  private:
   friend class ProxyStream;  // asks for reading, writing, timers and closing
+  friend class H2Session;    // the HTTP/2 codec, once the connection speaks it
+  friend class H2Stream;
 
   explicit DownstreamConn(Worker& w);
-  ~DownstreamConn() = default;
+  ~DownstreamConn();
 
   // libuv
   static void on_read(uv_stream_t* s, ssize_t n);
@@ -67,31 +60,42 @@ class DownstreamConn final {
   static void on_shutdown(void* owner, int status);
   static void on_tls(void* owner, bool ok);
 
-  void start_reading();
-  void stop_reading();
+  // ClientSide
+  void start_reading() override;
+  void stop_reading() override;
+  void process_input() override;  // parse what is in the read buffer, as far as the state allows
+  bool keep_alive() const override { return parser_.keep_alive(); }
+  net::ReadBuffer* h1_input() override { return &sock_.rbuf; }
+  void out_interim(const http::MessageHead& head, http::ResponseForward& f) override;
+  void out_head(const http::MessageHead& head, http::ResponseForward& f) override;
+  void out_body(const char* p, size_t n) override;
+  void out_end() override;
+  bool out_error(int status, std::string_view code, std::string_view message, std::string_view extra) override;
+  bool out_begun() const override;
+  int flush_client() override;      // OutBatch result
+  void finish_exchange() override;  // response fully written: keep-alive, linger or close
+  void close() override;
+  void arm(int64_t ms) override;
+  using ClientSide::arm;
+  const net::TlsSession* tls() const override { return sock_.tls(); }
+  std::string_view protocol() const override;
+
   void stop_reading_now();
-  void process_input();       // parse what is in the read buffer, as far as the state allows
-  int flush_client();         // OutBatch result
-  void finish_exchange();     // response fully written: keep-alive, linger or close
   void reset_for_next();
   void go_idle();
-  void close();
   void linger_close();
-  void arm(int64_t ms);
-  void arm(conf::Millis t) { arm(t.count()); }
   void check_body_timeout();
+  // The first bytes (or ALPN) say HTTP/2: true once the connection belongs to its H2Session (or
+  // is waiting for the rest of a preface), false to go on with HTTP/1.1.
+  bool maybe_http2();
 
   Worker& w_;
   net::TcpConn sock_;  // socket, timer and read buffer, closed together
   http::Parser parser_;
-  State state_ = State::kIdle;
-  int64_t body_quiet_since_ms_ = 0;  // last client read, or when we last became willing to read
-  std::string client_ip_;
   const net::TlsServerConfig* tls_ = nullptr;  // the listener's (kept alive by sock_'s TLS layer)
-  std::string client_cert_;  // X-Forwarded-Client-Cert of a verified client certificate
-  std::shared_ptr<const conf::Config> cfg_;
-  bool close_after_ = false;   // close once the current response is written
   bool in_process_ = false;
+  bool http2_allowed_ = false;  // the listener serves HTTP/2 and no HTTP/1.1 request came yet
+  std::unique_ptr<H2Session> h2_;
   ProxyStream stream_{w_, *this};  // the exchange in progress (or the next one's, reset)
 };
 

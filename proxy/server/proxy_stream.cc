@@ -10,7 +10,7 @@
 
 #include "proxy/http/chunked.h"
 #include "proxy/net/assert.h"
-#include "proxy/server/downstream_conn.h"
+#include "proxy/net/tcp_conn.h"
 #include "proxy/server/retry_state.h"
 
 namespace sy::server {
@@ -76,7 +76,7 @@ void ProxyStream::begin() {
   c_.cfg_ = s_.table->config;
   s_.is_head = x_->req.method == HTTP_HEAD;
   s_.idempotent = method_idempotent(x_->req.method);
-  if (!c_.parser_.keep_alive() || w_.shutting_down) c_.close_after_ = true;
+  if (!c_.keep_alive() || w_.shutting_down) c_.close_after_ = true;
   s_.keep_alive_10 = x_->req.http_minor == 0 && !c_.close_after_;
 
   if (s_.looped) {
@@ -139,12 +139,12 @@ void ProxyStream::begin() {
 }
 
 void ProxyStream::send_request_head() {
-  c_.state_ = DownstreamConn::State::kForwarding;
+  c_.state_ = ClientSide::State::kForwarding;
   http::RequestForward f;
   f.method = llhttp_method_name(static_cast<llhttp_method_t>(x_->req.method));
   f.target = x_->target;
   f.client_ip = c_.client_ip_;
-  f.tls = c_.sock_.tls() != nullptr;
+  f.tls = c_.tls() != nullptr;
   f.client_cert = c_.client_cert_;
   f.request_id = x_->request_id;
   f.framing = s_.req_framing;
@@ -170,10 +170,10 @@ void ProxyStream::send_request_head() {
     c_.body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));
     c_.arm(c_.cfg_->client.body_timeout);
   }
-  if (c_.state_ != DownstreamConn::State::kForwarding) return;
+  if (c_.state_ != ClientSide::State::kForwarding) return;
   // Body bytes already read follow the head in the same write.
   c_.process_input();
-  if (c_.state_ == DownstreamConn::State::kForwarding && s_.up) {
+  if (c_.state_ == ClientSide::State::kForwarding && s_.up) {
     flush_upstream();
     if (!s_.request_done && s_.up && !s_.up->out().pending()) c_.start_reading();
   }
@@ -196,25 +196,21 @@ conf::Millis ProxyStream::try_timeout() const {
 
 void ProxyStream::on_upstream_drained(UpstreamConn*) {
   s_.up_drained = true;
-  if (c_.state_ == DownstreamConn::State::kClosed) return;
-  if (c_.state_ == DownstreamConn::State::kForwarding && s_.request_done && s_.up) s_.up->request_sent(try_timeout());
-  if (c_.state_ == DownstreamConn::State::kTunnel) {
+  if (c_.state_ == ClientSide::State::kClosed) return;
+  if (c_.state_ == ClientSide::State::kForwarding && s_.request_done && s_.up) s_.up->request_sent(try_timeout());
+  if (c_.state_ == ClientSide::State::kTunnel) {
     c_.start_reading();
     return;
   }
-  if (c_.state_ == DownstreamConn::State::kForwarding && !s_.request_done) c_.start_reading();
+  if (c_.state_ == ClientSide::State::kForwarding && !s_.request_done) c_.start_reading();
 }
 
 void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& head) {
   const int st = head.status;
   http::ResponseForward f;
-  size_t from = x_->to_client.begin_copy();
   if (st < 200 && st != 101) {
     // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they come.
-    if (x_->req.http_minor >= 1) {
-      http::build_downstream_response(head, f, x_->to_client.scratch());
-      x_->to_client.end_copy(from);
-    }
+    c_.out_interim(head, f);
     return;
   }
   if (w_.observer && s_.endpoint) w_.observer->on_upstream_response(s_.rt, s_.upstreams->service, s_.endpoint->id, st);
@@ -239,15 +235,14 @@ void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& hea
       return;
     }
     f.upgrade = true;
-    http::build_downstream_response(head, f, x_->to_client.scratch());
-    x_->to_client.end_copy(from);
-    c_.state_ = DownstreamConn::State::kTunnel;
+    c_.out_head(head, f);
+    c_.state_ = ClientSide::State::kTunnel;
     c->start_tunnel();
     return;
   }
   if (s_.upgrade || !s_.request_done) c_.close_after_ = true;  // the rest of the request is not ours to read
   const llhttp_t& p = c->parser();
-  const bool client11 = x_->req.http_minor >= 1;
+  const bool client11 = x_->req.http_minor >= 1 || x_->req.http_major == 2;  // (HTTP/2 frames bodies itself)
   uint64_t length = 0;
   if (s_.is_head || st == 204 || st == 304) {
     s_.resp_framing = http::Framing::kNone;
@@ -266,15 +261,13 @@ void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& hea
   f.keep_alive_10 = s_.keep_alive_10 && !c_.close_after_;
   f.head_or_304 = s_.is_head || st == 304;
   f.extra = x_->rate_headers;
-  http::build_downstream_response(head, f, x_->to_client.scratch());
-  x_->to_client.end_copy(from);
+  c_.out_head(head, f);
 }
 
 void ProxyStream::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
   if (s_.discarding) return;
   s_.bytes_out += n;
-  if (s_.resp_framing == http::Framing::kChunked && c_.state_ != DownstreamConn::State::kTunnel) http::append_chunk(x_->to_client, p, n);
-  else x_->to_client.ref(p, n);
+  c_.out_body(p, n);
 }
 
 void ProxyStream::on_upstream_complete(UpstreamConn*) {
@@ -283,11 +276,11 @@ void ProxyStream::on_upstream_complete(UpstreamConn*) {
     return;
   }
   s_.response_done = true;
-  if (s_.resp_framing == http::Framing::kChunked) http::append_last_chunk(x_->to_client);
+  c_.out_end();
 }
 
 bool ProxyStream::on_upstream_read_done(UpstreamConn*) {
-  if (c_.state_ == DownstreamConn::State::kClosed) return false;
+  if (c_.state_ == ClientSide::State::kClosed) return false;
   if (s_.discarding) {
     if (s_.discard_done) {
       hand_back_upstream(s_.up_drained);
@@ -297,16 +290,16 @@ bool ProxyStream::on_upstream_read_done(UpstreamConn*) {
   }
   // The upstream's part is over: give the limit slots back before the client can see the last
   // byte, so its next request (on whichever worker) finds them free.
-  if (s_.response_done && s_.request_done && c_.state_ == DownstreamConn::State::kForwarding) release_exchange();
+  if (s_.response_done && s_.request_done && c_.state_ == ClientSide::State::kForwarding) release_exchange();
   int rc = c_.flush_client();
   if (rc == net::OutBatch::kPending) return true;
   if (rc < 0) {
     abort();
     return false;
   }
-  if (c_.state_ == DownstreamConn::State::kTunnel) {
+  if (c_.state_ == ClientSide::State::kTunnel) {
     // The 101 is out: bytes the client sent after its upgrade request go up now.
-    if (c_.sock_.rbuf.pending() > 0 && s_.up) {
+    if (c_.h1_input()->pending() > 0 && s_.up) {
       relay_tunnel_input();
     } else if (s_.up_drained) {
       c_.start_reading();
@@ -319,7 +312,7 @@ bool ProxyStream::on_upstream_read_done(UpstreamConn*) {
 
 void ProxyStream::relay_tunnel_input() {
   if (!s_.up) return;
-  net::ReadBuffer& rb = c_.sock_.rbuf;
+  net::ReadBuffer& rb = *c_.h1_input();
   s_.up->out().ref(rb.data + rb.start, rb.pending());
   rb.start = rb.end;
   flush_upstream();
@@ -346,7 +339,7 @@ void ProxyStream::finish() {
 }
 
 bool ProxyStream::answered() const {
-  return s_.response_started || !x_->to_client.empty() || x_->to_client.pending();
+  return s_.response_started || c_.out_begun();
 }
 
 void ProxyStream::send_error(int status, const char* code, const std::string& message, bool close_conn) {
@@ -357,13 +350,10 @@ void ProxyStream::send_error(int status, const char* code, const std::string& me
   s_.response_done = true;
   if (!s_.request_done || close_conn) c_.close_after_ = true;
   if (c_.close_after_) c_.stop_reading();
-  if (x_->to_client.pending()) {  // an interim response is still going out; the error follows it
-    c_.close_after_ = true;
+  if (!c_.out_error(status, code, message, x_->rate_headers)) {
+    c_.close_after_ = true;  // an interim response is still going out; the error follows it
     return;
   }
-  size_t from = x_->to_client.begin_copy();
-  http::build_error_response(status, code, message, c_.close_after_, x_->to_client.scratch(), x_->rate_headers);
-  x_->to_client.end_copy(from);
   int rc = c_.flush_client();
   if (rc == net::OutBatch::kPending) return;
   if (rc < 0) {
@@ -395,7 +385,8 @@ void ProxyStream::record(const char* error) {
   r.request_id = x_->request_id;
   r.error = error ? error : "";
   r.rate_limited = s_.rate_limited;
-  if (const net::TlsSession* t = c_.sock_.tls()) {
+  r.protocol = c_.protocol();
+  if (const net::TlsSession* t = c_.tls()) {
     r.tls_version = t->version();
     r.tls_sni = t->sni_view();
     r.alpn = t->alpn_view();

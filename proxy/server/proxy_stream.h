@@ -3,7 +3,8 @@
 // attempts and retries (retry_state decides), the upstream connection's callbacks, relaying the
 // response, the proxy's own error answers and the access-log record. (HAProxy's h1s, Envoy's
 // ActiveStream and Router.) The connection (downstream_conn) owns the socket, reading, keep-alive,
-// pipelining, timers and closing; the stream asks it for those.
+// pipelining, timers and closing; the stream asks it for those through ClientSide (client_side.h),
+// so the same exchange runs on an HTTP/2 stream (h2_session.h).
 //
 // A member of its connection, reused: the next exchange starts from `s_ = {}` (reset()), never
 // from a field-by-field reset; its working storage (Exchange) comes from the worker's pool while a
@@ -19,6 +20,7 @@
 
 #include "proxy/http/head.h"
 #include "proxy/http/rewrite.h"
+#include "proxy/server/client_side.h"
 #include "proxy/server/exchange.h"
 #include "proxy/server/slot.h"
 #include "proxy/server/worker.h"
@@ -26,14 +28,12 @@
 
 namespace sy::server {
 
-class DownstreamConn;
-
 class ProxyStream final : public upstream::UpstreamOwner {
  public:
   // A request body up to this size is kept while it streams, so a retry can send it again.
   static constexpr size_t kReplayLimit = 64 * 1024;
 
-  ProxyStream(Worker& w, DownstreamConn& c) : w_(w), c_(c) {}
+  ProxyStream(Worker& w, ClientSide& c) : w_(w), c_(c) {}
   ~ProxyStream() override;
   ProxyStream(const ProxyStream&) = delete;
   ProxyStream& operator=(const ProxyStream&) = delete;
@@ -43,6 +43,8 @@ class ProxyStream final : public upstream::UpstreamOwner {
 
  private:
   friend class DownstreamConn;
+  friend class H2Stream;
+  friend class H2Session;
 
   // ---- storage and lifetime ----
   void take_storage();    // x_ from the worker's pool, if not held yet
@@ -98,7 +100,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
   void on_upstream_drained(upstream::UpstreamConn* c) override;
 
   Worker& w_;
-  DownstreamConn& c_;
+  ClientSide& c_;
   std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)
 
   // One exchange's state: a new exchange starts from `s_ = {}`. Declared before the limit slots,

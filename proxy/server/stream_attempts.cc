@@ -6,7 +6,7 @@
 #include <string>
 
 #include "proxy/net/assert.h"
-#include "proxy/server/downstream_conn.h"
+#include "proxy/net/tcp_conn.h"
 #include "proxy/server/proxy_stream.h"
 #include "proxy/server/retry_state.h"
 
@@ -145,7 +145,7 @@ bool ProxyStream::request_hash(uint64_t& out) const {
 
 void ProxyStream::connect_upstream(bool fresh) {
   ++s_.attempts;
-  c_.state_ = DownstreamConn::State::kConnecting;
+  c_.state_ = ClientSide::State::kConnecting;
   c_.stop_reading();
   // services.X.tls, or an instance registered over TLS: verified against server_name or the Host.
   upstream::TlsTarget tls;
@@ -259,7 +259,7 @@ void ProxyStream::schedule_retry() {
   const bool budgeted = s_.head_sent;  // see should_retry(): connect failures are not budgeted
   release_attempt();
   if (s_.srt && budgeted) retry_slot_.take(s_.srt->active_retries);
-  c_.state_ = DownstreamConn::State::kConnecting;
+  c_.state_ = ClientSide::State::kConnecting;
   c_.stop_reading();
   s_.response_started = s_.response_done = s_.discarding = s_.discard_done = false;
   x_->to_client.clear();
@@ -298,11 +298,11 @@ void ProxyStream::on_upstream_error(UpstreamConn* c, UpstreamError e) {
                                           s_.endpoint ? std::string_view(s_.endpoint->id) : std::string_view(), c->tls_reason(),
                                           c->tls_error());
   }
-  if (c_.state_ == DownstreamConn::State::kClosed) return;
-  if (c_.state_ == DownstreamConn::State::kTunnel || s_.response_started) {
+  if (c_.state_ == ClientSide::State::kClosed) return;
+  if (c_.state_ == ClientSide::State::kTunnel || s_.response_started) {
     report_outcome(outcome_of(e));
     // Nothing honest can be said to the client mid-response: truncate by closing.
-    if (c_.state_ == DownstreamConn::State::kTunnel && x_->to_client.pending()) c_.close_after_ = true;
+    if (c_.state_ == ClientSide::State::kTunnel && x_->to_client.pending()) c_.close_after_ = true;
     abort();
     return;
   }

@@ -9,7 +9,7 @@
 
 #include "proxy/http/rewrite.h"
 #include "proxy/ratelimit/key.h"
-#include "proxy/server/downstream_conn.h"
+#include "proxy/net/tcp_conn.h"
 #include "proxy/server/proxy_stream.h"
 
 namespace sy::server {

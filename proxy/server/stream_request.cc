@@ -3,7 +3,7 @@
 // for a replay while it fits kReplayLimit). The parsing loop that drives them is the connection's
 // (DownstreamConn::process_input).
 #include "proxy/http/chunked.h"
-#include "proxy/server/downstream_conn.h"
+#include "proxy/net/tcp_conn.h"
 #include "proxy/server/proxy_stream.h"
 
 namespace sy::server {
@@ -37,7 +37,7 @@ int ProxyStream::cb_message_begin(llhttp_t* p) {
   st->x_->rate_headers.clear();
   st->s_.message_begun = true;
   st->s_.started_ns = uv_hrtime();
-  st->c_.state_ = DownstreamConn::State::kReadingHead;
+  st->c_.state_ = ClientSide::State::kReadingHead;
   st->c_.arm(st->c_.cfg_->client.header_timeout);
   return 0;
 }
@@ -62,8 +62,9 @@ int ProxyStream::cb_header_value(llhttp_t* p, const char* at, size_t n) {
   // llhttp accepts obs-fold (a value continued on the next line after SP/HTAB, RFC 9112 §5.2)
   // and hands the continuation as another piece. A piece preceded by LF + whitespace is one.
   const char* q = at;
-  while (q > st->c_.sock_.rbuf.data && (q[-1] == ' ' || q[-1] == '\t')) --q;
-  if (q > st->c_.sock_.rbuf.data && q[-1] == '\n') return -1;
+  const char* const start = st->c_.h1_input()->data;
+  while (q > start && (q[-1] == ' ' || q[-1] == '\t')) --q;
+  if (q > start && q[-1] == '\n') return -1;
   st->x_->req.add_value(at, n);
   if (st->x_->req.bytes() > st->c_.cfg_->client.max_header_bytes) return st->over_limit(431, "the request head is larger than client.max_header_bytes");
   return 0;

@@ -45,6 +45,8 @@ class ExchangeObserver {
                                        const std::string& /*why*/) {}
   // A TLS handshake on a listener of this worker ended (ok: done; resumed sessions say so).
   virtual void on_tls_handshake(const net::TlsServerConfig& /*listener*/, const net::TlsSession& /*s*/, bool /*ok*/) {}
+  // An HTTP/2 client connection was ended with GOAWAY for misbehaving ("flood", "protocol_error").
+  virtual void on_h2_goaway(std::string_view /*reason*/) {}
   // Periodic, on the worker's loop: write out what is batched (the access log).
   virtual void flush() {}
 };

@@ -371,9 +371,14 @@ class Backend(TcpServer):
         respond(conn, 200, f"{self.name} {req.method} {req.target}".encode())
         return True
 
+    stream_bodies = False  # True: requests are handed over after their head; the handler reads the body
+
     def _serve_http(self, conn, reader):
         while True:
-            req = reader.read_request()
+            if self.stream_bodies:
+                req = Message(*reader.read_head(), b"")
+            else:
+                req = reader.read_request()
             with self.lock:
                 self.requests.append(req)
             req.reader = reader
@@ -472,9 +477,15 @@ class Proxy:
         self.proc.send_signal(sig)
 
     def rss_peak_kb(self):
+        return self._status_kb("VmHWM:")
+
+    def rss_kb(self):
+        return self._status_kb("VmRSS:")
+
+    def _status_kb(self, field):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1])
         return 0
 
@@ -487,3 +498,127 @@ class Proxy:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+# ---------------------------------------------------------------- HTTP/2 client (python3-h2)
+
+class H2Client:
+    """An HTTP/2 client on one connection (python3-h2): prior knowledge on a plain port, ALPN h2 on
+    TLS (`context`, or the TLS run's proxy listeners). Header validation is off so tests can send
+    what a hostile client would; `raw()` sends bytes as they are (hand-made frames)."""
+
+    def __init__(self, addr, timeout=10, context=None):
+        import h2.config
+        import h2.connection
+        sock = socket.create_connection(addr, timeout=timeout)
+        if context is None and tuple(addr) in TLS_PROXY_ADDRS:
+            context = tls_client_context(tls_run()[0])
+        if context is not None:
+            context.set_alpn_protocols(["h2"])
+            sock = context.wrap_socket(sock)
+            assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
+        self.sock = sock
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
+                                        normalize_outbound_headers=False, validate_inbound_headers=False)
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.initiate_connection()
+        self.flush()
+        self.streams = {}      # id -> {"status", "headers", "body", "ended", "reset"}
+        self.terminated = None  # the ConnectionTerminated event, once it came
+        self.eof = False
+        self.settings = {}
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def raw(self, data):
+        self.sock.sendall(data)
+
+    def request(self, method="GET", path="/", host="svc", headers=None, body=b"", end=True):
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method), (":path", path), (":scheme", "https" if hasattr(self.sock, "cipher") else "http")]
+        if host is not None:
+            hdrs.append((":authority", host))
+        hdrs += list(headers or [])
+        self.streams[sid] = {"status": None, "headers": [], "body": bytearray(), "ended": False, "reset": None}
+        self.conn.send_headers(sid, hdrs, end_stream=end and not body)
+        self.flush()
+        if body:
+            self.send_body(sid, body, end)
+        return sid
+
+    def send_body(self, sid, body, end=True):
+        """Sends as the peer's windows allow, reading (window updates) in between."""
+        view = memoryview(body)
+        while view:
+            n = min(len(view), self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if n <= 0:
+                self._read_once()
+                if self.streams[sid]["reset"] is not None or self.terminated:
+                    return
+                continue
+            self.conn.send_data(sid, bytes(view[:n]))
+            view = view[n:]
+            self.flush()
+        if end:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def _read_once(self, ack=True):
+        import h2.events
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        if not data:
+            self.eof = True
+            raise EOFError("the proxy closed the connection")
+        for ev in self.conn.receive_data(data):
+            st = self.streams.get(getattr(ev, "stream_id", None) or -1)
+            if isinstance(ev, h2.events.ResponseReceived) and st is not None:
+                st["headers"] = list(ev.headers)
+                st["status"] = int(dict(ev.headers)[":status"])
+            elif isinstance(ev, h2.events.DataReceived) and st is not None:
+                st["body"] += ev.data
+                if ack:
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and st is not None:
+                st["ended"] = True
+            elif isinstance(ev, h2.events.StreamReset) and st is not None:
+                st["reset"] = ev.error_code
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.terminated = ev
+            elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                self.settings.update({k: v.new_value for k, v in ev.changed_settings.items()})
+        try:
+            self.flush()
+        except OSError:
+            pass
+
+    def response(self, sid):
+        """Reads until stream `sid` ends or is reset; returns a Message (start "HTTP/2 <status>")."""
+        st = self.streams[sid]
+        while not st["ended"] and st["reset"] is None:
+            self._read_once()
+        if st["reset"] is not None and not st["ended"]:
+            raise ConnectionResetError(f"stream {sid} reset with error code {st['reset']}")
+        hdrs = [(k, v) for k, v in st["headers"] if not k.startswith(":")]
+        return Message(f"HTTP/2 {st['status']}", hdrs, bytes(st["body"]))
+
+    def wait_closed(self, timeout=10):
+        """True when the proxy ends the connection (GOAWAY and/or EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while not self.eof:
+                self._read_once()
+        except (EOFError, OSError):
+            return True
+        return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

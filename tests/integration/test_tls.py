@@ -158,12 +158,20 @@ def test_curl_and_alpn_http11(pki, backends, proxies):
                          capture_output=True, timeout=30)
     assert out.returncode == 0, out.stderr
     body, version = out.stdout.decode().rsplit("\n", 1)
-    assert body == "web GET /hi" and version == "1.1"
+    assert body == "web GET /hi" and version == "2"  # ALPN offers h2 first (test_http2.py)
+    out = subprocess.run(["curl", "-sS", "--http1.1", "--cacert", pki.ca_path, "--resolve", f"shop.example:{p.addr[1]}:127.0.0.1",
+                          "-H", "Host: svc", "-w", "\n%{http_version}", f"https://shop.example:{p.addr[1]}/hi"],
+                         capture_output=True, timeout=30)
+    assert out.stdout.decode().rsplit("\n", 1) == ["web GET /hi", "1.1"], out
     with handshake(p.addr, pki.ca_path, "shop.example") as s:
         pass
     ctx = tls_client_context(pki.ca_path)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     with ctx.wrap_socket(socket.create_connection(p.addr, timeout=10), server_hostname="shop.example") as s:
+        assert s.selected_alpn_protocol() == "h2"
+    # alpn: [http/1.1] offers only that.
+    p2 = proxies(tls_listen([pki.issue("shop2", "shop.example")], "alpn: [http/1.1]") + "services:\n" + service_config("svc", [b]))
+    with ctx.wrap_socket(socket.create_connection(p2.addr, timeout=10), server_hostname="shop.example") as s:
         assert s.selected_alpn_protocol() == "http/1.1"
 
 
