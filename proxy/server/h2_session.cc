@@ -90,6 +90,7 @@ H2Stream::H2Stream(H2Session& h, int32_t id) : h_(&h), id_(id), ps_(h.w_, *this)
   ps_.x_->req.http_minor = 0;
   ps_.s_.message_begun = true;
   ps_.s_.started_ns = uv_hrtime();
+  arm(cfg_->client.header_timeout);  // the head (HEADERS + CONTINUATIONs) must be complete by then
 }
 
 const net::TlsSession* H2Stream::tls() const { return h_ ? h_->c_.tls() : nullptr; }
@@ -331,7 +332,9 @@ int H2Stream::flush_client() {
   }
   h_->send();
   if (!h_) return finished_ ? int{net::OutBatch::kDone} : int{UV_ECONNRESET};
-  if (down_.size() == down_off_ && !h_->in_recv_) return net::OutBatch::kDone;
+  // Every byte went into frames (or none was queued: a response without a body): done. The
+  // frames themselves may still wait in the library or the socket, bounded by the windows.
+  if (down_.size() == down_off_) return net::OutBatch::kDone;
   waiting_ = true;
   return net::OutBatch::kPending;
 }
@@ -402,6 +405,14 @@ void H2Stream::on_timer(uv_timer_t* t) {
   auto* st = static_cast<H2Stream*>(t->data);
   if (!st->h_ || st->finished_) return;
   ProxyStream& ps = st->ps_;
+  if (st->state_ == State::kReadingHead) {
+    // A head still incomplete (slowloris over HTTP/2): the library is mid-block and expects
+    // only CONTINUATION on this connection, so the connection goes.
+    H2Session* h = st->h_;  // (terminate detaches every stream, this one too)
+    h->terminate(NGHTTP2_NO_ERROR, "header_timeout", "a request head did not complete within client.header_timeout");
+    h->send();
+    return;
+  }
   if (st->state_ == State::kConnecting) {
     if (ps.s_.backoff) ps.on_backoff_over();
     return;
@@ -474,7 +485,8 @@ void H2Session::on_input(const char* p, size_t n) {
   if (rc < 0 && !terminating_) {
     // A protocol error, a flood the library caught (NGHTTP2_ERR_FLOODED) or a bad preface: the
     // library queued its GOAWAY where the protocol says so; ours says why otherwise.
-    terminate(rc == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR, nghttp2_strerror(static_cast<int>(rc)));
+    if (rc == NGHTTP2_ERR_FLOODED) terminate(NGHTTP2_ENHANCE_YOUR_CALM, "flood", "the library's flood limits");
+    else terminate(NGHTTP2_PROTOCOL_ERROR, "protocol_error", nghttp2_strerror(static_cast<int>(rc)));
   }
   dirty_ = false;
   send();
@@ -573,14 +585,14 @@ void H2Session::shutdown() {
   send();
 }
 
-void H2Session::terminate(uint32_t code, const char* why) {
+void H2Session::terminate(uint32_t code, const char* reason, const char* why) {
   if (terminating_) return;
   terminating_ = true;
-  if (w_.observer) w_.observer->on_h2_goaway(code == NGHTTP2_ENHANCE_YOUR_CALM ? "flood" : "protocol_error");
+  if (w_.observer) w_.observer->on_h2_goaway(reason);
   log::debug(std::string("http/2: closing a client connection: ") + why);
   nghttp2_session_terminate_session(s_, code);
-  close_all(code == NGHTTP2_ENHANCE_YOUR_CALM ? "http2_flood" : "http2_protocol_error");
-  c_.arm(1000);
+  close_all(reason);
+  c_.arm(1000);  // a client that does not read its GOAWAY is closed anyway
 }
 
 void H2Session::close_all(const char* why) {
@@ -660,7 +672,7 @@ int H2Session::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* s
     default:
       return 0;
   }
-  h->terminate(NGHTTP2_ENHANCE_YOUR_CALM, "more frames without requests than http2.max_control_frames_per_second allows");
+  h->terminate(NGHTTP2_ENHANCE_YOUR_CALM, "flood", "more frames without requests than http2.max_control_frames_per_second allows");
   return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 

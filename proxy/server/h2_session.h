@@ -143,7 +143,8 @@ class H2Session {
   static void on_write(uv_write_t* req, int status);
 
   bool spend_control_token();  // false: a flood; the connection goes
-  void terminate(uint32_t code, const char* why);
+  // GOAWAY `code` now and close once it is out; `reason` labels the metric and the streams' records.
+  void terminate(uint32_t code, const char* reason, const char* why);
   void maybe_close();
   void idle_check();
 

@@ -384,6 +384,26 @@ def goaway_in(data):
     return None
 
 
+def test_incomplete_head_is_cut_at_header_timeout(backends, proxies):
+    """HEADERS without END_HEADERS and no CONTINUATION (slowloris over HTTP/2)."""
+    import hpack
+    b = backends()
+    p = proxies("client: { header_timeout: 300ms }\nservices:\n" + service_config("svc", [b]))
+    s = socket.create_connection(p.addr, timeout=30)
+    h = HeadersFrame(1, hpack.Encoder().encode([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "svc")]))
+    s.sendall(PREFACE + SettingsFrame(0).serialize() + h.serialize())
+    data = b""
+    while True:  # (bounded by the socket timeout: 30 s)
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    assert goaway_in(data) == 0
+    assert metric(p, "switchyard_http2_goaway_total", 'reason="header_timeout"') == 1
+    assert b.requests == []
+
+
 def test_client_reset_releases_the_upstream_and_is_logged(backends, proxies, tmp_path):
     b, release = holding_backend(backends)
     log = tmp_path / "access.log"
