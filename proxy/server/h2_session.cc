@@ -178,6 +178,11 @@ void H2Stream::on_head_complete(bool end_stream) {
 
 void H2Stream::on_data(const uint8_t* p, size_t n) {
   ProxyStream::ExchangeState& s = ps_.s_;
+  if (s.response_done && !s.up) {
+    // Answered already (an error, a 413 by content-length): the rest is read and thrown away.
+    nghttp2_session_consume(h_->s_, id_, n);
+    return;
+  }
   unconsumed_ += n;
   body_quiet_since_ms_ = static_cast<int64_t>(uv_now(h_->w_.loop));
   s.body_in += n;

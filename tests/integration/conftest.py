@@ -4,16 +4,23 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import TLS_MODE, Backend, Proxy, respond  # noqa: E402
+from harness import H2_MODE, TLS_MODE, Backend, Proxy, respond  # noqa: E402
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "plaintext: talks plain TCP to the proxy listener; not rerun in the TLS run")
+    config.addinivalue_line("markers", "http1: asserts HTTP/1.1 semantics through get(); not rerun in the HTTP/2 run")
 
 
 def pytest_collection_modifyitems(config, items):
     # SWITCHYARD_TEST_TLS=1 (the TLS rerun of the request-path tests): what only makes sense in
     # plain text is skipped, and says so.
+    # SWITCHYARD_TEST_H2=1 (the HTTP/2 rerun): get() speaks HTTP/2; what asserts HTTP/1.1 itself is skipped.
+    if H2_MODE:
+        skip = pytest.mark.skip(reason="HTTP/1.1 semantics (Connection-named headers, Via 1.1): test_http2.py covers HTTP/2's")
+        for item in items:
+            if "http1" in item.keywords:
+                item.add_marker(skip)
     if not TLS_MODE:
         return
     skip = pytest.mark.skip(reason="plaintext only (the TLS run covers it by test_tls.py)")

@@ -24,6 +24,11 @@ WORKERS = os.environ.get("SWITCHYARD_TEST_WORKERS", "")
 # get() speak TLS to it. Tests that must talk plain TCP to the proxy are marked `plaintext`.
 TLS_MODE = os.environ.get("SWITCHYARD_TEST_TLS", "") == "1"
 TLS_PROXY_ADDRS = set()
+# SWITCHYARD_TEST_H2=1 reruns the request-path tests with get() speaking HTTP/2 to the proxy (raw
+# Client / wrk / curl stay HTTP/1.1: what they test is HTTP/1.1 framing). Tests whose assertions
+# are about HTTP/1.1 itself are marked `http1`.
+H2_MODE = os.environ.get("SWITCHYARD_TEST_H2", "") == "1"
+PROXY_ADDRS = set()
 _TLS_RUN = None
 
 
@@ -255,7 +260,22 @@ class Client:
         self.sock.close()
 
 
+# Headers HTTP/2 has no place for (RFC 9113 §8.2.2): get() drops them in the HTTP/2 run.
+_H1_ONLY_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
+
+
 def get(addr, path="/", host="svc", headers=None, method="GET", body=b""):
+    """One request on a new connection. In the HTTP/2 run (SWITCHYARD_TEST_H2=1) a request to a
+    proxy listener goes as an HTTP/2 stream (prior knowledge, or ALPN h2 in the TLS run)."""
+    if H2_MODE and tuple(addr) in PROXY_ADDRS:
+        hdrs = [(k.lower(), v) for k, v in (headers or []) if k.lower() not in _H1_ONLY_HEADERS]
+        if body and not any(k == "content-length" for k, _ in hdrs):
+            hdrs.append(("content-length", str(len(body))))
+        c = H2Client(addr)
+        try:
+            return c.response(c.request(method, path, host, hdrs, body))
+        finally:
+            c.close()
     c = Client(addr)
     try:
         return c.request(method, path, host, headers, body)
@@ -450,6 +470,8 @@ class Proxy:
         self.admin = self._addr("admin")
         if getattr(self, "tls_default", False) and self.addr:
             TLS_PROXY_ADDRS.add(tuple(self.addr))
+        if self.addr:
+            PROXY_ADDRS.add(tuple(self.addr))
 
     def _pump(self):
         for raw in self.proc.stderr:

@@ -3,6 +3,8 @@ import re
 import socket
 import subprocess
 
+import pytest
+
 from conftest import service_config
 from harness import Client, TcpServer, admin, base_url, curl_tls_args, forwarded_proto, free_port, get, request_bytes, respond, wait_until
 
@@ -227,6 +229,7 @@ def test_websocket_upgrade_tunnels_both_ways(backends, proxies):
     c.close()
 
 
+@pytest.mark.http1
 def test_forwarding_headers_and_hop_by_hop_removed(backends, proxies):
     b = backends()
     p = proxies(config_for([b]))
