@@ -63,6 +63,39 @@ def proxies(tmp_path):
             assert code == 0, f"switchyard exited {code}:\n{log}"
 
 
+def make_browser(extra_args=()):
+    """Debian's chromium, headless, through chromedriver (python3-selenium), with every host name
+    but loopback unresolvable: nothing may come from another host. Returns (driver, cleanup)."""
+    import shutil
+    import tempfile
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    profile = tempfile.mkdtemp(prefix="switchyard-chromium-")
+    opts = Options()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+              "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", f"--user-data-dir={profile}", *extra_args):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    d.set_page_load_timeout(120)
+    d.set_script_timeout(120)
+
+    def cleanup():
+        d.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    return d, cleanup
+
+
+@pytest.fixture
+def browser():
+    d, cleanup = make_browser()
+    yield d
+    cleanup()
+
+
 def holding_backend(backends, name=None, body=b"ok", only=None):
     """A backend that holds requests (all, or those for path `only`) until the returned event is
     set, then answers 200 with `body`. Returns (backend, event)."""

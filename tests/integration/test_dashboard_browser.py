@@ -19,10 +19,8 @@ import pytest
 
 from harness import BIN, Client, Proxy, admin, free_port, wait_until
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
+pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402  (the `browser` fixture is conftest's)
 
 SANITIZED = any(s in BIN for s in ("build-asan", "build-tsan"))
 SHOTS = os.environ.get("SWITCHYARD_SCREENSHOTS")
@@ -32,24 +30,6 @@ def fast_enough(seconds, what):
     """The 2 s promises, held in the plain build (a sanitizer build is slow on purpose)."""
     if not SANITIZED:
         assert seconds < 2.0, f"{what} took {seconds:.2f} s (the page promises 2 s)"
-
-
-@pytest.fixture
-def browser():
-    profile = tempfile.mkdtemp(prefix="switchyard-chromium-")
-    opts = Options()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900",
-              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-              "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", f"--user-data-dir={profile}"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    d.set_page_load_timeout(120)
-    d.set_script_timeout(120)
-    yield d
-    d.quit()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def console_errors(d):

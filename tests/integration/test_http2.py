@@ -463,3 +463,45 @@ def test_goaway_on_sigterm_lets_streams_in_flight_finish(backends, proxies):
     assert s.recv(100) == b""  # then the proxy closes the connection
     s.close()
     assert p.proc.wait(30) == 0
+
+
+def test_browser_loads_a_page_of_fifty_resources_over_h2(backends, proxies, tmp_path):
+    """Debian's chromium (headless) through a TLS listener: the page and its 50 images all come over
+    h2 (the browser's own Resource Timing says which protocol), on one connection."""
+    pytest.importorskip("selenium.webdriver")
+    from conftest import make_browser
+    page = "<!doctype html><title>fifty</title>" + "".join(f'<img src="/img/{i}.svg" width="8" height="8">' for i in range(50))
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
+
+    def app(conn, req, backend):
+        if req.target.startswith("/img/"):
+            respond(conn, 200, svg, headers=[("Content-Type", "image/svg+xml"), ("Cache-Control", "no-store")])
+        else:
+            respond(conn, 200, page.encode(), headers=[("Content-Type", "text/html")])
+        return True
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    log = tmp_path / "access.log"
+    b = backends(app)
+    p = proxies("listen:\n"
+                f"  - address: 127.0.0.1:0\n    tls: {{ certificates: [{{ cert: {cert}, key: {key} }}] }}\n"
+                f"access_log: {log}\nservices:\n" + service_config("svc", [b]) + "routes: [{ service: svc }]\n")
+    d, cleanup = make_browser(["--ignore-certificate-errors"])  # (the test CA is not in chromium's store)
+    try:
+        d.get(f"https://127.0.0.1:{p.addr[1]}/")
+        wait_until(lambda: d.execute_script("return [...document.images].length === 50 && "
+                                            "[...document.images].every(i => i.complete && i.naturalWidth > 0)"),
+                   60, what="the 50 images")
+        protocols = d.execute_script("return [performance.getEntriesByType('navigation')[0].nextHopProtocol]"
+                                     ".concat(performance.getEntriesByType('resource').map(e => e.nextHopProtocol))")
+    finally:
+        cleanup()
+    assert len(protocols) >= 51 and set(protocols) == {"h2"}, protocols
+    wait_until(lambda: log.exists() and log.read_text().count('"protocol":"HTTP/2.0"') >= 51, 10, what="51 access-log lines")
+    text = admin(p.admin, "GET", "/metrics")[1]
+    accepted = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("switchyard_worker_connections_total{"))
+    assert 1 <= accepted <= 3, accepted  # one h2 connection carries them (a browser may open a spare)
