@@ -84,6 +84,30 @@ def rss_kb(pids):
     return total
 
 
+def workdir(prefix):
+    """A work directory nginx workers can read (www/ inside), with the open-file limit raised to
+    the hard one (thousands of idle clients need fds)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    work = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(work, 0o755)
+    os.makedirs(os.path.join(work, "www"), exist_ok=True)
+    os.chmod(os.path.join(work, "www"), 0o755)
+    return work
+
+
+def start_upstreams(work):
+    """The two nginx upstreams every contender proxies to (backend-nginx.conf.in): (ports, procs)."""
+    ports, procs = [free_port(), free_port()], []
+    for p in ports:
+        os.makedirs(f"{work}/tmp-{p}", exist_ok=True)
+        open(f"{work}/backend-{p}.conf", "w").write(fill("backend-nginx.conf.in", PORT=p, DIR=work))
+        procs.append(subprocess.Popen(["nginx", "-c", f"{work}/backend-{p}.conf", "-p", work]))
+    for p in ports:
+        wait_until(lambda: port_open(p), 20, what="backend nginx")
+    return ports, procs
+
+
 class Contender:
     def __init__(self, name, work, b1, b2, workers, tag=""):
         self.name, self.work, self.b1, self.b2, self.workers = name, work, b1, b2, workers
@@ -96,12 +120,16 @@ class Contender:
     def addr(self):
         return f"127.0.0.1:{self.port}"
 
+    def adjust(self, text):
+        """The contender's config text as the template made it; subclasses change it (TLS, h2)."""
+        return text
+
     def start(self):
         d = os.path.join(self.work, f"{self.name}-{self.workers}{self.tag}")
         os.makedirs(d, exist_ok=True)
         if self.name == "switchyard":
             cfg = os.path.join(d, "sy.yaml")
-            open(cfg, "w").write(fill("switchyard.yaml.in", PORT=self.port, B1=self.b1, B2=self.b2, WORKERS=self.workers))
+            open(cfg, "w").write(self.adjust(fill("switchyard.yaml.in", PORT=self.port, B1=self.b1, B2=self.b2, WORKERS=self.workers)))
             self.proc = subprocess.Popen([BIN, "-c", cfg], stderr=subprocess.PIPE, text=True)
             for line in self.proc.stderr:
                 m = re.search(r"listening admin=(\S+):(\d+)", line)
@@ -112,13 +140,13 @@ class Contender:
             self.proc.stderr.close()
         elif self.name == "haproxy":
             cfg = os.path.join(d, "haproxy.cfg")
-            open(cfg, "w").write(fill("haproxy.cfg.in", PORT=self.port, B1=self.b1, B2=self.b2, THREADS=self.workers))
+            open(cfg, "w").write(self.adjust(fill("haproxy.cfg.in", PORT=self.port, B1=self.b1, B2=self.b2, THREADS=self.workers)))
             self.proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
             for sub in ("proxy-body", "proxy-temp"):
                 os.makedirs(os.path.join(d, sub), exist_ok=True)
             cfg = os.path.join(d, "nginx.conf")
-            open(cfg, "w").write(fill("nginx-proxy.conf.in", PORT=self.port, B1=self.b1, B2=self.b2, WORKERS=self.workers, DIR=d))
+            open(cfg, "w").write(self.adjust(fill("nginx-proxy.conf.in", PORT=self.port, B1=self.b1, B2=self.b2, WORKERS=self.workers, DIR=d)))
             self.proc = subprocess.Popen(["nginx", "-c", cfg, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: port_open(self.port), 20, what=f"{self.name} listening")
         time.sleep(1.2)  # let active health checks mark both upstreams up (1 s interval)
@@ -212,13 +240,15 @@ def throughput_table(contenders, rounds, secs, wrk_threads=1):
     return rows
 
 
-def idle_memory(c, n, wrap=None):
+def idle_memory(c, n, wrap=None, request=None, answered=None):
     """KiB of proxy memory per idle keep-alive client connection (one request each, then idle).
-    `wrap` turns each socket into another (an SSL context's wrap_socket: idle TLS connections)."""
+    `wrap` turns each socket into another (an SSL context's wrap_socket: idle TLS connections);
+    `request` and `answered` replace the HTTP/1.1 request and its end (HTTP/2 frames)."""
     time.sleep(0.5)
     before = rss_kb(c.pids())
     socks = []
-    req = request_bytes("GET", "/", "bench")
+    req = request or request_bytes("GET", "/", "bench")
+    done = answered or (lambda data: b"\r\n\r\n" in data and data.endswith(b"ok\n"))
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", c.port))
         if wrap:
@@ -227,7 +257,7 @@ def idle_memory(c, n, wrap=None):
         socks.append(s)
     for s in socks:
         data = b""
-        while b"\r\n\r\n" not in data or not data.endswith(b"ok\n"):
+        while not done(data):
             chunk = s.recv(4096)
             if not chunk:
                 break

@@ -4,6 +4,7 @@
 # tests/bench/results.md and the README's performance table.   ~10 minutes on 2 cores.
 #   tests/bench/run.sh [--quick] [--rounds N] [--secs S]
 #   tests/bench/run.sh --tls [--quick] ...   TLS termination instead (tests/bench/tls_bench.py, ~6 minutes)
+#   tests/bench/run.sh --h2 [--quick] ...    HTTP/2 from clients instead (tests/bench/h2_bench.py, ~3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/install-deps.sh --bench
@@ -11,6 +12,9 @@ dir=$(deploy/build.sh release)
 script=tests/bench/bench.py
 if [[ "${1:-}" == --tls ]]; then
   script=tests/bench/tls_bench.py
+  shift
+elif [[ "${1:-}" == --h2 ]]; then
+  script=tests/bench/h2_bench.py
   shift
 fi
 SWITCHYARD_BIN="$PWD/$dir/switchyard" exec /usr/bin/python3 "$script" "$@"

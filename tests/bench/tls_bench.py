@@ -15,18 +15,16 @@ Writes tests/bench/tls_results.md and the README's TLS performance table."""
 import argparse
 import os
 import re
-import resource
 import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench  # noqa: E402
-from bench import Contender, fill, port_open, wait_until, free_port  # noqa: E402
+from bench import Contender  # noqa: E402
 
 
 class TlsContender(Contender):
@@ -37,43 +35,19 @@ class TlsContender(Contender):
         super().__init__(name, work, b1, b2, 1, tag="-tls" if tls else "-plain")
         self.pem, self.tls = pem, tls
 
-    def start(self):
-        d = os.path.join(self.work, f"{self.name}{self.tag}")
-        os.makedirs(d, exist_ok=True)
+    def adjust(self, text):
         if self.name == "switchyard":
-            text = fill("switchyard.yaml.in", PORT=self.port, B1=self.b1, B2=self.b2, WORKERS=1)
             if self.tls:
                 text = text.replace(f"listen: 127.0.0.1:{self.port}",
                                     f"listen:\n  - address: 127.0.0.1:{self.port}\n"
                                     f"    tls: {{ certificates: [ {{ cert: {self.pem} }} ] }}")
             # s_time's requests carry no Host: a catch-all route, as HAProxy's default_backend.
-            text += "routes:\n  - { service: bench }\n"
-            cfg = os.path.join(d, "sy.yaml")
-            open(cfg, "w").write(text)
-            self.proc = subprocess.Popen([bench.BIN, "-c", cfg], stderr=subprocess.PIPE, text=True)
-            for line in self.proc.stderr:
-                if " ready " in line:
-                    break
-            self.proc.stderr.close()
-        elif self.name == "haproxy":
-            text = fill("haproxy.cfg.in", PORT=self.port, B1=self.b1, B2=self.b2, THREADS=1)
-            text = text.replace(f"bind 127.0.0.1:{self.port}", f"bind 127.0.0.1:{self.port} ssl crt {self.pem} alpn http/1.1")
-            cfg = os.path.join(d, "haproxy.cfg")
-            open(cfg, "w").write(text)
-            self.proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        else:
-            for sub in ("proxy-body", "proxy-temp"):
-                os.makedirs(os.path.join(d, sub), exist_ok=True)
-            text = fill("nginx-proxy.conf.in", PORT=self.port, B1=self.b1, B2=self.b2, WORKERS=1, DIR=d)
-            text = text.replace(f"listen 127.0.0.1:{self.port} reuseport;",
-                                f"listen 127.0.0.1:{self.port} reuseport ssl;\n    ssl_certificate {self.pem};\n"
-                                f"    ssl_certificate_key {self.pem};\n    ssl_session_cache shared:SSL:10m;")
-            cfg = os.path.join(d, "nginx.conf")
-            open(cfg, "w").write(text)
-            self.proc = subprocess.Popen(["nginx", "-c", cfg, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port), 20, what=f"{self.name} listening")
-        time.sleep(1.2)  # active health checks mark both upstreams up (1 s interval)
-        return self
+            return text + "routes:\n  - { service: bench }\n"
+        if self.name == "haproxy":
+            return text.replace(f"bind 127.0.0.1:{self.port}", f"bind 127.0.0.1:{self.port} ssl crt {self.pem} alpn http/1.1")
+        return text.replace(f"listen 127.0.0.1:{self.port} reuseport;",
+                            f"listen 127.0.0.1:{self.port} reuseport ssl;\n    ssl_certificate {self.pem};\n"
+                            f"    ssl_certificate_key {self.pem};\n    ssl_session_cache shared:SSL:10m;")
 
     @property
     def url(self):
@@ -111,25 +85,14 @@ def main():
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.secs, a.idle = 1, 3, 1000
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    work = tempfile.mkdtemp(prefix="switchyard-tlsbench-")
-    os.chmod(work, 0o755)
-    os.makedirs(os.path.join(work, "www"), exist_ok=True)
-    os.chmod(os.path.join(work, "www"), 0o755)
+    work = bench.workdir("switchyard-tlsbench-")
     key, cert, pem = (os.path.join(work, f) for f in ("key.pem", "cert.pem", "server.pem"))
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
     open(pem, "w").write(open(cert).read() + open(key).read())
     os.chmod(pem, 0o644)  # nginx reads it before dropping privileges; haproxy as root
-    backends, ports = [], [free_port(), free_port()]
-    for p in ports:
-        os.makedirs(f"{work}/tmp-{p}", exist_ok=True)
-        open(f"{work}/backend-{p}.conf", "w").write(fill("backend-nginx.conf.in", PORT=p, DIR=work))
-        backends.append(subprocess.Popen(["nginx", "-c", f"{work}/backend-{p}.conf", "-p", work]))
-    for p in ports:
-        wait_until(lambda: port_open(p), 20, what="backend nginx")
+    ports, backends = bench.start_upstreams(work)
     b1, b2 = ports
     cs = [TlsContender(n, work, b1, b2, pem).start() for n in ("switchyard", "haproxy", "nginx")]
     plain = TlsContender("switchyard", work, b1, b2, pem, tls=False).start()
