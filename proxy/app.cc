@@ -53,6 +53,7 @@ class App::Reporter final : public server::ExchangeObserver {
     log::warn("TLS to " + std::string(service) + "/" + std::string(instance) + " failed: " + why);
   }
   void on_h2_goaway(std::string_view reason) override { metrics_.on_h2_goaway(reason); }
+  void on_h2_streams(int64_t delta) override { metrics_.on_h2_streams(delta); }
   void on_tls_handshake(const net::TlsServerConfig& l, const net::TlsSession& s, bool ok) override {
     admin::Metrics::on_tls_handshake(l.stats, s.version(), s.resumed(), ok);
     if (!ok && log::enabled(log::Level::kDebug)) log::debug("TLS handshake on " + l.label + " failed: " + s.error());

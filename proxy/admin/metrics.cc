@@ -37,6 +37,7 @@ Metrics::Metrics()
       health_checks_(prometheus::BuildCounter().Name("switchyard_health_checks_total").Help("Active health probes by result").Register(*reg_)),
       registry_instances_(prometheus::BuildGauge().Name("switchyard_registry_instances").Help("Registered instances by service and state").Register(*reg_)),
       downstream_connections_(prometheus::BuildGauge().Name("switchyard_downstream_connections").Help("Open client connections").Register(*reg_).Add({})),
+      h2_streams_(prometheus::BuildGauge().Name("switchyard_http2_streams_active").Help("Open HTTP/2 streams from clients").Register(*reg_).Add({})),
       worker_connections_(prometheus::BuildCounter().Name("switchyard_worker_connections_total").Help("Client connections accepted, by worker (event-loop thread)").Register(*reg_)),
       backend_up_(prometheus::BuildGauge().Name("switchyard_registry_backend_up").Help("1 when the registry's store answers (always 1 for the embedded registry; etcd: reachable with a quorum)").Register(*reg_).Add({})),
       long_polls_(prometheus::BuildGauge().Name("switchyard_admin_long_polls").Help("Long polls (?index=&wait=) and Consul blocking queries waiting for a change").Register(*reg_).Add({})),

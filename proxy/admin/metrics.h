@@ -38,6 +38,7 @@ class Metrics final {
   Metrics();
   void on_exchange(const http::ExchangeRecord& r);
   void on_connections(int64_t delta);
+  void on_h2_streams(int64_t delta) { h2_streams_.Increment(static_cast<double>(delta)); }
   // switchyard_resource_exhaustion_total{resource} (the logging is the caller's).
   void on_exhaustion(net::Resource r, std::string_view) { exhaustion_[static_cast<int>(r)]->Increment(); }
   void on_upstream_response(health::InstanceRuntime* rt, std::string_view service, std::string_view instance,
@@ -147,6 +148,7 @@ class Metrics final {
   prometheus::Family<prometheus::Counter>& health_checks_;
   prometheus::Family<prometheus::Gauge>& registry_instances_;
   prometheus::Gauge& downstream_connections_;
+  prometheus::Gauge& h2_streams_;
   prometheus::Family<prometheus::Counter>& worker_connections_;
   prometheus::Gauge& backend_up_;
   prometheus::Gauge& long_polls_;

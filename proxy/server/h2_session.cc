@@ -397,6 +397,7 @@ void H2Stream::detach(const char* why) {
   if (next_) next_->prev_ = prev_;
   prev_ = next_ = nullptr;
   --h.active_;
+  if (h.w_.observer) h.w_.observer->on_h2_streams(-1);
   h_ = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_timer_closed);
   if (h.active_ == 0) h.idle_check();
@@ -628,6 +629,7 @@ int H2Session::on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void
   if (h->streams_) h->streams_->prev_ = st;
   h->streams_ = st;
   if (h->active_++ == 0) uv_timer_stop(&h->c_.sock_.timer);  // the idle timer: streams time themselves
+  if (h->w_.observer) h->w_.observer->on_h2_streams(1);
   nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
   return 0;
 }

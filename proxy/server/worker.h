@@ -47,6 +47,8 @@ class ExchangeObserver {
   virtual void on_tls_handshake(const net::TlsServerConfig& /*listener*/, const net::TlsSession& /*s*/, bool /*ok*/) {}
   // An HTTP/2 client connection was ended with GOAWAY for misbehaving ("flood", "protocol_error").
   virtual void on_h2_goaway(std::string_view /*reason*/) {}
+  // HTTP/2 streams from clients opened (+1) or closed (-1).
+  virtual void on_h2_streams(int64_t /*delta*/) {}
   // Periodic, on the worker's loop: write out what is batched (the access log).
   virtual void flush() {}
 };

@@ -411,9 +411,11 @@ def test_client_reset_releases_the_upstream_and_is_logged(backends, proxies, tmp
     c = H2Client(p.addr)
     sid = c.request(host="svc")
     wait_until(lambda: len(b.requests) == 1, 10, what="the request at the backend")
+    assert metric(p, "switchyard_http2_streams_active") == 1
     c.conn.reset_stream(sid, error_code=8)  # CANCEL
     c.flush()
     wait_until(lambda: b.closed >= 1, 10, what="the upstream connection closed")
+    wait_until(lambda: metric(p, "switchyard_http2_streams_active") == 0, 10, what="the stream gauge back to 0")
     wait_until(lambda: log.exists() and '"error":"client_reset"' in log.read_text(), 10, what="the access-log line")
     release.set()
     # The connection carries on.
