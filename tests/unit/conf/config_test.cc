@@ -167,3 +167,38 @@ TEST_CASE("an admin API beyond loopback needs a token, at load (start, --check a
   CHECK(errors_of("admin:\n  listen: 0.0.0.0:9901\n  token: s3cret-token\n").empty());
   CHECK(errors_of("admin:\n  listen: \"[::1]:9901\"\n").empty());
 }
+
+TEST_CASE("http2: defaults, values, per-listener off, and ALPN following it") {
+  Config c;
+  std::vector<std::string> e;
+  REQUIRE(load_string("", "t.yaml", c, e));
+  CHECK(c.http2.max_concurrent_streams == 100);
+  CHECK(c.http2.initial_stream_window == 64 * 1024);
+  CHECK(c.http2.connection_window == 1024 * 1024);
+  CHECK(c.http2.max_header_list_bytes == 64 * 1024);
+  CHECK(c.http2.max_control_frames_per_second == 100);
+  CHECK(c.listen_tls.at(0).http2);
+  Config d;
+  REQUIRE_MESSAGE(load_string("http2: { max_concurrent_streams: 7, initial_stream_window: 1MiB, connection_window: 4MiB }\n"
+                              "listen:\n"
+                              "  - { address: 127.0.0.1:8443, tls: { certificates: [{ cert: /x.pem }] } }\n"
+                              "  - { address: 127.0.0.1:8444, http2: false, tls: { certificates: [{ cert: /x.pem }] } }\n"
+                              "  - { address: 127.0.0.1:8445, http2: false }\n"
+                              "admin: { tls: { certificates: [{ cert: /x.pem }] } }\n",
+                              "t.yaml", d, e),
+                  (e.empty() ? "" : e[0]));
+  CHECK(d.http2.max_concurrent_streams == 7);
+  CHECK(d.http2.initial_stream_window == 1024 * 1024);
+  CHECK(d.listen_tls[0].alpn == std::vector<std::string>{"h2", "http/1.1"});
+  CHECK(d.listen_tls[1].alpn == std::vector<std::string>{"http/1.1"});
+  CHECK_FALSE(d.listen_tls[2].http2);
+  CHECK(d.admin.tls.alpn == std::vector<std::string>{"http/1.1"});  // the admin listener: HTTP/1.1 only
+  auto bad = errors_of("http2: { initial_stream_window: 1KiB }\n"
+                       "listen:\n  - address: 127.0.0.1:8443\n    http2: false\n    tls: { certificates: [{ cert: /x.pem }], alpn: [h2] }\n"
+                       "admin: { tls: { certificates: [{ cert: /x.pem }], alpn: [h2] } }\n");
+  REQUIRE(bad.size() == 3);
+  CHECK(bad[0].rfind("t.yaml:1:", 0) == 0);
+  CHECK(bad[1].find("t.yaml:4:") == 0);
+  CHECK(bad[1].find("'listen.http2' is false but 'listen.tls.alpn' offers h2") != std::string::npos);
+  CHECK(bad[2].find("the admin listener serves http/1.1 only") != std::string::npos);
+}
