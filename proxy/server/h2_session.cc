@@ -207,6 +207,10 @@ void H2Stream::on_data(const uint8_t* p, size_t n) {
   } else {
     body_.append(at, n);  // bounded by the stream window: nothing is given back until it went up
   }
+  // Every byte the content-length promised is here: the request is complete (the library refuses
+  // DATA beyond it), whenever the client's END_STREAM follows — an empty DATA frame may come later,
+  // and an instance failing meanwhile must find the request replayable, as over HTTP/1.1.
+  if (s.req_framing == http::Framing::kLength && s.body_in >= s.req_content_length) on_request_end();
 }
 
 // The library's buffer is gone after the callback: DATA is copied towards the upstream (the one

@@ -404,6 +404,37 @@ def test_incomplete_head_is_cut_at_header_timeout(backends, proxies):
     assert b.requests == []
 
 
+def test_body_complete_by_content_length_is_replayable_before_end_stream(backends, proxies):
+    """The DATA a content-length promised completes the request even when END_STREAM comes later in
+    an empty frame: an instance that resets meanwhile gets the request replayed elsewhere."""
+    def reset(conn, req, backend):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return False  # (the harness read the whole body first)
+
+    a = backends(reset, name="a")
+    b = backends(echo_app, name="b")
+    p = proxies("services:\n" + service_config("svc", [a, b], "retry: { attempts: 2, on: [reset, connect-failure] }\n"
+                                                 "health_check: { type: none }\noutlier_detection: { consecutive_failures: 1000 }\n"
+                                                 "circuit_breaker: { failure_threshold: 1000 }"))
+    body = b"x" * 5000
+    hit_a = False
+    for _ in range(8):  # round robin (per worker): until one try starts at a
+        na, closed = len(a.requests), a.closed
+        nb = len(b.requests)
+        c = H2Client(p.addr)
+        sid = c.request("PUT", "/r", host="svc", headers=[("content-length", str(len(body)))], body=body, end=False)
+        wait_until(lambda: a.closed > closed or len(b.requests) > nb, 10, what="the first try's outcome")
+        hit_a = hit_a or len(a.requests) > na
+        c.conn.end_stream(sid)  # only now: the first try failed (or succeeded) before it
+        c.flush()
+        r = c.response(sid)
+        assert r.status == 200 and json.loads(r.body)["len"] == len(body), (r.status, r.body)
+        c.close()
+        if hit_a:
+            break
+    assert hit_a, "no try started at the resetting instance"
+
+
 def test_client_reset_releases_the_upstream_and_is_logged(backends, proxies, tmp_path):
     b, release = holding_backend(backends)
     log = tmp_path / "access.log"
