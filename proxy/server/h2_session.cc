@@ -47,6 +47,12 @@ struct HeadBuilder {
     buf.append(value);
     at.push_back({n, v});
   }
+  void add_number(std::string_view name, uint64_t v) {
+    char num[24];
+    auto [end, ec] = std::to_chars(num, num + sizeof num, v);
+    (void)ec;
+    add(name, std::string_view(num, static_cast<size_t>(end - num)), false);
+  }
   // "Name: value\r\n" lines of the proxy's own (rate limits, Retry-After).
   void add_lines(std::string_view lines) {
     while (!lines.empty()) {
@@ -260,10 +266,7 @@ void H2Stream::start_reading() {
 void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f) {
   hdrs_.clear();
   HeadBuilder b{hdrs_, {}};
-  char status[4];
-  auto [end, ec] = std::to_chars(status, status + sizeof status, head.status);
-  (void)ec;
-  b.add(":status", std::string_view(status, static_cast<size_t>(end - status)), false);
+  b.add_number(":status", static_cast<uint64_t>(head.status));
   std::string tokens;
   http::connection_tokens(head, tokens);
   std::string_view via;
@@ -286,7 +289,12 @@ void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f)
   b.add("via", via_value, false);
   b.add_lines(f.extra);
   no_body_ = f.framing == http::Framing::kNone;
-  std::vector<nghttp2_nv> nva = b.nvs();
+  submit(b.nvs());
+}
+
+// The head goes to the library; the body follows from down_ through the data source (none: the
+// HEADERS frame ends the stream).
+void H2Stream::submit(const std::vector<nghttp2_nv>& nva) {
   nghttp2_data_provider prd;
   prd.source.ptr = this;
   prd.read_callback = H2Session::on_read_data;
@@ -310,26 +318,16 @@ bool H2Stream::out_error(int status, std::string_view code, std::string_view mes
   http::build_error_body(code, message, body);
   hdrs_.clear();
   HeadBuilder b{hdrs_, {}};
-  char num[24];
-  auto [end, ec] = std::to_chars(num, num + sizeof num, status);
-  (void)ec;
-  b.add(":status", std::string_view(num, static_cast<size_t>(end - num)), false);
+  b.add_number(":status", static_cast<uint64_t>(status));
   b.add("content-type", "application/json", false);
   b.add("x-switchyard-error", code, false);
-  auto [end2, ec2] = std::to_chars(num, num + sizeof num, body.size());
-  (void)ec2;
-  b.add("content-length", std::string_view(num, static_cast<size_t>(end2 - num)), false);
+  b.add_number("content-length", body.size());
   b.add_lines(extra);
   down_ = std::move(body);
   down_off_ = 0;
   eof_ = true;
   no_body_ = false;
-  std::vector<nghttp2_nv> nva = b.nvs();
-  nghttp2_data_provider prd;
-  prd.source.ptr = this;
-  prd.read_callback = H2Session::on_read_data;
-  submitted_ = true;
-  if (h_) nghttp2_submit_response(h_->s_, id_, nva.data(), nva.size(), &prd);
+  submit(b.nvs());
   return true;
 }
 
@@ -580,9 +578,9 @@ void H2Session::on_timer() {
   if (active_ > 0 && !terminating_) return;
   if (!terminating_) {
     // client.idle_timeout with no stream open: GOAWAY, then close once it is out.
-    nghttp2_submit_goaway(s_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s_), NGHTTP2_NO_ERROR, nullptr, 0);
     terminating_ = true;
     c_.arm(1000);  // a client that does not read its GOAWAY is closed anyway
+    goaway();
     send();
     return;
   }
@@ -591,8 +589,13 @@ void H2Session::on_timer() {
 
 void H2Session::shutdown() {
   if (closing_ || terminating_) return;
-  nghttp2_submit_goaway(s_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s_), NGHTTP2_NO_ERROR, nullptr, 0);
+  goaway();
   send();
+}
+
+// Graceful: the streams taken so far finish; later ones are refused.
+void H2Session::goaway() {
+  nghttp2_submit_goaway(s_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s_), NGHTTP2_NO_ERROR, nullptr, 0);
 }
 
 void H2Session::terminate(uint32_t code, const char* reason, const char* why) {

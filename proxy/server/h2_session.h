@@ -73,7 +73,7 @@ class H2Stream final : public ClientSide {
   void on_written();       // every response byte queued went into frames
   void detach(const char* why);  // the library closed the stream (or the connection is going)
 
-  void submit(int status, std::string_view code_for_error);
+  void submit(const std::vector<nghttp2_nv>& nva);
   void body_up(const char* p, size_t n);
   static void on_timer(uv_timer_t* t);
   static void on_timer_closed(uv_handle_t* h);
@@ -145,6 +145,7 @@ class H2Session {
   bool spend_control_token();  // false: a flood; the connection goes
   // GOAWAY `code` now and close once it is out; `reason` labels the metric and the streams' records.
   void terminate(uint32_t code, const char* reason, const char* why);
+  void goaway();
   void maybe_close();
   void idle_check();
 

@@ -279,8 +279,14 @@ def flood(p, opening, frame, count):
             s.sendall(blob)
     except (BrokenPipeError, ConnectionResetError):
         pass
+    return goaway_in(read_until_closed(s))
+
+
+def read_until_closed(s, timeout=10):
+    """Everything the proxy sends until it closes (or resets) the connection, or `timeout` of
+    silence; closes `s`."""
     data = b""
-    s.settimeout(10)
+    s.settimeout(timeout)
     try:
         while True:
             d = s.recv(65536)
@@ -290,7 +296,7 @@ def flood(p, opening, frame, count):
     except (ConnectionResetError, socket.timeout):
         pass
     s.close()
-    return goaway_in(data)
+    return data
 
 
 def test_floods_end_only_the_offending_connection(backends, proxies):
@@ -327,17 +333,7 @@ def test_floods_end_only_the_offending_connection(backends, proxies):
         s.sendall(b"".join(f.serialize() for f in rr))
     except (BrokenPipeError, ConnectionResetError):
         pass
-    s.settimeout(10)
-    got = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            got += d
-    except (ConnectionResetError, socket.timeout):
-        pass
-    s.close()
+    got = read_until_closed(s)
     # nghttp2's own stream-reset rate limit (CVE-2023-44487) says INTERNAL_ERROR; our bucket says
     # ENHANCE_YOUR_CALM: whichever comes first.
     assert goaway_in(got) in (2, 11), f"rapid reset was not cut with GOAWAY: {goaway_in(got)}"
@@ -392,13 +388,7 @@ def test_incomplete_head_is_cut_at_header_timeout(backends, proxies):
     s = socket.create_connection(p.addr, timeout=30)
     h = HeadersFrame(1, hpack.Encoder().encode([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "svc")]))
     s.sendall(PREFACE + SettingsFrame(0).serialize() + h.serialize())
-    data = b""
-    while True:  # (bounded by the socket timeout: 30 s)
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
-    s.close()
+    data = read_until_closed(s, timeout=30)
     assert goaway_in(data) == 0
     assert metric(p, "switchyard_http2_goaway_total", 'reason="header_timeout"') == 1
     assert b.requests == []
