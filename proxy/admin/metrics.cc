@@ -25,7 +25,7 @@ const prometheus::Histogram::BucketBoundaries& buckets() {
 
 Metrics::Metrics()
     : reg_(std::make_shared<prometheus::Registry>()),
-      requests_(prometheus::BuildCounter().Name("switchyard_requests_total").Help("Requests answered to clients, by service and status code").Register(*reg_)),
+      requests_(prometheus::BuildCounter().Name("switchyard_requests_total").Help("Requests answered to clients, by service, status code and client protocol (http1, h2)").Register(*reg_)),
       duration_(prometheus::BuildHistogram().Name("switchyard_request_duration_seconds").Help("Time from the first byte of a request to the end of its response").Register(*reg_)),
       upstream_requests_(prometheus::BuildCounter().Name("switchyard_upstream_requests_total").Help("Requests sent to upstream instances, by status code").Register(*reg_)),
       connect_failures_(prometheus::BuildCounter().Name("switchyard_upstream_connect_failures_total").Help("Failed connection attempts to upstream instances").Register(*reg_)),
@@ -50,7 +50,7 @@ Metrics::Metrics()
       tls_expiry_(prometheus::BuildGauge().Name("switchyard_tls_certificate_expiry_timestamp_seconds").Help("notAfter of each certificate a listener serves (unix seconds)").Register(*reg_)),
       tls_reload_failures_(prometheus::BuildCounter().Name("switchyard_tls_reload_failures_total").Help("Certificate reloads that failed (the old certificates stayed)").Register(*reg_).Add({})),
       upstream_tls_failures_(prometheus::BuildCounter().Name("switchyard_upstream_tls_failures_total").Help("TLS handshakes with instances that failed, by reason").Register(*reg_)),
-      h2_goaway_(prometheus::BuildCounter().Name("switchyard_http2_goaway_total").Help("HTTP/2 client connections ended by the proxy's GOAWAY, by reason (flood, protocol_error)").Register(*reg_)),
+      h2_goaway_(prometheus::BuildCounter().Name("switchyard_http2_goaway_total").Help("HTTP/2 client connections ended by the proxy's GOAWAY, by reason (flood, protocol_error, header_timeout; shutdown and reload: graceful, streams finish)").Register(*reg_)),
       rate_limited_(prometheus::BuildCounter().Name("switchyard_rate_limited_total").Help("Requests a rate-limit policy refused (mode enforce) or would have refused (dry_run)").Register(*reg_)),
       rate_limit_keys_(prometheus::BuildGauge().Name("switchyard_rate_limit_keys").Help("Distinct keys a rate-limit policy holds buckets for").Register(*reg_)),
       rate_limit_evictions_(prometheus::BuildCounter().Name("switchyard_rate_limit_evictions_total").Help("Keys a rate-limit policy forgot to stay within max_keys (least recently used first)").Register(*reg_)) {
@@ -118,12 +118,12 @@ void Metrics::on_exchange(const http::ExchangeRecord& r) {
     s = &service(r.service);
   }
   int code = r.status >= 100 && r.status < 600 ? r.status : 0;
-  auto& slot = s->by_code[static_cast<size_t>(code)];
+  auto& slot = s->by_code[r.http2 ? 1 : 0][static_cast<size_t>(code)];
   prometheus::Counter* c = slot.load(std::memory_order_acquire);
   if (!c) {
     // Two workers may race here; Family::Add hands both the same counter.
     std::lock_guard<std::mutex> lock(mu_);
-    c = &requests_.Add({{"service", s->name}, {"code", std::to_string(code)}});
+    c = &requests_.Add({{"service", s->name}, {"code", std::to_string(code)}, {"protocol", r.http2 ? "h2" : "http1"}});
     slot.store(c, std::memory_order_release);
   }
   c->Increment();
@@ -198,12 +198,14 @@ Metrics::Totals Metrics::service_totals(const std::string& service) {
   auto it = services_.find(service);
   if (it == services_.end()) return t;
   const ServiceStats& s = it->second;
-  for (size_t code = 0; code < s.by_code.size(); ++code) {
-    const prometheus::Counter* c = s.by_code[code].load(std::memory_order_acquire);
-    if (!c) continue;
-    const double v = c->Value();
-    t.requests += v;
-    if (code >= 500) t.errors += v;
+  for (const auto& codes : s.by_code) {
+    for (size_t code = 0; code < codes.size(); ++code) {
+      const prometheus::Counter* c = codes[code].load(std::memory_order_acquire);
+      if (!c) continue;
+      const double v = c->Value();
+      t.requests += v;
+      if (code >= 500) t.errors += v;
+    }
   }
   const auto m = s.duration->Collect();
   for (const auto& b : m.histogram.bucket) t.cumulative.push_back(static_cast<double>(b.cumulative_count));

@@ -112,7 +112,8 @@ class Metrics final {
     std::string name;
     prometheus::Histogram* duration = nullptr;
     prometheus::Counter* retries = nullptr;
-    std::array<std::atomic<prometheus::Counter*>, 600> by_code{};
+    // switchyard_requests_total{protocol, code}: [0] http1, [1] h2.
+    std::array<std::array<std::atomic<prometheus::Counter*>, 600>, 2> by_code{};
   };
   ServiceStats& service(std::string_view name);
   void drop_instance_metrics(health::InstanceMetrics& m);

@@ -29,6 +29,8 @@ struct ExchangeRecord {
   std::string_view tls_sni;
   std::string_view alpn;
   std::string_view protocol;  // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
+  // The client's codec, as the metrics label it: "http1" (1.0 and 1.1) or "h2".
+  bool http2 = false;
   void* service_stats = nullptr;  // health::ServiceRuntime::stats, when the service is known
 };
 

@@ -102,10 +102,14 @@ void DownstreamConn::accept(Worker& w, uv_stream_t* server, int status) {
 void DownstreamConn::shutdown() {
   close_after_ = true;
   if (h2_) {
-    h2_->shutdown();  // GOAWAY: the streams taken finish, then the connection closes
+    h2_->shutdown("shutdown");  // GOAWAY: the streams taken finish, then the connection closes
     return;
   }
   if (state_ == State::kIdle) close();
+}
+
+void DownstreamConn::config_reloaded() {
+  if (h2_) h2_->shutdown("reload");
 }
 
 void DownstreamConn::close_now() {
@@ -282,8 +286,17 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
     c->stream_.relay_tunnel_input();
     return;
   }
-  if (c->state_ == State::kIdle) c->state_ = State::kReadingHead;  // cb_message_begin arms the header timer
+  if (c->state_ == State::kIdle) {
+    c->follow_config();
+    c->state_ = State::kReadingHead;  // cb_message_begin arms the header timer
+  }
   c->process_input();
+}
+
+void DownstreamConn::follow_config() {
+  // After a reload the next exchange runs under the new client limits and timeouts (one pointer
+  // comparison per exchange; the copy only when it changed).
+  if (const auto& snap = w_.snapshot(); snap && snap->config != cfg_) cfg_ = snap->config;
 }
 
 bool DownstreamConn::maybe_http2() {
@@ -446,6 +459,7 @@ void DownstreamConn::finish_exchange() {
 
 void DownstreamConn::reset_for_next() {
   stream_.reset();
+  follow_config();
   state_ = State::kReadingHead;
   if (in_process_) return;  // the parsing loop below us goes on with the next request
   if (sock_.rbuf.pending() > 0) {

@@ -36,6 +36,8 @@ class DownstreamConn final : public ClientSide {
   static void accept(Worker& w, uv_stream_t* server, int status = 0);
   // Shutdown: close now if idle, else after the exchange in progress.
   void shutdown();
+  // A reload published a new config (Worker::config_reloaded): HTTP/2 gets GOAWAY.
+  void config_reloaded();
   // Shutdown timeout: close at once, whatever is in flight. A request whose answer has not begun
   // gets 503 shutting_down with Connection: close first (best effort: one non-blocking write);
   // every request cut here gets its access-log line.
@@ -88,6 +90,8 @@ class DownstreamConn final : public ClientSide {
   // The first bytes (or ALPN) say HTTP/2: true once the connection belongs to its H2Session (or
   // is waiting for the rest of a preface), false to go on with HTTP/1.1.
   bool maybe_http2();
+  // Between exchanges: the latest snapshot's config, if a reload replaced the one held.
+  void follow_config();
 
   Worker& w_;
   net::TcpConn sock_;  // socket, timer and read buffer, closed together

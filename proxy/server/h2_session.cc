@@ -587,8 +587,10 @@ void H2Session::on_timer() {
   c_.close();
 }
 
-void H2Session::shutdown() {
-  if (closing_ || terminating_) return;
+void H2Session::shutdown(const char* reason) {
+  if (closing_ || terminating_ || draining_) return;
+  draining_ = true;
+  if (w_.observer) w_.observer->on_h2_goaway(reason);
   goaway();
   send();
 }

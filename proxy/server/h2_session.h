@@ -115,8 +115,9 @@ class H2Session {
   void on_input(const char* p, size_t n);
   // Frames out to the socket (outside the library's callbacks; otherwise later).
   void send();
-  // Graceful: GOAWAY with the last stream id taken; those streams finish, then the connection closes.
-  void shutdown();
+  // Graceful: GOAWAY with the last stream id taken; those streams finish, then the connection
+  // closes. `reason` labels switchyard_http2_goaway_total ("shutdown", "reload"); once per session.
+  void shutdown(const char* reason);
   // Every stream's exchange ends now, recorded with `why`.
   void close_all(const char* why);
   // The connection is closing (DownstreamConn::close): streams end, nothing more is sent.
@@ -163,6 +164,7 @@ class H2Session {
   bool sending_ = false;
   bool again_ = false;
   bool terminating_ = false;
+  bool draining_ = false;  // shutdown()'s GOAWAY went out
   bool closing_ = false;
 };
 

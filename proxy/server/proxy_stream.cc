@@ -386,6 +386,7 @@ void ProxyStream::record(const char* error) {
   r.error = error ? error : "";
   r.rate_limited = s_.rate_limited;
   r.protocol = c_.protocol();
+  r.http2 = r.protocol == "HTTP/2.0";
   if (const net::TlsSession* t = c_.tls()) {
     r.tls_version = t->version();
     r.tls_sni = t->sni_view();

@@ -9,6 +9,11 @@ namespace sy::server {
 
 void Worker::upkeep() {
   close_orphaned_pools();
+  snapshot();
+  if (reloaded_) {
+    reloaded_ = false;
+    config_reloaded();
+  }
   if (++ticks_ % 10 == 0) {
     buffers.trim();
     exchanges.trim();
@@ -46,6 +51,11 @@ void Worker::close_orphaned_pools() {
     if (r.upstreams)
       for (size_t i = 0; i < r.upstreams->endpoints.size(); ++i) alive.insert(r.upstreams->endpoints[i]->uid);
   pool.close_if([&](uint64_t uid) { return !alive.count(uid); });
+}
+
+void Worker::config_reloaded() {
+  // Every connection once per reload: a reload is rare, and each connection holds the old config.
+  for (DownstreamConn* c = conns; c; c = c->next) c->config_reloaded();
 }
 
 void Worker::begin_shutdown() {

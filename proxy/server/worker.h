@@ -89,11 +89,16 @@ struct Worker {
     if (g != snapshot_gen_) {
       snapshot_ = table->load();
       snapshot_gen_ = g;
+      if (snapshot_ && snapshot_->config != config_seen_) {
+        reloaded_ = config_seen_ != nullptr;  // (the first snapshot is no reload)
+        config_seen_ = snapshot_->config;
+      }
     }
     return snapshot_;
   }
   // Periodic (every tick): closes idle upstream connections to instances no longer in the
-  // snapshot; about once a second gives back buffers and exchanges a burst left parked.
+  // snapshot; about once a second gives back buffers and exchanges a burst left parked; after a
+  // reload, GOAWAY on every HTTP/2 connection (config_reloaded).
   void upkeep();
 
   // Live downstream connections, for shutdown.
@@ -116,7 +121,16 @@ struct Worker {
   uint64_t snapshot_gen_ = ~uint64_t{0};
   uint64_t pools_checked_seq_ = 0;  // the snapshot (RoutingTable::seq) whose departures were handled
   unsigned ticks_ = 0;
+  // The config of the latest snapshot (held, so a new one can never reuse its address
+  // unnoticed); reloaded_: a later one replaced it, for the next upkeep to act on.
+  std::shared_ptr<const conf::Config> config_seen_;
+  bool reloaded_ = false;
   void close_orphaned_pools();
+  // A reload published a new config: HTTP/2 connections carry settings and limits from the old
+  // one for their whole life, so each gets a graceful GOAWAY (its streams finish; the client
+  // reconnects to the new settings), as Envoy drains on a listener change. HTTP/1.1 connections
+  // take the new config at their next exchange (DownstreamConn::reset_for_next).
+  void config_reloaded();
 };
 
 }  // namespace sy::server

@@ -283,6 +283,19 @@ def get(addr, path="/", host="svc", headers=None, method="GET", body=b""):
         c.close()
 
 
+def metric(p, metric_name, **labels):
+    """The sum of the series of `metric_name` on p's /metrics whose labels include every one given:
+    metric(p, "switchyard_requests_total", code="200") counts both protocols. 0.0 when none is there."""
+    text = admin(p.admin, "GET", "/metrics")[1]
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for m in re.finditer("^" + re.escape(metric_name) + r"(?:\{([^}]*)\})? (\S+)$", text, re.M):
+        have = (m.group(1) or "").split(",")
+        if all(w in have for w in want):
+            total += float(m.group(2))
+    return total
+
+
 def admin(addr, method, path, body=None, headers=None):
     """One admin API call; returns (status, parsed JSON or text, headers)."""
     hdrs = list(headers or [])

@@ -297,10 +297,10 @@ def test_healthz_readyz_metrics_reload(backends, proxies):
         get(p.addr, host="svc")
     get(p.addr, host="nosuch")
     # A worker thread counts an exchange just after its last byte went out: poll, don't race it.
-    wait_until(lambda: 'switchyard_requests_total{code="404",service="none"} 1' in admin(p.admin, "GET", "/metrics")[1],
+    wait_until(lambda: 'switchyard_requests_total{code="404",protocol="http1",service="none"} 1' in admin(p.admin, "GET", "/metrics")[1],
                5, what="the 404 counted")
     text = admin(p.admin, "GET", "/metrics")[1]
-    assert 'switchyard_requests_total{code="200",service="svc"} 3' in text
+    assert 'switchyard_requests_total{code="200",protocol="http1",service="svc"} 3' in text
     assert "switchyard_request_duration_seconds_bucket" in text
     assert 'switchyard_build_info{version="' in text
     assert "process_resident_memory_bytes" in text and "process_open_fds" in text

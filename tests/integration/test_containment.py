@@ -8,14 +8,7 @@ import pytest
 import threading
 
 from conftest import service_config
-from harness import TcpServer, admin, get, respond, wait_until, TLS_PROXY_ADDRS
-
-
-def metric(p, name, labels):
-    text = admin(p.admin, "GET", "/metrics")[1]
-    pattern = "^" + re.escape(name) + (r"\{" + labels + r"\}" if labels else "") + r" (\S+)$"
-    m = re.search(pattern, text, re.M)
-    return float(m.group(1)) if m else 0.0
+from harness import TcpServer, admin, get, metric, respond, wait_until, TLS_PROXY_ADDRS
 
 
 def test_500s_on_one_path_do_not_take_the_service_down(backends, proxies):
@@ -75,11 +68,11 @@ def test_random_500s_across_nine_instances_under_load(backends, proxies):
     outputs = [r.communicate()[0] for r in runs]
     for out in outputs:
         assert "requests in" in out, out
-    assert metric(p, "switchyard_requests_total", 'code="503",service="web"') == 0
-    assert metric(p, "switchyard_requests_total", 'code="503",service="strict"') == 0
+    assert metric(p, "switchyard_requests_total", code="503", service="web") == 0
+    assert metric(p, "switchyard_requests_total", code="503", service="strict") == 0
     assert not any("circuit breaker open: web/" in l for l in p.lines)
-    served_web = metric(p, "switchyard_requests_total", 'code="200",service="web"')
-    served_strict = metric(p, "switchyard_requests_total", 'code="200",service="strict"')
+    served_web = metric(p, "switchyard_requests_total", code="200", service="web")
+    served_strict = metric(p, "switchyard_requests_total", code="200", service="strict")
     assert served_web > 100 and served_strict > 100
     p.wait_log("circuit breaker open: strict/")  # the counting breakers opened (polls: the log comes through a pipe)
     assert most_out <= 4, f"{most_out} of 9 instances out of routing at once"
@@ -281,13 +274,13 @@ def test_max_connections_leaves_clients_in_the_backlog(backends, proxies):
     cap = int(re.search(r"max_connections (\d+)", "\n".join(p.lines)).group(1))
     assert cap == 24, p.log()
     idle = [socket.create_connection(p.addr, timeout=30) for _ in range(cap)]
-    wait_until(lambda: metric(p, "switchyard_downstream_connections", "") == cap, 10, what="all idle ones accepted")
+    wait_until(lambda: metric(p, "switchyard_downstream_connections") == cap, 10, what="all idle ones accepted")
     waiting = [socket.create_connection(p.addr, timeout=30) for _ in range(5)]  # the backlog holds them
     for w in waiting:
         w.sendall(b"GET /late HTTP/1.1\r\nHost: web\r\n\r\n")
-    wait_until(lambda: metric(p, "switchyard_resource_exhaustion_total", 'resource="connections"') >= 1, 10,
+    wait_until(lambda: metric(p, "switchyard_resource_exhaustion_total", resource="connections") >= 1, 10,
                what="the cap noticed")
-    assert metric(p, "switchyard_downstream_connections", "") == cap
+    assert metric(p, "switchyard_downstream_connections") == cap
     for s in idle:
         s.close()
     for w in waiting:  # each answered once places are free
@@ -331,8 +324,8 @@ def test_out_of_file_descriptors_is_not_a_backend_failure(backends, proxies):
     for c in clients:
         c.close()
     # (The admin listener needs a descriptor too: it answers again once the clients are gone.)
-    wait_until(lambda: metric(p, "switchyard_downstream_connections", "") == 0, 10, what="clients gone")
-    assert metric(p, "switchyard_resource_exhaustion_total", 'resource="fd"') >= 1
+    wait_until(lambda: metric(p, "switchyard_downstream_connections") == 0, 10, what="clients gone")
+    assert metric(p, "switchyard_resource_exhaustion_total", resource="fd") >= 1
     statuses = [get(p.addr, host="web").status for _ in range(10)]
     assert statuses == [200] * 10
     instances_unblamed(p, "web")

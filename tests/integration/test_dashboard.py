@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import BIN, Client, admin, get, respond, wait_until
+from harness import BIN, Client, admin, get, metric, respond, wait_until
 
 
 def sse_open(addr, last_id=None, rcvbuf=None):
@@ -76,12 +76,6 @@ def event_seen(p, type_, pred):
             return e, Sse(sse_open(p.admin, last_id=h["last_id"]))
     s = Sse(sse_open(p.admin, last_id=h["last_id"]))
     return s.next_of(type_, pred)["json"], s
-
-
-def metric(p, name):
-    _, text, _ = admin(p.admin, "GET", "/metrics")
-    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
 
 
 def test_ui_is_built_in_with_csp_etag_and_gzip(proxies):

@@ -20,18 +20,11 @@ import trustme
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from conftest import holding_backend, service_config
-from harness import Backend, H2Client, admin, get, respond, tls_client_context, wait_until
+from harness import Backend, Client, H2Client, admin, get, metric, respond, tls_client_context, wait_until
 
 pytestmark = pytest.mark.plaintext  # (TLS is covered here, by its own listeners)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def metric(p, name, labels=""):
-    text = admin(p.admin, "GET", "/metrics")[1]
-    pattern = "^" + re.escape(name) + (r"\{" + labels + r"\}" if labels else "") + r" (\S+)$"
-    m = re.search(pattern, text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def echo_app(conn, req, backend):
@@ -70,6 +63,9 @@ def test_prior_knowledge_request_goes_up_as_http11(backends, proxies, tmp_path):
     assert '"error"' not in log.read_text()
     # HTTP/1.1 on the same port is unchanged.
     assert get(p.addr, "/h1", host="svc").body == b"b0 GET /h1"
+    # switchyard_requests_total says which protocol each answer went out on.
+    wait_until(lambda: metric(p, "switchyard_requests_total", service="svc", protocol="http1") == 1, 10, what="the HTTP/1.1 answer counted")
+    assert metric(p, "switchyard_requests_total", service="svc", code="200", protocol="h2") == 22
 
 
 def test_proxy_errors_and_limits_over_http2(backends, proxies):
@@ -364,7 +360,7 @@ def test_floods_end_only_the_offending_connection(backends, proxies):
     # The good connection never noticed; the flood metric did.
     assert good.response(good.request(host="svc")).status == 200
     good.close()
-    assert metric(p, "switchyard_http2_goaway_total", 'reason="flood"') >= 3
+    assert metric(p, "switchyard_http2_goaway_total", reason="flood") >= 3
     # RSS did not run away (nothing buffered per flood frame).
     assert p.rss_kb() < 200 * 1024
 
@@ -390,7 +386,7 @@ def test_incomplete_head_is_cut_at_header_timeout(backends, proxies):
     s.sendall(PREFACE + SettingsFrame(0).serialize() + h.serialize())
     data = read_until_closed(s, timeout=30)
     assert goaway_in(data) == 0
-    assert metric(p, "switchyard_http2_goaway_total", 'reason="header_timeout"') == 1
+    assert metric(p, "switchyard_http2_goaway_total", reason="header_timeout") == 1
     assert b.requests == []
 
 
@@ -464,28 +460,64 @@ def read_frames(sock, until):
     return frames
 
 
-def test_goaway_on_sigterm_lets_streams_in_flight_finish(backends, proxies):
-    """(Raw frames: python3-h2 treats any GOAWAY as the end of the connection.)"""
+def raw_stream_in_flight(p, backend, path):
+    """A raw HTTP/2 connection (prior knowledge) with stream 1 (GET `path`) at `backend`."""
     import hpack
-    from hyperframe.frame import GoAwayFrame
-    b, release = holding_backend(backends, body=b"late")
-    p = proxies("services:\n" + service_config("svc", [b]))
     s = socket.create_connection(p.addr, timeout=30)
-    h = HeadersFrame(1, hpack.Encoder().encode([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "svc")]))
+    h = HeadersFrame(1, hpack.Encoder().encode([(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "svc")]))
     h.flags.add("END_HEADERS")
     h.flags.add("END_STREAM")
     s.sendall(PREFACE + SettingsFrame(0).serialize() + h.serialize())
-    wait_until(lambda: len(b.requests) == 1, 10, what="the request at the backend")
-    p.send_signal(signal.SIGTERM)
+    wait_until(lambda: any(r.target == path for r in backend.requests), 10, what="the request at the backend")
+    return s
+
+
+def goaway_then_stream_finishes(s, release, body):
+    """GOAWAY (no error) naming stream 1, which then gets its whole answer (the backend is let go
+    by `release`), then the proxy closes the connection. (Raw frames: python3-h2 treats any GOAWAY
+    as the end of the connection.)"""
+    from hyperframe.frame import GoAwayFrame
     frames = read_frames(s, lambda fs: any(isinstance(f, GoAwayFrame) for f in fs))
     goaway = [f for f in frames if isinstance(f, GoAwayFrame)][0]
     assert goaway.error_code == 0 and goaway.last_stream_id == 1
     release.set()
     frames += read_frames(s, lambda fs: any(isinstance(f, DataFrame) and "END_STREAM" in f.flags for f in fs))
-    assert b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1) == b"late"
-    assert s.recv(100) == b""  # then the proxy closes the connection
+    assert b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1) == body
+    assert s.recv(100) == b""
     s.close()
+
+
+def test_goaway_on_sigterm_lets_streams_in_flight_finish(backends, proxies):
+    b, release = holding_backend(backends, body=b"late")
+    p = proxies("services:\n" + service_config("svc", [b]))
+    s = raw_stream_in_flight(p, b, "/")
+    p.send_signal(signal.SIGTERM)
+    goaway_then_stream_finishes(s, release, b"late")
     assert p.proc.wait(30) == 0
+
+
+def test_reload_sends_goaway_and_new_connections_get_the_new_settings(backends, proxies):
+    """Plaintext HTTP/2 (prior knowledge) and an HTTP/1.1 keep-alive connection, across one reload."""
+    b, release = holding_backend(backends, body=b"late", only="/slow")
+
+    def cfg(hdr, n):
+        return f"client: {{ max_header_bytes: {hdr} }}\nhttp2: {{ max_concurrent_streams: {n} }}\nservices:\n" + service_config("svc", [b])
+    p = proxies(cfg(8192, 7))
+    h1 = Client(p.addr)
+    assert h1.request("GET", "/fast", "svc", [("x-big", "v" * 6000)]).status == 200
+    s = raw_stream_in_flight(p, b, "/slow")
+    p.write_config(cfg(4096, 5))
+    assert admin(p.admin, "POST", "/v1/reload")[0] == 200
+    goaway_then_stream_finishes(s, release, b"late")
+    # A new connection is told the new limit.
+    c = H2Client(p.addr)
+    assert c.response(c.request(host="svc", path="/fast")).status == 200
+    assert c.settings.get(3) == 5
+    c.close()
+    wait_until(lambda: metric(p, "switchyard_http2_goaway_total", reason="reload") >= 1, 10, what="the reload GOAWAY counted")
+    # The HTTP/1.1 connection stayed up and its next exchange runs under the new header limit.
+    assert h1.request("GET", "/fast", "svc", [("x-big", "v" * 6000)]).status == 431
+    h1.close()
 
 
 def test_browser_loads_a_page_of_fifty_resources_over_h2(backends, proxies, tmp_path):

@@ -12,16 +12,7 @@ import socket
 import time
 
 from conftest import service_config
-from harness import Client, admin, connect, wait_until
-
-
-def metric(p, name, **labels):
-    text = admin(p.admin, "GET", "/metrics")[1]
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+from harness import Client, admin, connect, metric, wait_until
 
 
 def test_a_burst_over_keep_alive_connections_and_two_workers_passes_exactly_burst(backends, proxies):

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from etcd_cluster import ETCD, EtcdCluster, StallingRelay, b64
-from harness import BIN, admin, get, wait_until
+from harness import BIN, admin, get, metric, wait_until
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (deploy/install-deps.sh installs etcd-server)")
 
@@ -53,14 +53,6 @@ def instance_ids(proxy, service):
     if status != 200:
         return set()
     return {i["id"] for i in body["instances"]}
-
-
-def metric(proxy, name):
-    status, text, _ = admin(proxy.admin, "GET", "/metrics")
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{}"):
-            return float(line.split()[-1])
-    return None
 
 
 def rx_queue(local_port, remote_port):

@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 from conftest import service_config
-from harness import Backend, Client, admin, free_port, respond, tls_client_context, wait_until
+from harness import Backend, Client, admin, free_port, metric, respond, tls_client_context, wait_until
 
 
 class Pki:
@@ -90,17 +90,6 @@ def echo_headers(conn, req, backend):
     body = "\n".join(f"{k}: {v}" for k, v in req.headers).encode()
     respond(conn, 200, body)
     return True
-
-
-def metric(p, metric_name, **labels):
-    _, text, _ = admin(p.admin, "GET", "/metrics")
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(metric_name + "{") and not line.startswith(metric_name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # ---------------------------------------------------------------- listeners
