@@ -23,12 +23,15 @@ WORKERS = os.environ.get("SWITCHYARD_TEST_WORKERS", "")
 # its own `listen:` listens with TLS (a certificate from a CA made for the run), and Client /
 # get() speak TLS to it. Tests that must talk plain TCP to the proxy are marked `plaintext`.
 TLS_MODE = os.environ.get("SWITCHYARD_TEST_TLS", "") == "1"
-TLS_PROXY_ADDRS = set()
 # SWITCHYARD_TEST_H2=1 reruns the request-path tests with get() speaking HTTP/2 to the proxy (raw
 # Client / wrk / curl stay HTTP/1.1: what they test is HTTP/1.1 framing). Tests whose assertions
 # are about HTTP/1.1 itself are marked `http1`.
 H2_MODE = os.environ.get("SWITCHYARD_TEST_H2", "") == "1"
-PROXY_ADDRS = set()
+# The proxy listeners this pytest process started, address -> Proxy. Looked up through
+# is_proxy()/is_tls_proxy(), which ask whether that proxy still runs: once it has stopped its port
+# may be bound again by anything (a backend, another proxy's plain admin listener), and a stale
+# entry would wrap that connection in TLS (tls_lb failed so once: WRONG_VERSION_NUMBER).
+_PROXIES = {}
 _TLS_RUN = None
 
 
@@ -59,9 +62,20 @@ def tls_client_context(ca_path, cert=None, key=None):
     return ctx
 
 
+def is_proxy(addr):
+    """Whether `addr` is the proxy listener of a proxy this process started and that still runs."""
+    p = _PROXIES.get(tuple(addr))
+    return p is not None and p.proc is not None and p.proc.poll() is None and tuple(p.addr) == tuple(addr)
+
+
+def is_tls_proxy(addr):
+    """is_proxy(addr), and that listener speaks TLS (the TLS run's default listener)."""
+    return is_proxy(addr) and getattr(_PROXIES[tuple(addr)], "tls_default", False)
+
+
 def base_url(p):
     """The proxy listener's URL for command-line clients (curl, wrk): https:// in the TLS run."""
-    scheme = "https" if tuple(p.addr) in TLS_PROXY_ADDRS else "http"
+    scheme = "https" if is_tls_proxy(p.addr) else "http"
     return f"{scheme}://127.0.0.1:{p.addr[1]}"
 
 
@@ -71,13 +85,13 @@ def curl_tls_args():
 
 
 def forwarded_proto(p):
-    return "https" if tuple(p.addr) in TLS_PROXY_ADDRS else "http"
+    return "https" if is_tls_proxy(p.addr) else "http"
 
 
 def connect(addr, timeout=10, server_hostname=None, context=None):
     """A connection to `addr`: TLS when it is a proxy listener of the TLS run (or `context` given)."""
     sock = socket.create_connection(addr, timeout=timeout)
-    if context is None and tuple(addr) in TLS_PROXY_ADDRS:
+    if context is None and is_tls_proxy(addr):
         context = tls_client_context(tls_run()[0])
     if context is not None:
         sock = context.wrap_socket(sock, server_hostname=server_hostname)
@@ -267,7 +281,7 @@ _H1_ONLY_HEADERS = {"connection", "keep-alive", "proxy-connection", "transfer-en
 def get(addr, path="/", host="svc", headers=None, method="GET", body=b""):
     """One request on a new connection. In the HTTP/2 run (SWITCHYARD_TEST_H2=1) a request to a
     proxy listener goes as an HTTP/2 stream (prior knowledge, or ALPN h2 in the TLS run)."""
-    if H2_MODE and tuple(addr) in PROXY_ADDRS:
+    if H2_MODE and is_proxy(addr):
         hdrs = [(k.lower(), v) for k, v in (headers or []) if k.lower() not in _H1_ONLY_HEADERS]
         if body and not any(k == "content-length" for k, _ in hdrs):
             hdrs.append(("content-length", str(len(body))))
@@ -481,10 +495,8 @@ class Proxy:
             raise AssertionError("switchyard did not start:\n" + self.log())
         self.addr = self._addr("proxy")
         self.admin = self._addr("admin")
-        if getattr(self, "tls_default", False) and self.addr:
-            TLS_PROXY_ADDRS.add(tuple(self.addr))
         if self.addr:
-            PROXY_ADDRS.add(tuple(self.addr))
+            _PROXIES[tuple(self.addr)] = self
 
     def _pump(self):
         for raw in self.proc.stderr:
@@ -546,7 +558,7 @@ class H2Client:
         import h2.config
         import h2.connection
         sock = socket.create_connection(addr, timeout=timeout)
-        if context is None and tuple(addr) in TLS_PROXY_ADDRS:
+        if context is None and is_tls_proxy(addr):
             context = tls_client_context(tls_run()[0])
         if context is not None:
             context.set_alpn_protocols(["h2"])

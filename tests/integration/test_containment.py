@@ -8,7 +8,7 @@ import pytest
 import threading
 
 from conftest import service_config
-from harness import TcpServer, admin, get, metric, respond, wait_until, TLS_PROXY_ADDRS
+from harness import TcpServer, admin, get, metric, respond, wait_until, is_tls_proxy
 
 
 def test_500s_on_one_path_do_not_take_the_service_down(backends, proxies):
@@ -45,7 +45,7 @@ def random_500s(rate):
 
 
 def wrk(addr, host, seconds, connections):
-    scheme = "https" if tuple(addr) in TLS_PROXY_ADDRS else "http"
+    scheme = "https" if is_tls_proxy(addr) else "http"
     return subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Host: {host}",
                              f"{scheme}://{addr[0]}:{addr[1]}/"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
