@@ -21,9 +21,17 @@ void append_chunk(Out& out, const char* data, size_t n) {
   out.copy("\r\n");
 }
 
+// The last chunk, with the trailer section `trailer_lines` ("name: value\r\n" each, already
+// filtered by append_trailer_lines) when there is one.
 template <class Out>
-void append_last_chunk(Out& out) {
-  out.copy("0\r\n\r\n");
+void append_last_chunk(Out& out, std::string_view trailer_lines = {}) {
+  if (trailer_lines.empty()) {
+    out.copy("0\r\n\r\n");
+    return;
+  }
+  out.copy("0\r\n");
+  out.copy(trailer_lines);
+  out.copy("\r\n");
 }
 
 }  // namespace sy::http

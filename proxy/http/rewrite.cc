@@ -69,6 +69,23 @@ bool is_hop_by_hop(std::string_view name, std::string_view tokens) {
   return !tokens.empty() && has_token(tokens, name);
 }
 
+bool forwardable_trailer(std::string_view name) {
+  if (name.empty() || name[0] == ':') return false;
+  return !is_hop_by_hop(name, {}) && !iequals(name, "host");
+}
+
+void append_trailer_line(std::string_view name, std::string_view value, std::string& out) {
+  if (!forwardable_trailer(name) || !valid_field_value(value)) return;
+  for (char c : name) out.push_back(ascii_lower(c));
+  out += ": ";
+  out += value;
+  out += "\r\n";
+}
+
+void append_trailer_lines(const MessageHead& h, size_t first, std::string& out) {
+  for (size_t i = first; i < h.count(); ++i) append_trailer_line(h.name(i), h.value(i), out);
+}
+
 bool valid_field_value(std::string_view v) {
   for (unsigned char c : v) {
     if ((c < 0x20 && c != '\t') || c == 0x7f) return false;

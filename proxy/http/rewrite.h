@@ -60,6 +60,15 @@ void build_downstream_response(const MessageHead& resp, const ResponseForward& f
 // rewrites itself; `connection_tokens` is the comma-separated union of the Connection headers.
 bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens);
 
+// Trailer fields (RFC 9110 §6.5) the proxy relays, from either side and over either protocol:
+// all but hop-by-hop and framing fields, pseudo-headers and Host. Lower-cased names (HTTP/2 wants
+// them so; HTTP/1.1 does not care).
+bool forwardable_trailer(std::string_view name);
+// Appends the forwardable trailer fields of `h` from field `first` on as "name: value\r\n" lines.
+void append_trailer_lines(const MessageHead& h, size_t first, std::string& out);
+// One such line (name lower-cased), if forwardable_trailer(name) and the value is valid.
+void append_trailer_line(std::string_view name, std::string_view value, std::string& out);
+
 // Joins every Connection header's value with ", " into `out` (lower-cased).
 void connection_tokens(const MessageHead& h, std::string& out);
 bool has_token(std::string_view list, std::string_view token);

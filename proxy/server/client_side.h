@@ -61,6 +61,10 @@ class ClientSide {
   virtual void out_interim(const http::MessageHead& head, http::ResponseForward& f) = 0;
   virtual void out_head(const http::MessageHead& head, http::ResponseForward& f) = 0;
   virtual void out_body(const char* p, size_t n) = 0;
+  // The response's trailer fields (head's fields from `first` on), just before out_end: HTTP/1.1
+  // sends them in the last chunk (a body sent with Content-Length has no place for them), HTTP/2
+  // as a trailing HEADERS frame.
+  virtual void out_trailers(const http::MessageHead& head, size_t first) = 0;
   virtual void out_end() = 0;
   // The proxy's own answer (JSON body, x-switchyard-error); `extra` header lines of its own.
   // false: it cannot be queued now (an interim response is still being written).

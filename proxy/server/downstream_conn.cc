@@ -399,8 +399,18 @@ void DownstreamConn::out_body(const char* p, size_t n) {
   else out.ref(p, n);  // the upstream's read buffer stays put until this is written
 }
 
+void DownstreamConn::out_trailers(const http::MessageHead& head, size_t first) {
+  if (stream_.s_.resp_framing != http::Framing::kChunked) return;
+  std::string lines;
+  http::append_trailer_lines(head, first, lines);
+  if (lines.empty()) return;
+  http::append_last_chunk(stream_.x_->to_client, lines);
+  stream_.s_.last_chunk_sent = true;
+}
+
 void DownstreamConn::out_end() {
-  if (stream_.s_.resp_framing == http::Framing::kChunked) http::append_last_chunk(stream_.x_->to_client);
+  if (stream_.s_.resp_framing == http::Framing::kChunked && !stream_.s_.last_chunk_sent)
+    http::append_last_chunk(stream_.x_->to_client);
 }
 
 bool DownstreamConn::out_error(int status, std::string_view code, std::string_view message, std::string_view extra) {

@@ -71,6 +71,7 @@ class DownstreamConn final : public ClientSide {
   void out_interim(const http::MessageHead& head, http::ResponseForward& f) override;
   void out_head(const http::MessageHead& head, http::ResponseForward& f) override;
   void out_body(const char* p, size_t n) override;
+  void out_trailers(const http::MessageHead& head, size_t first) override;
   void out_end() override;
   bool out_error(int status, std::string_view code, std::string_view message, std::string_view extra) override;
   bool out_begun() const override;

@@ -9,6 +9,7 @@
 
 #include "proxy/http/ascii.h"
 #include "proxy/http/chunked.h"
+#include "proxy/http/rewrite.h"
 #include "proxy/net/assert.h"
 #include "proxy/net/log.h"
 #include "proxy/server/downstream_conn.h"
@@ -236,7 +237,7 @@ void H2Stream::on_request_end() {
   if (s.request_done || finished_) return;
   s.request_done = true;
   if (s.up && head_went_) {
-    if (s.req_framing == http::Framing::kChunked) http::append_last_chunk(s.up->out());
+    if (s.req_framing == http::Framing::kChunked) http::append_last_chunk(s.up->out(), req_trailers_);
     ps_.flush_upstream();
   }
 }
@@ -251,7 +252,7 @@ void H2Stream::process_input() {
     body_up(body_.data(), body_.size());
     std::string().swap(body_);
   }
-  if (s.request_done && s.req_framing == http::Framing::kChunked) http::append_last_chunk(s.up->out());
+  if (s.request_done && s.req_framing == http::Framing::kChunked) http::append_last_chunk(s.up->out(), req_trailers_);
 }
 
 void H2Stream::start_reading() {
@@ -307,7 +308,24 @@ void H2Stream::out_body(const char* p, size_t n) {
   down_.append(p, n);
 }
 
+void H2Stream::out_trailers(const http::MessageHead& head, size_t first) {
+  if (no_body_) return;
+  for (size_t i = first; i < head.count(); ++i) {
+    if (!http::forwardable_trailer(head.name(i)) || !http::valid_field_value(head.value(i))) continue;
+    std::string name(head.name(i));
+    http::ascii_lower_in_place(name);
+    trailers_.push_back(std::move(name));
+    trailers_.emplace_back(head.value(i));
+  }
+}
+
 void H2Stream::out_end() { eof_ = true; }
+
+void H2Stream::on_trailer(std::string_view name, std::string_view value) {
+  header_bytes_ += name.size() + value.size() + 32;
+  if (header_bytes_ > cfg_->http2.max_header_list_bytes) return;  // (the head's budget covers both)
+  http::append_trailer_line(name, value, req_trailers_);
+}
 
 bool H2Stream::out_error(int status, std::string_view code, std::string_view message, std::string_view extra) {
   if (submitted_) {
@@ -647,7 +665,14 @@ int H2Session::on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8
                          const uint8_t* value, size_t valuelen, uint8_t, void*) {
   if (f->hd.type != NGHTTP2_HEADERS) return 0;
   auto* st = static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(s, f->hd.stream_id));
-  if (!st || st->finished_ || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // (trailers: not forwarded)
+  if (!st || st->finished_) return 0;
+  if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+    // The request's trailer section: up in the last chunk when the body goes chunked (no
+    // content-length); a body sent with Content-Length has no place for it.
+    st->on_trailer(std::string_view(reinterpret_cast<const char*>(name), namelen),
+                   std::string_view(reinterpret_cast<const char*>(value), valuelen));
+    return 0;
+  }
   if (!st->on_header(std::string_view(reinterpret_cast<const char*>(name), namelen),
                      std::string_view(reinterpret_cast<const char*>(value), valuelen)))
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // RST_STREAM for this stream only
@@ -664,7 +689,7 @@ int H2Session::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* s
       if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         st->on_head_complete(end_stream);
       } else if (end_stream) {
-        st->on_request_end();  // trailers end the request (their fields are not forwarded)
+        st->on_request_end();  // trailers end the request
       }
       return 0;
     }
@@ -730,6 +755,19 @@ ssize_t H2Session::on_read_data(nghttp2_session*, int32_t, uint8_t* buf, size_t 
     if (st->waiting_) h->written_.push_back(st);
     if (st->eof_) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!st->trailers_.empty()) {
+        // END_STREAM goes on the trailing HEADERS instead (the library copies the fields).
+        std::vector<nghttp2_nv> nva;
+        nva.reserve(st->trailers_.size() / 2);
+        for (size_t i = 0; i + 1 < st->trailers_.size(); i += 2) {
+          auto& n = st->trailers_[i];
+          auto& v = st->trailers_[i + 1];
+          nva.push_back({reinterpret_cast<uint8_t*>(n.data()), reinterpret_cast<uint8_t*>(v.data()), n.size(), v.size(),
+                         NGHTTP2_NV_FLAG_NONE});
+        }
+        if (nghttp2_submit_trailer(h->s_, st->id_, nva.data(), nva.size()) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        st->trailers_.clear();
+      }
     } else if (n == 0) {
       st->deferred_ = true;
       return NGHTTP2_ERR_DEFERRED;

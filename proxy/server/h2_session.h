@@ -50,6 +50,7 @@ class H2Stream final : public ClientSide {
   void out_interim(const http::MessageHead&, http::ResponseForward&) override {}  // 1xx are not relayed
   void out_head(const http::MessageHead& head, http::ResponseForward& f) override;
   void out_body(const char* p, size_t n) override;
+  void out_trailers(const http::MessageHead& head, size_t first) override;
   void out_end() override;
   bool out_error(int status, std::string_view code, std::string_view message, std::string_view extra) override;
   bool out_begun() const override { return submitted_; }
@@ -67,6 +68,7 @@ class H2Stream final : public ClientSide {
 
   // ---- from the session's callbacks ----
   bool on_header(std::string_view name, std::string_view value);  // false: reset the stream
+  void on_trailer(std::string_view name, std::string_view value);  // the request's trailer section
   void on_head_complete(bool end_stream);
   void on_data(const uint8_t* p, size_t n);
   void on_request_end();
@@ -90,6 +92,8 @@ class H2Stream final : public ClientSide {
   std::string authority_;
   std::string cookie_;     // cookie crumbs joined with "; " (RFC 9113 §8.2.3)
   std::string hdrs_;       // the response head's names and values while it is submitted
+  std::string req_trailers_;  // the request's trailer fields as lines, for the last chunk up
+  std::vector<std::string> trailers_;  // the response's trailer fields: name, value, name, …
   bool submitted_ = false;  // response HEADERS handed to the library
   bool no_body_ = false;    // HEADERS carry END_STREAM (HEAD, 204, 304)
   bool eof_ = false;        // the last response byte is in down_

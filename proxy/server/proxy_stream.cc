@@ -270,6 +270,11 @@ void ProxyStream::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
   c_.out_body(p, n);
 }
 
+void ProxyStream::on_upstream_trailers(UpstreamConn*, const http::MessageHead& head, size_t first) {
+  if (s_.discarding) return;
+  c_.out_trailers(head, first);
+}
+
 void ProxyStream::on_upstream_complete(UpstreamConn*) {
   if (s_.discarding) {
     s_.discard_done = true;

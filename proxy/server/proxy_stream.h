@@ -95,6 +95,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
   void on_upstream_head(upstream::UpstreamConn* c, const http::MessageHead& head) override;
   void on_upstream_body(upstream::UpstreamConn* c, const char* p, size_t n) override;
   void on_upstream_complete(upstream::UpstreamConn* c) override;
+  void on_upstream_trailers(upstream::UpstreamConn* c, const http::MessageHead& head, size_t first) override;
   bool on_upstream_read_done(upstream::UpstreamConn* c) override;
   void on_upstream_error(upstream::UpstreamConn* c, upstream::UpstreamError e) override;
   void on_upstream_drained(upstream::UpstreamConn* c) override;
@@ -130,6 +131,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
     bool request_done = false;
     bool response_started = false;
     bool response_done = false;
+    bool last_chunk_sent = false;  // (HTTP/1.1 client) with the trailer section: out_end adds none
     bool upgrade = false;       // the request asks for a protocol upgrade
     bool is_head = false;
     bool idempotent = false;

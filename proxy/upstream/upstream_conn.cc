@@ -390,6 +390,7 @@ int UpstreamConn::cb_headers_complete(llhttp_t* p) {
   if (c->head_.find("transfer-encoding", te) && !http::iequals(te, "chunked")) return -1;
   const int status = p->status_code;
   if (status >= 200 || status == 101) c->awaiting_head_ = false;  // from now on the idle limit applies
+  c->trailers_at_ = c->head_.count();  // llhttp adds a trailer section's fields after these
   if (c->owner_) c->owner_->on_upstream_head(c, c->head_);
   if (c->state_ == State::kClosed || !c->owner_) return -1;
   if (status == 101) return 2;                  // no body; the rest is the tunnel
@@ -411,6 +412,8 @@ int UpstreamConn::cb_message_complete(llhttp_t* p) {
   if (p->status_code == 101) return 0;
   c->response_done_ = true;
   c->reusable_ = c->reusable_ && llhttp_should_keep_alive(p);
+  if (c->owner_ && c->head_.count() > c->trailers_at_) c->owner_->on_upstream_trailers(c, c->head_, c->trailers_at_);
+  if (c->state_ == State::kClosed) return -1;
   if (c->owner_) c->owner_->on_upstream_complete(c);
   if (c->state_ == State::kClosed) return -1;
   return HPE_PAUSED;

@@ -48,6 +48,11 @@ class UpstreamOwner {
   virtual void on_upstream_head(UpstreamConn* c, const http::MessageHead& head) = 0;
   virtual void on_upstream_body(UpstreamConn* c, const char* p, size_t n) = 0;
   virtual void on_upstream_complete(UpstreamConn* c) = 0;
+  // The response's trailer fields (a chunked body's trailer section): head's fields from `first`
+  // on. Just before on_upstream_complete; only when there are some.
+  virtual void on_upstream_trailers(UpstreamConn* c, const http::MessageHead& head, size_t first) {
+    (void)c, (void)head, (void)first;
+  }
   // The bytes of one read have been parsed: time to flush them downstream. Return true when the
   // flush is pending; the connection stops reading until resume_reading().
   virtual bool on_upstream_read_done(UpstreamConn* c) = 0;
@@ -149,6 +154,7 @@ class UpstreamConn {
   uv_connect_t connect_req_{};
   http::Parser parser_;
   http::MessageHead head_;
+  size_t trailers_at_ = 0;  // head_'s fields from here on are the trailer section
   net::OutBatch out_;
   UpstreamOwner* owner_ = nullptr;
   Pool* pool_ = nullptr;

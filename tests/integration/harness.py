@@ -123,10 +123,17 @@ def wait_until(pred, timeout=10.0, interval=0.01, what="condition"):
 # ---------------------------------------------------------------- HTTP parsing (client/backend)
 
 class Message:
-    def __init__(self, start, headers, body):
+    def __init__(self, start, headers, body, trailers=None):
         self.start = start          # request line or status line
         self.headers = headers      # list of (name, value) as received
         self.body = body
+        self.trailers = trailers or []  # a chunked body's trailer section / HTTP/2 trailing HEADERS
+
+    def trailer(self, name, default=None):
+        for k, v in self.trailers:
+            if k.lower() == name.lower():
+                return v
+        return default
 
     def header(self, name, default=None):
         for k, v in self.headers:
@@ -207,8 +214,13 @@ class Reader:
             while True:
                 size = int(self.read_until(b"\r\n").split(b";")[0], 16)
                 if size == 0:
-                    self.read_until(b"\r\n")  # (no trailers from switchyard)
-                    return body
+                    self.trailers = []
+                    while True:
+                        line = self.read_until(b"\r\n")[:-2].decode("latin-1")
+                        if not line:
+                            return body
+                        k, _, v = line.partition(":")
+                        self.trailers.append((k, v.strip()))
                 body += self.read_exact(size)
                 self.read_exact(2)
         cl = m.header("content-length")
@@ -219,8 +231,9 @@ class Reader:
     def read_request(self):
         start, headers = self.read_head()
         has_body = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers)
+        self.trailers = []
         body = self.read_body(headers) if has_body else b""
-        return Message(start, headers, body)
+        return Message(start, headers, body, self.trailers)
 
     def read_response(self, head_request=False):
         while True:
@@ -229,7 +242,9 @@ class Reader:
             if 100 <= status < 200 and status != 101:
                 continue
             no_body = head_request or status in (204, 304) or status == 101
-            return Message(start, headers, self.read_body(headers, no_body))
+            self.trailers = []
+            body = self.read_body(headers, no_body)
+            return Message(start, headers, body, self.trailers)
 
 
 def request_bytes(method="GET", path="/", host="svc", headers=None, body=b"", version="HTTP/1.1"):
@@ -589,12 +604,17 @@ class H2Client:
         if host is not None:
             hdrs.append((":authority", host))
         hdrs += list(headers or [])
-        self.streams[sid] = {"status": None, "headers": [], "body": bytearray(), "ended": False, "reset": None}
+        self.streams[sid] = {"status": None, "headers": [], "body": bytearray(), "ended": False, "reset": None, "trailers": []}
         self.conn.send_headers(sid, hdrs, end_stream=end and not body)
         self.flush()
         if body:
             self.send_body(sid, body, end)
         return sid
+
+    def send_trailers(self, sid, fields):
+        """The request's trailer section (a HEADERS frame with END_STREAM)."""
+        self.conn.send_headers(sid, fields, end_stream=True)
+        self.flush()
 
     def send_body(self, sid, body, end=True):
         """Sends as the peer's windows allow, reading (window updates) in between."""
@@ -631,6 +651,8 @@ class H2Client:
                 st["body"] += ev.data
                 if ack:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.TrailersReceived) and st is not None:
+                st["trailers"] = list(ev.headers)
             elif isinstance(ev, h2.events.StreamEnded) and st is not None:
                 st["ended"] = True
             elif isinstance(ev, h2.events.StreamReset) and st is not None:
@@ -652,7 +674,7 @@ class H2Client:
         if st["reset"] is not None and not st["ended"]:
             raise ConnectionResetError(f"stream {sid} reset with error code {st['reset']}")
         hdrs = [(k, v) for k, v in st["headers"] if not k.startswith(":")]
-        return Message(f"HTTP/2 {st['status']}", hdrs, bytes(st["body"]))
+        return Message(f"HTTP/2 {st['status']}", hdrs, bytes(st["body"]), st["trailers"])
 
     def wait_closed(self, timeout=10):
         """True when the proxy ends the connection (GOAWAY and/or EOF) within timeout."""

@@ -68,6 +68,55 @@ def test_prior_knowledge_request_goes_up_as_http11(backends, proxies, tmp_path):
     assert metric(p, "switchyard_requests_total", service="svc", code="200", protocol="h2") == 22
 
 
+def trailers_app(conn, req, backend):
+    """Answers chunked with a trailer section (and hop-by-hop fields in it that must not travel);
+    the body says which request trailers arrived."""
+    got = ",".join(f"{k.lower()}={v}" for k, v in req.trailers)
+    body = f"got[{got}]".encode()
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n"
+                 + b"%x\r\n" % len(body) + body + b"\r\n"
+                 + b"0\r\nX-Checksum: abc\r\nGrpc-Status: 0\r\nConnection: x-checksum\r\nTransfer-Encoding: gzip\r\n\r\n")
+    return True
+
+
+def test_trailers_relayed_both_ways(backends, proxies, tmp_path):
+    """Response trailers to HTTP/1.1 (plaintext, in the last chunk) and HTTP/2 (plaintext, prior
+    knowledge: a trailing HEADERS) clients; request trailers from HTTP/2 clients (python3-h2 and
+    nghttp) up in the last chunk."""
+    b = backends(trailers_app)
+    p = proxies("services:\n" + service_config("svc", [b]))
+    # HTTP/1.1 client.
+    c = Client(p.addr)
+    r = c.request("GET", "/t", "svc", [("TE", "trailers")])
+    c.close()
+    assert r.status == 200 and r.body == b"got[]"
+    assert r.trailer("x-checksum") == "abc" and r.trailer("grpc-status") == "0"
+    assert r.trailer("transfer-encoding") is None and r.trailer("connection") is None
+    # HTTP/2 client: response trailers, and its own trailers go up with the chunked body.
+    c = H2Client(p.addr)
+    sid = c.request("POST", "/up", host="svc", headers=[("te", "trailers")], end=False)
+    c.send_body(sid, b"payload", end=False)
+    c.send_trailers(sid, [("x-sum", "42"), ("grpc-timeout", "1S")])
+    r = c.response(sid)
+    assert r.status == 200 and r.body == b"got[x-sum=42,grpc-timeout=1S]", r.body
+    assert dict(r.trailers) == {"x-checksum": "abc", "grpc-status": "0"}
+    up = b.requests[-1]
+    assert up.header("transfer-encoding") == "chunked" and up.body == b"payload"
+    c.close()
+    # nghttp (nghttp2's client): many streams, and trailers with a request body.
+    data = tmp_path / "data"
+    data.write_bytes(b"z" * 1000)
+    out = subprocess.run(["nghttp", "-v", "-n", "--no-content-length", "-d", str(data), "--trailer", "x-from: nghttp",
+                          "-H", ":authority: svc", f"http://127.0.0.1:{p.addr[1]}/n"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "x-checksum: abc" in out and "grpc-status: 0" in out, out
+    assert b.requests[-1].trailer("x-from") == "nghttp" and len(b.requests[-1].body) == 1000
+    many = subprocess.run(["nghttp", "-n", "-s", "-m", "50", "-H", ":authority: svc", f"http://127.0.0.1:{p.addr[1]}/m"],
+                          capture_output=True, text=True, timeout=120)
+    assert many.returncode == 0, many.stderr
+    assert sum(1 for r in b.requests if r.target == "/m") == 50
+
+
 def test_proxy_errors_and_limits_over_http2(backends, proxies):
     b = backends()
     p = proxies("client: { max_header_bytes: 4096 }\nhttp2: { max_concurrent_streams: 7 }\nservices:\n" + service_config("svc", [b]))
