@@ -57,7 +57,7 @@ class ClientSide {
   virtual net::ReadBuffer* h1_input() = 0;
 
   // ---- the response ----
-  // A 1xx other than 101, as it came (HTTP/1.1 clients only: HTTP/2 drops them).
+  // A 1xx other than 101, as it came (HTTP/1.0 clients know none: dropped for them).
   virtual void out_interim(const http::MessageHead& head, http::ResponseForward& f) = 0;
   virtual void out_head(const http::MessageHead& head, http::ResponseForward& f) = 0;
   virtual void out_body(const char* p, size_t n) = 0;

@@ -264,9 +264,10 @@ void H2Stream::start_reading() {
   h_->send();
 }
 
-void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f) {
-  hdrs_.clear();
-  HeadBuilder b{hdrs_, {}};
+// An instance's response head as HTTP/2 fields: :status, then every field but the hop-by-hop
+// ones (Content-Length too unless `keep_length`) and Via, whose value is returned (the caller adds
+// ours to it).
+static std::string_view add_response_fields(HeadBuilder& b, const http::MessageHead& head, bool keep_length) {
   b.add_number(":status", static_cast<uint64_t>(head.status));
   std::string tokens;
   http::connection_tokens(head, tokens);
@@ -274,8 +275,7 @@ void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f)
   for (size_t i = 0; i < head.count(); ++i) {
     std::string_view n = head.name(i), v = head.value(i);
     if (http::is_hop_by_hop(n, tokens)) {
-      // Content-Length is kept: HTTP/2 may carry it, and HEAD/304 state the representation's.
-      if (http::iequals(n, "content-length") && (f.framing == http::Framing::kLength || f.head_or_304)) b.add(n, v, true);
+      if (keep_length && http::iequals(n, "content-length")) b.add(n, v, true);
       continue;
     }
     if (http::iequals(n, "via")) {
@@ -284,6 +284,26 @@ void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f)
     }
     b.add(n, v, true);
   }
+  return via;
+}
+
+// 100 Continue, 103 Early Hints: a HEADERS frame that does not end the stream, as many as came,
+// before the final head (RFC 9113 §8.1). The library copies the fields.
+void H2Stream::out_interim(const http::MessageHead& head, http::ResponseForward&) {
+  if (!h_ || submitted_) return;
+  hdrs_.clear();
+  HeadBuilder b{hdrs_, {}};
+  add_response_fields(b, head, false);
+  std::vector<nghttp2_nv> nva = b.nvs();
+  nghttp2_submit_headers(h_->s_, NGHTTP2_FLAG_NONE, id_, nullptr, nva.data(), nva.size(), nullptr);
+}
+
+void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f) {
+  hdrs_.clear();
+  HeadBuilder b{hdrs_, {}};
+  // Content-Length is kept when it frames the body: HTTP/2 may carry it, and HEAD/304 state the
+  // representation's.
+  std::string_view via = add_response_fields(b, head, f.framing == http::Framing::kLength || f.head_or_304);
   std::string via_value(via);
   if (!via_value.empty()) via_value.append(", ");
   via_value.append(head.http_minor == 0 ? "1.0 switchyard" : "1.1 switchyard");

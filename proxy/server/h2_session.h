@@ -47,7 +47,7 @@ class H2Stream final : public ClientSide {
   void process_input() override;
   bool keep_alive() const override { return true; }  // (the stream ends; the connection stays)
   net::ReadBuffer* h1_input() override { return nullptr; }
-  void out_interim(const http::MessageHead&, http::ResponseForward&) override {}  // 1xx are not relayed
+  void out_interim(const http::MessageHead& head, http::ResponseForward& f) override;
   void out_head(const http::MessageHead& head, http::ResponseForward& f) override;
   void out_body(const char* p, size_t n) override;
   void out_trailers(const http::MessageHead& head, size_t first) override;

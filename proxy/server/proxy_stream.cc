@@ -209,7 +209,7 @@ void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& hea
   const int st = head.status;
   http::ResponseForward f;
   if (st < 200 && st != 101) {
-    // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they come.
+    // Interim responses (100 Continue, 103 Early Hints) go to the client as they come.
     c_.out_interim(head, f);
     return;
   }

@@ -604,7 +604,8 @@ class H2Client:
         if host is not None:
             hdrs.append((":authority", host))
         hdrs += list(headers or [])
-        self.streams[sid] = {"status": None, "headers": [], "body": bytearray(), "ended": False, "reset": None, "trailers": []}
+        self.streams[sid] = {"status": None, "headers": [], "body": bytearray(), "ended": False, "reset": None, "trailers": [],
+                             "interim": []}
         self.conn.send_headers(sid, hdrs, end_stream=end and not body)
         self.flush()
         if body:
@@ -651,6 +652,8 @@ class H2Client:
                 st["body"] += ev.data
                 if ack:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.InformationalResponseReceived) and st is not None:
+                st["interim"].append((int(dict(ev.headers)[":status"]), list(ev.headers)))
             elif isinstance(ev, h2.events.TrailersReceived) and st is not None:
                 st["trailers"] = list(ev.headers)
             elif isinstance(ev, h2.events.StreamEnded) and st is not None:
@@ -665,6 +668,14 @@ class H2Client:
             self.flush()
         except OSError:
             pass
+
+    def interim(self, sid):
+        """Reads until stream `sid` has an interim (1xx) response; returns them all as
+        [(status, [(name, value), ...]), ...]."""
+        st = self.streams[sid]
+        while not st["interim"] and not st["ended"] and st["reset"] is None:
+            self._read_once()
+        return st["interim"]
 
     def response(self, sid):
         """Reads until stream `sid` ends or is reset; returns a Message (start "HTTP/2 <status>")."""

@@ -20,7 +20,7 @@ import trustme
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from conftest import holding_backend, service_config
-from harness import Backend, Client, H2Client, admin, get, metric, respond, tls_client_context, wait_until
+from harness import Backend, Client, H2Client, TcpServer, admin, get, metric, respond, tls_client_context, wait_until
 
 pytestmark = pytest.mark.plaintext  # (TLS is covered here, by its own listeners)
 
@@ -115,6 +115,34 @@ def test_trailers_relayed_both_ways(backends, proxies, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert many.returncode == 0, many.stderr
     assert sum(1 for r in b.requests if r.target == "/m") == 50
+
+
+def test_interim_responses_relayed_over_http2(proxies):
+    """100 Continue reaches an HTTP/2 client (plaintext, prior knowledge) that holds its body back
+    until it comes; 103 Early Hints with its Link field too, each a HEADERS frame before the final
+    one."""
+    def serve(conn, reader):
+        head = reader.read_until(b"\r\n\r\n")
+        assert b"expect: 100-continue" in head.lower(), head
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = reader.read_exact(5)
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        respond(conn, 200, b"got " + body)
+        conn.recv(1)
+
+    srv = TcpServer(serve)
+    p = proxies(f"services:\n  svc:\n    instances:\n      - {{ address: {srv.address} }}\n")
+    c = H2Client(p.addr)
+    sid = c.request("POST", "/", host="svc", headers=[("expect", "100-continue"), ("content-length", "5")], end=False)
+    assert [st for st, _ in c.interim(sid)] == [100]  # before a byte of the body was sent
+    c.send_body(sid, b"hello")
+    r = c.response(sid)
+    assert r.status == 200 and r.body == b"got hello"
+    interim = c.streams[sid]["interim"]
+    assert [st for st, _ in interim] == [100, 103]
+    assert dict(interim[1][1])["link"] == "</style.css>; rel=preload"
+    c.close()
+    srv.stop()
 
 
 def test_proxy_errors_and_limits_over_http2(backends, proxies):
