@@ -135,7 +135,9 @@ def test_drain_through_the_page_with_the_token(backends, proxies, browser):
     assert inst["state"] == "healthy"
     browser.find_element(By.ID, "token-input").send_keys(token)
     browser.find_element(By.ID, "token-save").click()
-    assert browser.execute_script("return sessionStorage.getItem('switchyard.token')") == token
+    # The dialog's close event, which stores the token, is a task queued after the click returns.
+    wait_until(lambda: browser.execute_script("return sessionStorage.getItem('switchyard.token')") == token, 30,
+               interval=0.05, what="the token in session storage")
     assert browser.get_cookies() == []  # never a cookie
     wait_until(lambda: click_in_row(browser, "w1", "button.drain"), 60, interval=0.05, what="the row again")
     wait_until(lambda: admin(p.admin, "GET", "/v1/services/web/instances/w1")[1]["state"] == "draining", 30,
