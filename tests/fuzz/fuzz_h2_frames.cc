@@ -10,10 +10,12 @@
 // The loopback socket is the transport here: the session is driven exactly as in the proxy, with
 // no test-only seam in the codec. Only 127.0.0.1 is used.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -53,6 +55,14 @@ struct Instance {
                   },
                   [](uv_stream_t* st, ssize_t n, const uv_buf_t*) {
                     if (n < 0) {
+                      // Closed with a reset: when the proxy closed first (an exchange it gave up),
+                      // its socket waits in FIN_WAIT_2 and the reset ends it there; a FIN would put
+                      // it in TIME_WAIT, and a minute of runs fills the port range (connect fails).
+                      uv_os_fd_t fd;
+                      if (uv_fileno(reinterpret_cast<uv_handle_t*>(st), &fd) == 0) {
+                        const linger l{1, 0};
+                        ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+                      }
                       uv_close(reinterpret_cast<uv_handle_t*>(st), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
                       return;
                     }
@@ -130,7 +140,21 @@ int connect_client(const conf::Address& a) {
   // with TIME_WAIT sockets.
   const linger l{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) std::abort();
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  if (rc != 0 && errno == EINTR) {
+    // libFuzzer's SIGALRM (its -timeout watchdog) interrupted the call; the connection goes on
+    // being made, and connect() again would fail with EALREADY: wait for it instead.
+    pollfd p{fd, POLLOUT, 0};
+    while ((rc = ::poll(&p, 1, -1)) < 0 && errno == EINTR) {}
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (rc > 0 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0) rc = err == 0 ? 0 : -1;
+    if (err != 0) errno = err;
+  }
+  if (rc != 0) {
+    std::fprintf(stderr, "connect to the proxy: %s\n", std::strerror(errno));
+    std::abort();
+  }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   return fd;
 }
@@ -141,7 +165,7 @@ bool drain(int fd) {
   char buf[65536];
   for (;;) {
     const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n > 0) continue;
+    if (n > 0 || (n < 0 && errno == EINTR)) continue;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   }
 }
@@ -164,7 +188,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool open = true;
   for (size_t at = 0; at < out.size() && open;) {
     const ssize_t n = ::send(fd, out.data() + at, std::min(piece, out.size() - at), MSG_NOSIGNAL);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;  // the proxy closed it (GOAWAY, reset)
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;  // the proxy closed it (GOAWAY, reset)
     if (n > 0) at += static_cast<size_t>(n);
     for (int i = 0; i < 4; ++i) uv_run(&r.loop, UV_RUN_NOWAIT);
     open = drain(fd);
