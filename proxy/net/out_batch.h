@@ -102,6 +102,13 @@ class OutBatch {
     segs_.clear();
     scratch_.clear();
   }
+  // Gives the storage back (a connection gone quiet); not while a write is pending.
+  void shrink() {
+    if (pending_) return;
+    std::vector<Seg>().swap(segs_);
+    std::string().swap(scratch_);
+    std::vector<uv_buf_t>().swap(iov_);
+  }
 
  private:
   struct Seg {

@@ -325,7 +325,7 @@ bool DownstreamConn::maybe_http2() {
     return true;
   }
   state_ = State::kHttp2;
-  arm(cfg_->client.idle_timeout);  // until its first stream (H2Session stops it while streams run)
+  h2_->idle_check();  // client.idle_timeout until its first stream (stopped while streams run)
   start_reading();
   return true;
 }

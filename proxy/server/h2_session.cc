@@ -507,7 +507,12 @@ bool H2Session::start() {
   nghttp2_option_set_stream_reset_rate_limit(opt, 2ull * h.max_control_frames_per_second, h.max_control_frames_per_second);
 #endif
   nghttp2_option_set_max_settings(opt, 32);  // entries in one SETTINGS frame
-  const int rc = nghttp2_session_server_new2(&s_, cb, this, opt);
+  // Closed streams are kept only for the deprecated priority tree (RFC 9113 §5.3.2); without them
+  // the stream map is empty, all zeros, once the last stream ended (H2Memory gives it back).
+  nghttp2_option_set_no_closed_streams(opt, 1);
+  mem_.building(true);
+  const int rc = nghttp2_session_server_new3(&s_, cb, this, opt, mem_.mem());
+  mem_.building(false);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cb);
   if (rc != 0) return false;
@@ -606,14 +611,38 @@ void H2Session::maybe_close() {
   if (!nghttp2_session_want_read(s_) && !nghttp2_session_want_write(s_)) c_.close();
 }
 
+// With no stream open the connection waits client.idle_timeout for one. kQuietMs into that wait
+// the library's frame buffer and our output scratch go back (H2Memory: thousands of idle
+// connections cost a few KiB each, not 18); one timer does both, so a busy connection pays
+// nothing for it.
 void H2Session::idle_check() {
-  if (closing_) return;
-  if (active_ == 0) c_.arm(terminating_ ? 1000 : c_.cfg_->client.idle_timeout.count());
+  if (closing_ || active_ != 0) return;
+  if (terminating_) {
+    c_.arm(1000);
+    return;
+  }
+  idle_since_ms_ = uv_now(w_.loop);
+  const int64_t idle = c_.cfg_->client.idle_timeout.count();
+  quiet_due_ = idle > kQuietMs;
+  c_.arm(quiet_due_ ? kQuietMs : idle);
 }
 
 void H2Session::on_timer() {
   if (closing_) return;
   if (active_ > 0 && !terminating_) return;
+  if (!terminating_ && quiet_due_) {
+    quiet_due_ = false;
+    // Nothing waits to be sent: the frame buffer's contents are dead (see h2_memory.h).
+    if (!out_.pending() && nghttp2_session_want_write(s_) == 0) {
+      mem_.release_idle();
+      out_.shrink();
+    }
+    const int64_t left = c_.cfg_->client.idle_timeout.count() - static_cast<int64_t>(uv_now(w_.loop) - idle_since_ms_);
+    if (left > 0) {
+      c_.arm(left);
+      return;
+    }
+  }
   if (!terminating_) {
     // client.idle_timeout with no stream open: GOAWAY, then close once it is out.
     terminating_ = true;

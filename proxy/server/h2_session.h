@@ -28,6 +28,7 @@
 
 #include "proxy/net/out_batch.h"
 #include "proxy/server/client_side.h"
+#include "proxy/server/h2_memory.h"
 #include "proxy/server/proxy_stream.h"
 #include "proxy/server/worker.h"
 
@@ -132,6 +133,8 @@ class H2Session {
   // The connection timer ran out (idle with no stream, or a GOAWAY the client never read).
   void on_timer();
   size_t active() const { return active_; }
+  // No stream open: arm the idle timer (client.idle_timeout; the frame buffer goes back early).
+  void idle_check();
 
  private:
   friend class H2Stream;
@@ -152,10 +155,13 @@ class H2Session {
   void terminate(uint32_t code, const char* reason, const char* why);
   void goaway();
   void maybe_close();
-  void idle_check();
+
+  // A connection with no stream for this long gives back its frame buffer (idle_check).
+  static constexpr int64_t kQuietMs = 100;
 
   Worker& w_;
   DownstreamConn& c_;
+  H2Memory mem_;  // before s_: the session lives in it
   nghttp2_session* s_ = nullptr;
   net::OutBatch out_;
   std::vector<H2Stream*> written_;  // streams whose bytes all went into frames during this send
@@ -170,6 +176,8 @@ class H2Session {
   bool terminating_ = false;
   bool draining_ = false;  // shutdown()'s GOAWAY went out
   bool closing_ = false;
+  bool quiet_due_ = false;      // the idle timer's first run gives the frame buffer back
+  uint64_t idle_since_ms_ = 0;  // the last stream ended (loop time)
 };
 
 }  // namespace sy::server
