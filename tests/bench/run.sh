@@ -4,7 +4,7 @@
 # tests/bench/results.md and the README's performance table.   ~10 minutes on 2 cores.
 #   tests/bench/run.sh [--quick] [--rounds N] [--secs S]
 #   tests/bench/run.sh --tls [--quick] ...   TLS termination instead (tests/bench/tls_bench.py, ~6 minutes)
-#   tests/bench/run.sh --h2 [--quick] ...    HTTP/2 from clients instead (tests/bench/h2_bench.py, ~3 minutes)
+#   tests/bench/run.sh --h2 [--quick] ...    HTTP/2 from clients instead (tests/bench/h2_bench.py, ~6 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/install-deps.sh --bench

@@ -68,6 +68,17 @@ def s_time(port, mode, secs):
     return int(m.group(1)) / float(m.group(2))
 
 
+def make_certificate(work):
+    """The one ECDSA P-256 certificate every contender serves (cert + key in one file, its path)."""
+    key, cert, pem = (os.path.join(work, f) for f in ("key.pem", "cert.pem", "server.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    open(pem, "w").write(open(cert).read() + open(key).read())
+    os.chmod(pem, 0o644)  # nginx reads it before dropping privileges; haproxy as root
+    return pem
+
+
 def idle_tls_memory(c, n):
     """KiB of proxy memory per idle TLS keep-alive client connection (bench.idle_memory over TLS)."""
     ctx = ssl.create_default_context()
@@ -86,12 +97,7 @@ def main():
     if a.quick:
         a.rounds, a.secs, a.idle = 1, 3, 1000
     work = bench.workdir("switchyard-tlsbench-")
-    key, cert, pem = (os.path.join(work, f) for f in ("key.pem", "cert.pem", "server.pem"))
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
-    open(pem, "w").write(open(cert).read() + open(key).read())
-    os.chmod(pem, 0o644)  # nginx reads it before dropping privileges; haproxy as root
+    pem = make_certificate(work)
     ports, backends = bench.start_upstreams(work)
     b1, b2 = ports
     cs = [TlsContender(n, work, b1, b2, pem).start() for n in ("switchyard", "haproxy", "nginx")]
