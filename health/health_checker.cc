@@ -123,7 +123,8 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   }
 
   // UpstreamOwner
-  void on_upstream_connected(upstream::UpstreamConn* c) override {
+  void on_upstream_connected(upstream::Exchange*) override {
+    upstream::UpstreamConn* c = conn_;
     if (cfg_.type == conf::HealthCheck::Type::kTcp) {
       done(ProbeResult::kSuccess, "TCP connect ok");
       return;
@@ -138,13 +139,13 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     c->request_sent(cfg_.timeout);  // a probe is a few bytes: timed from now
     c->write();
   }
-  void on_upstream_head(upstream::UpstreamConn*, const http::MessageHead& head) override {
+  void on_upstream_head(upstream::Exchange*, const http::MessageHead& head) override {
     if (head.status < 200) return;
     status_ = head.status;
   }
-  void on_upstream_body(upstream::UpstreamConn*, const char*, size_t) override {}
-  void on_upstream_complete(upstream::UpstreamConn*) override { complete_ = true; }
-  bool on_upstream_read_done(upstream::UpstreamConn*) override {
+  void on_upstream_body(upstream::Exchange*, const char*, size_t) override {}
+  void on_upstream_complete(upstream::Exchange*) override { complete_ = true; }
+  bool on_upstream_read_done(upstream::Exchange*) override {
     if (status_ > 0) {
       int st = status_;
       status_ = 0;
@@ -154,7 +155,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     }
     return false;
   }
-  void on_upstream_error(upstream::UpstreamConn* c, upstream::UpstreamError e) override {
+  void on_upstream_error(upstream::Exchange* c, upstream::UpstreamError e) override {
     conn_ = nullptr;  // already closed
     if (e == upstream::UpstreamError::kTlsFailed) {
       done(ProbeResult::kFailure, "probe TLS failed: " + c->tls_error());
@@ -164,7 +165,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
                          e == upstream::UpstreamError::kIdleTimeout;
     done(timeout ? ProbeResult::kTimeout : ProbeResult::kFailure, std::string("probe ") + upstream::error_name(e));
   }
-  void on_upstream_drained(upstream::UpstreamConn*) override {}
+  void on_upstream_drained(upstream::Exchange*) override {}
 
   HealthChecker& hc_;
   uv_timer_t timer_{};

@@ -93,20 +93,16 @@ bool valid_field_value(std::string_view v) {
   return true;
 }
 
-void build_upstream_request(const MessageHead& req, const RequestForward& f, std::string& out) {
-  std::string tokens;
+void upstream_request_fields(const MessageHead& req, const RequestForward& f, FieldSink add, void* ctx) {
+  // (Reused per thread: a request with a Connection header, an XFF or a Via costs no allocation.)
+  thread_local std::string tokens, joined;
   connection_tokens(req, tokens);
-  out.append(f.method);
-  out.push_back(' ');
-  out.append(f.target);
-  out.append(" HTTP/1.1\r\n");
-
   bool have_xfp = false, have_xfh = false, have_rid = false, have_host = false;
   std::string_view xff, via, host;
   for (size_t i = 0; i < req.count(); ++i) {
     std::string_view n = req.name(i), v = req.value(i);
     if (is_hop_by_hop(n, tokens)) {
-      if (f.upgrade && iequals(n, "upgrade")) header(out, "Upgrade", v);
+      if (f.upgrade && iequals(n, "upgrade")) add(ctx, "Upgrade", v);
       continue;
     }
     // Headers the proxy appends to are emitted once, below, with its own part added.
@@ -132,9 +128,29 @@ void build_upstream_request(const MessageHead& req, const RequestForward& f, std
       have_rid = !v.empty();
       if (!have_rid) continue;
     }
-    header(out, n, v);
+    add(ctx, n, v);
   }
-  if (f.upgrade) header(out, "Connection", "upgrade");
+  if (f.upgrade) add(ctx, "Connection", "upgrade");
+  joined.clear();
+  if (!xff.empty()) joined.append(xff).append(", ");
+  joined.append(f.client_ip);
+  add(ctx, "X-Forwarded-For", joined);
+  if (!have_xfp) add(ctx, "X-Forwarded-Proto", f.tls ? "https" : "http");
+  if (!f.client_cert.empty()) add(ctx, "X-Forwarded-Client-Cert", f.client_cert);
+  if (!have_xfh && have_host) add(ctx, "X-Forwarded-Host", host);
+  if (!have_rid) add(ctx, "X-Request-Id", f.request_id);
+  joined.clear();
+  if (!via.empty()) joined.append(via).append(", ");
+  joined.append(req.http_major == 2 ? "2.0 " : req.http_minor == 0 ? "1.0 " : "1.1 ");
+  joined.append(via_marker());
+  add(ctx, "Via", joined);
+}
+
+void build_upstream_request(const MessageHead& req, const RequestForward& f, std::string& out) {
+  out.append(f.method);
+  out.push_back(' ');
+  out.append(f.target);
+  out.append(" HTTP/1.1\r\n");
   switch (f.framing) {
     case Framing::kLength:
       out.append("Content-Length: ");
@@ -147,25 +163,9 @@ void build_upstream_request(const MessageHead& req, const RequestForward& f, std
     default:
       break;
   }
-  out.append("X-Forwarded-For: ");
-  if (!xff.empty()) {
-    out.append(xff);
-    out.append(", ");
-  }
-  out.append(f.client_ip);
+  upstream_request_fields(
+      req, f, [](void* o, std::string_view n, std::string_view v) { header(*static_cast<std::string*>(o), n, v); }, &out);
   out.append("\r\n");
-  if (!have_xfp) header(out, "X-Forwarded-Proto", f.tls ? "https" : "http");
-  if (!f.client_cert.empty()) header(out, "X-Forwarded-Client-Cert", f.client_cert);
-  if (!have_xfh && have_host) header(out, "X-Forwarded-Host", host);
-  if (!have_rid) header(out, "X-Request-Id", f.request_id);
-  out.append("Via: ");
-  if (!via.empty()) {
-    out.append(via);
-    out.append(", ");
-  }
-  out.append(req.http_major == 2 ? "2.0 " : req.http_minor == 0 ? "1.0 " : "1.1 ");
-  out.append(via_marker());
-  out.append("\r\n\r\n");
 }
 
 bool forwardable_request(const MessageHead& req, bool& looped) {

@@ -40,8 +40,15 @@ bool forwardable_request(const MessageHead& req, bool& looped);
 // life of the process. A request arriving with it has come back through this very proxy.
 std::string_view via_marker();
 
-// Appends the upstream request head (request line, headers, blank line) to `out`.
+// Appends the upstream request head (HTTP/1.1: request line, headers, blank line) to `out`.
 void build_upstream_request(const MessageHead& req, const RequestForward& f, std::string& out);
+
+// The upstream request's fields, for either codec: the client's fields but hop-by-hop and framing
+// ones, then X-Forwarded-For/-Proto/-Host/-Client-Cert, X-Request-Id and Via as this hop makes
+// them; `add(ctx, name, value)` once per field (values valid during the call only). Host is
+// among them (HTTP/2 makes it :authority). The request line and framing are the codec's.
+using FieldSink = void (*)(void* ctx, std::string_view name, std::string_view value);
+void upstream_request_fields(const MessageHead& req, const RequestForward& f, FieldSink add, void* ctx);
 
 struct ResponseForward {
   Framing framing = Framing::kNone;

@@ -223,13 +223,7 @@ void H2Stream::on_data(const uint8_t* p, size_t n) {
 // The library's buffer is gone after the callback: DATA is copied towards the upstream (the one
 // chunk writer, told to copy what it would refer to).
 void H2Stream::body_up(const char* p, size_t n) {
-  struct Copying {
-    net::OutBatch& out;
-    void copy(std::string_view s) { out.copy(s); }
-    void ref(const char* d, size_t len) { out.copy(std::string_view(d, len)); }
-  } out{ps_.s_.up->out()};
-  if (ps_.s_.req_framing == http::Framing::kChunked) http::append_chunk(out, p, n);
-  else out.copy(std::string_view(p, n));
+  ps_.s_.up->send_body(p, n, true);
 }
 
 void H2Stream::on_request_end() {
@@ -237,7 +231,7 @@ void H2Stream::on_request_end() {
   if (s.request_done || finished_) return;
   s.request_done = true;
   if (s.up && head_went_) {
-    if (s.req_framing == http::Framing::kChunked) http::append_last_chunk(s.up->out(), req_trailers_);
+    s.up->send_end(req_trailers_);
     ps_.flush_upstream();
   }
 }
@@ -252,13 +246,13 @@ void H2Stream::process_input() {
     body_up(body_.data(), body_.size());
     std::string().swap(body_);
   }
-  if (s.request_done && s.req_framing == http::Framing::kChunked) http::append_last_chunk(s.up->out(), req_trailers_);
+  if (s.request_done) s.up->send_end(req_trailers_);
 }
 
 void H2Stream::start_reading() {
   if (!h_) return;
   body_quiet_since_ms_ = static_cast<int64_t>(uv_now(h_->w_.loop));
-  if (unconsumed_ == 0 || !body_.empty() || (ps_.s_.up && ps_.s_.up->out().pending())) return;
+  if (unconsumed_ == 0 || !body_.empty() || (ps_.s_.up && ps_.s_.up->write_pending())) return;
   nghttp2_session_consume(h_->s_, id_, unconsumed_);  // WINDOW_UPDATEs: the client may send that much again
   unconsumed_ = 0;
   h_->send();
@@ -510,6 +504,10 @@ bool H2Session::start() {
   // Closed streams are kept only for the deprecated priority tree (RFC 9113 §5.3.2); without them
   // the stream map is empty, all zeros, once the last stream ended (H2Memory gives it back).
   nghttp2_option_set_no_closed_streams(opt, 1);
+  // Response headers are encoded from the static table and as literals, as HAProxy's encoder
+  // does: a dynamic table would hold up to 4 KiB of past responses' fields (dates, etags, request
+  // ids that never repeat) in every idle connection.
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
   mem_.building(true);
   const int rc = nghttp2_session_server_new3(&s_, cb, this, opt, mem_.mem());
   mem_.building(false);

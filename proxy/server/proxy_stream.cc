@@ -156,11 +156,8 @@ void ProxyStream::send_request_head() {
     f.framing = http::Framing::kLength;
     f.content_length = x_->replay.size();
   }
-  net::OutBatch& out = s_.up->out();
-  size_t from = out.begin_copy();
-  http::build_upstream_request(x_->req, f, out.scratch());
-  out.end_copy(from);
-  if (replay) out.copy(x_->replay);
+  s_.up->send_head(x_->req, f);
+  if (replay) s_.up->send_body(x_->replay.data(), x_->replay.size(), true);
   s_.head_sent = true;
   s_.attempt_started_ns = static_cast<int64_t>(uv_hrtime());
   // The response timer starts when the request's last byte is written (on_upstream_drained);
@@ -175,16 +172,16 @@ void ProxyStream::send_request_head() {
   c_.process_input();
   if (c_.state_ == ClientSide::State::kForwarding && s_.up) {
     flush_upstream();
-    if (!s_.request_done && s_.up && !s_.up->out().pending()) c_.start_reading();
+    if (!s_.request_done && s_.up && !s_.up->write_pending()) c_.start_reading();
   }
 }
 
 void ProxyStream::flush_upstream() {
-  if (!s_.up || s_.up->out().pending()) return;
-  if (s_.up->out().empty()) return;
+  if (!s_.up || s_.up->write_pending()) return;
+  if (!s_.up->has_output()) return;
   s_.up_drained = false;
   s_.up->write();  // may report drained (or an error) before returning
-  if (s_.up && s_.up->out().pending()) c_.stop_reading();  // backpressure: the backend is slower than the client
+  if (s_.up && s_.up->write_pending()) c_.stop_reading();  // backpressure: the backend is slower than the client
 }
 
 // timeouts.response for one try, or retry.per_try_timeout when that is set and shorter.
@@ -194,7 +191,7 @@ conf::Millis ProxyStream::try_timeout() const {
   return r.per_try_timeout.count() > 0 ? std::min(t.response, r.per_try_timeout) : t.response;
 }
 
-void ProxyStream::on_upstream_drained(UpstreamConn*) {
+void ProxyStream::on_upstream_drained(upstream::Exchange*) {
   s_.up_drained = true;
   if (c_.state_ == ClientSide::State::kClosed) return;
   if (c_.state_ == ClientSide::State::kForwarding && s_.request_done && s_.up) s_.up->request_sent(try_timeout());
@@ -205,7 +202,7 @@ void ProxyStream::on_upstream_drained(UpstreamConn*) {
   if (c_.state_ == ClientSide::State::kForwarding && !s_.request_done) c_.start_reading();
 }
 
-void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& head) {
+void ProxyStream::on_upstream_head(upstream::Exchange* c, const http::MessageHead& head) {
   const int st = head.status;
   http::ResponseForward f;
   if (st < 200 && st != 101) {
@@ -241,16 +238,12 @@ void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& hea
     return;
   }
   if (s_.upgrade || !s_.request_done) c_.close_after_ = true;  // the rest of the request is not ours to read
-  const llhttp_t& p = c->parser();
   const bool client11 = x_->req.http_minor >= 1 || x_->req.http_major == 2;  // (HTTP/2 frames bodies itself)
   uint64_t length = 0;
   if (s_.is_head || st == 204 || st == 304) {
     s_.resp_framing = http::Framing::kNone;
-  } else if (p.flags & F_CHUNKED) {
-    s_.resp_framing = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
-  } else if (p.flags & F_CONTENT_LENGTH) {
+  } else if (c->response_length(length)) {
     s_.resp_framing = http::Framing::kLength;
-    length = p.content_length;
   } else {
     s_.resp_framing = client11 ? http::Framing::kChunked : http::Framing::kUntilClose;
   }
@@ -264,18 +257,18 @@ void ProxyStream::on_upstream_head(UpstreamConn* c, const http::MessageHead& hea
   c_.out_head(head, f);
 }
 
-void ProxyStream::on_upstream_body(UpstreamConn*, const char* p, size_t n) {
+void ProxyStream::on_upstream_body(upstream::Exchange*, const char* p, size_t n) {
   if (s_.discarding) return;
   s_.bytes_out += n;
   c_.out_body(p, n);
 }
 
-void ProxyStream::on_upstream_trailers(UpstreamConn*, const http::MessageHead& head, size_t first) {
+void ProxyStream::on_upstream_trailers(upstream::Exchange*, const http::MessageHead& head, size_t first) {
   if (s_.discarding) return;
   c_.out_trailers(head, first);
 }
 
-void ProxyStream::on_upstream_complete(UpstreamConn*) {
+void ProxyStream::on_upstream_complete(upstream::Exchange*) {
   if (s_.discarding) {
     s_.discard_done = true;
     return;
@@ -284,7 +277,7 @@ void ProxyStream::on_upstream_complete(UpstreamConn*) {
   c_.out_end();
 }
 
-bool ProxyStream::on_upstream_read_done(UpstreamConn*) {
+bool ProxyStream::on_upstream_read_done(upstream::Exchange*) {
   if (c_.state_ == ClientSide::State::kClosed) return false;
   if (s_.discarding) {
     if (s_.discard_done) {
@@ -318,7 +311,7 @@ bool ProxyStream::on_upstream_read_done(UpstreamConn*) {
 void ProxyStream::relay_tunnel_input() {
   if (!s_.up) return;
   net::ReadBuffer& rb = *c_.h1_input();
-  s_.up->out().ref(rb.data + rb.start, rb.pending());
+  s_.up->send_raw(rb.data + rb.start, rb.pending());
   rb.start = rb.end;
   flush_upstream();
 }

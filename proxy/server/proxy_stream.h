@@ -91,14 +91,14 @@ class ProxyStream final : public upstream::UpstreamOwner {
   bool answered() const;      // bytes of a response went (or are going) to the client
 
   // UpstreamOwner
-  void on_upstream_connected(upstream::UpstreamConn* c) override;
-  void on_upstream_head(upstream::UpstreamConn* c, const http::MessageHead& head) override;
-  void on_upstream_body(upstream::UpstreamConn* c, const char* p, size_t n) override;
-  void on_upstream_complete(upstream::UpstreamConn* c) override;
-  void on_upstream_trailers(upstream::UpstreamConn* c, const http::MessageHead& head, size_t first) override;
-  bool on_upstream_read_done(upstream::UpstreamConn* c) override;
-  void on_upstream_error(upstream::UpstreamConn* c, upstream::UpstreamError e) override;
-  void on_upstream_drained(upstream::UpstreamConn* c) override;
+  void on_upstream_connected(upstream::Exchange* c) override;
+  void on_upstream_head(upstream::Exchange* c, const http::MessageHead& head) override;
+  void on_upstream_body(upstream::Exchange* c, const char* p, size_t n) override;
+  void on_upstream_complete(upstream::Exchange* c) override;
+  void on_upstream_trailers(upstream::Exchange* c, const http::MessageHead& head, size_t first) override;
+  bool on_upstream_read_done(upstream::Exchange* c) override;
+  void on_upstream_error(upstream::Exchange* c, upstream::UpstreamError e) override;
+  void on_upstream_drained(upstream::Exchange* c) override;
 
   Worker& w_;
   ClientSide& c_;
@@ -113,7 +113,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
     health::ServiceRuntime* srt = nullptr;   // pinned by table
     health::InstanceRuntime* rt = nullptr;   // the current attempt's instance (pinned by table
                                              // through endpoint->runtime: no copy per attempt)
-    upstream::UpstreamConn* up = nullptr;    // the current attempt's connection
+    upstream::Exchange* up = nullptr;        // the current attempt's exchange (HTTP/1.1: its connection)
     http::Framing req_framing = http::Framing::kNone;
     http::Framing resp_framing = http::Framing::kNone;
     uint64_t req_content_length = 0;

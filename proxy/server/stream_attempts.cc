@@ -206,7 +206,7 @@ void ProxyStream::connect_upstream(bool fresh) {
 }
 
 
-void ProxyStream::on_upstream_connected(UpstreamConn*) {
+void ProxyStream::on_upstream_connected(upstream::Exchange*) {
   pending_slot_.release();
   send_request_head();
 }
@@ -289,7 +289,7 @@ void ProxyStream::fail_attempt(UpstreamError e) {
   else send_error(502, "upstream_failed", msg, c_.close_after_);
 }
 
-void ProxyStream::on_upstream_error(UpstreamConn* c, UpstreamError e) {
+void ProxyStream::on_upstream_error(upstream::Exchange* c, UpstreamError e) {
   s_.up = nullptr;  // `c` is closed already
   if (e == UpstreamError::kTlsFailed) {
     s_.tls_error = c->tls_error();

@@ -2,7 +2,6 @@
 // exchange's storage, the client.* limits (413, 414, 431), framing, the body streamed up (and kept
 // for a replay while it fits kReplayLimit). The parsing loop that drives them is the connection's
 // (DownstreamConn::process_input).
-#include "proxy/http/chunked.h"
 #include "proxy/net/tcp_conn.h"
 #include "proxy/server/proxy_stream.h"
 
@@ -108,9 +107,7 @@ int ProxyStream::cb_body(llhttp_t* p, const char* at, size_t n) {
     }
   }
   if (!st->s_.up) return 0;
-  net::OutBatch& out = st->s_.up->out();
-  if (st->s_.req_framing == http::Framing::kChunked) http::append_chunk(out, at, n);
-  else out.ref(at, n);
+  st->s_.up->send_body(at, n, false);
   return 0;
 }
 
@@ -118,7 +115,7 @@ int ProxyStream::cb_message_complete(llhttp_t* p) {
   auto* st = static_cast<ProxyStream*>(p->data);
   st->s_.request_done = true;
   st->s_.paused_at_end = true;
-  if (st->s_.up && st->s_.req_framing == http::Framing::kChunked) http::append_last_chunk(st->s_.up->out());
+  if (st->s_.up) st->s_.up->send_end({});
   if (st->s_.upgrade) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;
 }

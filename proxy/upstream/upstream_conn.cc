@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "proxy/http/chunked.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/close.h"
 #include "proxy/upstream/pool.h"
@@ -27,6 +28,7 @@ const char* error_name(UpstreamError e) {
     case UpstreamError::kSendTimeout: return "send-timeout";
     case UpstreamError::kBadResponse: return "bad-response";
     case UpstreamError::kTlsFailed: return "tls-failure";
+    case UpstreamError::kRefused: return "refused-stream";
   }
   return "?";
 }
@@ -36,8 +38,6 @@ UpstreamConn::UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers) {
   connect_req_.data = this;
   parser_.init(HTTP_RESPONSE, settings(), this);
 }
-
-UpstreamConn::~UpstreamConn() = default;
 
 UpstreamConn* UpstreamConn::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr,
                                     uint64_t uid, conf::Millis connect_timeout, UpstreamOwner* owner,
@@ -116,6 +116,40 @@ void UpstreamConn::attach(UpstreamOwner* owner) {
   // Reading stays armed (no epoll_ctl): the owner writes the request and calls expect_response()
   // before the loop runs again, so no byte can arrive in between unparsed.
   state_ = State::kActive;  // the pool's idle timer is re-armed by expect_response()
+}
+
+void UpstreamConn::send_head(const http::MessageHead& req, const http::RequestForward& f) {
+  chunked_ = f.framing == http::Framing::kChunked;
+  const size_t from = out_.begin_copy();
+  http::build_upstream_request(req, f, out_.scratch());
+  out_.end_copy(from);
+}
+
+void UpstreamConn::send_body(const char* p, size_t n, bool copy) {
+  if (copy) {
+    // (The one chunk writer, told to copy what it would refer to.)
+    struct Copying {
+      net::OutBatch& out;
+      void copy(std::string_view s) { out.copy(s); }
+      void ref(const char* d, size_t len) { out.copy(std::string_view(d, len)); }
+    } c{out_};
+    if (chunked_) http::append_chunk(c, p, n);
+    else out_.copy(std::string_view(p, n));
+    return;
+  }
+  if (chunked_) http::append_chunk(out_, p, n);
+  else out_.ref(p, n);
+}
+
+void UpstreamConn::send_end(std::string_view trailer_lines) {
+  if (chunked_) http::append_last_chunk(out_, trailer_lines);
+}
+
+bool UpstreamConn::response_length(uint64_t& n) const {
+  const llhttp_t& p = parser_.raw();
+  if ((p.flags & F_CHUNKED) || !(p.flags & F_CONTENT_LENGTH)) return false;
+  n = p.content_length;
+  return true;
 }
 
 void UpstreamConn::write() {

@@ -1,6 +1,8 @@
 // One HTTP/1.1 connection to a backend instance: connect, send a request head and body handed in
-// by its owner, parse the response with llhttp and stream it to the owner. Idle connections wait
-// in the Pool. Used by the proxy (server/) and by health probes.
+// by its owner (framed here: Content-Length as it is, chunked re-framed), parse the response with
+// llhttp and stream it to the owner. The HTTP/1.1 codec behind upstream::Exchange: the exchange is
+// the connection. Idle connections wait in the Pool. Used by the proxy (server/) and by health
+// probes.
 //
 // Threading: lives on one loop; every method and callback runs on that loop.
 #pragma once
@@ -19,47 +21,11 @@
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/out_batch.h"
 #include "proxy/net/tls_config.h"
+#include "proxy/upstream/exchange.h"
 
 namespace sy::upstream {
 
-class UpstreamConn;
 class Pool;
-
-enum class UpstreamError {
-  kConnectFailed,    // refused, unreachable
-  kConnectTimeout,
-  kReset,            // closed or reset before the response was complete
-  kResponseTimeout,  // no response head within timeouts.response of the request's last byte
-  kIdleTimeout,      // a response body stalled for timeouts.idle
-  kSendTimeout,      // the backend took no request bytes for timeouts.idle (it stopped reading)
-  kBadResponse,      // unparseable response
-  kTlsFailed,        // the TLS handshake failed (a certificate that does not verify, ...): a
-                     // connect failure for retries, breakers and outlier detection
-};
-const char* error_name(UpstreamError e);
-
-// What an UpstreamConn reports to whoever is using it. Each call runs on the loop; an owner may
-// close or release the connection inside any of them.
-class UpstreamOwner {
- public:
-  virtual ~UpstreamOwner() = default;
-  virtual void on_upstream_connected(UpstreamConn* c) = 0;
-  // A response head (1xx heads come too, before the final one).
-  virtual void on_upstream_head(UpstreamConn* c, const http::MessageHead& head) = 0;
-  virtual void on_upstream_body(UpstreamConn* c, const char* p, size_t n) = 0;
-  virtual void on_upstream_complete(UpstreamConn* c) = 0;
-  // The response's trailer fields (a chunked body's trailer section): head's fields from `first`
-  // on. Just before on_upstream_complete; only when there are some.
-  virtual void on_upstream_trailers(UpstreamConn* c, const http::MessageHead& head, size_t first) {
-    (void)c, (void)head, (void)first;
-  }
-  // The bytes of one read have been parsed: time to flush them downstream. Return true when the
-  // flush is pending; the connection stops reading until resume_reading().
-  virtual bool on_upstream_read_done(UpstreamConn* c) = 0;
-  virtual void on_upstream_error(UpstreamConn* c, UpstreamError e) = 0;
-  // Everything queued with write() has been written.
-  virtual void on_upstream_drained(UpstreamConn* c) = 0;
-};
 
 // TLS to an instance: the client context (CA, verification, client certificate) and the name sent
 // as SNI and checked against the certificate.
@@ -68,7 +34,7 @@ struct TlsTarget {
   std::string name;
 };
 
-class UpstreamConn {
+class UpstreamConn final : public Exchange {
  public:
   enum class State {
     kConnecting,  // TCP connect in progress; connect timer armed
@@ -93,31 +59,31 @@ class UpstreamConn {
     if (!tls_) return cfg == nullptr;
     return tls_->cfg.get() == cfg && tls_->name == name;
   }
-  // Why the handshake failed (kTlsFailed), and a short label of it for metrics.
-  const std::string& tls_error() const { return tls_error_; }
-  const char* tls_reason() const { return tls_reason_; }
-
   void attach(UpstreamOwner* owner);  // taken from the pool
-  // Bytes to send: add to out() then call write().
+  // Raw bytes to send (a health probe's own request): add to out() then call write().
   net::OutBatch& out() { return out_; }
-  void write();
-  // Arms the response parser. `head_request`: the response has no body. `idle_timeout` bounds a
-  // stalled response body and, while the request is still going up, a backend that stops taking
-  // its bytes. No time limit runs for the response head until request_sent().
-  void expect_response(bool head_request, conf::Millis idle_timeout);
-  // The request's last byte is written: the response head must come within `response_timeout`
-  // (nginx's proxy_read_timeout, HAProxy's timeout server). No effect once the head is here.
-  void request_sent(conf::Millis response_timeout);
-  void pause_reading();
-  void resume_reading();
-  void start_tunnel();  // after a 101; bytes after the response head go to on_upstream_body
+
+  // Exchange
+  void send_head(const http::MessageHead& req, const http::RequestForward& f) override;
+  void send_body(const char* p, size_t n, bool copy) override;
+  void send_end(std::string_view trailer_lines) override;
+  void send_raw(const char* p, size_t n) override { out_.ref(p, n); }
+  bool has_output() const override { return !out_.empty(); }
+  bool write_pending() const override { return out_.pending(); }
+  void write() override;
+  void expect_response(bool head_request, conf::Millis idle_timeout) override;
+  void request_sent(conf::Millis response_timeout) override;
+  void pause_reading() override;
+  void resume_reading() override;
+  void start_tunnel() override;
+  bool response_length(uint64_t& n) const override;
   // Back to its pool when the exchange ended cleanly, otherwise closed.
-  void release(Pool& pool, conf::Millis idle_timeout);
-  void close();
+  void release(Pool& pool, conf::Millis idle_timeout) override;
+  void close() override;
+  bool reused() const override { return reused_; }
+  bool response_started() const override { return response_started_; }
 
   State state() const { return state_; }
-  bool reused() const { return reused_; }
-  bool response_started() const { return response_started_; }
   bool reusable() const { return reusable_; }
   uint64_t uid() const { return uid_; }
   const llhttp_t& parser() const { return parser_.raw(); }
@@ -126,7 +92,7 @@ class UpstreamConn {
  private:
   friend class Pool;
   UpstreamConn(uv_loop_t* loop, net::BufferPool& buffers);
-  ~UpstreamConn();
+  ~UpstreamConn() = default;
 
   static void on_connect(uv_connect_t* req, int status);
   static void on_read(uv_stream_t* s, ssize_t n);
@@ -159,8 +125,6 @@ class UpstreamConn {
   UpstreamOwner* owner_ = nullptr;
   Pool* pool_ = nullptr;
   std::unique_ptr<TlsTarget> tls_;  // null: plain
-  std::string tls_error_;
-  const char* tls_reason_ = "";
   std::shared_ptr<std::atomic<uint32_t>> open_count_;
   conf::Address address_;
   uint64_t uid_ = 0;
@@ -172,6 +136,7 @@ class UpstreamConn {
   bool reused_ = false;
   bool reusable_ = true;
   bool awaiting_head_ = false;
+  bool chunked_ = false;  // the request body goes up re-framed as chunks (send_head's framing)
   int64_t idle_ms_ = 60000;
   int64_t last_read_ms_ = 0;
   int64_t deadline_ms_ = 0;

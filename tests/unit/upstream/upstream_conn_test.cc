@@ -67,16 +67,16 @@ struct Owner : upstream::UpstreamOwner {
   int status = 0;
   std::string body;
   std::vector<UpstreamError> errors;
-  void on_upstream_connected(UpstreamConn*) override { connected = true; }
-  void on_upstream_head(UpstreamConn*, const http::MessageHead& h) override { status = h.status; }
-  void on_upstream_body(UpstreamConn*, const char* p, size_t n) override { body.append(p, n); }
-  void on_upstream_complete(UpstreamConn*) override { complete = true; }
-  bool on_upstream_read_done(UpstreamConn*) override { return false; }
-  void on_upstream_error(UpstreamConn* c, UpstreamError e) override {
+  void on_upstream_connected(upstream::Exchange*) override { connected = true; }
+  void on_upstream_head(upstream::Exchange*, const http::MessageHead& h) override { status = h.status; }
+  void on_upstream_body(upstream::Exchange*, const char* p, size_t n) override { body.append(p, n); }
+  void on_upstream_complete(upstream::Exchange*) override { complete = true; }
+  bool on_upstream_read_done(upstream::Exchange*) override { return false; }
+  void on_upstream_error(upstream::Exchange* c, UpstreamError e) override {
     errors.push_back(e);
     c->close();
   }
-  void on_upstream_drained(UpstreamConn*) override {}
+  void on_upstream_drained(upstream::Exchange*) override {}
 };
 
 using test::run_until;
