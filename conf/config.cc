@@ -559,6 +559,14 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
           if (!parse_hash_on(h, s.hash_on)) error(v, "'" + w + ".hash_on' must be header:NAME, cookie:NAME or source_ip; got '" + h + "'");
         }},
        {"slow_start", [&](const YAML::Node& v) { duration(v, w + ".slow_start", s.slow_start); }},
+       {"protocol",
+        [&](const YAML::Node& v) {
+          std::string p;
+          if (!scalar(v, w + ".protocol", p)) return;
+          if (p == "http1") s.protocol = UpstreamProtocol::kHttp1;
+          else if (p == "h2c") s.protocol = UpstreamProtocol::kH2c;
+          else error(v, "'" + w + ".protocol' must be http1 or h2c (h2 over TLS is not built yet); got '" + p + "'");
+        }},
        {"instances",
         [&](const YAML::Node& v) {
           if (v.IsNull()) return;

@@ -177,8 +177,13 @@ struct Timeouts {
                            // request bytes it was sent)
 };
 
+// What the proxy speaks to a service's instances: HTTP/1.1, or HTTP/2 over plain TCP (prior
+// knowledge, as gRPC servers take it).
+enum class UpstreamProtocol { kHttp1, kH2c };
+
 struct Service {
   std::string name;
+  UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   Lb lb = Lb::kRoundRobin;
   HashOn hash_on;
   Millis slow_start{0};

@@ -10,7 +10,8 @@ build_pkgs=(g++ pkg-config meson ninja-build libuv1-dev libyaml-cpp-dev promethe
 test_pkgs=(clang libclang-rt-14-dev curl python3 python3-pytest python3-pytest-xdist python3-yaml python3-aiohttp python3-tornado python3-matplotlib
            prometheus docker-compose wrk python3-consul etcd-server etcd-client openssl python3-trustme testssl.sh
            chromium chromium-driver python3-selenium  # the dashboard tests drive a headless chromium
-           nghttp2-client python3-h2)  # HTTP/2: nghttp, h2load, and frames scripted with h2
+           nghttp2-client python3-h2  # HTTP/2: nghttp, h2load, and frames scripted with h2
+           python3-grpcio)  # gRPC servers and clients for the HTTP/2-to-instances tests
 bench_pkgs=(apache2-utils haproxy nginx-light valgrind linux-perf)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")

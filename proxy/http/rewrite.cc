@@ -241,7 +241,7 @@ void build_downstream_response(const MessageHead& resp, const ResponseForward& f
     out.append(via);
     out.append(", ");
   }
-  out.append(resp.http_minor == 0 ? "1.0 switchyard\r\n" : "1.1 switchyard\r\n");
+  out.append(resp.http_major == 2 ? "2.0 switchyard\r\n" : resp.http_minor == 0 ? "1.0 switchyard\r\n" : "1.1 switchyard\r\n");
   out.append(f.extra);
   out.append("\r\n");
 }

@@ -300,10 +300,12 @@ void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f)
   std::string_view via = add_response_fields(b, head, f.framing == http::Framing::kLength || f.head_or_304);
   std::string via_value(via);
   if (!via_value.empty()) via_value.append(", ");
-  via_value.append(head.http_minor == 0 ? "1.0 switchyard" : "1.1 switchyard");
+  via_value.append(head.http_major == 2 ? "2.0 switchyard" : head.http_minor == 0 ? "1.0 switchyard" : "1.1 switchyard");
   b.add("via", via_value, false);
   b.add_lines(f.extra);
-  no_body_ = f.framing == http::Framing::kNone;
+  // No body at all (HEAD, 204, 304, an empty body of known length, gRPC's trailers-only answer):
+  // the HEADERS frame ends the stream, as the client's library expects for trailers-only.
+  no_body_ = f.framing == http::Framing::kNone || (f.framing == http::Framing::kLength && f.content_length == 0);
   submit(b.nvs());
 }
 

@@ -68,6 +68,9 @@ class ProxyStream final : public upstream::UpstreamOwner {
   bool admit_rate_limits(const RouteEntry* route);
   void start_attempt();       // pick an instance (not tried yet) and connect
   void connect_upstream(bool fresh);
+  void connect_h2(bool fresh);
+  bool admit_connection();
+  void connect_refused(int err);
   bool request_hash(uint64_t& out) const;  // the hash_on key of this request, if present
   void report_outcome(health::Outcome o);  // once per attempt: breaker, outlier detection
   void release_attempt();     // the attempt's in-flight counters

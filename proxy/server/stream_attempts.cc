@@ -27,6 +27,8 @@ health::Outcome outcome_of(upstream::UpstreamError e) {
     case upstream::UpstreamError::kIdleTimeout:
     case upstream::UpstreamError::kSendTimeout:
       return health::Outcome::kTimeout;
+    case upstream::UpstreamError::kRefused:
+      return health::Outcome::kNeutral;  // an instance going away gracefully (GOAWAY) is not failing
     default:
       return health::Outcome::kReset;
   }
@@ -34,7 +36,7 @@ health::Outcome outcome_of(upstream::UpstreamError e) {
 
 bool is_connect_failure(upstream::UpstreamError e) {
   return e == upstream::UpstreamError::kConnectFailed || e == upstream::UpstreamError::kConnectTimeout ||
-         e == upstream::UpstreamError::kTlsFailed;
+         e == upstream::UpstreamError::kTlsFailed || e == upstream::UpstreamError::kRefused;
 }
 
 // Does `on` (retry.on) name this failure?
@@ -47,6 +49,8 @@ bool names(const conf::Conditions& on, upstream::UpstreamError e) {
     case upstream::UpstreamError::kResponseTimeout:
     case upstream::UpstreamError::kSendTimeout:
       return on.timeout;
+    case upstream::UpstreamError::kRefused:
+      return true;  // never processed (RFC 9113 §8.7): safe to send again whatever retry.on says
     default:
       return on.reset;
   }
@@ -166,6 +170,10 @@ void ProxyStream::connect_upstream(bool fresh) {
       if (tls.name.empty()) tls.name = s_.endpoint->address.host();
     }
   }
+  if (s_.upstreams->cfg->protocol == conf::UpstreamProtocol::kH2c) {
+    connect_h2(fresh);
+    return;
+  }
   if (!fresh) {
     while (UpstreamConn* c = w_.pool.take(s_.endpoint->uid)) {
       if (!c->serves(tls.cfg.get(), tls.name)) {
@@ -178,20 +186,61 @@ void ProxyStream::connect_upstream(bool fresh) {
       return;
     }
   }
-  const auto& cb = s_.upstreams->cfg->circuit_breaker;
-  if (s_.srt) {
-    // Past a limit the answer is an immediate 503: queues never grow without bound.
-    if (*s_.srt->connections >= cb.max_connections || s_.srt->pending >= cb.max_pending) {
-      report_outcome(health::Outcome::kNeutral);  // not the instance's fault: frees a half-open trial
-      send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at its connection limits", c_.close_after_);
-      return;
-    }
-    pending_slot_.take(s_.srt->pending);
-  }
+  if (!admit_connection()) return;
   int err = 0;
   s_.up = UpstreamConn::connect(w_.loop, w_.buffers, s_.endpoint->address, s_.endpoint->uid, s_.upstreams->cfg->timeouts.connect,
                               this, s_.srt ? s_.srt->connections : nullptr, &err, tls.cfg ? &tls : nullptr);
   if (s_.up) return;
+  connect_refused(err);
+}
+
+// A new upstream connection within circuit_breaker.max_connections and max_pending; past a limit
+// the answer is an immediate 503: queues never grow without bound. True: go on (pending slot taken).
+bool ProxyStream::admit_connection() {
+  const auto& cb = s_.upstreams->cfg->circuit_breaker;
+  if (!s_.srt) return true;
+  if (*s_.srt->connections >= cb.max_connections || s_.srt->pending >= cb.max_pending) {
+    report_outcome(health::Outcome::kNeutral);  // not the instance's fault: frees a half-open trial
+    send_error(503, "overloaded", "service '" + s_.upstreams->service + "' is at its connection limits", c_.close_after_);
+    return false;
+  }
+  pending_slot_.take(s_.srt->pending);
+  return true;
+}
+
+// HTTP/2 to the instance (services.X.protocol: h2c): a stream on a connection of the worker's
+// H2Pool that has room, or on a new one.
+void ProxyStream::connect_h2(bool fresh) {
+  if (s_.upgrade) {
+    report_outcome(health::Outcome::kNeutral);
+    send_error(502, "upstream_failed", "service '" + s_.upstreams->service + "' is reached over HTTP/2, which carries no protocol upgrade",
+               true);
+    return;
+  }
+  upstream::H2Upstream* conn = fresh ? nullptr : w_.h2_pool.find(s_.endpoint->uid);
+  if (!conn || !conn->ready()) {
+    if (!admit_connection()) return;
+  }
+  if (!conn) {
+    int err = 0;
+    upstream::H2Windows win;
+    win.stream = static_cast<uint32_t>(c_.cfg_->http2.initial_stream_window);
+    win.connection = static_cast<uint32_t>(c_.cfg_->http2.connection_window);
+    conn = upstream::H2Upstream::connect(w_.loop, w_.buffers, s_.endpoint->address, s_.endpoint->uid, s_.upstreams->cfg->timeouts.connect,
+                                         win, s_.srt ? s_.srt->connections : nullptr, &err);
+    if (!conn) {
+      connect_refused(err);
+      return;
+    }
+    w_.h2_pool.add(conn);
+  }
+  const bool ready = conn->ready();
+  s_.up = conn->open(this);
+  if (ready) send_request_head();  // (else on_upstream_connected)
+}
+
+// The connection could not even be started (libuv's `err`).
+void ProxyStream::connect_refused(int err) {
   pending_slot_.release();
   net::Resource r;
   if (net::is_exhaustion(err, r)) {

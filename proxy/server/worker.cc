@@ -25,7 +25,7 @@ void Worker::close_orphaned_pools() {
   // arrived and something is pooled (not per registration); from the snapshots' logs of departed
   // endpoints (the cost follows what changed), walking the snapshot only when this worker fell
   // further behind than the logs reach.
-  if (pool.idle_count() == 0) return;  // (what left meanwhile is still in the logs next time)
+  if (pool.idle_count() == 0 && h2_pool.count() == 0) return;  // (what left meanwhile is still in the logs next time)
   const auto& t = snapshot();
   if (!t || t->seq == pools_checked_seq_) return;
   const uint64_t since = std::exchange(pools_checked_seq_, t->seq);
@@ -41,7 +41,10 @@ void Worker::close_orphaned_pools() {
     }
   }
   if (covered && since != 0) {
-    if (!gone.empty()) pool.close_if([&](uint64_t uid) { return gone.count(uid) > 0; });
+    if (!gone.empty()) {
+      pool.close_if([&](uint64_t uid) { return gone.count(uid) > 0; });
+      h2_pool.close_if([&](uint64_t uid) { return gone.count(uid) > 0; });
+    }
     return;
   }
   std::unordered_set<uint64_t> alive;
@@ -51,6 +54,7 @@ void Worker::close_orphaned_pools() {
     if (r.upstreams)
       for (size_t i = 0; i < r.upstreams->endpoints.size(); ++i) alive.insert(r.upstreams->endpoints[i]->uid);
   pool.close_if([&](uint64_t uid) { return !alive.count(uid); });
+  h2_pool.close_if([&](uint64_t uid) { return !alive.count(uid); });
 }
 
 void Worker::config_reloaded() {
@@ -77,6 +81,7 @@ void Worker::close_all() {
   for (auto& l : listeners) l->close();
   while (conns) conns->close_now();
   pool.close_all();
+  h2_pool.close_all();
 }
 
 }  // namespace sy::server

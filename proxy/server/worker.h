@@ -21,6 +21,7 @@
 #include "proxy/net/tls_session.h"
 #include "proxy/server/exchange.h"
 #include "proxy/server/routing_table.h"
+#include "proxy/upstream/h2_upstream.h"
 #include "proxy/upstream/pool.h"
 
 namespace sy::server {
@@ -59,6 +60,7 @@ struct Worker {
   net::BufferPool buffers;
   ExchangePool exchanges;
   upstream::Pool pool;
+  upstream::H2Pool h2_pool;  // HTTP/2 connections to instances (services.X.protocol: h2c)
   ExchangeObserver* observer = nullptr;
   std::vector<std::unique_ptr<net::Listener>> listeners;
   std::vector<conf::Address> own_listeners;  // their bound addresses (requests to them are loops)
