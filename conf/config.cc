@@ -539,7 +539,7 @@ void Loader::load_health(const YAML::Node& n, HealthCheck& h) {
 void Loader::load_service(const std::string& name, const YAML::Node& n, Service& s) {
   const std::string w = "services." + name;
   // Where the keys of the cross-field checks below were written (0 = not written: a default).
-  Pos hash_on_pos, backoff_base_pos, backoff_max_pos, hc_pos, hc_interval_pos, hc_timeout_pos;
+  Pos hash_on_pos, backoff_base_pos, backoff_max_pos, hc_pos, hc_interval_pos, hc_timeout_pos, protocol_pos;
   map(n, "service '" + name + "'",
       {{"lb",
         [&](const YAML::Node& v) {
@@ -562,6 +562,7 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
        {"protocol",
         [&](const YAML::Node& v) {
           std::string p;
+          protocol_pos = pos(v);
           if (!scalar(v, w + ".protocol", p)) return;
           if (p == "http1") s.protocol = UpstreamProtocol::kHttp1;
           else if (p == "h2c") s.protocol = UpstreamProtocol::kH2c;
@@ -670,6 +671,9 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
   if (hash_on_pos.line && s.lb != Lb::kRingHash && s.lb != Lb::kMaglev)
     error_at(hash_on_pos, "'" + w + ".hash_on' is set but '" + w + ".lb' is " + std::string(lb_name(s.lb)) +
                               ", which does not hash: use lb: ring_hash or maglev, or remove hash_on");
+  if (s.protocol == UpstreamProtocol::kH2c && s.tls.enabled)
+    error_at(protocol_pos, "'" + w + ".protocol' is h2c, HTTP/2 over plain TCP, but '" + w +
+                               ".tls' is set: HTTP/2 over TLS to instances (h2) is not built yet; use protocol: http1 with tls");
   if (s.retry.backoff_base > s.retry.backoff_max)
     error_at(backoff_base_pos.line ? backoff_base_pos : backoff_max_pos,
              "'" + w + ".retry.backoff.base' (" + std::to_string(s.retry.backoff_base.count()) +
