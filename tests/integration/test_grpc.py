@@ -211,3 +211,35 @@ def test_instance_gone_mid_call_and_no_instance(echo_servers, proxies):
         # are mapped; either way the call fails cleanly and the proxy stays up)
         assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
     wait_until(lambda: p.proc.poll() is None, 1, what="proxy alive")
+
+
+def test_goaway_from_an_instance_under_load_fails_no_call(echo_servers, proxies):
+    a, b = echo_servers("a"), echo_servers("b")
+    p = proxies(h2c_config(a, b, extra="lb: round_robin\nretry: { attempts: 3 }"))
+    failures, done = [], []
+    stop = threading.Event()
+
+    def caller(k):
+        with channel(p) as ch:
+            unary = ch.unary_unary("/test.Echo/Unary")
+            i = 0
+            while not stop.is_set():
+                try:
+                    assert unary(b"%d-%d" % (k, i), timeout=60) == b"%d-%d" % (k, i)
+                    done.append(1)
+                except grpc.RpcError as e:
+                    failures.append(e)
+                i += 1
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(done) >= 200, 60, what="calls flowing")
+    # a goes away gracefully: GOAWAY on its connections, in-flight calls finish, it stops listening.
+    a.server.stop(grace=5).wait()
+    seen = len(done)
+    wait_until(lambda: len(done) >= seen + 200, 60, what="calls flowing to b alone")
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert failures == []
