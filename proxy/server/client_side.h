@@ -90,7 +90,8 @@ class ClientSide {
 
   State state_ = State::kIdle;
   bool close_after_ = false;         // close once the current response is written
-  int64_t body_quiet_since_ms_ = 0;  // last request-body read, or when we last became willing to read
+  int64_t body_quiet_since_ms_ = 0;  // last request-body read, or when we last became willing to read;
+                                     // while lingering: when the lingering close began
   std::shared_ptr<const conf::Config> cfg_;
   std::string client_ip_;
   std::string client_cert_;  // X-Forwarded-Client-Cert of a verified client certificate

@@ -22,7 +22,11 @@ using upstream::UpstreamError;
 
 namespace {
 
-constexpr int64_t kLingerMs = 1000;
+// Lingering close, as nginx's lingering_timeout / lingering_time: input is discarded until the
+// client has been silent for kLingerIdleMs, or for kLingerTotalMs at most. A fixed short linger
+// reset clients still pushing a large upload on a slow machine before they had read our answer.
+constexpr int64_t kLingerIdleMs = 5000;
+constexpr int64_t kLingerTotalMs = 30000;
 
 }  // namespace
 
@@ -170,7 +174,8 @@ void DownstreamConn::linger_close() {
     close();
     return;
   }
-  arm(kLingerMs);
+  body_quiet_since_ms_ = static_cast<int64_t>(uv_now(w_.loop));  // from here: when lingering began
+  arm(kLingerIdleMs);
   start_reading();
 }
 
@@ -256,7 +261,10 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
   auto* c = static_cast<DownstreamConn*>(s->data);
   if (c->state_ == State::kClosed) return;
   if (c->state_ == State::kLingering) {
-    if (n < 0) c->close();  // (input is discarded: TcpConn::discard)
+    // (Input is discarded: TcpConn::discard.) Each read restarts the idle window, within the cap.
+    const int64_t lingered = static_cast<int64_t>(uv_now(c->w_.loop)) - c->body_quiet_since_ms_;
+    if (n < 0 || lingered >= kLingerTotalMs) c->close();
+    else c->arm(std::min(kLingerIdleMs, kLingerTotalMs - lingered));
     return;
   }
   if (n == UV_ENOBUFS && c->w_.observer) c->w_.observer->on_exhaustion(net::Resource::kMemory, "no read buffer for a client");

@@ -8,6 +8,10 @@ docs/configuration.md says they do. The tests mostly wait, so meson runs this gr
 pytest-xdist, all tests side by side.
 """
 import hashlib
+import json
+import re
+import select
+import ssl
 import threading
 import time
 
@@ -309,20 +313,35 @@ def test_backend_that_stops_reading_the_upload_gets_504(proxies, raw_backends, w
     c = Client(p.addr, timeout=60)
     c.send(b"POST /upload HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\n\r\n" % total)
 
-    def send_body():
-        try:
-            block = b"y" * MIB
-            for _ in range(total // MIB):
-                c.sock.sendall(block)
-        except OSError:
-            pass  # the proxy closed on us after answering: expected
-
-    threading.Thread(target=send_body, daemon=True).start()
+    # One thread both sends and reads: an ssl socket (the TLS run) must not be used by two
+    # threads at once (OpenSSL's SSL objects are not thread-safe; that lost the answer once).
+    c.sock.setblocking(False)
+    block = b"y" * MIB
+    sent, got = 0, b""
+    deadline = time.monotonic() + 120
     try:
-        r = c.reader.read_response()
-        assert r.status == 504, r.body
-        assert r.header("x-switchyard-error") == "upstream_timeout"
-        assert "send-timeout" in r.json()["message"]
+        while b"\r\n\r\n" not in got or len(got) < got.index(b"\r\n\r\n") + 4 + int(
+                re.search(rb"(?i)\r\ncontent-length: *(\d+)", got).group(1)):
+            assert time.monotonic() < deadline, "no answer within 120 s"
+            readable, writable, _ = select.select([c.sock], [c.sock] if sent < total else [], [], 1)
+            if readable or (hasattr(c.sock, "pending") and c.sock.pending()):
+                try:
+                    data = c.sock.recv(65536)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    continue
+                assert data, "connection closed before the answer: %r" % got
+                got += data
+            elif writable:
+                try:
+                    sent += c.sock.send(block)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+                except OSError:
+                    sent = total  # the proxy closed its reading side after answering: expected
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert head.split(b" ")[1] == b"504", got
+        assert re.search(rb"(?i)\r\nx-switchyard-error: *upstream_timeout\r\n", head + b"\r\n"), head
+        assert "send-timeout" in json.loads(body)["message"]
     finally:
         hold.set()
         c.close()
