@@ -68,7 +68,10 @@ class ClientSide {
   virtual void out_end() = 0;
   // The proxy's own answer (JSON body, x-switchyard-error); `extra` header lines of its own.
   // false: it cannot be queued now (an interim response is still being written).
-  virtual bool out_error(int status, std::string_view code, std::string_view message, std::string_view extra) = 0;
+  // `grpc_status` >= 0: the request is gRPC, so the answer is that gRPC status (HTTP 200,
+  // grpc-status and grpc-message; trailers-only on HTTP/2), as a gRPC client library expects.
+  virtual bool out_error(int status, std::string_view code, std::string_view message, std::string_view extra,
+                         int grpc_status) = 0;
   // Bytes of a response went (or are queued) to the client.
   virtual bool out_begun() const = 0;
   // Sends what the exchange queued: net::OutBatch::kDone, kPending (the client side calls the

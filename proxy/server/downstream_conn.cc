@@ -12,6 +12,7 @@
 #include <cstdio>
 
 #include "proxy/http/chunked.h"
+#include "proxy/http/grpc.h"
 #include "proxy/net/close.h"
 #include "proxy/server/h2_session.h"
 
@@ -421,11 +422,13 @@ void DownstreamConn::out_end() {
     http::append_last_chunk(stream_.x_->to_client);
 }
 
-bool DownstreamConn::out_error(int status, std::string_view code, std::string_view message, std::string_view extra) {
+bool DownstreamConn::out_error(int status, std::string_view code, std::string_view message, std::string_view extra,
+                               int grpc_status) {
   net::OutBatch& out = stream_.x_->to_client;
   if (out.pending()) return false;
   size_t from = out.begin_copy();
-  http::build_error_response(status, code, message, close_after_, out.scratch(), extra);
+  if (grpc_status >= 0) http::build_grpc_error_response(grpc_status, code, message, close_after_, out.scratch(), extra);
+  else http::build_error_response(status, code, message, close_after_, out.scratch(), extra);
   out.end_copy(from);
   return true;
 }

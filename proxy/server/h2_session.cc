@@ -9,6 +9,7 @@
 
 #include "proxy/http/ascii.h"
 #include "proxy/http/chunked.h"
+#include "proxy/http/grpc.h"
 #include "proxy/http/rewrite.h"
 #include "proxy/net/assert.h"
 #include "proxy/net/log.h"
@@ -343,10 +344,30 @@ void H2Stream::on_trailer(std::string_view name, std::string_view value) {
   http::append_trailer_line(name, value, req_trailers_);
 }
 
-bool H2Stream::out_error(int status, std::string_view code, std::string_view message, std::string_view extra) {
+bool H2Stream::out_error(int status, std::string_view code, std::string_view message, std::string_view extra,
+                         int grpc_status) {
   if (submitted_) {
     close();  // a response is under way: the stream can only be reset
     return false;
+  }
+  if (grpc_status >= 0) {
+    // Trailers-only: one HEADERS frame with END_STREAM carries the status (gRPC over HTTP/2).
+    std::string msg;
+    http::append_grpc_message(message, msg);
+    hdrs_.clear();
+    HeadBuilder b{hdrs_, {}};
+    b.add(":status", "200", false);
+    b.add("content-type", "application/grpc", false);
+    b.add_number("grpc-status", static_cast<uint64_t>(grpc_status));
+    b.add("grpc-message", msg, false);
+    b.add("x-switchyard-error", code, false);
+    b.add_lines(extra);
+    down_.clear();
+    down_off_ = 0;
+    eof_ = true;
+    no_body_ = true;
+    submit(b.nvs());
+    return true;
   }
   std::string body;
   http::build_error_body(code, message, body);

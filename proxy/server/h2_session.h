@@ -53,7 +53,8 @@ class H2Stream final : public ClientSide {
   void out_body(const char* p, size_t n) override;
   void out_trailers(const http::MessageHead& head, size_t first) override;
   void out_end() override;
-  bool out_error(int status, std::string_view code, std::string_view message, std::string_view extra) override;
+  bool out_error(int status, std::string_view code, std::string_view message, std::string_view extra,
+                 int grpc_status) override;
   bool out_begun() const override { return submitted_; }
   int flush_client() override;
   void finish_exchange() override;

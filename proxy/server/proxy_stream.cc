@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "proxy/http/chunked.h"
+#include "proxy/http/grpc.h"
 #include "proxy/net/assert.h"
 #include "proxy/net/tcp_conn.h"
 #include "proxy/server/retry_state.h"
@@ -348,7 +349,8 @@ void ProxyStream::send_error(int status, const char* code, const std::string& me
   s_.response_done = true;
   if (!s_.request_done || close_conn) c_.close_after_ = true;
   if (c_.close_after_) c_.stop_reading();
-  if (!c_.out_error(status, code, message, x_->rate_headers)) {
+  const int grpc = http::is_grpc(x_->req) ? http::grpc_status_for(status, code) : -1;
+  if (!c_.out_error(status, code, message, x_->rate_headers, grpc)) {
     c_.close_after_ = true;  // an interim response is still going out; the error follows it
     return;
   }

@@ -1,0 +1,63 @@
+// gRPC request recognition and the proxy's errors as gRPC statuses (see grpc.h).
+#include "proxy/http/grpc.h"
+
+#include "proxy/http/rewrite.h"
+
+namespace sy::http {
+
+bool is_grpc(const MessageHead& req) {
+  std::string_view ct;
+  if (!req.find("content-type", ct)) return false;
+  constexpr std::string_view kGrpc = "application/grpc";
+  if (ct.size() < kGrpc.size() || !iequals(ct.substr(0, kGrpc.size()), kGrpc)) return false;
+  return ct.size() == kGrpc.size() || ct[kGrpc.size()] == '+' || ct[kGrpc.size()] == ';';
+}
+
+int grpc_status_for(int http_status, std::string_view code) {
+  constexpr int kUnknown = 2, kDeadlineExceeded = 4, kPermissionDenied = 7, kResourceExhausted = 8,
+                kUnimplemented = 12, kInternal = 13, kUnavailable = 14, kUnauthenticated = 16;
+  if (code == "no_route") return kUnimplemented;
+  if (code == "no_healthy_upstream" || code == "overloaded" || code == "upstream_failed" || code == "shutting_down")
+    return kUnavailable;
+  if (code == "upstream_timeout" || code == "request_timeout") return kDeadlineExceeded;
+  if (code == "rate_limited" || code == "body_too_large" || code == "headers_too_large") return kResourceExhausted;
+  switch (http_status) {
+    case 400: return kInternal;
+    case 401: return kUnauthenticated;
+    case 403: return kPermissionDenied;
+    case 404: return kUnimplemented;
+    case 429:
+    case 502:
+    case 503:
+    case 504: return kUnavailable;
+    default: return kUnknown;
+  }
+}
+
+void append_grpc_message(std::string_view message, std::string& out) {
+  static const char* hex = "0123456789ABCDEF";
+  for (unsigned char ch : message) {
+    if (ch >= 0x20 && ch <= 0x7e && ch != '%') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[ch >> 4]);
+      out.push_back(hex[ch & 15]);
+    }
+  }
+}
+
+void build_grpc_error_response(int grpc_status, std::string_view code, std::string_view message, bool close,
+                               std::string& out, std::string_view extra) {
+  out.append("HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\ngrpc-status: ");
+  append_uint(out, static_cast<uint64_t>(grpc_status));
+  out.append("\r\ngrpc-message: ");
+  append_grpc_message(message, out);
+  out.append("\r\nx-switchyard-error: ");
+  out.append(code);
+  out.append(close ? "\r\nContent-Length: 0\r\nConnection: close\r\n" : "\r\nContent-Length: 0\r\n");
+  out.append(extra);
+  out.append("\r\n");
+}
+
+}  // namespace sy::http

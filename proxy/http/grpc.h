@@ -1,0 +1,30 @@
+// gRPC over HTTP (content-type application/grpc...): recognising a gRPC request, and the proxy's
+// own error answers as gRPC statuses, so a gRPC client library reports UNAVAILABLE or
+// DEADLINE_EXCEEDED instead of a bare "HTTP 503" protocol error (as Envoy maps them).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "proxy/http/head.h"
+
+namespace sy::http {
+
+// The request's content-type is application/grpc, alone or with a suffix (+proto, +json, ;...).
+bool is_grpc(const MessageHead& req);
+
+// The gRPC status for one of the proxy's own errors (code as in x-switchyard-error): the mapping
+// the contract gives (no route 12, unavailable 14, timeout 4, rate limited / too large 8), else
+// gRPC's HTTP-to-status table for the HTTP status.
+int grpc_status_for(int http_status, std::string_view code);
+
+// `grpc-message` is percent-encoded (gRPC over HTTP/2, "Responses"): bytes outside
+// 0x20..0x7E and '%' become %XX.
+void append_grpc_message(std::string_view message, std::string& out);
+
+// The proxy's own error to an HTTP/1.1 gRPC client: 200, the status in the head, no body (HTTP/1.1
+// has no trailers-only form). `extra` as build_error_response's.
+void build_grpc_error_response(int grpc_status, std::string_view code, std::string_view message, bool close,
+                               std::string& out, std::string_view extra = {});
+
+}  // namespace sy::http

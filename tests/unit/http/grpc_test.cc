@@ -1,0 +1,53 @@
+// gRPC recognition and the proxy's errors as gRPC statuses (proxy/http/grpc.h).
+#include <doctest.h>
+
+#include <cstring>
+
+#include "proxy/http/grpc.h"
+
+using namespace sy::http;
+
+namespace {
+MessageHead with_type(const char* ct) {
+  MessageHead h;
+  h.add_url("/pkg.Svc/Call", 13);
+  h.add_field("Content-Type", 12);
+  h.add_value(ct, strlen(ct));
+  return h;
+}
+}  // namespace
+
+TEST_CASE("a gRPC request is content-type application/grpc, alone or with +suffix or parameters") {
+  CHECK(is_grpc(with_type("application/grpc")));
+  CHECK(is_grpc(with_type("Application/GRPC+proto")));
+  CHECK(is_grpc(with_type("application/grpc;charset=utf-8")));
+  CHECK_FALSE(is_grpc(with_type("application/grpc-web")));  // gRPC-Web is not gRPC over HTTP/2
+  CHECK_FALSE(is_grpc(with_type("application/json")));
+  CHECK_FALSE(is_grpc(MessageHead()));
+}
+
+TEST_CASE("the proxy's errors map to the contract's gRPC statuses") {
+  CHECK(grpc_status_for(404, "no_route") == 12);
+  CHECK(grpc_status_for(503, "no_healthy_upstream") == 14);
+  CHECK(grpc_status_for(503, "overloaded") == 14);
+  CHECK(grpc_status_for(502, "upstream_failed") == 14);
+  CHECK(grpc_status_for(504, "upstream_timeout") == 4);
+  CHECK(grpc_status_for(429, "rate_limited") == 8);
+  CHECK(grpc_status_for(413, "body_too_large") == 8);
+  CHECK(grpc_status_for(400, "bad_request") == 13);
+  CHECK(grpc_status_for(508, "loop_detected") == 2);
+}
+
+TEST_CASE("grpc-message is percent-encoded outside printable ASCII and for %") {
+  std::string out;
+  append_grpc_message("50% d\xc3\xa9j\xc3\xa0\n", out);
+  CHECK(out == "50%25 d%C3%A9j%C3%A0%0A");
+}
+
+TEST_CASE("an HTTP/1.1 gRPC client gets 200 with the status in the head and no body") {
+  std::string out;
+  build_grpc_error_response(14, "no_healthy_upstream", "none", true, out, "Retry-After: 1\r\n");
+  CHECK(out ==
+        "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\ngrpc-status: 14\r\ngrpc-message: none\r\n"
+        "x-switchyard-error: no_healthy_upstream\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n");
+}
