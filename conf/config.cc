@@ -12,6 +12,7 @@
 #include <charconv>
 #include <sstream>
 #include <cstring>
+#include <utility>
 #include <cerrno>
 
 namespace sy::conf {
@@ -115,7 +116,7 @@ class Loader {
     bool ok = true;
     for (const auto& w : words) {
       if (!c.add(w)) {
-        error(n, "'" + key + "' entry '" + w + "' must be connect-failure, reset, timeout or a status code 100..599");
+        error(n, "'" + key + "' entry '" + w + "' must be connect-failure, reset, timeout, a status code 100..599 or a gRPC status (cancelled, deadline-exceeded, internal, resource-exhausted, unavailable)");
         ok = false;
       }
     }
@@ -816,7 +817,19 @@ void Loader::load_client_tls(const YAML::Node& n, const std::string& w, ClientTl
 
 }  // namespace
 
+namespace {
+// The gRPC statuses `on` lists may name (gRPC's status codes; the set Envoy's retry_grpc_on takes).
+constexpr std::pair<std::string_view, int> kGrpcWords[] = {
+    {"cancelled", 1}, {"deadline-exceeded", 4}, {"resource-exhausted", 8}, {"internal", 13}, {"unavailable", 14}};
+}  // namespace
+
 bool Conditions::add(std::string_view w) {
+  for (const auto& [word, code] : kGrpcWords) {
+    if (w == word) {
+      grpc.set(static_cast<size_t>(code));
+      return true;
+    }
+  }
   if (w == "connect-failure") connect_failure = true;
   else if (w == "reset") reset = true;
   else if (w == "timeout") timeout = true;
@@ -834,12 +847,14 @@ std::vector<std::string> Conditions::words() const {
   if (timeout) out.push_back("timeout");
   for (size_t st = 100; st < 600; ++st)
     if (status.test(st)) out.push_back(std::to_string(st));
+  for (const auto& [word, code] : kGrpcWords)
+    if (grpc.test(static_cast<size_t>(code))) out.emplace_back(word);
   return out;
 }
 
 Conditions Conditions::instance_failures() {
   Conditions c;
-  for (auto w : {"connect-failure", "reset", "timeout", "502", "503", "504"}) c.add(w);
+  for (auto w : {"connect-failure", "reset", "timeout", "502", "503", "504", "unavailable"}) c.add(w);
   return c;
 }
 

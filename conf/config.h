@@ -119,21 +119,26 @@ struct HealthCheck {
 };
 
 // A set of failure conditions, as `retry.on`, `circuit_breaker.on` and `outlier_detection.on`
-// write them: connect-failure, reset (before a response), timeout, and status codes ("503").
-// Parsed once when the config loads; matching on the request path is a bit test.
+// write them: connect-failure, reset (before a response), timeout, status codes ("503"), and gRPC
+// statuses by name (cancelled, deadline-exceeded, resource-exhausted, internal, unavailable: the
+// words of Envoy's retry_grpc_on). Parsed once when the config loads; matching on the request path
+// is a bit test.
 struct Conditions {
   bool connect_failure = false;
   bool reset = false;
   bool timeout = false;
   std::bitset<600> status;  // by status code
+  std::bitset<17> grpc;     // by gRPC status code (0..16)
 
-  // "connect-failure", "reset", "timeout" or a status code 100..599; false for anything else.
+  // "connect-failure", "reset", "timeout", a status code 100..599 or a gRPC status word; false
+  // for anything else.
   bool add(std::string_view word);
   bool has_status(int st) const { return st >= 0 && st < 600 && status.test(static_cast<size_t>(st)); }
+  bool has_grpc(int code) const { return code >= 0 && code < 17 && grpc.test(static_cast<size_t>(code)); }
   std::vector<std::string> words() const;  // as the config writes them (docs, admin answers)
   bool operator==(const Conditions&) const = default;
-  // The default of all three: what says the instance itself is broken (an application's 500 on
-  // one path does not).
+  // The default of circuit_breaker.on and outlier_detection.on: what says the instance itself is
+  // broken (an application's 500 on one path, or a gRPC NOT_FOUND, does not; gRPC UNAVAILABLE does).
   static Conditions instance_failures();
 };
 

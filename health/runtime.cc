@@ -13,6 +13,7 @@ std::string outcome_name(Outcome o) {
     case Outcome::kReset: return "reset";
     case Outcome::kTimeout: return "timeout";
     case Outcome::kStatus: return "HTTP " + std::to_string(o.status);
+    case Outcome::kGrpcStatus: return "grpc-status " + std::to_string(o.status);
     case Outcome::kNeutral: return "not judged";
   }
   return "?";
@@ -24,6 +25,7 @@ bool Outcome::fails(const conf::Conditions& on) const {
     case kReset: return on.reset;
     case kTimeout: return on.timeout;
     case kStatus: return on.has_status(status);
+    case kGrpcStatus: return on.has_grpc(status);
     default: return false;
   }
 }

@@ -40,10 +40,11 @@ struct Outcome {
     kReset,
     kTimeout,
     kStatus,          // a response whose status some `on` list names (e.g. 503)
+    kGrpcStatus,      // a gRPC response whose grpc-status some `on` list names (e.g. 14 unavailable)
     kNeutral,         // not judged (the proxy's own limits or shortage): frees a half-open trial only
   };
   Kind kind = kSuccess;
-  uint16_t status = 0;  // kStatus: the response's status
+  uint16_t status = 0;  // kStatus: the response's status; kGrpcStatus: its grpc-status
   constexpr Outcome(Kind k, int st = 0) : kind(k), status(static_cast<uint16_t>(st)) {}  // NOLINT: implicit on purpose
   constexpr bool operator==(Kind k) const { return kind == k; }
   // Is this a failure by the conditions `on`?

@@ -26,6 +26,7 @@ const prometheus::Histogram::BucketBoundaries& buckets() {
 Metrics::Metrics()
     : reg_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter().Name("switchyard_requests_total").Help("Requests answered to clients, by service, status code and client protocol (http1, h2)").Register(*reg_)),
+      grpc_responses_(prometheus::BuildCounter().Name("switchyard_grpc_responses_total").Help("gRPC calls answered to clients, by service and the grpc-status they got (the instance's, or the proxy's own error's)").Register(*reg_)),
       duration_(prometheus::BuildHistogram().Name("switchyard_request_duration_seconds").Help("Time from the first byte of a request to the end of its response").Register(*reg_)),
       upstream_requests_(prometheus::BuildCounter().Name("switchyard_upstream_requests_total").Help("Requests sent to upstream instances, by status code").Register(*reg_)),
       connect_failures_(prometheus::BuildCounter().Name("switchyard_upstream_connect_failures_total").Help("Failed connection attempts to upstream instances").Register(*reg_)),
@@ -127,6 +128,16 @@ void Metrics::on_exchange(const http::ExchangeRecord& r) {
     slot.store(c, std::memory_order_release);
   }
   c->Increment();
+  if (r.grpc && r.grpc_status >= 0 && r.grpc_status < 17) {
+    auto& gslot = s->by_grpc_status[static_cast<size_t>(r.grpc_status)];
+    prometheus::Counter* g = gslot.load(std::memory_order_acquire);
+    if (!g) {
+      std::lock_guard<std::mutex> lock(mu_);
+      g = &grpc_responses_.Add({{"service", s->name}, {"grpc_status", std::to_string(r.grpc_status)}});
+      gslot.store(g, std::memory_order_release);
+    }
+    g->Increment();
+  }
   s->duration->Observe(r.seconds);
   if (r.attempts > 1) s->retries->Increment(r.attempts - 1);
 }

@@ -114,6 +114,8 @@ class Metrics final {
     prometheus::Counter* retries = nullptr;
     // switchyard_requests_total{protocol, code}: [0] http1, [1] h2.
     std::array<std::array<std::atomic<prometheus::Counter*>, 600>, 2> by_code{};
+    // switchyard_grpc_responses_total{grpc_status}: 0..16.
+    std::array<std::atomic<prometheus::Counter*>, 17> by_grpc_status{};
   };
   ServiceStats& service(std::string_view name);
   void drop_instance_metrics(health::InstanceMetrics& m);
@@ -138,6 +140,7 @@ class Metrics final {
   std::mutex mu_;  // creation of handles and the maps below; never held while counting
   std::shared_ptr<prometheus::Registry> reg_;
   prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& grpc_responses_;
   prometheus::Family<prometheus::Histogram>& duration_;
   prometheus::Family<prometheus::Counter>& upstream_requests_;
   prometheus::Family<prometheus::Counter>& connect_failures_;

@@ -31,6 +31,10 @@ struct ExchangeRecord {
   std::string_view protocol;  // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
   // The client's codec, as the metrics label it: "http1" (1.0 and 1.1) or "h2".
   bool http2 = false;
+  // A gRPC call (its method is `path`), and the grpc-status its client got (the instance's, or the
+  // proxy's own error's); -1 when it got none (cut by a reset).
+  bool grpc = false;
+  int grpc_status = -1;
   void* service_stats = nullptr;  // health::ServiceRuntime::stats, when the service is known
 };
 

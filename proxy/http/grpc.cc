@@ -13,6 +13,49 @@ bool is_grpc(const MessageHead& req) {
   return ct.size() == kGrpc.size() || ct[kGrpc.size()] == '+' || ct[kGrpc.size()] == ';';
 }
 
+int grpc_status_in(const MessageHead& h, size_t first) {
+  for (size_t i = first; i < h.count(); ++i) {
+    if (!iequals(h.name(i), "grpc-status")) continue;
+    std::string_view v = h.value(i);
+    if (v.empty() || v.size() > 2) return -1;
+    int code = 0;
+    for (char ch : v) {
+      if (ch < '0' || ch > '9') return -1;
+      code = code * 10 + (ch - '0');
+    }
+    return code <= 16 ? code : -1;
+  }
+  return -1;
+}
+
+bool parse_grpc_timeout(std::string_view v, int64_t& ms) {
+  // gRPC over HTTP/2: TimeoutValue is at most 8 ASCII digits, then one unit letter.
+  if (v.size() < 2 || v.size() > 9) return false;
+  int64_t n = 0;
+  for (char ch : v.substr(0, v.size() - 1)) {
+    if (ch < '0' || ch > '9') return false;
+    n = n * 10 + (ch - '0');
+  }
+  int64_t ns_per_unit = 0;
+  switch (v.back()) {
+    case 'H': ns_per_unit = 3'600'000'000'000; break;
+    case 'M': ns_per_unit = 60'000'000'000; break;
+    case 'S': ns_per_unit = 1'000'000'000; break;
+    case 'm': ns_per_unit = 1'000'000; break;
+    case 'u': ns_per_unit = 1'000; break;
+    case 'n': ns_per_unit = 1; break;
+    default: return false;
+  }
+  // 99,999,999 hours in ms fits an int64 comfortably; round partial milliseconds up.
+  if (ns_per_unit >= 1'000'000) {
+    ms = n * (ns_per_unit / 1'000'000);
+  } else {
+    const int64_t per_ms = 1'000'000 / ns_per_unit;
+    ms = (n + per_ms - 1) / per_ms;
+  }
+  return true;
+}
+
 int grpc_status_for(int http_status, std::string_view code) {
   constexpr int kUnknown = 2, kDeadlineExceeded = 4, kPermissionDenied = 7, kResourceExhausted = 8,
                 kUnimplemented = 12, kInternal = 13, kUnavailable = 14, kUnauthenticated = 16;

@@ -3,6 +3,7 @@
 // DEADLINE_EXCEEDED instead of a bare "HTTP 503" protocol error (as Envoy maps them).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,15 @@ namespace sy::http {
 
 // The request's content-type is application/grpc, alone or with a suffix (+proto, +json, ;...).
 bool is_grpc(const MessageHead& req);
+
+// The grpc-status among the fields of `h` from index `first` on (a trailers-only head, or the
+// trailer section appended to a head): 0..16, or -1 when there is none or it is not a number.
+int grpc_status_in(const MessageHead& h, size_t first = 0);
+
+// A grpc-timeout value ("1S", "250m", "100000u": 1..8 digits and a unit H M S m u n), as whole
+// milliseconds rounded up (a deadline of 1 ns is still a deadline). false: absent or malformed, no
+// deadline (gRPC's own servers ignore a malformed one too).
+bool parse_grpc_timeout(std::string_view v, int64_t& ms);
 
 // The gRPC status for one of the proxy's own errors (code as in x-switchyard-error): the mapping
 // the contract gives (no route 12, unavailable 14, timeout 4, rate limited / too large 8), else

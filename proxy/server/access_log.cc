@@ -159,6 +159,11 @@ void AccessLog::append(const ExchangeObserver::Record& r) {
     buf_.append(",\"alpn\":");
     json_string(buf_, r.alpn);
   }
+  if (r.grpc) {  // a gRPC call: its method (the path) and the status its client got, if any
+    buf_.append(",\"grpc_method\":");
+    json_string(buf_, r.path);
+    if (r.grpc_status >= 0) number(",\"grpc_status\":", static_cast<uint64_t>(r.grpc_status));
+  }
   if (!r.error.empty()) {
     buf_.append(",\"error\":");
     json_string(buf_, r.error);

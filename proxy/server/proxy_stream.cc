@@ -77,6 +77,12 @@ void ProxyStream::begin() {
   c_.cfg_ = s_.table->config;
   s_.is_head = x_->req.method == HTTP_HEAD;
   s_.idempotent = method_idempotent(x_->req.method);
+  s_.grpc = http::is_grpc(x_->req);
+  if (s_.grpc) {
+    std::string_view timeout;
+    int64_t ms = 0;
+    if (x_->req.find("grpc-timeout", timeout) && http::parse_grpc_timeout(timeout, ms)) s_.grpc_deadline_ms = ms;
+  }
   if (!c_.keep_alive() || w_.shutting_down) c_.close_after_ = true;
   s_.keep_alive_10 = x_->req.http_minor == 0 && !c_.close_after_;
 
@@ -133,8 +139,11 @@ void ProxyStream::begin() {
     request_slot_.take(s_.srt->active_requests);
   }
   // Only idempotent requests are replayed after bytes reached a backend, and only when the whole
-  // body fits in the replay buffer (RFC 9110 §9.2.2).
-  s_.replayable = s_.idempotent && s_.upstreams->cfg->retry.attempts > 1 &&
+  // body fits in the replay buffer (RFC 9110 §9.2.2). gRPC calls are POSTs: naming a gRPC status in
+  // retry.on is the operator saying its calls may go again (Envoy's retry_grpc_on, gRPC's own
+  // retryableStatusCodes), so their bodies are kept too.
+  const bool grpc_retries = s_.grpc && s_.upstreams->cfg->retry.on.grpc.any();
+  s_.replayable = (s_.idempotent || grpc_retries) && s_.upstreams->cfg->retry.attempts > 1 &&
                 (s_.req_framing != http::Framing::kLength || s_.req_content_length <= kReplayLimit);
   start_attempt();
 }
@@ -185,11 +194,27 @@ void ProxyStream::flush_upstream() {
   if (s_.up && s_.up->write_pending()) c_.stop_reading();  // backpressure: the backend is slower than the client
 }
 
-// timeouts.response for one try, or retry.per_try_timeout when that is set and shorter.
-conf::Millis ProxyStream::try_timeout() const {
+// timeouts.response for one try, or retry.per_try_timeout when that is set and shorter, or what is
+// left of the call's grpc-timeout (counted from the request's first byte, as the client counts it).
+conf::Millis ProxyStream::try_timeout() {
   const auto& t = s_.upstreams->cfg->timeouts;
   const auto& r = s_.upstreams->cfg->retry;
-  return r.per_try_timeout.count() > 0 ? std::min(t.response, r.per_try_timeout) : t.response;
+  conf::Millis limit = r.per_try_timeout.count() > 0 ? std::min(t.response, r.per_try_timeout) : t.response;
+  s_.try_by_deadline = false;
+  if (s_.grpc_deadline_ms >= 0) {
+    const int64_t elapsed_ms = static_cast<int64_t>((uv_hrtime() - s_.started_ns) / 1'000'000);
+    const int64_t left = std::max<int64_t>(1, s_.grpc_deadline_ms - elapsed_ms);
+    if (left < limit.count()) {
+      limit = conf::Millis(left);
+      s_.try_by_deadline = true;
+    }
+  }
+  return limit;
+}
+
+bool ProxyStream::deadline_passed() const {
+  if (s_.grpc_deadline_ms < 0) return false;
+  return static_cast<int64_t>((uv_hrtime() - s_.started_ns) / 1'000'000) >= s_.grpc_deadline_ms;
 }
 
 void ProxyStream::on_upstream_drained(upstream::Exchange*) {
@@ -219,11 +244,24 @@ void ProxyStream::on_upstream_head(upstream::Exchange* c, const http::MessageHea
   // A status counts against the instance only when circuit_breaker.on or outlier_detection.on
   // names it (by default 502/503/504: an application's 500 on one path is not the instance failing).
   const conf::Service& sc = *s_.upstreams->cfg;
-  const bool judged = sc.circuit_breaker.on.has_status(st) || sc.outlier_detection.on.has_status(st);
-  report_outcome(judged ? health::Outcome(health::Outcome::kStatus, st) : health::Outcome(health::Outcome::kSuccess));
-  if (st >= 200 && should_retry(sc.retry.on.has_status(st), false)) {
-    s_.discarding = true;  // read it to the end, throw it away, try elsewhere
-    return;
+  const int grpc_status = s_.grpc && st == 200 ? http::grpc_status_in(head) : -1;
+  if (grpc_status >= 0) {
+    // Trailers-only (the call's status in the head): judged and retried by its gRPC status.
+    s_.grpc_status = grpc_status;
+    report_grpc_outcome(grpc_status);
+    if (should_retry(sc.retry.on.has_grpc(grpc_status), false, true)) {
+      s_.discarding = true;
+      return;
+    }
+  } else if (s_.grpc && st == 200) {
+    // The status comes in the trailers: the outcome waits for them (on_upstream_trailers).
+  } else {
+    const bool judged = sc.circuit_breaker.on.has_status(st) || sc.outlier_detection.on.has_status(st);
+    report_outcome(judged ? health::Outcome(health::Outcome::kStatus, st) : health::Outcome(health::Outcome::kSuccess));
+    if (st >= 200 && should_retry(sc.retry.on.has_status(st), false)) {
+      s_.discarding = true;  // read it to the end, throw it away, try elsewhere
+      return;
+    }
   }
   s_.response_started = true;
   s_.status = st;
@@ -266,6 +304,13 @@ void ProxyStream::on_upstream_body(upstream::Exchange*, const char* p, size_t n)
 
 void ProxyStream::on_upstream_trailers(upstream::Exchange*, const http::MessageHead& head, size_t first) {
   if (s_.discarding) return;
+  if (s_.grpc && !s_.outcome_reported) {
+    const int grpc_status = http::grpc_status_in(head, first);
+    if (grpc_status >= 0) {
+      s_.grpc_status = grpc_status;
+      report_grpc_outcome(grpc_status);
+    }
+  }
   c_.out_trailers(head, first);
 }
 
@@ -274,6 +319,7 @@ void ProxyStream::on_upstream_complete(upstream::Exchange*) {
     s_.discard_done = true;
     return;
   }
+  report_outcome(health::Outcome::kSuccess);  // (a gRPC response without a status; else a no-op)
   s_.response_done = true;
   c_.out_end();
 }
@@ -350,6 +396,7 @@ void ProxyStream::send_error(int status, const char* code, const std::string& me
   if (!s_.request_done || close_conn) c_.close_after_ = true;
   if (c_.close_after_) c_.stop_reading();
   const int grpc = http::is_grpc(x_->req) ? http::grpc_status_for(status, code) : -1;
+  s_.grpc_status = grpc;
   if (!c_.out_error(status, code, message, x_->rate_headers, grpc)) {
     c_.close_after_ = true;  // an interim response is still going out; the error follows it
     return;
@@ -386,6 +433,8 @@ void ProxyStream::record(const char* error) {
   r.error = error ? error : "";
   r.rate_limited = s_.rate_limited;
   r.protocol = c_.protocol();
+  r.grpc = s_.grpc || s_.grpc_status >= 0;
+  r.grpc_status = s_.grpc_status;
   r.http2 = r.protocol == "HTTP/2.0";
   if (const net::TlsSession* t = c_.tls()) {
     r.tls_version = t->version();

@@ -73,18 +73,23 @@ class ProxyStream final : public upstream::UpstreamOwner {
   void connect_refused(int err);
   bool request_hash(uint64_t& out) const;  // the hash_on key of this request, if present
   void report_outcome(health::Outcome o);  // once per attempt: breaker, outlier detection
+  void report_grpc_outcome(int grpc_status);  // by circuit_breaker.on / outlier_detection.on
   void release_attempt();     // the attempt's in-flight counters
   void release_exchange();    // the exchange's service counters
   // May the failed attempt be tried again? `named`: retry.on names what happened;
-  // `connect_failure`: it reached no backend (not budgeted).
-  bool should_retry(bool named, bool connect_failure) const;
+  // `connect_failure`: it reached no backend (not budgeted); `grpc`: what retry.on named is a gRPC
+  // status (a call may then go again whatever its method).
+  bool should_retry(bool named, bool connect_failure, bool grpc = false) const;
   void schedule_retry();
   void on_backoff_over();     // the retry backoff ran out: next attempt
   void fail_attempt(upstream::UpstreamError e);
   void send_request_head();
   void flush_upstream();
   void relay_tunnel_input();  // client bytes after an upgrade go up as they are
-  conf::Millis try_timeout() const;
+  // The response timeout of this try: timeouts.response, retry.per_try_timeout, or what is left of
+  // a gRPC call's grpc-timeout when that is shorter (then s_.try_by_deadline).
+  conf::Millis try_timeout();
+  bool deadline_passed() const;  // a gRPC call's grpc-timeout has run out
   void drop_upstream();       // close the upstream connection, if any
   void hand_back_upstream(bool reusable);
   void finish();              // the response is out: record, counters back, upstream to the pool
@@ -150,6 +155,10 @@ class ProxyStream final : public upstream::UpstreamOwner {
     bool discard_done = false;
     bool backoff = false;          // waiting out the retry backoff
     bool stale_retried = false;    // re-sent once after a pooled connection died under it
+    bool grpc = false;             // a gRPC call (content-type application/grpc...)
+    bool try_by_deadline = false;  // this try's response timer is the call's grpc-timeout
+    int grpc_status = -1;          // the grpc-status the client got (instance's or ours), -1 none yet
+    int64_t grpc_deadline_ms = -1; // the call's grpc-timeout from its first byte, -1 none
     std::string tls_error;         // why the last TLS handshake with an instance failed
     std::string_view rate_limited;  // the policy that refused (or in dry_run would have); pinned by table
   };

@@ -8,10 +8,11 @@
 namespace sy::server {
 
 bool may_retry(const conf::Retry& r, const FailedTry& t, bool budget_allows) {
-  if (!t.named || t.shutting_down) return false;
+  if (!t.named || t.shutting_down || t.out_of_time) return false;
   if (t.attempts_made >= r.attempts) return false;
-  // Once bytes reached a backend, only a safe request whose whole body we kept may go again.
-  if (t.head_sent && !(t.idempotent && t.request_done && t.body_replayable)) return false;
+  // Once bytes reached a backend, only a safe request whose whole body we kept may go again (or a
+  // gRPC call the operator said may, by naming its status).
+  if (t.head_sent && !((t.idempotent || t.grpc_named) && t.request_done && t.body_replayable)) return false;
   // The budget bounds retries that add load; a connect failure multiplies nothing.
   if (!t.connect_failure && !budget_allows) return false;
   return true;

@@ -19,6 +19,10 @@ struct FailedTry {
   bool request_done = false;     // the whole request was read from the client
   bool body_replayable = false;  // no body, or a body small enough that we kept all of it
   bool shutting_down = false;
+  // retry.on named a gRPC status (trailers-only UNAVAILABLE...): the operator says calls may go
+  // again whatever their method (gRPC calls are POSTs), as Envoy's retry_grpc_on.
+  bool grpc_named = false;
+  bool out_of_time = false;      // a gRPC call's grpc-timeout has run out: nobody waits for a retry
 };
 
 // Whether the failed try may be retried. `budget_allows`: the service's retry budget and

@@ -270,6 +270,15 @@ void ProxyStream::report_outcome(health::Outcome o) {
 }
 
 
+void ProxyStream::report_grpc_outcome(int grpc_status) {
+  // Only the statuses an `on` list names count (by default UNAVAILABLE: the instance cannot serve);
+  // an application status (NOT_FOUND, INVALID_ARGUMENT...) is the call's answer, a success here.
+  const conf::Service& sc = *s_.upstreams->cfg;
+  const bool judged = sc.circuit_breaker.on.has_grpc(grpc_status) || sc.outlier_detection.on.has_grpc(grpc_status);
+  report_outcome(judged ? health::Outcome(health::Outcome::kGrpcStatus, grpc_status) : health::Outcome(health::Outcome::kSuccess));
+}
+
+
 void ProxyStream::release_attempt() {
   pending_slot_.release();
   retry_slot_.release();
@@ -287,10 +296,12 @@ void ProxyStream::release_exchange() {
 }
 
 
-bool ProxyStream::should_retry(bool named, bool connect_failure) const {
+bool ProxyStream::should_retry(bool named, bool connect_failure, bool grpc) const {
   if (!s_.upstreams) return false;
   FailedTry t;
   t.named = named;
+  t.grpc_named = grpc && named;
+  t.out_of_time = deadline_passed();
   t.connect_failure = connect_failure;
   t.attempts_made = static_cast<uint32_t>(s_.attempts);
   t.head_sent = s_.head_sent;
@@ -324,14 +335,18 @@ void ProxyStream::on_backoff_over() {
 
 
 void ProxyStream::fail_attempt(UpstreamError e) {
-  report_outcome(outcome_of(e));
-  if (should_retry(names(s_.upstreams->cfg->retry.on, e), is_connect_failure(e))) {
+  // A try cut by the call's own grpc-timeout is the client's deadline, not the instance failing,
+  // and the call has no time left for another.
+  const bool deadline = s_.try_by_deadline && e == UpstreamError::kResponseTimeout;
+  report_outcome(deadline ? health::Outcome(health::Outcome::kNeutral) : outcome_of(e));
+  if (!deadline && should_retry(names(s_.upstreams->cfg->retry.on, e), is_connect_failure(e))) {
     schedule_retry();
     return;
   }
   const bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kResponseTimeout ||
                        e == UpstreamError::kSendTimeout;
   std::string msg = std::string("upstream ") + (s_.endpoint ? s_.endpoint->address.text : "") + ": " + upstream::error_name(e);
+  if (deadline) msg += " (the call's grpc-timeout of " + std::to_string(s_.grpc_deadline_ms) + " ms ran out)";
   if (e == UpstreamError::kTlsFailed && !s_.tls_error.empty()) msg += " (" + s_.tls_error + ")";
   if (s_.attempts > 1) msg += " (after " + std::to_string(s_.attempts) + " attempts)";
   if (timeout) send_error(504, "upstream_timeout", msg, c_.close_after_);

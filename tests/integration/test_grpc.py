@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from conftest import service_config
-from harness import wait_until
+from harness import metric, wait_until
 
 pytestmark = pytest.mark.plaintext
 
@@ -34,6 +34,8 @@ class EchoServer:
     def __init__(self, name):
         self.name = name
         self.peers = set()
+        self.calls = 0
+        self.sick = False  # Unary answers UNAVAILABLE (trailers-only) instead of echoing
         self.cancelled = threading.Event()
         self.lock = threading.Lock()
         handlers = {
@@ -56,6 +58,10 @@ class EchoServer:
 
     def unary(self, req, ctx):
         self._seen(ctx)
+        with self.lock:
+            self.calls += 1
+        if self.sick:
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, "draining: " + self.name)
         md = dict(ctx.invocation_metadata())
         ctx.send_initial_metadata((("x-served-by", self.name),))
         ctx.set_trailing_metadata((("x-trailer", "t-" + md.get("x-probe", "")),))
@@ -296,3 +302,89 @@ def test_the_proxys_own_errors_are_grpc_statuses(echo_servers, proxies, tmp_path
         assert out.stdout == "404", out
     finally:
         closed.close()
+
+
+def test_retry_on_unavailable_moves_the_call_to_another_instance(echo_servers, proxies):
+    """retry.on names `unavailable`: a trailers-only UNAVAILABLE from one instance sends the call
+    (a POST, its message replayed) to another; a service whose retry.on does not name it relays the
+    status unchanged. Outlier detection counts UNAVAILABLE as the instance failing."""
+    sick, well = echo_servers("sick"), echo_servers("well")
+    sick.sick = True
+    text = h2c_config(sick, well, extra="lb: round_robin\nretry: { attempts: 2, on: [unavailable, connect-failure] }\n"
+                      "outlier_detection: { consecutive_failures: 3, base_ejection_time: 10m }")
+    text += "  plain:\n    protocol: h2c\n    instances: [ { address: " + sick.address + " } ]\n"
+    p = proxies(text)
+    with channel(p) as ch:
+        unary = ch.unary_unary("/test.Echo/Unary")
+        for i in range(10):
+            resp, call = unary.with_call(b"m%d" % i * 1000, timeout=60)
+            assert resp == b"m%d" % i * 1000  # the replayed message arrived whole
+            assert ("x-served-by", "well") in call.initial_metadata()
+    assert sick.calls >= 1  # round robin sent calls there first; each was retried on `well`
+    assert metric(p, "switchyard_retries_total", service="echo") >= sick.calls
+    # Three UNAVAILABLE in a row: ejected, by its gRPC status.
+    p.wait_log("outlier ejected: echo/")
+    assert "last: grpc-status 14" in p.log()
+    with channel(p, "plain") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/test.Echo/Unary")(b"x", timeout=60)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE and e.value.details() == "draining: sick"
+    assert metric(p, "switchyard_grpc_responses_total", service="plain", grpc_status="14") == 1
+    assert metric(p, "switchyard_grpc_responses_total", service="echo", grpc_status="0") == 10
+
+
+def test_application_statuses_do_not_count_against_the_instance(echo_servers, proxies, tmp_path):
+    """NOT_FOUND in the trailers (after a response head) or trailers-only is the application's
+    answer: no ejection however many; the access log names the method and the status."""
+    s = echo_servers("s0")
+    log = tmp_path / "access.log"
+    p = proxies(f"access_log: {log}\n" + h2c_config(s, extra="outlier_detection: { consecutive_failures: 2 }\n"
+                                                       "circuit_breaker: { failure_threshold: 2 }"))
+    with channel(p) as ch:
+        for _ in range(6):
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/test.Echo/Fail")(b"x", timeout=60)
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert ch.unary_unary("/test.Echo/Unary")(b"ok", timeout=60) == b"ok"
+    assert metric(p, "switchyard_grpc_responses_total", service="echo", grpc_status="5") == 6
+    assert "outlier ejected" not in p.log() and "circuit breaker open" not in p.log()
+    import json
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 7, 30, what="access log lines")
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    fails = [r for r in recs if r["path"] == "/test.Echo/Fail"]
+    assert len(fails) == 6 and all(r["grpc_method"] == "/test.Echo/Fail" and r["grpc_status"] == 5 for r in fails), fails
+    assert [r["grpc_status"] for r in recs if r["path"] == "/test.Echo/Unary"] == [0]
+
+
+@pytest.mark.parametrize("http", ["--http1.1", "--http2-prior-knowledge"])
+def test_grpc_timeout_bounds_the_try(backends, proxies, tmp_path, http):
+    """A call's grpc-timeout (300 ms, against timeouts.response 30s) ends the try: DEADLINE_EXCEEDED
+    from the proxy, the instance's request abandoned (its connection closed), the instance not
+    blamed (consecutive_failures: 1 would eject it) and no retry (the deadline is gone). Clients
+    over HTTP/1.1 and HTTP/2 (curl, which keeps no deadline of its own); the instance is an
+    HTTP/1.1 backend that never answers (a grpcio server would enforce the same deadline itself and
+    race the proxy to it)."""
+    abandoned = threading.Event()
+
+    def never_answers(conn, req, b):
+        while conn.recv(65536):
+            pass
+        abandoned.set()  # the proxy gave the request up
+        return False
+
+    b = backends(never_answers)
+    p = proxies("services:\n" + service_config("echo", [b], "outlier_detection: { consecutive_failures: 1 }\n"
+                                                 "retry: { on: [timeout, unavailable, reset] }"))
+    body = tmp_path / "req.bin"
+    body.write_bytes(grpc_frame(b"slow"))
+    for _ in range(2):
+        out = subprocess.run(["curl", "-s", http, "-D", "-", "-o", "/dev/null", "-H", "Host: echo", "-H", "content-type: application/grpc",
+                              "-H", "te: trailers", "-H", "grpc-timeout: 300m", "--data-binary", f"@{body}",
+                              f"http://127.0.0.1:{p.addr[1]}/test.Echo/Slow"], capture_output=True, text=True, timeout=60)
+        head = out.stdout.lower()
+        assert " 200" in head.splitlines()[0] and "grpc-status: 4\n" in head, out
+        assert "grpc-timeout of 300 ms ran out" in head, out  # grpc-message
+    assert abandoned.wait(30)
+    assert len(b.requests) == 2  # one try each: no time was left for another
+    assert "outlier ejected" not in p.log()
+    assert metric(p, "switchyard_grpc_responses_total", service="echo", grpc_status="4") == 2

@@ -213,3 +213,25 @@ TEST_CASE("services.X.protocol: http1 by default, h2c, anything else refused wit
   REQUIRE(e.size() == 1);
   CHECK(e[0].find("t.yaml:3:15: 'services.s.protocol' is h2c") != std::string::npos);
 }
+
+TEST_CASE("on lists take gRPC statuses by name; breakers and outlier detection count UNAVAILABLE by default") {
+  const Service d = default_service("x");
+  CHECK(d.circuit_breaker.on.has_grpc(14));
+  CHECK(d.outlier_detection.on.has_grpc(14));
+  CHECK_FALSE(d.outlier_detection.on.has_grpc(5));  // NOT_FOUND is the application's answer
+  CHECK_FALSE(d.retry.on.grpc.any());               // retrying a gRPC call is the operator's choice
+  Config c;
+  std::vector<std::string> e;
+  REQUIRE(load_string("services:\n  g:\n    retry: { on: [unavailable, cancelled, deadline-exceeded, internal, resource-exhausted, \"503\"] }\n",
+                      "t.yaml", c, e));
+  const Conditions& on = c.services.at("g").retry.on;
+  for (int code : {1, 4, 8, 13, 14}) CHECK(on.has_grpc(code));
+  CHECK_FALSE(on.has_grpc(2));
+  CHECK(on.has_status(503));
+  CHECK(on.words() == std::vector<std::string>{"503", "cancelled", "deadline-exceeded", "resource-exhausted", "internal", "unavailable"});
+  auto errs = errors_of("services:\n  g:\n    retry: { on: [not-found] }\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].find("t.yaml:3:") == 0);
+  CHECK(errs[0].find("'not-found'") != std::string::npos);
+  CHECK(errs[0].find("unavailable") != std::string::npos);  // the message lists what is accepted
+}

@@ -51,3 +51,43 @@ TEST_CASE("an HTTP/1.1 gRPC client gets 200 with the status in the head and no b
         "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\ngrpc-status: 14\r\ngrpc-message: none\r\n"
         "x-switchyard-error: no_healthy_upstream\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n");
 }
+
+TEST_CASE("grpc-status is read from a trailers-only head or from the trailer fields after `first`") {
+  MessageHead h;
+  h.add_field("content-type", 12);
+  h.add_value("application/grpc", 16);
+  CHECK(grpc_status_in(h) == -1);
+  h.add_field("Grpc-Status", 11);
+  h.add_value("14", 2);
+  CHECK(grpc_status_in(h) == 14);
+  CHECK(grpc_status_in(h, 1) == 14);
+  CHECK(grpc_status_in(h, 2) == -1);  // no field at or after index 2
+  MessageHead bad;
+  for (const char* v : {"", "17", "1x", "100"}) {
+    bad.clear();
+    bad.add_field("grpc-status", 11);
+    bad.add_value(v, strlen(v));
+    CHECK(grpc_status_in(bad) == -1);
+  }
+}
+
+TEST_CASE("grpc-timeout: 1..8 digits and a unit, as milliseconds rounded up") {
+  int64_t ms = -1;
+  CHECK(parse_grpc_timeout("1S", ms));
+  CHECK(ms == 1000);
+  CHECK(parse_grpc_timeout("250m", ms));
+  CHECK(ms == 250);
+  CHECK(parse_grpc_timeout("2M", ms));
+  CHECK(ms == 120000);
+  CHECK(parse_grpc_timeout("1H", ms));
+  CHECK(ms == 3600000);
+  CHECK(parse_grpc_timeout("1500u", ms));
+  CHECK(ms == 2);  // 1.5 ms rounds up
+  CHECK(parse_grpc_timeout("1n", ms));
+  CHECK(ms == 1);
+  CHECK(parse_grpc_timeout("0m", ms));
+  CHECK(ms == 0);  // already expired
+  CHECK(parse_grpc_timeout("99999999H", ms));
+  CHECK(ms == int64_t{99999999} * 3600000);
+  for (const char* bad : {"", "S", "1", "1s", "123456789S", "-1S", "1.5S", " 1S"}) CHECK_FALSE(parse_grpc_timeout(bad, ms));
+}

@@ -79,3 +79,18 @@ TEST_CASE("backoff is full jitter under a doubling cap") {
   r.backoff_base = Millis(0);
   CHECK(backoff_ms(r, 3, 12345) == 0);
 }
+
+TEST_CASE("a gRPC status named in retry.on lets a kept call go again whatever its method, within its deadline") {
+  sy::conf::Retry r;
+  FailedTry call = named_get(1);
+  call.head_sent = true;
+  call.idempotent = false;  // gRPC calls are POSTs
+  CHECK_FALSE(may_retry(r, call, true));
+  call.grpc_named = true;
+  CHECK(may_retry(r, call, true));
+  call.body_replayable = false;  // a message past the replay limit was not kept
+  CHECK_FALSE(may_retry(r, call, true));
+  call.body_replayable = true;
+  call.out_of_time = true;  // the call's grpc-timeout has run out
+  CHECK_FALSE(may_retry(r, call, true));
+}
