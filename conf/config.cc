@@ -501,9 +501,11 @@ void Loader::load_health(const YAML::Node& n, HealthCheck& h) {
           if (!scalar(v, "health_check.type", s)) return;
           if (s == "http") h.type = HealthCheck::Type::kHttp;
           else if (s == "tcp") h.type = HealthCheck::Type::kTcp;
+          else if (s == "grpc") h.type = HealthCheck::Type::kGrpc;
           else if (s == "none") h.type = HealthCheck::Type::kNone;
-          else error(v, "'health_check.type' must be http, tcp or none; got '" + s + "'");
+          else error(v, "'health_check.type' must be http, tcp, grpc or none; got '" + s + "'");
         }},
+       {"grpc_service", [&](const YAML::Node& v) { str(v, "health_check.grpc_service", h.grpc_service); }},
        {"path",
         [&](const YAML::Node& v) {
           str(v, "health_check.path", h.path);

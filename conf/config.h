@@ -103,9 +103,10 @@ struct StaticInstance {
 };
 
 struct HealthCheck {
-  enum class Type { kHttp, kTcp, kNone };
+  enum class Type { kHttp, kTcp, kGrpc, kNone };
   Type type = Type::kHttp;
   std::string path = "/health";
+  std::string grpc_service;  // kGrpc: HealthCheckRequest.service ("" = the server as a whole)
   std::string host;  // Host header of probes; "" = the instance address
   // (Built from a count and a value, not an initializer list: GCC 12 at -O3 reports the list's
   // hidden array as maybe-uninitialized wherever a default HealthCheck is inlined, a false positive.)

@@ -1,6 +1,7 @@
 // HealthChecker and its probe sessions.
 #include "health/health_checker.h"
 
+#include "proxy/http/grpc.h"
 #include "proxy/net/resource.h"
 
 #include <algorithm>
@@ -25,6 +26,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   void stop() {
     stopped_ = true;
     end_probe();
+    if (cfg_.type == conf::HealthCheck::Type::kGrpc) hc_.h2_pool_.retire(uid_);
     uv_timer_stop(&timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) { delete static_cast<Session*>(h->data); });
   }
@@ -40,6 +42,10 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     probing_ = true;
     probe_started_ms_ = uv_now(hc_.loop_);
     int err = 0;
+    if (cfg_.type == conf::HealthCheck::Type::kGrpc) {
+      start_grpc_probe();
+      return;
+    }
     upstream::TlsTarget tls;
     if (cfg_.type == conf::HealthCheck::Type::kHttp && hc_.tls_) {
       // As requests reach it: the service's tls, or the default one for an instance registered over TLS.
@@ -52,17 +58,92 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
     conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this, nullptr, &err,
                                             tls.cfg ? &tls : nullptr);
     if (!conn_) {
-      net::Resource r;
-      if (net::is_exhaustion(err, r)) {
-        // The proxy is short of descriptors or memory: this round says nothing of the instance.
-        probing_ = false;
-        uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.interval.count()), 0);
-        return;
-      }
-      done(ProbeResult::kFailure, std::string("cannot start a connection: ") + uv_strerror(err));
+      not_started(err);
       return;
     }
     uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.timeout.count()), 0);
+  }
+
+  // The probe's connection could not even be started (libuv's `err`).
+  void not_started(int err) {
+    net::Resource r;
+    if (net::is_exhaustion(err, r)) {
+      // The proxy is short of descriptors or memory: this round says nothing of the instance.
+      probing_ = false;
+      uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.interval.count()), 0);
+      return;
+    }
+    done(ProbeResult::kFailure, std::string("cannot start a connection: ") + uv_strerror(err));
+  }
+
+  // A stream on the instance's kept connection (a new one when there is none, or it closed).
+  void start_grpc_probe() {
+    upstream::H2Upstream* c = hc_.h2_pool_.find(uid_);
+    if (!c) {
+      int err = 0;
+      c = upstream::H2Upstream::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, upstream::H2Windows{}, nullptr, &err);
+      if (!c) {
+        not_started(err);
+        return;
+      }
+      hc_.h2_pool_.add(c);
+    }
+    const bool ready = c->ready();
+    x_ = c->open(this);
+    uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.timeout.count()), 0);
+    if (ready) send_grpc_probe();  // (else on_upstream_connected)
+  }
+
+  void send_grpc_probe() {
+    http::MessageHead req;
+    req.http_major = 2;
+    const std::string& authority = cfg_.host.empty() ? address_.text : cfg_.host;
+    auto field = [&req](std::string_view n, std::string_view v) {
+      req.add_field(n.data(), n.size());
+      req.add_value(v.data(), v.size());
+    };
+    field("host", authority);
+    field("content-type", "application/grpc");
+    field("te", "trailers");
+    field("user-agent", "switchyard-health-check");
+    body_.clear();
+    http::build_health_request(cfg_.grpc_service, body_);
+    http::RequestForward f;
+    f.method = "POST";
+    f.target = "/grpc.health.v1.Health/Check";
+    f.client_ip = "127.0.0.1";  // (the probe is the proxy's own request)
+    f.request_id = "health-check";
+    f.framing = http::Framing::kLength;
+    f.content_length = body_.size();
+    x_->send_head(req, f);
+    x_->send_body(body_.data(), body_.size(), true);
+    x_->expect_response(false, cfg_.timeout);
+    x_->write();
+    body_.clear();  // the response's bytes go here
+  }
+
+  // The answer: HTTP 200, grpc-status 0 and SERVING is healthy; anything else says why not.
+  void judge_grpc() {
+    if (status_ != 200) {
+      done(ProbeResult::kFailure, "HTTP " + std::to_string(status_) + " to the gRPC health check");
+      return;
+    }
+    if (grpc_status_ != 0) {
+      done(ProbeResult::kFailure, grpc_status_ < 0 ? std::string("gRPC health check answered without grpc-status")
+                                                   : "grpc-status " + std::to_string(grpc_status_) +
+                                                         (grpc_message_.empty() ? "" : " (" + grpc_message_ + ")"));
+      return;
+    }
+    int serving = 0;
+    if (!http::parse_health_response(body_, serving)) {
+      done(ProbeResult::kFailure, "gRPC health check answer is not a HealthCheckResponse");
+      return;
+    }
+    if (serving != 1) {
+      done(ProbeResult::kFailure, std::string("gRPC serving status ") + http::serving_status_name(serving));
+      return;
+    }
+    done(ProbeResult::kSuccess, "gRPC SERVING");
   }
 
   void end_probe() {
@@ -70,6 +151,14 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
       conn_->close();
       conn_ = nullptr;
     }
+    if (x_) {
+      x_->close();  // (a probe cut short: its stream is reset, the connection stays)
+      x_ = nullptr;
+    }
+    status_ = 0;
+    grpc_status_ = -1;
+    grpc_message_.clear();
+    complete_ = false;
   }
 
   // A probe finished: count it, maybe change the instance's health, schedule the next one.
@@ -124,6 +213,10 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
 
   // UpstreamOwner
   void on_upstream_connected(upstream::Exchange*) override {
+    if (cfg_.type == conf::HealthCheck::Type::kGrpc) {
+      send_grpc_probe();
+      return;
+    }
     upstream::UpstreamConn* c = conn_;
     if (cfg_.type == conf::HealthCheck::Type::kTcp) {
       done(ProbeResult::kSuccess, "TCP connect ok");
@@ -142,10 +235,30 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   void on_upstream_head(upstream::Exchange*, const http::MessageHead& head) override {
     if (head.status < 200) return;
     status_ = head.status;
+    if (cfg_.type == conf::HealthCheck::Type::kGrpc) note_grpc_status(head, 0);  // (trailers-only)
   }
-  void on_upstream_body(upstream::Exchange*, const char*, size_t) override {}
+  void on_upstream_body(upstream::Exchange*, const char* p, size_t n) override {
+    // A HealthCheckResponse is a few bytes; an instance that streams more is not answering it.
+    if (cfg_.type == conf::HealthCheck::Type::kGrpc && body_.size() + n <= 4096) body_.append(p, n);
+  }
+  void on_upstream_trailers(upstream::Exchange*, const http::MessageHead& head, size_t first) override {
+    note_grpc_status(head, first);
+  }
+  void note_grpc_status(const http::MessageHead& h, size_t first) {
+    const int st = http::grpc_status_in(h, first);
+    if (st < 0) return;
+    grpc_status_ = st;
+    std::string_view msg;
+    for (size_t i = first; i < h.count(); ++i)
+      if (http::iequals(h.name(i), "grpc-message")) msg = h.value(i).substr(0, 200);
+    grpc_message_.assign(msg);
+  }
   void on_upstream_complete(upstream::Exchange*) override { complete_ = true; }
   bool on_upstream_read_done(upstream::Exchange*) override {
+    if (cfg_.type == conf::HealthCheck::Type::kGrpc) {
+      if (complete_) judge_grpc();
+      return false;
+    }
     if (status_ > 0) {
       int st = status_;
       status_ = 0;
@@ -157,6 +270,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   }
   void on_upstream_error(upstream::Exchange* c, upstream::UpstreamError e) override {
     conn_ = nullptr;  // already closed
+    x_ = nullptr;
     if (e == upstream::UpstreamError::kTlsFailed) {
       done(ProbeResult::kFailure, "probe TLS failed: " + c->tls_error());
       return;
@@ -176,6 +290,10 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   bool tls_;  // registered over TLS
   conf::HealthCheck cfg_;
   upstream::UpstreamConn* conn_ = nullptr;
+  upstream::Exchange* x_ = nullptr;  // a gRPC probe's stream
+  std::string body_;                 // its request, then its response message
+  std::string grpc_message_;
+  int grpc_status_ = -1;
   uint32_t passes_ = 0, fails_ = 0;
   int status_ = 0;
   bool complete_ = false;

@@ -1,6 +1,8 @@
 // Active health checks: one probe session per instance that has a health_check (its own, from a
 // registration, or its service's), each with its own timer on the main loop. HTTP probes go
-// through the project's UpstreamConn (the same client the proxy uses); TCP probes only connect.
+// through the project's UpstreamConn (the same client the proxy uses); TCP probes only connect;
+// gRPC probes call grpc.health.v1.Health/Check as a stream of an H2Upstream (the proxy's HTTP/2
+// client), on one connection per instance kept open between probes (as Envoy's gRPC checker).
 // healthy_threshold passes make an instance healthy, unhealthy_threshold failures unhealthy;
 // each change is written to the registry with its reason (which logs it and bumps the index).
 #pragma once
@@ -15,6 +17,7 @@
 #include "conf/config.h"
 #include "proxy/net/buffer_pool.h"
 #include "proxy/net/tls_config.h"
+#include "proxy/upstream/h2_upstream.h"
 #include "proxy/upstream/upstream_conn.h"
 #include "proxy/net/random.h"
 #include "registry/registry.h"
@@ -59,6 +62,9 @@ class HealthChecker {
   // changed, else a new one (the old stopped). Taken out of sessions_.
   Session* session_for(const registry::Instance& inst, const conf::HealthCheck& hc, uint64_t old_uid);
   std::unordered_map<uint64_t, Session*> sessions_;  // by instance uid
+  // gRPC probes' HTTP/2 connections, one per instance kept open between probes (declared after
+  // sessions_: a session's stop() retires its connection).
+  upstream::H2Pool h2_pool_;
   std::unordered_map<std::string, std::unordered_map<std::string, uint64_t>> by_service_;  // id → session uid, per service
 };
 

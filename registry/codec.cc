@@ -22,6 +22,7 @@ bool fail(Error& err, const char* code, std::string message) {
 const char* type_name(conf::HealthCheck::Type t) {
   switch (t) {
     case conf::HealthCheck::Type::kTcp: return "tcp";
+    case conf::HealthCheck::Type::kGrpc: return "grpc";
     case conf::HealthCheck::Type::kNone: return "none";
     case conf::HealthCheck::Type::kHttp: break;
   }
@@ -75,15 +76,17 @@ json encode_health_check(const conf::HealthCheck& h) {
   json statuses = json::array();
   for (const auto& [lo, hi] : h.expected_status)
     statuses.push_back(lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi));
-  return json{{"type", type_name(h.type)},
-              {"path", h.path},
-              {"host", h.host},
-              {"expected_status", statuses},
-              {"interval", format_duration(h.interval)},
-              {"timeout", format_duration(h.timeout)},
-              {"jitter", format_percent(h.jitter)},
-              {"healthy_threshold", h.healthy_threshold},
-              {"unhealthy_threshold", h.unhealthy_threshold}};
+  json j{{"type", type_name(h.type)},
+         {"path", h.path},
+         {"host", h.host},
+         {"expected_status", statuses},
+         {"interval", format_duration(h.interval)},
+         {"timeout", format_duration(h.timeout)},
+         {"jitter", format_percent(h.jitter)},
+         {"healthy_threshold", h.healthy_threshold},
+         {"unhealthy_threshold", h.unhealthy_threshold}};
+  if (h.type == conf::HealthCheck::Type::kGrpc) j["grpc_service"] = h.grpc_service;
+  return j;
 }
 
 bool decode_health_check(const json& j, conf::HealthCheck& h, Error& err) {
@@ -93,8 +96,13 @@ bool decode_health_check(const json& j, conf::HealthCheck& h, Error& err) {
       const std::string t = v.is_string() ? v.get<std::string>() : "";
       if (t == "http") h.type = conf::HealthCheck::Type::kHttp;
       else if (t == "tcp") h.type = conf::HealthCheck::Type::kTcp;
+      else if (t == "grpc") h.type = conf::HealthCheck::Type::kGrpc;
       else if (t == "none") h.type = conf::HealthCheck::Type::kNone;
-      else return fail(err, "bad_field", "health_check.type must be http, tcp or none");
+      else return fail(err, "bad_field", "health_check.type must be http, tcp, grpc or none");
+    } else if (k == "grpc_service") {
+      if (!v.is_string() || v.get<std::string>().size() > 255)
+        return fail(err, "bad_field", "health_check.grpc_service must be a string of at most 255 characters");
+      h.grpc_service = v.get<std::string>();
     } else if (k == "path") {
       if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>()[0] != '/')
         return fail(err, "bad_field", "health_check.path must be a string starting with '/'");

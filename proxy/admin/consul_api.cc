@@ -114,6 +114,7 @@ const char* check_type(const registry::Registry& reg, const registry::Instance& 
   }
   if (hc && hc->type == conf::HealthCheck::Type::kHttp) return "http";
   if (hc && hc->type == conf::HealthCheck::Type::kTcp) return "tcp";
+  if (hc && hc->type == conf::HealthCheck::Type::kGrpc) return "grpc";
   return i.ttl.count() > 0 ? "ttl" : "";
 }
 

@@ -1,6 +1,8 @@
 // gRPC request recognition and the proxy's errors as gRPC statuses (see grpc.h).
 #include "proxy/http/grpc.h"
 
+#include <algorithm>
+
 #include "proxy/http/rewrite.h"
 
 namespace sy::http {
@@ -54,6 +56,85 @@ bool parse_grpc_timeout(std::string_view v, int64_t& ms) {
     ms = (n + per_ms - 1) / per_ms;
   }
   return true;
+}
+
+namespace {
+void put_varint(uint64_t v, std::string& out) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+// A protobuf varint at `p` (at most 10 bytes); false when truncated or too long.
+bool get_varint(std::string_view& p, uint64_t& v) {
+  v = 0;
+  for (int shift = 0; shift < 70 && !p.empty(); shift += 7) {
+    const auto b = static_cast<unsigned char>(p.front());
+    p.remove_prefix(1);
+    v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+}  // namespace
+
+void build_health_request(std::string_view service, std::string& out) {
+  std::string msg;
+  if (!service.empty()) {  // proto3: an empty string is not written
+    msg.push_back(0x0a);   // field 1, length-delimited
+    put_varint(service.size(), msg);
+    msg.append(service);
+  }
+  out.push_back('\0');  // not compressed
+  const uint32_t n = static_cast<uint32_t>(msg.size());
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((n >> shift) & 0xff));
+  out.append(msg);
+}
+
+bool parse_health_response(std::string_view body, int& serving) {
+  if (body.size() < 5 || body[0] != '\0') return false;  // (a compressed answer we did not ask for)
+  uint32_t n = 0;
+  for (int i = 1; i <= 4; ++i) n = (n << 8) | static_cast<unsigned char>(body[static_cast<size_t>(i)]);
+  if (body.size() - 5 != n) return false;
+  std::string_view p = body.substr(5);
+  serving = 0;
+  while (!p.empty()) {
+    uint64_t key = 0, v = 0;
+    if (!get_varint(p, key)) return false;
+    switch (key & 7) {
+      case 0:  // varint
+        if (!get_varint(p, v)) return false;
+        if (key >> 3 == 1) serving = static_cast<int>(std::min<uint64_t>(v, 1000));
+        break;
+      case 1:  // 64-bit
+        if (p.size() < 8) return false;
+        p.remove_prefix(8);
+        break;
+      case 2:  // length-delimited (a field a newer server may add)
+        if (!get_varint(p, v) || v > p.size()) return false;
+        p.remove_prefix(static_cast<size_t>(v));
+        break;
+      case 5:  // 32-bit
+        if (p.size() < 4) return false;
+        p.remove_prefix(4);
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+const char* serving_status_name(int serving) {
+  switch (serving) {
+    case 0: return "UNKNOWN";
+    case 1: return "SERVING";
+    case 2: return "NOT_SERVING";
+    case 3: return "SERVICE_UNKNOWN";
+    default: return "unrecognised";
+  }
 }
 
 int grpc_status_for(int http_status, std::string_view code) {

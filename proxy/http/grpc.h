@@ -23,6 +23,14 @@ int grpc_status_in(const MessageHead& h, size_t first = 0);
 // deadline (gRPC's own servers ignore a malformed one too).
 bool parse_grpc_timeout(std::string_view v, int64_t& ms);
 
+// grpc.health.v1.Health/Check, as health_check.type: grpc sends it: the length-prefixed gRPC message
+// of HealthCheckRequest{service} (protobuf field 1, a string), appended to `out`.
+void build_health_request(std::string_view service, std::string& out);
+// The ServingStatus of a HealthCheckResponse body (one length-prefixed message; field 1, a varint:
+// 0 UNKNOWN, 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN; absent = 0). false: not such a message.
+bool parse_health_response(std::string_view body, int& serving);
+const char* serving_status_name(int serving);
+
 // The gRPC status for one of the proxy's own errors (code as in x-switchyard-error): the mapping
 // the contract gives (no route 12, unavailable 14, timeout 4, rate limited / too large 8), else
 // gRPC's HTTP-to-status table for the HTTP status.

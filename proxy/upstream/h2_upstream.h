@@ -197,6 +197,15 @@ class H2Pool {
   void add(H2Upstream* c);
   void remove(H2Upstream* c);  // (the connection closed)
   void close_all();
+  // Retires the connections to instance `uid` (it is no longer probed or routed to): the cost is
+  // that instance's connections, not the pool's size.
+  void retire(uint64_t uid) {
+    auto it = conns_.find(uid);
+    if (it == conns_.end()) return;
+    std::vector<H2Upstream*> doomed;
+    for (H2Upstream* c = it->second; c; c = c->next) doomed.push_back(c);
+    for (H2Upstream* c : doomed) c->retire();
+  }
   template <typename Pred>
   void close_if(Pred dead) {
     std::vector<H2Upstream*> doomed;

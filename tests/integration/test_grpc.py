@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from conftest import service_config
-from harness import metric, wait_until
+from harness import admin, metric, wait_until
 
 pytestmark = pytest.mark.plaintext
 
@@ -48,6 +48,13 @@ class EchoServer:
         }
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=OPTS)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+        # grpc.health.v1.Health/Check on raw protobuf bytes: HealthCheckRequest{service = 1},
+        # HealthCheckResponse{status = 1} with 1 SERVING, 2 NOT_SERVING.
+        self.serving = True
+        self.health_peers = set()
+        self.health_asked = []
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(self.health_check)}),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
         self.address = f"127.0.0.1:{self.port}"
@@ -92,6 +99,15 @@ class EchoServer:
         while time.monotonic() < deadline and ctx.is_active():
             time.sleep(0.01)
         return req
+
+    def health_check(self, req, ctx):
+        service = req[2:].decode() if req[:1] == b"\x0a" else ""
+        with self.lock:
+            self.health_peers.add(ctx.peer())
+            self.health_asked.append(service)
+        if service not in ("", "test.Echo"):
+            ctx.abort(grpc.StatusCode.NOT_FOUND, "unknown service " + service)
+        return b"\x08\x01" if self.serving else b"\x08\x02"
 
     def fail(self, req, ctx):
         ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing: " + req.decode())
@@ -388,3 +404,43 @@ def test_grpc_timeout_bounds_the_try(backends, proxies, tmp_path, http):
     assert len(b.requests) == 2  # one try each: no time was left for another
     assert "outlier ejected" not in p.log()
     assert metric(p, "switchyard_grpc_responses_total", service="echo", grpc_status="4") == 2
+
+
+def test_grpc_health_checks_take_a_not_serving_instance_out_and_back(echo_servers, proxies):
+    """health_check.type: grpc calls grpc.health.v1.Health/Check with grpc_service over h2c: SERVING
+    is healthy, NOT_SERVING (or an error status) takes the instance out with the reason in its
+    `why`, and it comes back when SERVING again; probes share one kept connection per instance."""
+    a, b = echo_servers("a"), echo_servers("b")
+    hc = ("health_check: { type: grpc, grpc_service: test.Echo, interval: 1s, timeout: 900ms, healthy_threshold: 1, "
+          "unhealthy_threshold: 1, jitter: 0% }")
+    text = h2c_config(a, b, extra="lb: round_robin\n" + hc)
+    text += ("  other:\n    protocol: h2c\n    instances: [ { address: " + a.address + " } ]\n"
+             "    health_check: { type: grpc, grpc_service: nosuch, interval: 1s, timeout: 900ms, unhealthy_threshold: 1 }\n")
+    p = proxies(text)
+
+    def inst(service, server):
+        for i in admin(p.admin, "GET", f"/v1/services/{service}")[1]["instances"]:
+            if i["address"] == server.address:
+                return admin(p.admin, "GET", f"/v1/services/{service}/instances/{i['id']}")[1]
+        raise AssertionError(f"{server.address} not in {service}")
+
+    wait_until(lambda: inst("echo", a)["state"] == "healthy" and inst("echo", b)["state"] == "healthy", 60, what="both healthy")
+    assert "gRPC SERVING" in inst("echo", a)["why"]
+    assert "test.Echo" in a.health_asked
+    a.serving = False
+    wait_until(lambda: inst("echo", a)["state"] == "unhealthy", 60, what="a out")
+    assert "NOT_SERVING" in inst("echo", a)["why"]
+    with channel(p) as ch:
+        unary = ch.unary_unary("/test.Echo/Unary")
+        for i in range(6):
+            _, call = unary.with_call(b"x", timeout=60)
+            assert ("x-served-by", "b") in call.initial_metadata()
+    a.serving = True
+    wait_until(lambda: inst("echo", a)["state"] == "healthy", 60, what="a back")
+    # A grpc_service the server does not know: NOT_FOUND is a failed check, said in the why.
+    wait_until(lambda: inst("other", a)["state"] == "unhealthy", 60, what="other unhealthy")
+    assert "grpc-status 5" in inst("other", a)["why"] and "unknown service nosuch" in inst("other", a)["why"]
+    # Probes every second for seconds, over one kept connection per service probing it (two for a).
+    wait_until(lambda: len(b.health_asked) >= 4, 60, what="four probes of b")
+    assert len(b.health_peers) == 1, b.health_peers
+    assert len(a.health_peers) <= 2, a.health_peers

@@ -235,3 +235,14 @@ TEST_CASE("on lists take gRPC statuses by name; breakers and outlier detection c
   CHECK(errs[0].find("'not-found'") != std::string::npos);
   CHECK(errs[0].find("unavailable") != std::string::npos);  // the message lists what is accepted
 }
+
+TEST_CASE("health_check.type grpc with grpc_service") {
+  Config c;
+  std::vector<std::string> e;
+  REQUIRE(load_string("services:\n  g:\n    protocol: h2c\n    health_check: { type: grpc, grpc_service: pkg.Svc }\n", "t.yaml", c, e));
+  CHECK(c.services.at("g").health_check.type == HealthCheck::Type::kGrpc);
+  CHECK(c.services.at("g").health_check.grpc_service == "pkg.Svc");
+  auto errs = errors_of("services:\n  g:\n    health_check: { type: grpcs }\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].find("must be http, tcp, grpc or none") != std::string::npos);
+}

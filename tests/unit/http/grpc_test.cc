@@ -91,3 +91,27 @@ TEST_CASE("grpc-timeout: 1..8 digits and a unit, as milliseconds rounded up") {
   CHECK(ms == int64_t{99999999} * 3600000);
   for (const char* bad : {"", "S", "1", "1s", "123456789S", "-1S", "1.5S", " 1S"}) CHECK_FALSE(parse_grpc_timeout(bad, ms));
 }
+
+TEST_CASE("grpc.health.v1 messages: the request names its service, the response's ServingStatus is read") {
+  std::string req;
+  build_health_request("", req);
+  CHECK(req == std::string("\0\0\0\0\0", 5));  // proto3 writes no empty string
+  req.clear();
+  build_health_request("pkg.Svc", req);
+  CHECK(req == std::string("\0\0\0\0\x09\x0a\x07pkg.Svc", 14));
+  int serving = -1;
+  CHECK(parse_health_response(std::string("\0\0\0\0\x02\x08\x01", 7), serving));
+  CHECK(serving == 1);
+  CHECK(parse_health_response(std::string("\0\0\0\0\x02\x08\x02", 7), serving));
+  CHECK(serving == 2);
+  CHECK(parse_health_response(std::string("\0\0\0\0\0", 5), serving));
+  CHECK(serving == 0);  // absent = UNKNOWN: not healthy
+  // A field a newer server adds (field 2, a string) is skipped.
+  CHECK(parse_health_response(std::string("\0\0\0\0\x06\x12\x02hi\x08\x01", 11), serving));
+  CHECK(serving == 1);
+  CHECK_FALSE(parse_health_response(std::string("\0\0\0\0\x03\x08\x01", 7), serving));  // length disagrees
+  CHECK_FALSE(parse_health_response(std::string("\x01\0\0\0\x02\x08\x01", 7), serving));  // compressed
+  CHECK_FALSE(parse_health_response(std::string("\0\0\0\0\x01\x08", 6), serving));  // truncated varint
+  CHECK_FALSE(parse_health_response("", serving));
+  CHECK(std::string(serving_status_name(2)) == "NOT_SERVING");
+}

@@ -128,3 +128,19 @@ TEST_CASE("registration_of an instance reads back what put() stored") {
   reg.put(dflt, 0);
   CHECK(registration_of(*reg.find("orders", "o-2")).ttl == Millis(30000));
 }
+
+TEST_CASE("a gRPC health check round-trips with its grpc_service; a bad one is refused") {
+  Registration r = full();
+  r.health_check.type = sy::conf::HealthCheck::Type::kGrpc;
+  r.health_check.grpc_service = "pkg.Greeter";
+  Registration back;
+  Error err;
+  json j = encode_registration(r, DocKind::kStored);
+  CHECK(j["health_check"]["type"] == "grpc");
+  CHECK(j["health_check"]["grpc_service"] == "pkg.Greeter");
+  REQUIRE(decode_registration(j, back, DocKind::kStored, err));
+  CHECK(same(r, back));
+  j["health_check"]["grpc_service"] = 7;
+  CHECK_FALSE(decode_registration(j, back, DocKind::kStored, err));
+  CHECK(err.message.find("grpc_service") != std::string::npos);
+}
