@@ -202,8 +202,7 @@ conf::Millis ProxyStream::try_timeout() {
   conf::Millis limit = r.per_try_timeout.count() > 0 ? std::min(t.response, r.per_try_timeout) : t.response;
   s_.try_by_deadline = false;
   if (s_.grpc_deadline_ms >= 0) {
-    const int64_t elapsed_ms = static_cast<int64_t>((uv_hrtime() - s_.started_ns) / 1'000'000);
-    const int64_t left = std::max<int64_t>(1, s_.grpc_deadline_ms - elapsed_ms);
+    const int64_t left = std::max<int64_t>(1, s_.grpc_deadline_ms - elapsed_ms());
     if (left < limit.count()) {
       limit = conf::Millis(left);
       s_.try_by_deadline = true;
@@ -214,7 +213,11 @@ conf::Millis ProxyStream::try_timeout() {
 
 bool ProxyStream::deadline_passed() const {
   if (s_.grpc_deadline_ms < 0) return false;
-  return static_cast<int64_t>((uv_hrtime() - s_.started_ns) / 1'000'000) >= s_.grpc_deadline_ms;
+  return elapsed_ms() >= s_.grpc_deadline_ms;
+}
+
+int64_t ProxyStream::elapsed_ms() const {
+  return static_cast<int64_t>((uv_hrtime() - s_.started_ns) / 1'000'000);
 }
 
 void ProxyStream::on_upstream_drained(upstream::Exchange*) {

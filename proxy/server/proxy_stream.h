@@ -90,6 +90,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
   // a gRPC call's grpc-timeout when that is shorter (then s_.try_by_deadline).
   conf::Millis try_timeout();
   bool deadline_passed() const;  // a gRPC call's grpc-timeout has run out
+  int64_t elapsed_ms() const;    // since the request's first byte
   void drop_upstream();       // close the upstream connection, if any
   void hand_back_upstream(bool reusable);
   void finish();              // the response is out: record, counters back, upstream to the pool
