@@ -567,9 +567,7 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
           std::string p;
           protocol_pos = pos(v);
           if (!scalar(v, w + ".protocol", p)) return;
-          if (p == "http1") s.protocol = UpstreamProtocol::kHttp1;
-          else if (p == "h2c") s.protocol = UpstreamProtocol::kH2c;
-          else error(v, "'" + w + ".protocol' must be http1 or h2c (h2 over TLS is not built yet); got '" + p + "'");
+          if (!parse_upstream_protocol(p, s.protocol)) error(v, "'" + w + ".protocol' must be http1, h2c or h2; got '" + p + "'");
         }},
        {"instances",
         [&](const YAML::Node& v) {
@@ -676,7 +674,7 @@ void Loader::load_service(const std::string& name, const YAML::Node& n, Service&
                               ", which does not hash: use lb: ring_hash or maglev, or remove hash_on");
   if (s.protocol == UpstreamProtocol::kH2c && s.tls.enabled)
     error_at(protocol_pos, "'" + w + ".protocol' is h2c, HTTP/2 over plain TCP, but '" + w +
-                               ".tls' is set: HTTP/2 over TLS to instances (h2) is not built yet; use protocol: http1 with tls");
+                               ".tls' is enabled: use protocol: h2 for HTTP/2 over TLS");
   if (s.retry.backoff_base > s.retry.backoff_max)
     error_at(backoff_base_pos.line ? backoff_base_pos : backoff_max_pos,
              "'" + w + ".retry.backoff.base' (" + std::to_string(s.retry.backoff_base.count()) +
@@ -818,6 +816,24 @@ void Loader::load_client_tls(const YAML::Node& n, const std::string& w, ClientTl
 }
 
 }  // namespace
+
+// The one spelling of services.X.protocol and a registration's "protocol".
+bool parse_upstream_protocol(std::string_view s, UpstreamProtocol& out) {
+  if (s == "http1") out = UpstreamProtocol::kHttp1;
+  else if (s == "h2c") out = UpstreamProtocol::kH2c;
+  else if (s == "h2") out = UpstreamProtocol::kH2;
+  else return false;
+  return true;
+}
+
+const char* upstream_protocol_name(UpstreamProtocol p) {
+  switch (p) {
+    case UpstreamProtocol::kHttp1: return "http1";
+    case UpstreamProtocol::kH2c: return "h2c";
+    case UpstreamProtocol::kH2: return "h2";
+  }
+  return "?";
+}
 
 namespace {
 // The gRPC statuses `on` lists may name (gRPC's status codes; the set Envoy's retry_grpc_on takes).

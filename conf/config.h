@@ -183,9 +183,11 @@ struct Timeouts {
                            // request bytes it was sent)
 };
 
-// What the proxy speaks to a service's instances: HTTP/1.1, or HTTP/2 over plain TCP (prior
-// knowledge, as gRPC servers take it).
-enum class UpstreamProtocol { kHttp1, kH2c };
+// How instances are spoken to: HTTP/1.1, HTTP/2 over plain TCP (prior knowledge), or HTTP/2 over
+// TLS (ALPN h2). A registration's "protocol" overrides the service's for that instance.
+enum class UpstreamProtocol { kHttp1, kH2c, kH2 };
+bool parse_upstream_protocol(std::string_view s, UpstreamProtocol& out);
+const char* upstream_protocol_name(UpstreamProtocol p);
 
 struct Service {
   std::string name;

@@ -15,7 +15,8 @@ namespace sy::health {
 class HealthChecker::Session final : public upstream::UpstreamOwner {
  public:
   Session(HealthChecker& hc, const registry::Instance& inst, const conf::HealthCheck& cfg)
-      : hc_(hc), uid_(inst.uid), service_(inst.service), id_(inst.id), address_(inst.address), tls_(inst.tls), cfg_(cfg) {
+      : hc_(hc), uid_(inst.uid), service_(inst.service), id_(inst.id), address_(inst.address), tls_(inst.tls),
+        protocol_(inst.protocol), cfg_(cfg) {
     uv_timer_init(hc.loop_, &timer_);
     timer_.data = this;
     uv_timer_start(&timer_, on_timer, 0, 0);  // first probe at once
@@ -47,14 +48,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
       return;
     }
     upstream::TlsTarget tls;
-    if (cfg_.type == conf::HealthCheck::Type::kHttp && hc_.tls_) {
-      // As requests reach it: the service's tls, or the default one for an instance registered over TLS.
-      auto svc = hc_.reg_.services().find(service_);  // (its config as now: a reload may change it)
-      const bool service_tls = svc != hc_.reg_.services().end() && svc->second.cfg.tls.enabled;
-      tls.cfg = hc_.tls_->for_instance(service_, service_tls, tls_);
-      if (tls.cfg)
-        tls.name = !tls.cfg->server_name.empty() ? tls.cfg->server_name : !cfg_.host.empty() ? cfg_.host : address_.host();
-    }
+    if (cfg_.type == conf::HealthCheck::Type::kHttp && !tls_target(tls)) return;
     conn_ = upstream::UpstreamConn::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, this, nullptr, &err,
                                             tls.cfg ? &tls : nullptr);
     if (!conn_) {
@@ -62,6 +56,25 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
       return;
     }
     uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(cfg_.timeout.count()), 0);
+  }
+
+  // TLS as requests reach the instance: the service's tls, or the default one for an instance
+  // registered over TLS or spoken to as h2 (the service's config as now: a reload may change it).
+  // False: TLS is wanted and no context is loaded; the probe failed.
+  bool tls_target(upstream::TlsTarget& tls) {
+    auto svc = hc_.reg_.services().find(service_);
+    const bool known = svc != hc_.reg_.services().end();
+    const bool service_tls = known && svc->second.cfg.tls.enabled;
+    const conf::UpstreamProtocol proto = protocol_ ? *protocol_ : known ? svc->second.cfg.protocol : conf::UpstreamProtocol::kHttp1;
+    const bool instance_tls = tls_ || proto == conf::UpstreamProtocol::kH2;
+    if (!service_tls && !instance_tls) return true;
+    if (hc_.tls_) tls.cfg = hc_.tls_->for_instance(service_, service_tls, instance_tls);
+    if (!tls.cfg) {
+      done(ProbeResult::kFailure, "the instance is reached over TLS and no TLS context is loaded for service '" + service_ + "'");
+      return false;
+    }
+    tls.name = !tls.cfg->server_name.empty() ? tls.cfg->server_name : !cfg_.host.empty() ? cfg_.host : address_.host();
+    return true;
   }
 
   // The probe's connection could not even be started (libuv's `err`).
@@ -78,10 +91,13 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
 
   // A stream on the instance's kept connection (a new one when there is none, or it closed).
   void start_grpc_probe() {
-    upstream::H2Upstream* c = hc_.h2_pool_.find(uid_);
+    upstream::TlsTarget tls;
+    if (!tls_target(tls)) return;
+    upstream::H2Upstream* c = hc_.h2_pool_.find(uid_, tls.cfg.get(), tls.name);
     if (!c) {
       int err = 0;
-      c = upstream::H2Upstream::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, upstream::H2Windows{}, nullptr, &err);
+      c = upstream::H2Upstream::connect(hc_.loop_, hc_.buffers_, address_, uid_, cfg_.timeout, upstream::H2Windows{}, nullptr, &err,
+                                        tls.cfg ? &tls : nullptr);
       if (!c) {
         not_started(err);
         return;
@@ -288,6 +304,7 @@ class HealthChecker::Session final : public upstream::UpstreamOwner {
   std::string service_, id_;
   conf::Address address_;
   bool tls_;  // registered over TLS
+  std::optional<conf::UpstreamProtocol> protocol_;  // its registration's "protocol"
   conf::HealthCheck cfg_;
   upstream::UpstreamConn* conn_ = nullptr;
   upstream::Exchange* x_ = nullptr;  // a gRPC probe's stream

@@ -155,6 +155,7 @@ json encode_registration(const Registration& r, DocKind kind) {
             {"zone", r.zone},
             {"ttl", format_duration(r.leased ? r.ttl : conf::Millis(0))},
             {"routes", routes}};
+  if (r.protocol) j["protocol"] = conf::upstream_protocol_name(*r.protocol);
   if (r.has_health_check) j["health_check"] = encode_health_check(r.health_check);
   if (r.deregister_critical_after.count() > 0)
     j["deregister_critical_after"] = format_duration(r.deregister_critical_after);
@@ -169,7 +170,7 @@ json encode_registration(const Registration& r, DocKind kind) {
 
 bool decode_registration(const json& j, Registration& r, DocKind kind, Error& err) {
   if (!j.is_object()) return fail(err, "bad_json", "body must be a JSON object");
-  bool have_address = false, have_service = false, have_id = false;
+  bool have_address = false, have_service = false, have_id = false, have_scheme = false;
   for (const auto& [k, v] : j.items()) {
     if (k == "address") {
       if (!v.is_string()) return fail(err, "bad_field", "'address' must be a string \"host:port\"");
@@ -181,6 +182,12 @@ bool decode_registration(const json& j, Registration& r, DocKind kind, Error& er
       if (!v.is_string() || (v.get<std::string>() != "http" && v.get<std::string>() != "https"))
         return fail(err, "bad_field", "'scheme' must be \"http\" or \"https\"");
       r.tls = v.get<std::string>() == "https";
+      have_scheme = true;
+    } else if (k == "protocol") {
+      conf::UpstreamProtocol p;
+      if (!v.is_string() || !conf::parse_upstream_protocol(v.get<std::string>(), p))
+        return fail(err, "bad_field", "'protocol' must be \"http1\", \"h2c\" or \"h2\"");
+      r.protocol = p;
     } else if (k == "weight") {
       if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 10000)
         return fail(err, "bad_field", "'weight' must be a whole number 1..10000");
@@ -265,6 +272,14 @@ bool decode_registration(const json& j, Registration& r, DocKind kind, Error& er
     }
   }
   if (!have_address) return fail(err, "missing_field", "'address' is required");
+  // h2 is HTTP/2 over TLS and h2c over plain TCP: the scheme follows, and one that contradicts it
+  // is refused rather than guessed at.
+  if (r.protocol == conf::UpstreamProtocol::kH2) {
+    if (have_scheme && !r.tls) return fail(err, "bad_field", "'protocol' \"h2\" is HTTP/2 over TLS, but 'scheme' is \"http\" (use \"h2c\")");
+    r.tls = true;
+  } else if (r.protocol == conf::UpstreamProtocol::kH2c && r.tls) {
+    return fail(err, "bad_field", "'protocol' \"h2c\" is HTTP/2 over plain TCP, but 'scheme' is \"https\" (use \"h2\")");
+  }
   if (kind == DocKind::kStored && !have_service) return fail(err, "missing_field", "'service' is required");
   if (kind == DocKind::kStored && !have_id) return fail(err, "missing_field", "'id' is required");
   return true;
@@ -276,6 +291,7 @@ Registration registration_of(const Instance& inst) {
   r.id = inst.id;
   r.address = inst.address;
   r.tls = inst.tls;
+  r.protocol = inst.protocol;
   r.weight = inst.weight;
   r.tags = inst.tags;
   r.meta = inst.meta;

@@ -195,8 +195,8 @@ Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bo
     inst.uid = next_uid_++;
     inst.routable_since_ms = now_ms;
     ++total_;
-  } else if (!(inst.address == r.address) || inst.tls != r.tls) {
-    inst.uid = next_uid_++;  // a new address (or scheme) is a new endpoint: fresh pools
+  } else if (!(inst.address == r.address) || inst.tls != r.tls || inst.protocol != r.protocol) {
+    inst.uid = next_uid_++;  // a new address (or scheme, or protocol) is a new endpoint: fresh pools
   }
   assign(inst, r, now_ms);
   track_lease(inst);
@@ -214,6 +214,7 @@ Registry::PutResult Registry::put_impl(const Registration& r, int64_t now_ms, bo
 bool Registry::unchanged_by(const Instance& inst, const Registration& r) const {
   const conf::Millis ttl = !r.leased ? conf::Millis(0) : r.ttl.count() > 0 ? r.ttl : default_ttl_;
   return inst.source == Source::kDynamic && !inst.stale && inst.address == r.address && inst.tls == r.tls &&
+         inst.protocol == r.protocol &&
          inst.weight == r.weight &&
          inst.tags == r.tags && inst.meta == r.meta && inst.zone == r.zone && inst.ttl == ttl &&
          inst.routes == r.routes && inst.has_health_check == r.has_health_check && inst.health_check == r.health_check &&
@@ -559,6 +560,7 @@ void Registry::assign(Instance& inst, const Registration& r, int64_t now_ms) con
   inst.service = r.service;
   inst.address = r.address;
   inst.tls = r.tls;
+  inst.protocol = r.protocol;
   inst.weight = r.weight;
   inst.tags = r.tags;
   inst.meta = r.meta;

@@ -13,6 +13,7 @@
 #include <set>
 #include <utility>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,8 @@ struct Instance {
   std::string service;
   conf::Address address;
   bool tls = false;  // reached over TLS ("scheme": "https") even when its service has no tls block
+  // "protocol" of its registration: how it is spoken to, whatever its service's protocol says.
+  std::optional<conf::UpstreamProtocol> protocol;
   uint32_t weight = 1;
   std::vector<std::string> tags;
   std::map<std::string, std::string> meta;
@@ -87,7 +90,8 @@ struct Registration {
   std::string service;
   std::string id;
   conf::Address address;
-  bool tls = false;  // "scheme": "https"
+  bool tls = false;  // "scheme": "https" (or "protocol": "h2")
+  std::optional<conf::UpstreamProtocol> protocol;  // "protocol"; none: the service's
   uint32_t weight = 1;
   std::vector<std::string> tags;
   std::map<std::string, std::string> meta;

@@ -415,7 +415,8 @@ bool decode_consul_registration(const std::string& text_body, const std::string&
     const json w = folded(top["weights"]);
     if (w.contains("passing")) doc["weight"] = w["passing"];
   }
-  // Checks: at most one HTTP or TCP check (→ the instance's health check) and one TTL check (→ its lease).
+  // Checks: at most one HTTP, TCP or GRPC check (→ the instance's health check) and one TTL check
+  // (→ its lease). A GRPC check also says the instance speaks gRPC: HTTP/2, h2c or (GRPCUseTLS) h2.
   std::vector<json> checks;
   if (top.contains("check") && top["check"].is_object()) checks.push_back(folded(top["check"]));
   if (top.contains("checks") && top["checks"].is_array())
@@ -428,10 +429,10 @@ bool decode_consul_registration(const std::string& text_body, const std::string&
   conf::Millis dca{0};
   doc["ttl"] = "0s";  // Consul agent services live until deregistered, unless a TTL check says otherwise
   for (const auto& c : checks) {
-    for (const char* k : {"grpc", "args", "script", "dockercontainerid", "h2ping", "aliasservice", "udp", "osservice"})
+    for (const char* k : {"args", "script", "dockercontainerid", "h2ping", "aliasservice", "udp", "osservice"})
       if (c.contains(k) && !c[k].is_null() && !(c[k].is_string() && c[k].get<std::string>().empty()) &&
           !(c[k].is_array() && c[k].empty()))
-        return bad(std::string("check type '") + k + "' is not supported (HTTP, TCP and TTL checks are)");
+        return bad(std::string("check type '") + k + "' is not supported (HTTP, TCP, GRPC and TTL checks are)");
     auto cstr = [&](const char* k) { return c.contains(k) && c[k].is_string() ? c[k].get<std::string>() : std::string(); };
     if (c.contains("deregistercriticalserviceafter") && !c["deregistercriticalserviceafter"].is_null()) {
       conf::Millis d;
@@ -448,9 +449,9 @@ bool decode_consul_registration(const std::string& text_body, const std::string&
       ttl_check_id = cstr("checkid");
       continue;
     }
-    const std::string http = cstr("http"), tcp = cstr("tcp");
-    if (http.empty() && tcp.empty()) return bad("a check needs HTTP, TCP or TTL");
-    if (have_active) return bad("at most one HTTP or TCP check per service (switchyard probes one)");
+    const std::string http = cstr("http"), tcp = cstr("tcp"), grpc = cstr("grpc");
+    if (http.empty() && tcp.empty() && grpc.empty()) return bad("a check needs HTTP, TCP, GRPC or TTL");
+    if (have_active) return bad("at most one HTTP, TCP or GRPC check per service (switchyard probes one)");
     have_active = true;
     json hc = json::object();
     std::string authority;
@@ -465,6 +466,16 @@ bool decode_consul_registration(const std::string& text_body, const std::string&
       hc["expected_status"] = json::array({"200-299"});  // Consul: 2xx passing
       const std::string method = cstr("method");
       if (!method.empty() && method != "GET") return bad("HTTP check Method " + method + " is not supported (GET is)");
+    } else if (!grpc.empty()) {
+      // Consul's form: "host:port" (the server as a whole) or "host:port/service".
+      const size_t slash = grpc.find('/');
+      authority = grpc.substr(0, slash);
+      hc["type"] = "grpc";
+      hc["grpc_service"] = slash == std::string::npos ? "" : grpc.substr(slash + 1);
+      if (c.contains("grpcusetls") && !c["grpcusetls"].is_null() && !c["grpcusetls"].is_boolean())
+        return bad("GRPCUseTLS must be true or false");
+      const bool use_tls = c.contains("grpcusetls") && c["grpcusetls"].is_boolean() && c["grpcusetls"].get<bool>();
+      doc["protocol"] = use_tls ? "h2" : "h2c";
     } else {
       authority = tcp;
       hc["type"] = "tcp";
@@ -479,10 +490,10 @@ bool decode_consul_registration(const std::string& text_body, const std::string&
     }
     if (check_port != port)
       return bad("the check must probe the service's own port " + std::to_string(port) +
-                 " (switchyard probes the instance's address): " + (http.empty() ? tcp : http));
+                 " (switchyard probes the instance's address): " + (!http.empty() ? http : !grpc.empty() ? grpc : tcp));
     conf::Millis interval, timeout;
     if (!c.contains("interval") || !consul_duration(c["interval"], interval) || interval.count() < 1)
-      return bad("Interval is required for HTTP and TCP checks (a duration such as 10s)");
+      return bad("Interval is required for HTTP, TCP and GRPC checks (a duration such as 10s)");
     hc["interval"] = registry::format_duration(interval);
     if (c.contains("timeout") && !c["timeout"].is_null()) {
       if (!consul_duration(c["timeout"], timeout) || timeout.count() < 1) return bad("Timeout must be a duration such as 1s");

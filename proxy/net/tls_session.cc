@@ -120,9 +120,16 @@ std::unique_ptr<TlsSession> TlsSession::server(const TlsServerConfig& cfg) {
   return std::unique_ptr<TlsSession>(new TlsSession(ssl));
 }
 
-std::unique_ptr<TlsSession> TlsSession::client(SSL_CTX* ctx, const std::string& sni, bool verify) {
+std::unique_ptr<TlsSession> TlsSession::client(SSL_CTX* ctx, const std::string& sni, bool verify, std::string_view alpn_wire) {
   SSL* ssl = SSL_new(ctx);
   if (!ssl) return nullptr;
+  // Per session, not on the shared context: one service's context serves HTTP/1.1 and HTTP/2
+  // instances alike (a registration's "protocol" decides).
+  if (!alpn_wire.empty() &&
+      SSL_set_alpn_protos(ssl, reinterpret_cast<const unsigned char*>(alpn_wire.data()), static_cast<unsigned>(alpn_wire.size())) != 0) {
+    SSL_free(ssl);
+    return nullptr;
+  }
   SSL_set_connect_state(ssl);
   // An IP literal is never sent as SNI (RFC 6066 §3) and is checked against the IP SANs.
   unsigned char ip[16];
@@ -137,6 +144,14 @@ std::unique_ptr<TlsSession> TlsSession::client(SSL_CTX* ctx, const std::string& 
   s->sniffed_ = true;
   s->advance();  // the ClientHello
   return s;
+}
+
+const char* TlsSession::failure_reason() const {
+  const long v = verify_result();
+  if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) return "name_mismatch";
+  if (v == X509_V_ERR_CERT_HAS_EXPIRED) return "certificate_expired";
+  if (v != X509_V_OK) return "certificate_verify_failed";
+  return "handshake_failed";
 }
 
 void TlsSession::feed(const char* data, size_t n) { fed_.append(data, n); }

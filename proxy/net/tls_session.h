@@ -52,8 +52,10 @@ class TlsSession {
   // `cfg` outlives the session (the listener's, kept by every connection that uses it).
   static std::unique_ptr<TlsSession> server(const TlsServerConfig& cfg);
   // A client session (upstreams, tests): `sni` is sent and, with `verify`, checked against the
-  // peer's certificate, which must chain to the context's trust store.
-  static std::unique_ptr<TlsSession> client(SSL_CTX* ctx, const std::string& sni, bool verify);
+  // peer's certificate, which must chain to the context's trust store. `alpn_wire`: the protocols
+  // offered, length-prefixed ("\x02h2"); empty: no ALPN extension.
+  static std::unique_ptr<TlsSession> client(SSL_CTX* ctx, const std::string& sni, bool verify,
+                                            std::string_view alpn_wire = {});
   ~TlsSession();
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
@@ -90,6 +92,9 @@ class TlsSession {
   const char* version() const { return SSL_get_version(ssl_); }
   const std::string& error() const { return error_; }
   long verify_result() const { return SSL_get_verify_result(ssl_); }
+  // A failed client handshake as a short label (metrics' `reason`): name_mismatch,
+  // certificate_expired, certificate_verify_failed or handshake_failed.
+  const char* failure_reason() const;
   // The first bytes looked like plain HTTP (a request line): the listener answers 400 in plain text.
   bool plain_http() const { return plain_http_; }
   // The verified peer certificate, as Envoy writes X-Forwarded-Client-Cert:

@@ -188,7 +188,13 @@ void ProxyStream::send_request_head() {
 
 void ProxyStream::flush_upstream() {
   if (!s_.up || s_.up->write_pending()) return;
-  if (!s_.up->has_output()) return;
+  if (!s_.up->has_output()) {
+    // The request ended with nothing left to write (an HTTP/2 client's END_STREAM arriving on its
+    // own, after the body went up and drained): no drain event will come, so the response timer
+    // starts here, or it would never start.
+    if (s_.request_done && s_.up_drained && c_.state_ == ClientSide::State::kForwarding) s_.up->request_sent(try_timeout());
+    return;
+  }
   s_.up_drained = false;
   s_.up->write();  // may report drained (or an error) before returning
   if (s_.up && s_.up->write_pending()) c_.stop_reading();  // backpressure: the backend is slower than the client

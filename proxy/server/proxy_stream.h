@@ -68,7 +68,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
   bool admit_rate_limits(const RouteEntry* route);
   void start_attempt();       // pick an instance (not tried yet) and connect
   void connect_upstream(bool fresh);
-  void connect_h2(bool fresh);
+  void connect_h2(bool fresh, upstream::TlsTarget& tls);
   bool admit_connection();
   void connect_refused(int err);
   bool request_hash(uint64_t& out) const;  // the hash_on key of this request, if present

@@ -15,6 +15,11 @@ bool has_tags(const registry::Instance& inst, const std::vector<std::string>& ta
   return true;
 }
 
+// The one place an instance becomes an endpoint (both builders: whole lists and patches).
+EndpointList::Ptr endpoint_of(const registry::Instance& inst, std::shared_ptr<health::InstanceRuntime> rt) {
+  return std::make_shared<const Endpoint>(Endpoint{inst.uid, inst.id, inst.address, inst.weight, std::move(rt), inst.tls, inst.protocol});
+}
+
 // Routable instances in tiers: healthy and fresh first; failing that, unknown (not yet probed)
 // and stale ones (lease lost in a mass expiry); failing that, panic: every non-draining instance,
 // since some answers beat none.
@@ -59,7 +64,7 @@ std::shared_ptr<const Upstreams> make_upstreams(const registry::Service& svc, co
   for (size_t k = 0; k < chosen.size(); ++k) {
     const auto* inst = chosen[k];
     auto rt = runtime ? runtime->instance(inst->uid) : nullptr;
-    u->endpoints.push_back(std::make_shared<const Endpoint>(Endpoint{inst->uid, inst->id, inst->address, inst->weight, rt}));
+    u->endpoints.push_back(endpoint_of(*inst, rt));
     uint32_t w = inst->weight;
     if (ramp) {  // weights × 10 so a ramping instance can hold a fraction of a unit
       const double f = slow_start_factor(inst->routable_since_ms, now_ms, svc.cfg.slow_start);
@@ -174,7 +179,7 @@ void RoutingBuilder::place(ServiceState& st, const std::string& id, const regist
   unlink(st, m);
   if (!same) {
     auto rt = runtime ? runtime->instance(inst->uid) : nullptr;
-    m.endpoint = std::make_shared<const Endpoint>(Endpoint{inst->uid, inst->id, inst->address, inst->weight, std::move(rt), inst->tls});
+    m.endpoint = endpoint_of(*inst, std::move(rt));
   }
   if (t >= 0) link(st, m, t);
 }

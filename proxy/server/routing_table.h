@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -31,7 +32,10 @@ struct Endpoint {
   conf::Address address;
   uint32_t weight = 1;
   std::shared_ptr<health::InstanceRuntime> runtime;  // live counters, breaker (may be null in tests)
-  bool tls = false;  // registered over TLS (a scheme change is a new uid, so a new Endpoint)  // live counters, breaker (may be null in tests)
+  bool tls = false;  // registered over TLS (a scheme change is a new uid, so a new Endpoint)
+  // Its registration's "protocol" (a change is a new uid too); none: the service's protocol.
+  std::optional<conf::UpstreamProtocol> protocol = std::nullopt;
+  conf::UpstreamProtocol protocol_in(const conf::Service& svc) const { return protocol ? *protocol : svc.protocol; }
 };
 
 // hash_on, parsed once when the config loads (conf/lb_kind.h).

@@ -152,10 +152,13 @@ void ProxyStream::connect_upstream(bool fresh) {
   c_.state_ = ClientSide::State::kConnecting;
   c_.stop_reading();
   // services.X.tls, or an instance registered over TLS: verified against server_name or the Host.
+  // protocol: h2 is TLS whatever the scheme said (the codec makes a registration's agree).
   upstream::TlsTarget tls;
+  const conf::UpstreamProtocol proto = s_.endpoint->protocol_in(*s_.upstreams->cfg);
   const bool service_tls = s_.upstreams->cfg->tls.enabled;
-  if (service_tls || s_.endpoint->tls) {
-    if (s_.table->tls) tls.cfg = s_.table->tls->for_instance(s_.upstreams->service, service_tls, s_.endpoint->tls);
+  const bool instance_tls = s_.endpoint->tls || proto == conf::UpstreamProtocol::kH2;
+  if (service_tls || instance_tls) {
+    if (s_.table->tls) tls.cfg = s_.table->tls->for_instance(s_.upstreams->service, service_tls, instance_tls);
     if (!tls.cfg) {
       send_error(502, "upstream_failed", "service '" + s_.upstreams->service + "' has no TLS context loaded", c_.close_after_);
       return;
@@ -170,8 +173,9 @@ void ProxyStream::connect_upstream(bool fresh) {
       if (tls.name.empty()) tls.name = s_.endpoint->address.host();
     }
   }
-  if (s_.upstreams->cfg->protocol == conf::UpstreamProtocol::kH2c) {
-    connect_h2(fresh);
+  if (proto != conf::UpstreamProtocol::kHttp1) {
+    // (An h2c instance of a service whose tls is enabled is reached as h2: TLS is not optional.)
+    connect_h2(fresh, tls);
     return;
   }
   if (!fresh) {
@@ -208,16 +212,16 @@ bool ProxyStream::admit_connection() {
   return true;
 }
 
-// HTTP/2 to the instance (services.X.protocol: h2c): a stream on a connection of the worker's
-// H2Pool that has room, or on a new one.
-void ProxyStream::connect_h2(bool fresh) {
+// HTTP/2 to the instance (protocol h2c, or h2 with `tls`): a stream on a connection of the
+// worker's H2Pool that has room and was made for the same TLS context and name, or on a new one.
+void ProxyStream::connect_h2(bool fresh, upstream::TlsTarget& tls) {
   if (s_.upgrade) {
     report_outcome(health::Outcome::kNeutral);
     send_error(502, "upstream_failed", "service '" + s_.upstreams->service + "' is reached over HTTP/2, which carries no protocol upgrade",
                true);
     return;
   }
-  upstream::H2Upstream* conn = fresh ? nullptr : w_.h2_pool.find(s_.endpoint->uid);
+  upstream::H2Upstream* conn = fresh ? nullptr : w_.h2_pool.find(s_.endpoint->uid, tls.cfg.get(), tls.name);
   if (!conn || !conn->ready()) {
     if (!admit_connection()) return;
   }
@@ -227,7 +231,7 @@ void ProxyStream::connect_h2(bool fresh) {
     win.stream = static_cast<uint32_t>(c_.cfg_->http2.initial_stream_window);
     win.connection = static_cast<uint32_t>(c_.cfg_->http2.connection_window);
     conn = upstream::H2Upstream::connect(w_.loop, w_.buffers, s_.endpoint->address, s_.endpoint->uid, s_.upstreams->cfg->timeouts.connect,
-                                         win, s_.srt ? s_.srt->connections : nullptr, &err);
+                                         win, s_.srt ? s_.srt->connections : nullptr, &err, tls.cfg ? &tls : nullptr);
     if (!conn) {
       connect_refused(err);
       return;

@@ -10,17 +10,40 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "conf/units.h"
 #include "proxy/http/head.h"
 #include "proxy/http/rewrite.h"
+#include "proxy/net/tcp_conn.h"
+#include "proxy/net/tls_config.h"
 
 namespace sy::upstream {
 
 class Exchange;
 class Pool;
+
+// TLS to an instance: the client context (CA, verification, client certificate) and the name sent
+// as SNI and checked against the certificate.
+struct TlsTarget {
+  std::shared_ptr<const net::TlsClientConfig> cfg;
+  std::string name;
+
+  // Makes `sock` (just connected) a TLS client of this target, offering `alpn_wire` (may be
+  // empty); the ClientHello goes out at once and `ev` reports the handshake's end. False: OpenSSL
+  // could not make a session, and `why` says so. Both upstream codecs start TLS through this.
+  bool start(net::TcpConn& sock, net::TcpConn::TlsEvent ev, std::string_view alpn_wire, std::string& why) const {
+    auto session = net::TlsSession::client(cfg->ctx.get(), name, cfg->verify, alpn_wire);
+    if (!session) {
+      why = "cannot start a TLS session: " + net::openssl_reason();
+      return false;
+    }
+    sock.start_tls(std::move(session), cfg, ev);
+    return true;
+  }
+};
 
 enum class UpstreamError {
   kConnectFailed,    // refused, unreachable

@@ -72,7 +72,7 @@ void H2Exchange::send_head(const http::MessageHead& req, const http::RequestForw
   std::string_view host;
   req.find("host", host);
   fl.add(":method", f.method, false);
-  fl.add(":scheme", f.tls ? "https" : "http", false);
+  fl.add(":scheme", f.tls || c.tls_ ? "https" : "http", false);
   fl.add(":authority", host.empty() ? std::string_view(c.address_.text) : host, false);
   fl.add(":path", f.target, false);
   struct Ctx {
@@ -288,8 +288,9 @@ H2Upstream::~H2Upstream() {
 
 H2Upstream* H2Upstream::connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr, uint64_t uid,
                                 conf::Millis connect_timeout, H2Windows windows,
-                                std::shared_ptr<std::atomic<uint32_t>> open_count, int* error) {
+                                std::shared_ptr<std::atomic<uint32_t>> open_count, int* error, TlsTarget* tls) {
   auto* c = new H2Upstream(loop, buffers);
+  if (tls) c->tls_ = std::make_unique<TlsTarget>(std::move(*tls));
   if (open_count) {
     ++*open_count;
     c->open_count_ = std::move(open_count);
@@ -329,24 +330,70 @@ bool H2Upstream::has_room() const {
 void H2Upstream::on_connect(uv_connect_t* req, int status) {
   auto* c = static_cast<H2Upstream*>(req->data);
   if (c->state_ == State::kClosed) return;
-  if (status < 0 || !c->start_session()) {
+  if (status < 0) {
     c->close(UpstreamError::kConnectFailed);
     return;
   }
   uv_tcp_nodelay(&c->sock_.tcp, 1);
-  c->state_ = State::kReady;
-  c->sock_.disarm();
+  if (c->tls_) {
+    // The handshake is part of connecting: the connect timer keeps running.
+    static constexpr std::string_view kAlpnH2{"\x02h2", 3};
+    std::string why;
+    if (!c->tls_->start(c->sock_, on_tls, kAlpnH2, why)) {
+      c->tls_failed(why);
+      return;
+    }
+    c->sock_.read_start(on_read);
+    return;
+  }
   c->sock_.read_start(on_read);
-  c->send();  // the preface and our SETTINGS
+  c->connected();
+}
+
+void H2Upstream::on_tls(void* self, bool ok) {
+  auto* c = static_cast<H2Upstream*>(self);
+  if (c->state_ != State::kConnecting) return;
+  const net::TlsSession* t = c->sock_.tls();
+  if (!ok) {
+    c->tls_failed(t->error());
+    return;
+  }
+  // RFC 7540 §3.3: h2 over TLS is what ALPN selected, nothing else. An instance that answers
+  // without ALPN, or with http/1.1, speaks no HTTP/2 on this port.
+  if (t->alpn_view() != "h2") {
+    const std::string_view got = t->alpn_view();
+    c->tls_failed("the instance did not select HTTP/2 by ALPN (" +
+                  (got.empty() ? std::string("no ALPN answer") : "it chose " + std::string(got)) +
+                  "): use protocol: http1 for it, or enable h2 on it");
+    return;
+  }
+  c->connected();
+}
+
+void H2Upstream::tls_failed(const std::string& why) {
+  tls_error_ = why;
+  const net::TlsSession* t = sock_.tls();
+  tls_reason_ = t && t->handshake_done() ? "alpn_mismatch" : t ? t->failure_reason() : "handshake_failed";
+  close(UpstreamError::kTlsFailed);
+}
+
+void H2Upstream::connected() {
+  if (!start_session()) {
+    close(UpstreamError::kConnectFailed);
+    return;
+  }
+  state_ = State::kReady;
+  sock_.disarm();
+  send();  // the preface and our SETTINGS
   // The exchanges that waited for the connection send their heads now.
   std::vector<H2Exchange*> waiting;
-  for (H2Exchange* x = c->exchanges_; x; x = x->next)
+  for (H2Exchange* x = exchanges_; x; x = x->next)
     if (!x->owner_done_ && x->id_ < 0 && !x->errored_) waiting.push_back(x);
   for (H2Exchange* x : waiting) {
-    if (c->state_ != State::kReady) break;
+    if (state_ != State::kReady) break;
     if (!x->owner_done_) x->owner_->on_upstream_connected(x);
   }
-  c->rearm();
+  rearm();
 }
 
 bool H2Upstream::start_session() {
@@ -380,6 +427,13 @@ bool H2Upstream::start_session() {
 void H2Upstream::on_read(uv_stream_t* st, ssize_t n) {
   auto* c = static_cast<H2Upstream*>(st->data);
   if (c->state_ == State::kClosed) return;
+  if (c->state_ == State::kConnecting) {  // (TLS handshake under way: no plaintext comes yet)
+    if (n < 0) {
+      const net::TlsSession* t = c->sock_.tls();
+      c->tls_failed(t && !t->error().empty() ? t->error() : std::string("the instance closed the connection during the TLS handshake"));
+    }
+    return;
+  }
   if (n < 0) {
     c->close(UpstreamError::kReset);
     return;
@@ -583,6 +637,10 @@ void H2Upstream::close(UpstreamError e) {
     x->stream_closed_ = true;
     x->owner_done_ = true;
     x->owner_ = nullptr;
+    if (e == UpstreamError::kTlsFailed) {
+      x->tls_error_ = tls_error_;
+      x->tls_reason_ = tls_reason_;
+    }
     o->on_upstream_error(x, x->id_ < 0 && e == UpstreamError::kReset ? UpstreamError::kConnectFailed : e);
   }
 }
@@ -720,11 +778,11 @@ ssize_t H2Upstream::cb_read_body(nghttp2_session* s, int32_t id, uint8_t* buf, s
 
 // ---------------------------------------------------------------- H2Pool
 
-H2Upstream* H2Pool::find(uint64_t uid) const {
+H2Upstream* H2Pool::find(uint64_t uid, const net::TlsClientConfig* tls, std::string_view name) const {
   auto it = conns_.find(uid);
   if (it == conns_.end()) return nullptr;
   for (H2Upstream* c = it->second; c; c = c->next)
-    if (c->has_room()) return c;
+    if (c->has_room() && c->serves(tls, name)) return c;
   return nullptr;
 }
 

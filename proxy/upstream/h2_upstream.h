@@ -115,10 +115,12 @@ class H2Upstream {
     kDraining,    // GOAWAY received: no new stream; closed when the last one ends
     kClosed,      // uv_close issued; freed (with its exchanges) in the close callback
   };
-  // Starts a connection (see UpstreamConn::connect for `open_count` and `error`).
+  // Starts a connection (see UpstreamConn::connect for `open_count` and `error`). With `tls`
+  // (services.X.protocol: h2) the handshake offers ALPN "h2" only and is part of connecting: an
+  // instance that does not select h2 fails the connection as a TLS failure, as Envoy does.
   static H2Upstream* connect(uv_loop_t* loop, net::BufferPool& buffers, const conf::Address& addr, uint64_t uid,
                              conf::Millis connect_timeout, H2Windows windows,
-                             std::shared_ptr<std::atomic<uint32_t>> open_count, int* error);
+                             std::shared_ptr<std::atomic<uint32_t>> open_count, int* error, TlsTarget* tls = nullptr);
   // A new exchange on this connection. Its owner hears on_upstream_connected once the connection
   // is up; when ready() already, the owner sends its head at once instead.
   H2Exchange* open(UpstreamOwner* owner);
@@ -127,6 +129,12 @@ class H2Upstream {
   bool has_room() const;
   uint64_t uid() const { return uid_; }
   size_t active() const { return active_; }
+  // Made with this TLS context and name (both null/empty: plain h2c)? Streams for another name
+  // (another Host verified) need a connection of their own.
+  bool serves(const net::TlsClientConfig* cfg, std::string_view name) const {
+    if (!tls_) return cfg == nullptr;
+    return tls_->cfg.get() == cfg && tls_->name == name;
+  }
   // Ends the connection; every exchange still owned hears `e`.
   void close(UpstreamError e = UpstreamError::kReset);
   // Its instance left: no new exchange; closed once the ones in flight ended (GOAWAY sent).
@@ -139,6 +147,9 @@ class H2Upstream {
   ~H2Upstream();
 
   static void on_connect(uv_connect_t* req, int status);
+  static void on_tls(void* self, bool ok);
+  void connected();  // TCP (and TLS) up: the session starts, waiting exchanges send their heads
+  void tls_failed(const std::string& why);
   static void on_read(uv_stream_t* s, ssize_t n);
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
@@ -162,6 +173,9 @@ class H2Upstream {
 
   net::TcpConn sock_;
   uv_connect_t connect_req_{};
+  std::unique_ptr<TlsTarget> tls_;  // null: h2c
+  std::string tls_error_;           // why the handshake failed (given to every exchange)
+  const char* tls_reason_ = "";
   nghttp2_session* s_ = nullptr;
   net::OutBatch out_;
   H2Windows windows_;
@@ -192,8 +206,9 @@ class H2Pool {
   H2Pool& operator=(const H2Pool&) = delete;
   ~H2Pool() { close_all(); }
 
-  // A connection to instance `uid` that can take one more exchange, or nullptr.
-  H2Upstream* find(uint64_t uid) const;
+  // A connection to instance `uid` that can take one more exchange (made for TLS context `tls`
+  // and name `name`; null/empty: h2c), or nullptr.
+  H2Upstream* find(uint64_t uid, const net::TlsClientConfig* tls = nullptr, std::string_view name = {}) const;
   void add(H2Upstream* c);
   void remove(H2Upstream* c);  // (the connection closed)
   void close_all();

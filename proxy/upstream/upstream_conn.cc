@@ -74,12 +74,11 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
   if (c->tls_) {
     // The handshake is part of connecting: the connect timer keeps running, and a handshake that
     // fails is a connect failure.
-    auto session = net::TlsSession::client(c->tls_->cfg->ctx.get(), c->tls_->name, c->tls_->cfg->verify);
-    if (!session) {
-      c->tls_failed("cannot start a TLS session: " + net::openssl_reason());
+    std::string why;
+    if (!c->tls_->start(c->sock_, on_tls, {}, why)) {
+      c->tls_failed(why);
       return;
     }
-    c->sock_.start_tls(std::move(session), c->tls_->cfg, on_tls);
     c->sock_.read_start(on_read);
     return;
   }
@@ -102,11 +101,7 @@ void UpstreamConn::on_tls(void* owner, bool ok) {
 void UpstreamConn::tls_failed(const std::string& why) {
   tls_error_ = why;
   const net::TlsSession* s = sock_.tls();
-  const long v = s ? s->verify_result() : X509_V_OK;
-  tls_reason_ = v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH ? "name_mismatch"
-                : v == X509_V_ERR_CERT_HAS_EXPIRED                                         ? "certificate_expired"
-                : v != X509_V_OK                                                           ? "certificate_verify_failed"
-                                                                                           : "handshake_failed";
+  tls_reason_ = s ? s->failure_reason() : "handshake_failed";
   fail(UpstreamError::kTlsFailed);
 }
 

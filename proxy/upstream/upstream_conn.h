@@ -27,13 +27,6 @@ namespace sy::upstream {
 
 class Pool;
 
-// TLS to an instance: the client context (CA, verification, client certificate) and the name sent
-// as SNI and checked against the certificate.
-struct TlsTarget {
-  std::shared_ptr<const net::TlsClientConfig> cfg;
-  std::string name;
-};
-
 class UpstreamConn final : public Exchange {
  public:
   enum class State {

@@ -5,7 +5,8 @@ sharing few upstream connections, HTTP/1.1 clients reaching an h2c service, and 
 errors answered as gRPC statuses.
 
 Covers: clients over HTTP/2 plaintext (prior knowledge: grpcio's insecure channel) and HTTP/1.1
-(curl), to HTTP/2 plaintext (h2c) instances. Servers and clients: Debian's python3-grpcio, with
+(curl), to HTTP/2 plaintext (h2c) instances and, in the `protocol: h2` tests, HTTP/2 over TLS
+(ALPN h2) instances; a registration's "protocol" and Consul's GRPC check. Servers and clients: Debian's python3-grpcio, with
 generic handlers on raw bytes (no generated code).
 """
 import socket
@@ -19,7 +20,7 @@ import grpc
 import pytest
 
 from conftest import service_config
-from harness import admin, metric, wait_until
+from harness import admin, metric, tls_run, wait_until
 
 pytestmark = pytest.mark.plaintext
 
@@ -31,7 +32,8 @@ class EchoServer:
     """A grpcio server with the test.Echo methods; records the peers (upstream connections) it saw
     and the calls that were cancelled."""
 
-    def __init__(self, name):
+    def __init__(self, name, tls=None):
+        """`tls`: (cert path, key path): the server speaks HTTP/2 over TLS (ALPN h2) only."""
         self.name = name
         self.peers = set()
         self.calls = 0
@@ -55,7 +57,12 @@ class EchoServer:
         self.health_asked = []
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(self.health_check)}),))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls:
+            with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+                creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+        else:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
         self.address = f"127.0.0.1:{self.port}"
 
@@ -121,8 +128,8 @@ class EchoServer:
 def echo_servers():
     made = []
 
-    def make(name):
-        s = EchoServer(name)
+    def make(name, tls=None):
+        s = EchoServer(name, tls)
         made.append(s)
         return s
 
@@ -444,3 +451,138 @@ def test_grpc_health_checks_take_a_not_serving_instance_out_and_back(echo_server
     wait_until(lambda: len(b.health_asked) >= 4, 60, what="four probes of b")
     assert len(b.health_peers) == 1, b.health_peers
     assert len(a.health_peers) <= 2, a.health_peers
+
+
+def inst_view(p, service, server):
+    for i in admin(p.admin, "GET", f"/v1/services/{service}")[1]["instances"]:
+        if i["address"] == server.address:
+            return admin(p.admin, "GET", f"/v1/services/{service}/instances/{i['id']}")[1]
+    raise AssertionError(f"{server.address} not in {service}")
+
+
+class Http11TlsServer:
+    """A TLS server that does not speak HTTP/2: it selects http/1.1 by ALPN (or none at all)."""
+
+    def __init__(self, cert, key, alpn):
+        import ssl
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        if alpn:
+            self.ctx.set_alpn_protocols(alpn)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.handshakes = 0
+        self.stopped = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with self.ctx.wrap_socket(c, server_side=True) as t:
+                    self.handshakes += 1
+                    t.settimeout(5)
+                    t.recv(1)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def test_h2_over_tls_to_instances_with_grpc_health_checks(echo_servers, proxies):
+    """protocol: h2 reaches gRPC servers over TLS (verified against services.X.tls.ca, SNI =
+    server_name), ALPN h2: every call shape, trailers, many calls over at most two upstream
+    connections, gRPC health checks over the same TLS. An instance that does not select h2 by ALPN
+    is a TLS failure (502 / UNAVAILABLE, reason alpn_mismatch), never HTTP/1.1 spoken as HTTP/2."""
+    ca, cert, key = tls_run()
+    a, b = echo_servers("a", (cert, key)), echo_servers("b", (cert, key))
+    plain11 = Http11TlsServer(cert, key, ["http/1.1"])
+    no_alpn = Http11TlsServer(cert, key, None)
+    try:
+        hc = ("health_check: { type: grpc, grpc_service: test.Echo, interval: 1s, timeout: 900ms, healthy_threshold: 1, "
+              "unhealthy_threshold: 1, jitter: 0% }")
+        text = ("workers: 2\nservices:\n" + service_config("echo", [a, b], "protocol: h2\nlb: round_robin\n"
+                                                 f"tls: {{ ca: {ca}, server_name: localhost }}\n" + hc)
+                + service_config("h1only", [plain11], f"protocol: h2\ntls: {{ ca: {ca}, server_name: localhost }}\n")
+                + service_config("noalpn", [no_alpn], f"protocol: h2\ntls: {{ ca: {ca}, server_name: localhost }}\n"))
+        p = proxies(text)
+        wait_until(lambda: inst_view(p, "echo", a)["state"] == "healthy" and inst_view(p, "echo", b)["state"] == "healthy",
+                   60, what="both healthy over h2")
+        assert "gRPC SERVING" in inst_view(p, "echo", a)["why"]
+        with channel(p) as ch:
+            unary = ch.unary_unary("/test.Echo/Unary")
+            served = set()
+            for i in range(6):
+                resp, call = unary.with_call(b"tls-%d" % i, metadata=(("x-probe", str(i)),), timeout=60)
+                assert resp == b"tls-%d" % i
+                assert ("x-trailer", "t-%d" % i) in call.trailing_metadata()
+                served |= {v for k, v in call.initial_metadata() if k == "x-served-by"}
+            assert served == {"a", "b"}
+            assert list(ch.unary_stream("/test.Echo/ServerStream")(b"500", timeout=60)) == [str(i).encode() for i in range(500)]
+            bidi = ch.stream_stream("/test.Echo/Bidi")
+            msgs = [b"m%04d" % i for i in range(300)]
+            assert list(bidi(iter(msgs), timeout=120)) == [m[::-1] for m in msgs]
+            big = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+            assert unary(big, timeout=120) == big
+            # 100 calls at once: streams on shared connections, not a connection each.
+            with futures.ThreadPoolExecutor(max_workers=100) as ex:
+                results = list(ex.map(lambda i: unary(b"c%d" % i, timeout=120), range(100)))
+            assert results == [b"c%d" % i for i in range(100)]
+        # At most two connections per worker and instance (the health checker's is its own).
+        assert len(a.peers) <= 4 and len(b.peers) <= 4, (a.peers, b.peers)
+        for service, label in (("h1only", "h1only"), ("noalpn", "noalpn")):
+            with channel(p, service) as ch:
+                with pytest.raises(grpc.RpcError) as e:
+                    ch.unary_unary("/test.Echo/Unary")(b"x", timeout=60)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+            assert "did not select HTTP/2 by ALPN" in e.value.details(), e.value.details()
+            assert metric(p, "switchyard_upstream_tls_failures_total", service=label, reason="alpn_mismatch") >= 1
+        assert plain11.handshakes >= 1 and no_alpn.handshakes >= 1
+    finally:
+        plain11.stop()
+        no_alpn.stop()
+
+
+def test_a_registrations_protocol_and_a_consul_grpc_check(echo_servers, proxies):
+    """A registration's "protocol" decides for its instance ("h2c" in an http1 service, "h2" with
+    TLS); a Consul registration with a GRPC check is probed with grpc.health.v1 and routed over
+    h2c, and goes out of rotation when it stops SERVING."""
+    ca, cert, key = tls_run()
+    plain, secure, consul = echo_servers("plain"), echo_servers("secure", (cert, key)), echo_servers("consul")
+    p = proxies(f"services:\n  mixed:\n    tls: {{ enabled: false, ca: {ca}, server_name: localhost }}\n")
+    st, body, _ = admin(p.admin, "PUT", "/v1/services/mixed/instances/p1", {"address": plain.address, "protocol": "h2c", "ttl": "0s"})
+    assert st in (200, 201), body
+    st, body, _ = admin(p.admin, "PUT", "/v1/services/mixed/instances/s1", {"address": secure.address, "protocol": "h2", "ttl": "0s"})
+    assert st in (200, 201), body
+    view = admin(p.admin, "GET", "/v1/services/mixed/instances/s1")[1]
+    assert view["protocol"] == "h2" and view["scheme"] == "https", view
+    st, body, _ = admin(p.admin, "PUT", "/v1/services/mixed/instances/x", {"address": plain.address, "protocol": "h2c", "scheme": "https"})
+    assert st == 400 and body["message"].startswith("'protocol' \"h2c\""), body
+    with channel(p, "mixed") as ch:
+        served = set()
+        for i in range(8):
+            _, call = ch.unary_unary("/test.Echo/Unary").with_call(b"r", timeout=60)
+            served |= {v for k, v in call.initial_metadata() if k == "x-served-by"}
+        assert served == {"plain", "secure"}
+    # Consul: a GRPC check (no GRPCUseTLS): h2c, probed with grpc_service test.Echo.
+    reg = {"Name": "greeter", "ID": "g1", "Address": "127.0.0.1", "Port": consul.port,
+           "Check": {"GRPC": f"127.0.0.1:{consul.port}/test.Echo", "Interval": "1s", "Timeout": "900ms"}}
+    st, body, _ = admin(p.admin, "PUT", "/v1/agent/service/register", reg)
+    assert st == 200, body
+    wait_until(lambda: "test.Echo" in consul.health_asked, 60, what="a gRPC probe of the Consul instance")
+    wait_until(lambda: inst_view(p, "greeter", consul)["state"] == "healthy", 60, what="greeter healthy")
+    with channel(p, "greeter") as ch:
+        _, call = ch.unary_unary("/test.Echo/Unary").with_call(b"hi", timeout=60)
+        assert ("x-served-by", "consul") in call.initial_metadata()
+    checks = admin(p.admin, "GET", "/v1/health/checks/greeter")[1]
+    assert checks and checks[0]["Type"] == "grpc", checks
+    consul.serving = False
+    wait_until(lambda: inst_view(p, "greeter", consul)["state"] == "unhealthy", 60, what="greeter out")
+    assert "NOT_SERVING" in inst_view(p, "greeter", consul)["why"]

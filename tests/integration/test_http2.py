@@ -498,6 +498,26 @@ def test_body_complete_by_content_length_is_replayable_before_end_stream(backend
     assert hit_a, "no try started at the resetting instance"
 
 
+def test_response_timeout_starts_when_end_stream_comes_alone(backends, proxies):
+    """A request whose body went up and drained before the client's END_STREAM (an empty DATA
+    frame of its own) still starts timeouts.response then: a backend that never answers gets 504,
+    not an exchange that waits forever (HTTP/2 client, HTTP/1.1 instance)."""
+    b, release = holding_backend(backends)
+    p = proxies("services:\n" + service_config("svc", [b], "timeouts: { response: 1s }\nretry: { attempts: 1 }"))
+    try:
+        c = H2Client(p.addr)
+        body = b"y" * 3000
+        sid = c.request("PUT", "/slow", host="svc", headers=[("content-length", str(len(body)))], body=body, end=False)
+        wait_until(lambda: len(b.requests) == 1, 30, what="the whole request at the backend")
+        c.conn.end_stream(sid)
+        c.flush()
+        r = c.response(sid)
+        assert r.status == 504 and json.loads(r.body)["error"] == "upstream_timeout", (r.status, r.body)
+        c.close()
+    finally:
+        release.set()
+
+
 def test_client_reset_releases_the_upstream_and_is_logged(backends, proxies, tmp_path):
     b, release = holding_backend(backends)
     log = tmp_path / "access.log"

@@ -55,6 +55,30 @@ TEST_CASE("consul: keys in any case; what switchyard cannot do is refused by nam
   CHECK(refused(R"({"Name": "bad name", "Port": 80})").find("Name must be") != std::string::npos);
 }
 
+TEST_CASE("consul: a GRPC check is a gRPC health check, and the instance is spoken to over h2c (h2 with GRPCUseTLS)") {
+  admin::ConsulRegistration out;
+  registry::Error err;
+  REQUIRE(admin::decode_consul_registration(R"({"Name": "greeter", "Port": 50051, "Address": "127.0.0.1",
+    "Check": {"GRPC": "127.0.0.1:50051/helloworld.Greeter", "Interval": "5s"}})", "", out, err));
+  CHECK(out.reg.health_check.type == conf::HealthCheck::Type::kGrpc);
+  CHECK(out.reg.health_check.grpc_service == "helloworld.Greeter");
+  CHECK(out.reg.health_check.interval.count() == 5000);
+  REQUIRE(out.reg.protocol.has_value());
+  CHECK(*out.reg.protocol == conf::UpstreamProtocol::kH2c);
+  CHECK_FALSE(out.reg.tls);
+  admin::ConsulRegistration tls;
+  REQUIRE(admin::decode_consul_registration(R"({"Name": "greeter", "Port": 50051, "Address": "127.0.0.1",
+    "Checks": [{"GRPC": "127.0.0.1:50051", "GRPCUseTLS": true, "Interval": "5s"}]})", "", tls, err));
+  CHECK(tls.reg.health_check.grpc_service.empty());  // the server as a whole
+  CHECK(*tls.reg.protocol == conf::UpstreamProtocol::kH2);
+  CHECK(tls.reg.tls);
+  CHECK_FALSE(admin::decode_consul_registration(R"({"Name": "g", "Port": 50051, "Check": {"GRPC": "127.0.0.1:50052", "Interval": "5s"}})",
+                                                "", out, err));
+  CHECK(err.message.find("own port 50051") != std::string::npos);
+  CHECK_FALSE(admin::decode_consul_registration(R"({"Name": "g", "Port": 50051, "Check": {"GRPC": "127.0.0.1:50051"}})", "", out, err));
+  CHECK(err.message.find("Interval is required") != std::string::npos);
+}
+
 TEST_CASE("eureka: the same instance as JSON and as XML gives the same registration") {
   admin::EurekaRegistration j, x;
   registry::Error err;

@@ -203,12 +203,14 @@ TEST_CASE("http2: defaults, values, per-listener off, and ALPN following it") {
   CHECK(bad[2].find("the admin listener serves http/1.1 only") != std::string::npos);
 }
 
-TEST_CASE("services.X.protocol: http1 by default, h2c, anything else refused with its position") {
+TEST_CASE("services.X.protocol: http1 by default, h2c, h2, anything else refused with its position") {
   CHECK(errors_of("services:\n  s:\n    protocol: h2c\n").empty());
   CHECK(errors_of("services:\n  s:\n    protocol: http1\n").empty());
+  CHECK(errors_of("services:\n  s:\n    protocol: h2\n").empty());  // (TLS with the system's CAs)
+  CHECK(errors_of("services:\n  s:\n    protocol: h2\n    tls: { server_name: api.internal }\n").empty());
   auto e = errors_of("services:\n  s:\n    protocol: spdy\n");
   REQUIRE(e.size() == 1);
-  CHECK(e[0].rfind("t.yaml:3:15: 'services.s.protocol' must be http1 or h2c", 0) == 0);
+  CHECK(e[0].rfind("t.yaml:3:15: 'services.s.protocol' must be http1, h2c or h2; got 'spdy'", 0) == 0);
   e = errors_of("services:\n  s:\n    protocol: h2c\n    tls: {}\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0].find("t.yaml:3:15: 'services.s.protocol' is h2c") != std::string::npos);

@@ -15,7 +15,7 @@ bool same(const Registration& a, const Registration& b) {
          a.tags == b.tags &&
          a.meta == b.meta && a.zone == b.zone && a.ttl == b.ttl && a.leased == b.leased && a.routes == b.routes &&
          a.has_health_check == b.has_health_check && a.health_check == b.health_check && a.draining == b.draining &&
-         a.deregister_critical_after == b.deregister_critical_after;
+         a.deregister_critical_after == b.deregister_critical_after && a.protocol == b.protocol;
 }
 
 Registration full() {
@@ -143,4 +143,32 @@ TEST_CASE("a gRPC health check round-trips with its grpc_service; a bad one is r
   j["health_check"]["grpc_service"] = 7;
   CHECK_FALSE(decode_registration(j, back, DocKind::kStored, err));
   CHECK(err.message.find("grpc_service") != std::string::npos);
+}
+
+TEST_CASE("a registration's protocol round-trips; h2 means TLS, and a scheme that contradicts it is refused") {
+  Error err;
+  for (auto p : {sy::conf::UpstreamProtocol::kHttp1, sy::conf::UpstreamProtocol::kH2c, sy::conf::UpstreamProtocol::kH2}) {
+    Registration r = full();
+    r.protocol = p;
+    r.tls = p == sy::conf::UpstreamProtocol::kH2;
+    Registration back;
+    REQUIRE(decode_registration(json::parse(encode_registration(r, DocKind::kStored).dump()), back, DocKind::kStored, err));
+    CHECK(same(r, back));
+  }
+  Registration r;
+  REQUIRE(decode_registration(json::parse(R"({"address": "127.0.0.1:1", "protocol": "h2"})"), r, DocKind::kRegistration, err));
+  CHECK(r.tls);  // HTTP/2 over TLS, whatever was not said
+  CHECK(r.protocol == sy::conf::UpstreamProtocol::kH2);
+  Registration none;
+  REQUIRE(decode_registration(json::parse(R"({"address": "127.0.0.1:1"})"), none, DocKind::kRegistration, err));
+  CHECK_FALSE(none.protocol.has_value());  // the service's protocol decides
+  CHECK_FALSE(encode_registration(none, DocKind::kStored).contains("protocol"));
+  CHECK_FALSE(decode_registration(json::parse(R"({"address": "127.0.0.1:1", "protocol": "h2", "scheme": "http"})"), r,
+                                  DocKind::kRegistration, err));
+  CHECK(err.message.find("use \"h2c\"") != std::string::npos);
+  CHECK_FALSE(decode_registration(json::parse(R"({"address": "127.0.0.1:1", "protocol": "h2c", "scheme": "https"})"), r,
+                                  DocKind::kRegistration, err));
+  CHECK(err.message.find("use \"h2\"") != std::string::npos);
+  CHECK_FALSE(decode_registration(json::parse(R"({"address": "127.0.0.1:1", "protocol": "grpc"})"), r, DocKind::kRegistration, err));
+  CHECK(err.message.find("'protocol'") != std::string::npos);
 }
