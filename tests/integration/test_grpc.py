@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from conftest import service_config
-from harness import admin, metric, tls_run, wait_until
+from harness import TcpServer, admin, metric, tls_run, wait_until
 
 pytestmark = pytest.mark.plaintext
 
@@ -460,40 +460,24 @@ def inst_view(p, service, server):
     raise AssertionError(f"{server.address} not in {service}")
 
 
-class Http11TlsServer:
-    """A TLS server that does not speak HTTP/2: it selects http/1.1 by ALPN (or none at all)."""
+def tls_server_without_h2(cert, key, alpn):
+    """A TLS server (harness.TcpServer) that does not speak HTTP/2: it selects http/1.1 by ALPN (or
+    none at all). `handshakes` lists the handshakes it completed."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    handshakes = []
 
-    def __init__(self, cert, key, alpn):
-        import ssl
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert, key)
-        if alpn:
-            self.ctx.set_alpn_protocols(alpn)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.handshakes = 0
-        self.stopped = False
-        threading.Thread(target=self._serve, daemon=True).start()
+    def serve(conn, reader):
+        handshakes.append(conn.selected_alpn_protocol())
+        conn.settimeout(5)
+        conn.recv(1)
 
-    def _serve(self):
-        while not self.stopped:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                with self.ctx.wrap_socket(c, server_side=True) as t:
-                    self.handshakes += 1
-                    t.settimeout(5)
-                    t.recv(1)
-            except OSError:
-                pass
-
-    def stop(self):
-        self.stopped = True
-        self.sock.close()
+    srv = TcpServer(serve, tls=ctx)
+    srv.handshakes = handshakes
+    return srv
 
 
 def test_h2_over_tls_to_instances_with_grpc_health_checks(echo_servers, proxies):
@@ -503,8 +487,8 @@ def test_h2_over_tls_to_instances_with_grpc_health_checks(echo_servers, proxies)
     is a TLS failure (502 / UNAVAILABLE, reason alpn_mismatch), never HTTP/1.1 spoken as HTTP/2."""
     ca, cert, key = tls_run()
     a, b = echo_servers("a", (cert, key)), echo_servers("b", (cert, key))
-    plain11 = Http11TlsServer(cert, key, ["http/1.1"])
-    no_alpn = Http11TlsServer(cert, key, None)
+    plain11 = tls_server_without_h2(cert, key, ["http/1.1"])
+    no_alpn = tls_server_without_h2(cert, key, None)
     try:
         hc = ("health_check: { type: grpc, grpc_service: test.Echo, interval: 1s, timeout: 900ms, healthy_threshold: 1, "
               "unhealthy_threshold: 1, jitter: 0% }")
@@ -544,7 +528,7 @@ def test_h2_over_tls_to_instances_with_grpc_health_checks(echo_servers, proxies)
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
             assert "did not select HTTP/2 by ALPN" in e.value.details(), e.value.details()
             assert metric(p, "switchyard_upstream_tls_failures_total", service=label, reason="alpn_mismatch") >= 1
-        assert plain11.handshakes >= 1 and no_alpn.handshakes >= 1
+        assert len(plain11.handshakes) >= 1 and len(no_alpn.handshakes) >= 1
     finally:
         plain11.stop()
         no_alpn.stop()
