@@ -5,6 +5,7 @@
 #   tests/bench/run.sh [--quick] [--rounds N] [--secs S]
 #   tests/bench/run.sh --tls [--quick] ...   TLS termination instead (tests/bench/tls_bench.py, ~6 minutes)
 #   tests/bench/run.sh --h2 [--quick] ...    HTTP/2 from clients instead (tests/bench/h2_bench.py, ~6 minutes)
+#   tests/bench/run.sh --grpc [--quick] ...  gRPC unary calls instead (tests/bench/grpc_bench.py, ~2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/install-deps.sh --bench
@@ -15,6 +16,9 @@ if [[ "${1:-}" == --tls ]]; then
   shift
 elif [[ "${1:-}" == --h2 ]]; then
   script=tests/bench/h2_bench.py
+  shift
+elif [[ "${1:-}" == --grpc ]]; then
+  script=tests/bench/grpc_bench.py
   shift
 fi
 SWITCHYARD_BIN="$PWD/$dir/switchyard" exec /usr/bin/python3 "$script" "$@"

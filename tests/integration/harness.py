@@ -4,6 +4,7 @@ Every server binds port 0 and reports the port it got; nothing waits a fixed tim
 readiness: the proxy is ready when it prints its "ready" line, a backend when bind() returned.
 """
 import atexit
+import fcntl
 import json
 import os
 import re
@@ -50,6 +51,32 @@ def tls_run():
         leaf.private_key_pem.write_to_path(paths[2])
         _TLS_RUN = paths
     return _TLS_RUN
+
+
+# Node clients the tests drive (npm registry; installed once per clone into build-npm/ by the first
+# test that needs them). One list, so one install serves every test file.
+NPM_DIR = os.path.join(ROOT, "build-npm")
+NPM_PACKAGES = ["consul@2.0.1", "eureka-js-client@4.5.0", "@grpc/grpc-js@1.14.7"]
+
+
+def node_modules():
+    """The node_modules directory holding NPM_PACKAGES (for NODE_PATH); npm install once per clone,
+    under a lock so parallel test processes do not race. Skips when node/npm or the registry is
+    missing."""
+    import pytest
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node/npm not installed (deploy/install-deps.sh installs them)")
+    os.makedirs(NPM_DIR, exist_ok=True)
+    with open(os.path.join(NPM_DIR, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = os.path.join(NPM_DIR, ".installed-" + "-".join(NPM_PACKAGES).replace("/", "_"))
+        if not os.path.exists(marker):
+            r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", NPM_DIR] + NPM_PACKAGES,
+                               capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                pytest.skip("npm registry unreachable, node client tests skipped:\n" + r.stderr[-2000:])
+            open(marker, "w").close()
+    return os.path.join(NPM_DIR, "node_modules")
 
 
 def tls_client_context(ca_path, cert=None, key=None):

@@ -1,12 +1,10 @@
 """Consul and Eureka compatible endpoints, driven by the real, unchanged client libraries:
 python3-consul (Debian), node's `consul` and `eureka-js-client` (npm, installed into build-npm/ by
-the first test that needs them), and Prometheus's consul_sd_configs (Debian's prometheus)."""
-import fcntl
+the first test that needs them: harness.node_modules), and Prometheus's consul_sd_configs (Debian's prometheus)."""
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -14,12 +12,10 @@ import urllib.request
 import consul
 import pytest
 
-from harness import admin, free_port, get, wait_until
+from harness import admin, free_port, get, node_modules, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-NPM_DIR = os.path.join(REPO, "build-npm")
-NPM_PACKAGES = ["consul@2.0.1", "eureka-js-client@4.5.0"]
 
 
 def consul_client(p, token=None):
@@ -29,23 +25,6 @@ def consul_client(p, token=None):
 def instances(p, service):
     st, body, _ = admin(p.admin, "GET", f"/v1/services/{service}")
     return {} if st == 404 else {i["id"]: i for i in body["instances"]}
-
-
-def node_modules():
-    """npm install once per clone (a lock keeps parallel test processes from racing)."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        pytest.skip("node/npm not installed (deploy/install-deps.sh installs them)")
-    os.makedirs(NPM_DIR, exist_ok=True)
-    with open(os.path.join(NPM_DIR, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = os.path.join(NPM_DIR, ".installed-" + "-".join(NPM_PACKAGES).replace("/", "_"))
-        if not os.path.exists(marker):
-            r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", NPM_DIR] + NPM_PACKAGES,
-                               capture_output=True, text=True, timeout=300)
-            if r.returncode != 0:
-                pytest.skip("npm registry unreachable, node client tests skipped:\n" + r.stderr[-2000:])
-            open(marker, "w").close()
-    return os.path.join(NPM_DIR, "node_modules")
 
 
 # ---------------------------------------------------------------- Consul, python3-consul

@@ -7,8 +7,11 @@ errors answered as gRPC statuses.
 Covers: clients over HTTP/2 plaintext (prior knowledge: grpcio's insecure channel) and HTTP/1.1
 (curl), to HTTP/2 plaintext (h2c) instances and, in the `protocol: h2` tests, HTTP/2 over TLS
 (ALPN h2) instances; a registration's "protocol" and Consul's GRPC check. Servers and clients: Debian's python3-grpcio, with
-generic handlers on raw bytes (no generated code).
+generic handlers on raw bytes (no generated code); a second client, node's @grpc/grpc-js (npm),
+in test_grpc_js_client.
 """
+import json
+import os
 import socket
 import struct
 import subprocess
@@ -20,7 +23,7 @@ import grpc
 import pytest
 
 from conftest import service_config
-from harness import TcpServer, admin, metric, tls_run, wait_until
+from harness import TcpServer, admin, metric, node_modules, tls_run, wait_until
 
 pytestmark = pytest.mark.plaintext
 
@@ -570,3 +573,39 @@ def test_a_registrations_protocol_and_a_consul_grpc_check(echo_servers, proxies)
     consul.serving = False
     wait_until(lambda: inst_view(p, "greeter", consul)["state"] == "unhealthy", 60, what="greeter out")
     assert "NOT_SERVING" in inst_view(p, "greeter", consul)["why"]
+
+
+def test_grpc_js_client(echo_servers, proxies):
+    """node's @grpc/grpc-js as the client (a second gRPC implementation, with its own framing,
+    flow control and deadline handling): unary with metadata and trailers, an application status,
+    every streaming shape with 1,000 messages, a 10 MB message, a 1 s deadline against a 3 s
+    handler, 200 concurrent calls on one channel over two instances, no route. Client: HTTP/2
+    plaintext (prior knowledge); instances: h2c."""
+    modules = node_modules()
+    a, b = echo_servers("a"), echo_servers("b")
+    p = proxies(h2c_config(a, b, extra="lb: round_robin"))
+    r = subprocess.run(["node", os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat", "grpc_node.js"),
+                        f"127.0.0.1:{p.addr[1]}", "echo"], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, NODE_PATH=modules))
+    steps = {}
+    for line in r.stdout.splitlines():
+        e = json.loads(line)
+        steps[e["step"]] = e["data"]
+    assert r.returncode == 0 and "error" not in steps, r.stdout + r.stderr
+    u = steps["unary"]
+    assert u["code"] == "OK" and u["resp"] == "hello from node", u
+    assert u["head"]["x-served-by"] in ("a", "b") and u["trailers"]["x-trailer"] == "t-node", u
+    assert steps["fail"] == {"code": "NOT_FOUND", "details": "no such thing: x"}
+    assert steps["server_stream"] == {"count": 1000, "ordered": True}
+    assert steps["client_stream"]["resp"] == f"1000 {steps['client_stream']['bytes']}"
+    assert steps["bidi"] == {"count": 1000, "reversed": True}
+    assert steps["big"] == {"code": "OK", "equal": True}
+    assert steps["deadline"]["code"] == "DEADLINE_EXCEEDED"
+    assert steps["deadline"]["ms"] < 2900, steps["deadline"]  # the client's 1 s, not the handler's 3 s
+    # The client's cancellation reached the instance that ran the handler.
+    assert a.cancelled.wait(30) or b.cancelled.wait(30)
+    c = steps["concurrent"]
+    assert c["ok"] == 200 and c["servedBy"].get("a", 0) > 0 and c["servedBy"].get("b", 0) > 0, c
+    assert steps["no_route"] == {"code": "UNIMPLEMENTED"}
+    # Few upstream connections for all of it (workers: 1 unless the run sets more: ≤ 2 per worker).
+    assert 1 <= len(a.peers) <= 4 and 1 <= len(b.peers) <= 4, (a.peers, b.peers)

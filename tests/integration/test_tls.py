@@ -403,7 +403,7 @@ def test_instances_registered_over_tls_by_scheme_catalog_url_and_eureka_secure_p
     "scheme": "https", the seed catalog's https:// URL, Eureka's securePort. The service's tls
     block with enabled: false says only how they are verified; a plain instance next to them stays
     plain. A service with no block at all verifies against the system bundle (SSL_CERT_FILE here)."""
-    a = tls_backend(pki, "a", hosts=("mixed", "bundle"))  # verified against the Host, as by default
+    a = tls_backend(pki, "a", hosts=("mixed", "bundle", "hashed"))  # verified against the Host, as by default
     b = tls_backend(pki, "b", hosts=("mixed", "bundle"))  # verified against the Host, as by default
     c = tls_backend(pki, "c", hosts=("mixed", "bundle"))  # verified against the Host, as by default
     d = tls_backend(pki, "d", hosts=("mixed", "bundle"))  # verified against the Host, as by default
@@ -416,7 +416,11 @@ services:
     retry: { attempts: 1 }
   bundle:
     retry: { attempts: 1 }
-""" % pki.ca_path
+  hashed:                      # built by the full-list builder (ring_hash): the TLS flag survives it
+    lb: ring_hash
+    hash_on: header:x-user
+    tls: { enabled: false, ca: %s }
+""" % (pki.ca_path, pki.ca_path)
         p = proxies(cfg, env=dict(os.environ, SSL_CERT_FILE=pki.ca_path))
         st, body, _ = admin(p.admin, "PUT", "/v1/services/mixed/instances/a", {"address": a.address, "scheme": "https"})
         assert st == 201, body
@@ -440,6 +444,10 @@ services:
         # Each TLS instance took one connection, reused (pooled as plain ones are).
         assert (a.connections, b.connections, c.connections) == (1, 1, 1)
         assert Client(p.addr).request("GET", "/", "bundle").status == 200
+        seen = len(a.requests)
+        assert admin(p.admin, "PUT", "/v1/services/hashed/instances/a", {"address": a.address, "scheme": "https"})[0] == 201
+        r = Client(p.addr).request("GET", "/", "hashed", headers=[("x-user", "u1")])
+        assert r.status == 200 and len(a.requests) == seen + 1, r.body  # over TLS, not plain text to a TLS port
         # The registries show the scheme back: the catalog's URL, Eureka's securePort.
         cat = {i["id"]: i["service_url"] for i in admin(p.admin, "GET", "/v1/catalog")[1] if i["service_name"] == "mixed"}
         assert cat["a"] == f"https://{a.address}" and cat["plain"] == f"http://{plain.address}", cat
