@@ -13,7 +13,8 @@ const client = new grpc.Client(target, grpc.credentials.createInsecure(), {
   'grpc.max_receive_message_length': BIG,
 });
 const id = (b) => b;
-const say = (step, data) => console.log(JSON.stringify({ step, data }));
+const T0 = Date.now();
+const say = (step, data) => console.log(JSON.stringify({ step, data, ms: Date.now() - T0 }));  // ms: when, for a slow run
 const deadline = (s) => new Date(Date.now() + s * 1000);
 const statusName = (code) => Object.keys(grpc.status).find((k) => grpc.status[k] === code);
 
