@@ -27,7 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench  # noqa: E402
-from bench import BIN, port_open  # noqa: E402
+from bench import BIN, Contender, port_open  # noqa: E402
 from upstream import free_port, wait_until  # noqa: E402
 
 SERVER = r'''
@@ -51,15 +51,12 @@ def grpc_frame(payload):
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
-class GrpcContender:
-    def __init__(self, name, work, ports):
-        self.name, self.work, self.ports = name, work, ports
-        self.port = free_port()
-        self.proc = None
+class GrpcContender(Contender):
+    """bench.Contender (port, addr, stop) with configs of its own: HTTP/2 on both sides."""
 
-    @property
-    def addr(self):
-        return f"127.0.0.1:{self.port}"
+    def __init__(self, name, work, ports):
+        super().__init__(name, work, ports[0], ports[1], 1, tag="-grpc")
+        self.ports = ports
 
     def start(self):
         d = os.path.join(self.work, self.name)
@@ -91,14 +88,6 @@ class GrpcContender:
         with grpc.insecure_channel(self.addr, options=[("grpc.default_authority", "bench")]) as ch:
             resp, call = ch.unary_unary("/bench.Echo/Unary").with_call(b"check", timeout=30)
             assert resp == b"check" and ("x-trailer", "t") in call.trailing_metadata(), (self.name, resp)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def upstream_connections(port):
