@@ -392,10 +392,10 @@ int H2Stream::flush_client() {
     deferred_ = false;
     nghttp2_session_resume_data(h_->s_, id_);
   }
-  h_->send();
-  if (!h_) return finished_ ? int{net::OutBatch::kDone} : int{UV_ECONNRESET};
-  // Every byte went into frames (or none was queued: a response without a body): done. The
-  // frames themselves may still wait in the library or the socket, bounded by the windows.
+  // The frames are made and written at the end of this loop turn, with the other streams'
+  // (send_soon). Nothing queued (a head without a body yet): done, the head follows. Otherwise
+  // pending until every byte went into frames (on_written), bounded by the windows.
+  h_->send_soon();
   if (down_.size() == down_off_) return net::OutBatch::kDone;
   waiting_ = true;
   return net::OutBatch::kPending;
@@ -499,6 +499,7 @@ void H2Stream::on_timer(uv_timer_t* t) {
 H2Session::H2Session(Worker& w, DownstreamConn& c) : w_(w), c_(c) {}
 
 H2Session::~H2Session() {
+  w_.end_of_turn.remove(this);
   close_all("client_closed");
   if (s_) nghttp2_session_del(s_);
 }
@@ -614,6 +615,10 @@ void H2Session::send() {
   } while (again_ || !written_.empty());
   sending_ = false;
   maybe_close();
+}
+
+void H2Session::send_soon() {
+  if (s_ && !closing_) w_.end_of_turn.add(w_.loop, this);
 }
 
 void H2Session::on_write(uv_write_t* req, int status) {

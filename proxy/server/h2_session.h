@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/net/end_of_turn.h"
 #include "proxy/net/out_batch.h"
 #include "proxy/server/client_side.h"
 #include "proxy/server/h2_memory.h"
@@ -108,7 +109,7 @@ class H2Stream final : public ClientSide {
   H2Stream* next_ = nullptr;
 };
 
-class H2Session {
+class H2Session final : net::EndOfTurn::Client {
  public:
   H2Session(Worker& w, DownstreamConn& c);
   ~H2Session();
@@ -121,6 +122,10 @@ class H2Session {
   void on_input(const char* p, size_t n);
   // Frames out to the socket (outside the library's callbacks; otherwise later).
   void send();
+  // Frames out at the end of this loop turn (net::EndOfTurn), with whatever else
+  // this turn queues on the connection; at_end_of_turn() is that moment.
+  void send_soon();
+  void at_end_of_turn() override { send(); }
   // Graceful: GOAWAY with the last stream id taken; those streams finish, then the connection
   // closes. `reason` labels switchyard_http2_goaway_total ("shutdown", "reload"); once per session.
   void shutdown(const char* reason);

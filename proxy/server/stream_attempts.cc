@@ -367,6 +367,12 @@ void ProxyStream::on_upstream_error(upstream::Exchange* c, UpstreamError e) {
                                           c->tls_error());
   }
   if (c_.state_ == ClientSide::State::kClosed) return;
+  if (s_.response_done && c_.state_ != ClientSide::State::kTunnel) {
+    // The whole response was handed to the client side, which is still writing it out (an
+    // HTTP/2 client's frames leave at the end of the loop turn): the instance's connection
+    // ending now (its GOAWAY and close) costs this exchange nothing, and is no failure of it.
+    return;
+  }
   if (c_.state_ == ClientSide::State::kTunnel || s_.response_started) {
     report_outcome(outcome_of(e));
     // Nothing honest can be said to the client mid-response: truncate by closing.

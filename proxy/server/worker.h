@@ -16,6 +16,7 @@
 #include "proxy/http/exchange_record.h"
 #include "proxy/net/random.h"
 #include "proxy/net/buffer_pool.h"
+#include "proxy/net/end_of_turn.h"
 #include "proxy/net/listener.h"
 #include "proxy/net/resource.h"
 #include "proxy/net/tls_session.h"
@@ -117,6 +118,9 @@ struct Worker {
 
   net::Random rng;  // picks, request ids, retry jitter: uniqueness, not secrecy
   uint64_t next_random() { return rng.next(); }
+
+  // Sends put off to the end of this loop turn (HTTP/2 client connections: one write per turn).
+  net::EndOfTurn end_of_turn;
 
  private:
   std::shared_ptr<const RoutingTable> snapshot_;

@@ -109,8 +109,7 @@ void H2Exchange::send_head(const http::MessageHead& req, const http::RequestForw
     // from inside the owner's call.
     errored_ = true;
     error_ = UpstreamError::kRefused;
-    c.mark(this);
-    uv_timer_start(&c.sock_.timer, H2Upstream::on_timer, 0, 0);
+    c.deliver_soon(this);
     return;
   }
   id_ = id;
@@ -125,6 +124,19 @@ void H2Exchange::send_body(const char* p, size_t n, bool) {
     length_left_ -= n;
     if (length_left_ == 0) end_queued_ = true;  // the promised length ends the stream
   }
+  resume_body();
+}
+
+// Bytes (or the end) queued while a write is still draining are not written by write(): the
+// owner waits for on_upstream_drained first. A data source the library deferred must take them
+// anyway, or that drain never comes (body_ holds bytes nothing reads): the pending socket write
+// or the instance's WINDOW_UPDATE sends them. (A 10 MB gRPC upload stalled this way, holding the
+// client's window.)
+void H2Exchange::resume_body() {
+  if (deferred_ && id_ >= 0 && conn_->s_) {
+    deferred_ = false;
+    nghttp2_session_resume_data(conn_->s_, id_);
+  }
 }
 
 void H2Exchange::send_end(std::string_view trailer_lines) {
@@ -132,16 +144,14 @@ void H2Exchange::send_end(std::string_view trailer_lines) {
   end_queued_ = true;
   trailer_lines_.assign(trailer_lines);
   has_output_ = true;
+  resume_body();
 }
 
 void H2Exchange::write() {
   has_output_ = false;
   if (owner_done_) return;
   waiting_drain_ = true;
-  if (deferred_ && id_ >= 0) {
-    deferred_ = false;
-    nghttp2_session_resume_data(conn_->s_, id_);
-  }
+  resume_body();
   conn_->send();
 }
 
@@ -163,9 +173,7 @@ void H2Exchange::resume_reading() {
   if (owner_done_) return;
   consume_delivered();
   last_read_ms_ = static_cast<int64_t>(uv_now(conn_->sock_.tcp.loop));  // (a paused stream is not stalled)
-  conn_->mark(this);
-  // Deliver what waited (from the loop, not inside the owner's call: it may be flushing).
-  uv_timer_start(&conn_->sock_.timer, H2Upstream::on_timer, 0, 0);
+  conn_->deliver_soon(this);  // what waited
 }
 
 bool H2Exchange::response_length(uint64_t& n) const {
@@ -526,6 +534,11 @@ void H2Upstream::mark(H2Exchange* x) {
   if (x->dirty_) return;
   x->dirty_ = true;
   dirty_.push_back(x);
+}
+
+void H2Upstream::deliver_soon(H2Exchange* x) {
+  mark(x);
+  uv_timer_start(&sock_.timer, on_timer, 0, 0);
 }
 
 void H2Upstream::dispatch() {

@@ -66,6 +66,7 @@ class H2Exchange final : public Exchange {
   void deliver();               // hands what arrived to the owner (outside the library's callbacks)
   void consume_delivered();     // the owner flushed it: the instance may send that much again
   void end_for_owner();         // the owner is done with it (release, close, error)
+  void resume_body();           // a deferred data source takes the bytes (or end) queued since
   void fail(UpstreamError e);   // error to the owner, stream reset
   bool ready_to_end() const { return end_queued_ && body_off_ == body_.size(); }
 
@@ -160,6 +161,9 @@ class H2Upstream {
   void reap();
   void rearm();      // the one timer: the earliest response deadline, body stall or idle close
   void mark(H2Exchange* x);
+  // mark(x), delivered from the loop at once (0 ms timer), not inside the caller's call: it may be
+  // the exchange's owner, flushing.
+  void deliver_soon(H2Exchange* x);
   void stream_ended(H2Exchange* x);
 
   static int cb_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* self);
