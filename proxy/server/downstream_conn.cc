@@ -125,14 +125,14 @@ void DownstreamConn::close_now() {
     return;
   }
   ProxyStream& st = stream_;
-  if (st.s_.head_done && st.x_) {
+  if (st.x_ && st.s_->head_done) {
     const bool answered = st.answered();
     if (!answered) {
       std::string out;
       http::build_error_response(503, "shutting_down",
                                  "switchyard is shutting down and shutdown_timeout ran out before an answer came", true, out);
-      st.s_.status = 503;
-      if (sock_.send(out)) st.s_.bytes_out += out.size();
+      st.s_->status = 503;
+      if (sock_.send(out)) st.s_->bytes_out += out.size();
     }
     st.record(answered ? "shutdown_timeout" : "shutting_down");
   }
@@ -214,7 +214,7 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
       c->stream_.send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
       return;
     case State::kConnecting:
-      if (c->stream_.s_.backoff) c->stream_.on_backoff_over();
+      if (c->stream_.s_->backoff) c->stream_.on_backoff_over();
       return;
     case State::kForwarding:
       c->check_body_timeout();
@@ -229,7 +229,7 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
 // Timestamps, not timer restarts per read: the timer fires at the earliest possible expiry and
 // re-arms for what is left.
 void DownstreamConn::check_body_timeout() {
-  const ProxyStream::ExchangeState& s = stream_.s_;
+  const ProxyStream::ExchangeState& s = *stream_.s_;
   if (s.request_done || !s.head_done) return;  // (a header timer left to run out)
   const int64_t now = static_cast<int64_t>(uv_now(w_.loop));
   const int64_t limit = cfg_->client.body_timeout.count();
@@ -271,7 +271,7 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
   if (n == UV_ENOBUFS && c->w_.observer) c->w_.observer->on_exhaustion(net::Resource::kMemory, "no read buffer for a client");
   if (n < 0) {
     // The client went away (or half-closed). Nothing more will come: finish nothing, drop all.
-    if (c->state_ == State::kForwarding && c->stream_.s_.request_done && n == UV_EOF) {
+    if (c->state_ == State::kForwarding && c->stream_.s_->request_done && n == UV_EOF) {
       c->stop_reading_now();  // a half-close after a complete request: let the response finish
       c->close_after_ = true;
       return;
@@ -344,7 +344,7 @@ void DownstreamConn::process_input() {
   // then carries on with the next pipelined request instead of recursing.
   const bool outer = !in_process_;
   in_process_ = true;
-  ProxyStream::ExchangeState& s = stream_.s_;  // (reset in place: the reference stays good)
+  ProxyStream::ExchangeState& s = *stream_.s_;  // (reset in place: the reference stays good)
   while (state_ != State::kClosed && sock_.rbuf.pending() > 0) {
     if (state_ == State::kConnecting || state_ == State::kTunnel || s.paused_at_end) break;
     const char* begin = sock_.rbuf.data + sock_.rbuf.start;
@@ -404,21 +404,21 @@ void DownstreamConn::out_head(const http::MessageHead& head, http::ResponseForwa
 
 void DownstreamConn::out_body(const char* p, size_t n) {
   net::OutBatch& out = stream_.x_->to_client;
-  if (stream_.s_.resp_framing == http::Framing::kChunked && state_ != State::kTunnel) http::append_chunk(out, p, n);
+  if (stream_.s_->resp_framing == http::Framing::kChunked && state_ != State::kTunnel) http::append_chunk(out, p, n);
   else out.ref(p, n);  // the upstream's read buffer stays put until this is written
 }
 
 void DownstreamConn::out_trailers(const http::MessageHead& head, size_t first) {
-  if (stream_.s_.resp_framing != http::Framing::kChunked) return;
+  if (stream_.s_->resp_framing != http::Framing::kChunked) return;
   std::string lines;
   http::append_trailer_lines(head, first, lines);
   if (lines.empty()) return;
   http::append_last_chunk(stream_.x_->to_client, lines);
-  stream_.s_.last_chunk_sent = true;
+  stream_.s_->last_chunk_sent = true;
 }
 
 void DownstreamConn::out_end() {
-  if (stream_.s_.resp_framing == http::Framing::kChunked && !stream_.s_.last_chunk_sent)
+  if (stream_.s_->resp_framing == http::Framing::kChunked && !stream_.s_->last_chunk_sent)
     http::append_last_chunk(stream_.x_->to_client);
 }
 
@@ -455,19 +455,19 @@ void DownstreamConn::on_client_write(uv_write_t* req, int status) {
     st.abort();
     return;
   }
-  if (st.s_.response_done) {
+  if (st.s_->response_done) {
     c->finish_exchange();
     return;
   }
-  if (c->state_ == State::kTunnel && st.s_.up_drained) c->start_reading();
-  if (st.s_.up) st.s_.up->resume_reading();
+  if (c->state_ == State::kTunnel && st.s_->up_drained) c->start_reading();
+  if (st.s_->up) st.s_->up->resume_reading();
 }
 
 // ---- between exchanges ----
 
 void DownstreamConn::finish_exchange() {
   stream_.finish();
-  const ProxyStream::ExchangeState& s = stream_.s_;
+  const ProxyStream::ExchangeState& s = *stream_.s_;
   if (close_after_ || s.upgrade) {
     // Linger only when the client may still be sending (its request not wholly read, or bytes
     // behind it): closing then would answer those bytes with a reset. Otherwise close at once.

@@ -96,8 +96,8 @@ H2Stream::H2Stream(H2Session& h, int32_t id) : h_(&h), id_(id), ps_(h.w_, *this)
   ps_.x_->rate_headers.clear();
   ps_.x_->req.http_major = 2;
   ps_.x_->req.http_minor = 0;
-  ps_.s_.message_begun = true;
-  ps_.s_.started_ns = uv_hrtime();
+  ps_.s_->message_begun = true;
+  ps_.s_->started_ns = uv_hrtime();
   arm(cfg_->client.header_timeout);  // the head (HEADERS + CONTINUATIONs) must be complete by then
 }
 
@@ -143,7 +143,7 @@ bool H2Stream::on_header(std::string_view name, std::string_view value) {
 }
 
 void H2Stream::on_head_complete(bool end_stream) {
-  ProxyStream::ExchangeState& s = ps_.s_;
+  ProxyStream::ExchangeState& s = *ps_.s_;
   http::MessageHead& req = ps_.x_->req;
   if (!authority_.empty()) {
     std::string_view host;
@@ -185,7 +185,7 @@ void H2Stream::on_head_complete(bool end_stream) {
 }
 
 void H2Stream::on_data(const uint8_t* p, size_t n) {
-  ProxyStream::ExchangeState& s = ps_.s_;
+  ProxyStream::ExchangeState& s = *ps_.s_;
   if (s.response_done && !s.up) {
     // Answered already (an error, a 413 by content-length): the rest is read and thrown away.
     nghttp2_session_consume(h_->s_, id_, n);
@@ -224,11 +224,11 @@ void H2Stream::on_data(const uint8_t* p, size_t n) {
 // The library's buffer is gone after the callback: DATA is copied towards the upstream (the one
 // chunk writer, told to copy what it would refer to).
 void H2Stream::body_up(const char* p, size_t n) {
-  ps_.s_.up->send_body(p, n, true);
+  ps_.s_->up->send_body(p, n, true);
 }
 
 void H2Stream::on_request_end() {
-  ProxyStream::ExchangeState& s = ps_.s_;
+  ProxyStream::ExchangeState& s = *ps_.s_;
   if (s.request_done || finished_) return;
   s.request_done = true;
   if (s.up && head_went_) {
@@ -239,7 +239,7 @@ void H2Stream::on_request_end() {
 
 // The head just went up (send_request_head): the body received so far follows it.
 void H2Stream::process_input() {
-  ProxyStream::ExchangeState& s = ps_.s_;
+  ProxyStream::ExchangeState& s = *ps_.s_;
   if (!s.up) return;
   if (head_went_) return;  // a retry: the head carried the kept body (replay) already
   head_went_ = true;
@@ -253,7 +253,7 @@ void H2Stream::process_input() {
 void H2Stream::start_reading() {
   if (!h_) return;
   body_quiet_since_ms_ = static_cast<int64_t>(uv_now(h_->w_.loop));
-  if (unconsumed_ == 0 || !body_.empty() || (ps_.s_.up && ps_.s_.up->write_pending())) return;
+  if (unconsumed_ == 0 || !body_.empty() || (ps_.s_->up && ps_.s_->up->write_pending())) return;
   nghttp2_session_consume(h_->s_, id_, unconsumed_);  // WINDOW_UPDATEs: the client may send that much again
   unconsumed_ = 0;
   h_->send();
@@ -404,11 +404,11 @@ int H2Stream::flush_client() {
 // As DownstreamConn::on_client_write: the queued bytes went out.
 void H2Stream::on_written() {
   if (finished_ || state_ == State::kClosed) return;
-  if (ps_.s_.response_done) {
+  if (ps_.s_->response_done) {
     finish_exchange();
     return;
   }
-  if (ps_.s_.up) ps_.s_.up->resume_reading();
+  if (ps_.s_->up) ps_.s_->up->resume_reading();
 }
 
 void H2Stream::finish_exchange() {
@@ -438,7 +438,7 @@ void H2Stream::close() {
 
 void H2Stream::detach(const char* why) {
   if (!h_) return;
-  if (!finished_ && ps_.s_.response_done && eof_ && down_.size() == down_off_) {
+  if (!finished_ && ps_.s_->response_done && eof_ && down_.size() == down_off_) {
     finish_exchange();  // the last frame went out and closed the stream: a complete exchange
   } else if (!finished_) {
     // The client reset the stream (or the connection went) before the exchange was over.
@@ -477,10 +477,10 @@ void H2Stream::on_timer(uv_timer_t* t) {
     return;
   }
   if (st->state_ == State::kConnecting) {
-    if (ps.s_.backoff) ps.on_backoff_over();
+    if (ps.s_->backoff) ps.on_backoff_over();
     return;
   }
-  if (st->state_ != State::kForwarding || ps.s_.request_done || !ps.s_.head_done) return;
+  if (st->state_ != State::kForwarding || ps.s_->request_done || !ps.s_->head_done) return;
   // client.body_timeout: silence from the client while its window was open to it.
   const int64_t now = static_cast<int64_t>(uv_now(st->h_->w_.loop));
   const int64_t limit = st->cfg_->client.body_timeout.count();
@@ -490,7 +490,7 @@ void H2Stream::on_timer(uv_timer_t* t) {
     st->arm(our_pause ? limit : limit - quiet);
     return;
   }
-  if (ps.s_.response_started) ps.abort();
+  if (ps.s_->response_started) ps.abort();
   else ps.send_error(408, "request_timeout", "no request body bytes for client.body_timeout", true);
 }
 
@@ -796,7 +796,7 @@ int H2Session::on_frame_send(nghttp2_session* s, const nghttp2_frame* f, void*) 
   // The response is complete while the client is still sending: tell it to stop (RFC 9113 §8.1).
   if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
   auto* st = static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(s, f->hd.stream_id));
-  if (st && !st->ps_.s_.request_done) nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+  if (st && !st->ps_.s_->request_done) nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
   return 0;
 }
 

@@ -6,9 +6,10 @@
 // pipelining, timers and closing; the stream asks it for those through ClientSide (client_side.h),
 // so the same exchange runs on an HTTP/2 stream (h2_session.h).
 //
-// A member of its connection, reused: the next exchange starts from `s_ = {}` (reset()), never
-// from a field-by-field reset; its working storage (Exchange) comes from the worker's pool while a
-// request is in progress. Threading: its worker's loop only.
+// A member of its connection, reused: the next exchange starts from `*s_ = {}` (reset()), never
+// from a field-by-field reset. Its state, limit slots and working storage (Exchange) come from the
+// worker's pool while a request is in progress, so an idle keep-alive connection holds only the
+// stream's few pointers. Threading: its worker's loop only.
 #pragma once
 
 #include <llhttp.h>
@@ -49,7 +50,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
   // ---- storage and lifetime ----
   void take_storage();    // x_ from the worker's pool, if not held yet
   void give_storage();    // x_ back: the connection goes idle
-  void reset();           // the next exchange on this connection: s_ = {}
+  void reset();           // the next exchange on this connection: *s_ = {}
 
   // ---- request (llhttp) ----
   static int cb_message_begin(llhttp_t* p);
@@ -87,7 +88,7 @@ class ProxyStream final : public upstream::UpstreamOwner {
   void flush_upstream();
   void relay_tunnel_input();  // client bytes after an upgrade go up as they are
   // The response timeout of this try: timeouts.response, retry.per_try_timeout, or what is left of
-  // a gRPC call's grpc-timeout when that is shorter (then s_.try_by_deadline).
+  // a gRPC call's grpc-timeout when that is shorter (then s_->try_by_deadline).
   conf::Millis try_timeout();
   bool deadline_passed() const;  // a gRPC call's grpc-timeout has run out
   int64_t elapsed_ms() const;    // since the request's first byte
@@ -113,61 +114,11 @@ class ProxyStream final : public upstream::UpstreamOwner {
   ClientSide& c_;
   std::unique_ptr<Exchange> x_;  // while a request is in progress (see Exchange)
 
-  // One exchange's state: a new exchange starts from `s_ = {}`. Declared before the limit slots,
-  // whose counters `table` pins.
-  struct ExchangeState {
-    std::shared_ptr<const RoutingTable> table;  // pins endpoints for this exchange
-    const Upstreams* upstreams = nullptr;
-    const Endpoint* endpoint = nullptr;
-    health::ServiceRuntime* srt = nullptr;   // pinned by table
-    health::InstanceRuntime* rt = nullptr;   // the current attempt's instance (pinned by table
-                                             // through endpoint->runtime: no copy per attempt)
-    upstream::Exchange* up = nullptr;        // the current attempt's exchange (HTTP/1.1: its connection)
-    http::Framing req_framing = http::Framing::kNone;
-    http::Framing resp_framing = http::Framing::kNone;
-    uint64_t req_content_length = 0;
-    uint64_t body_in = 0;      // request body bytes received
-    uint64_t bytes_out = 0;    // response bytes sent to the client
-    uint64_t started_ns = 0;   // first byte of the request head
-    int64_t attempt_started_ns = 0;  // request head sent (latency for ewma)
-    uint64_t tried_mask = 0;   // endpoints (index < 64) already tried
-    int status = 0;
-    int attempts = 0;
-    int error_status = 0;      // set by parser callbacks for 413/414/431
-    const char* error_code = nullptr;
-    bool message_begun = false;  // bytes of a request head have been parsed
-    bool head_done = false;
-    bool request_done = false;
-    bool response_started = false;
-    bool response_done = false;
-    bool last_chunk_sent = false;  // (HTTP/1.1 client) with the trailer section: out_end adds none
-    bool upgrade = false;       // the request asks for a protocol upgrade
-    bool is_head = false;
-    bool idempotent = false;
-    bool keep_alive_10 = false;
-    bool looped = false;        // the request carries this process's Via marker
-    bool up_drained = true;     // nothing queued towards the upstream
-    bool paused_at_head = false;
-    bool paused_at_end = false;
-    bool replayable = false;
-    bool head_sent = false;        // bytes of this request reached an upstream
-    bool outcome_reported = false;
-    bool discarding = false;       // reading a retryable response to throw it away
-    bool discard_done = false;
-    bool backoff = false;          // waiting out the retry backoff
-    bool stale_retried = false;    // re-sent once after a pooled connection died under it
-    bool grpc = false;             // a gRPC call (content-type application/grpc...)
-    bool try_by_deadline = false;  // this try's response timer is the call's grpc-timeout
-    int grpc_status = -1;          // the grpc-status the client got (instance's or ours), -1 none yet
-    int64_t grpc_deadline_ms = -1; // the call's grpc-timeout from its first byte, -1 none
-    std::string tls_error;         // why the last TLS handshake with an instance failed
-    std::string_view rate_limited;  // the policy that refused (or in dry_run would have); pinned by table
-  };
-  ExchangeState s_;
-  // Limit slots (after s_, whose table pins the counters they point into).
-  Slot request_slot_;  // srt->active_requests: this exchange
-  Slot pending_slot_;  // srt->pending: this attempt, until its upstream connection is up
-  Slot retry_slot_;    // srt->active_retries: this attempt is a budgeted retry
+  // The exchange's state (x_->s, see Exchange): a new exchange starts from `*s_ = {}`. Only while
+  // x_ is held, which is from a request's first byte until the connection goes idle (an HTTP/2
+  // stream: its whole life).
+  using ExchangeState = server::ExchangeState;
+  ExchangeState* s_ = nullptr;
 };
 
 }  // namespace sy::server

@@ -31,9 +31,9 @@ uint64_t whole_seconds(uint64_t us) { return (us + 999999) / 1000000; }
 }  // namespace
 
 bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
-  const auto& lims = s_.table->rate_limits;
+  const auto& lims = s_->table->rate_limits;
   if (!lims || lims->by_name.empty()) return true;
-  const conf::Service* svc = s_.upstreams ? s_.upstreams->cfg.get() : nullptr;
+  const conf::Service* svc = s_->upstreams ? s_->upstreams->cfg.get() : nullptr;
   // The route's limiter was found when the table was published; the service's by name (its
   // Upstreams outlive a reload that changes the policies).
   ratelimit::Limiter* ls[2] = {nullptr, nullptr};
@@ -44,10 +44,10 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
   ratelimit::KeyInputs in;
   in.peer = c_.client_ip_;
   in.route = route ? std::string_view(route->rate_key) : std::string_view();
-  in.service = s_.upstreams ? std::string_view(s_.upstreams->service) : std::string_view();
+  in.service = s_->upstreams ? std::string_view(s_->upstreams->service) : std::string_view();
   in.trusted = &c_.cfg_->client.trusted_proxies;
   // The request's arrival (its first byte) is its time: no clock read of its own.
-  const int64_t now_us = static_cast<int64_t>(s_.started_ns / 1000);
+  const int64_t now_us = static_cast<int64_t>(s_->started_ns / 1000);
   struct Taken {
     const ratelimit::Limiter* limiter;
     ratelimit::Verdict v;
@@ -62,7 +62,7 @@ bool ProxyStream::admit_rate_limits(const RouteEntry* route) {
     taken[n] = {l, l->take(key, now_us)};
     const ratelimit::Verdict& v = taken[n++].v;
     if (v.pass) continue;
-    s_.rate_limited = l->policy().name;
+    s_->rate_limited = l->policy().name;
     if (!l->dry_run() && (!refused_by || v.retry_after_us > retry_us)) {
       refused_by = l;
       retry_us = v.retry_after_us;

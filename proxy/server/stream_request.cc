@@ -9,8 +9,8 @@ namespace sy::server {
 
 // A request over a client.* limit: the connection's parsing loop answers `status` (with `why`).
 int ProxyStream::over_limit(int status, const char* why) {
-  s_.error_status = status;
-  s_.error_code = why;
+  s_->error_status = status;
+  s_->error_code = why;
   return -1;
 }
 
@@ -34,8 +34,8 @@ int ProxyStream::cb_message_begin(llhttp_t* p) {
   auto* st = static_cast<ProxyStream*>(p->data);
   st->x_->req.clear();
   st->x_->rate_headers.clear();
-  st->s_.message_begun = true;
-  st->s_.started_ns = uv_hrtime();
+  st->s_->message_begun = true;
+  st->s_->started_ns = uv_hrtime();
   st->c_.state_ = ClientSide::State::kReadingHead;
   st->c_.arm(st->c_.cfg_->client.header_timeout);
   return 0;
@@ -74,49 +74,49 @@ int ProxyStream::cb_headers_complete(llhttp_t* p) {
   st->x_->req.http_major = p->http_major;
   st->x_->req.http_minor = p->http_minor;
   st->x_->req.method = p->method;
-  if (!http::forwardable_request(st->x_->req, st->s_.looped)) return -1;
+  if (!http::forwardable_request(st->x_->req, st->s_->looped)) return -1;
   if (p->flags & F_CHUNKED) {
-    st->s_.req_framing = http::Framing::kChunked;
+    st->s_->req_framing = http::Framing::kChunked;
   } else if (p->flags & F_CONTENT_LENGTH) {
-    st->s_.req_framing = http::Framing::kLength;
-    st->s_.req_content_length = p->content_length;
+    st->s_->req_framing = http::Framing::kLength;
+    st->s_->req_content_length = p->content_length;
     const uint64_t max = st->c_.cfg_->client.max_body_bytes;
     if (max && p->content_length > max) return st->over_limit(413, "the request body is larger than client.max_body_bytes");
   } else {
-    st->s_.req_framing = http::Framing::kNone;
+    st->s_->req_framing = http::Framing::kNone;
   }
-  st->s_.upgrade = p->upgrade != 0;
-  st->s_.paused_at_head = true;
+  st->s_->upgrade = p->upgrade != 0;
+  st->s_->paused_at_head = true;
   // A request with a body pauses here, so no body byte is consumed before an upstream exists.
   // One without a body runs on to its end first: then an early answer (404, 503) can keep the
   // connection, because the request is wholly read.
-  return st->s_.req_framing == http::Framing::kNone ? 0 : HPE_PAUSED;
+  return st->s_->req_framing == http::Framing::kNone ? 0 : HPE_PAUSED;
 }
 
 int ProxyStream::cb_body(llhttp_t* p, const char* at, size_t n) {
   auto* st = static_cast<ProxyStream*>(p->data);
-  st->s_.body_in += n;
+  st->s_->body_in += n;
   const uint64_t max = st->c_.cfg_->client.max_body_bytes;
-  if (max && st->s_.body_in > max) return st->over_limit(413, "the request body is larger than client.max_body_bytes");
-  if (st->s_.replayable) {
+  if (max && st->s_->body_in > max) return st->over_limit(413, "the request body is larger than client.max_body_bytes");
+  if (st->s_->replayable) {
     if (st->x_->replay.size() + n <= kReplayLimit) {
       st->x_->replay.append(at, n);
     } else {
-      st->s_.replayable = false;  // streamed past the replay limit: this request is never replayed
+      st->s_->replayable = false;  // streamed past the replay limit: this request is never replayed
       st->x_->replay.clear();
     }
   }
-  if (!st->s_.up) return 0;
-  st->s_.up->send_body(at, n, false);
+  if (!st->s_->up) return 0;
+  st->s_->up->send_body(at, n, false);
   return 0;
 }
 
 int ProxyStream::cb_message_complete(llhttp_t* p) {
   auto* st = static_cast<ProxyStream*>(p->data);
-  st->s_.request_done = true;
-  st->s_.paused_at_end = true;
-  if (st->s_.up) st->s_.up->send_end({});
-  if (st->s_.upgrade) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
+  st->s_->request_done = true;
+  st->s_->paused_at_end = true;
+  if (st->s_->up) st->s_->up->send_end({});
+  if (st->s_->upgrade) return 0;  // llhttp itself pauses with HPE_PAUSED_UPGRADE
   return HPE_PAUSED;
 }
 
