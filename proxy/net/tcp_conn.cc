@@ -311,11 +311,12 @@ void TcpConn::tls_resume() {
   }, 0, 0);
 }
 
-void TcpConn::tls_trim() {
-  tls_->session->trim();
+void TcpConn::tls_trim(bool all) {
+  const size_t keep = all ? 0 : 4096;
+  tls_->session->trim(keep);
   tls_->release_cipher(*buffers_);
-  if (!tls_->batch_busy && tls_->batch_out.capacity() > 4096) std::string().swap(tls_->batch_out);
-  if (tls_->gather.capacity() > 4096) std::string().swap(tls_->gather);
+  if (!tls_->batch_busy && tls_->batch_out.capacity() > keep) std::string().swap(tls_->batch_out);
+  if (tls_->gather.capacity() > keep) std::string().swap(tls_->gather);
 }
 
 void TcpConn::tls_close_notify() {

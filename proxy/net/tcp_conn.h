@@ -106,8 +106,19 @@ struct TcpConn {
   // Gives the read buffer back when it holds nothing (an idle connection costs no buffer), and
   // over TLS what the session holds between records (OpenSSL's record buffers, output storage).
   void release_if_empty() {
+    release_buffer_if_empty();
+    if (tls_) tls_trim(false);
+  }
+  // The read buffer only: a client connection between two keep-alive requests keeps its TLS
+  // record buffers until it has been quiet a while (trim_tls), or every request would free and
+  // allocate OpenSSL's 16 KiB buffers again.
+  void release_buffer_if_empty() {
     if (rbuf.data && rbuf.pending() == 0) drop_buffer();
-    if (tls_) tls_trim();
+  }
+  // Over TLS: everything the session holds between records goes back (OpenSSL's record buffers,
+  // the ciphertext buffers, the output storage whatever its size). For a connection gone quiet.
+  void trim_tls() {
+    if (tls_) tls_trim(true);
   }
   void drop_buffer() {
     if (rbuf.data) buffers_->release(rbuf.data);
@@ -237,7 +248,7 @@ struct TcpConn {
   void tls_deliver(ssize_t n);
   bool tls_send_output();
   void tls_resume();
-  void tls_trim();
+  void tls_trim(bool all);  // all: output storage of any size too (else only beyond 4 KiB)
   void tls_close_notify();
   void tls_close();
   void tls_free();

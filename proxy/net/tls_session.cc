@@ -253,8 +253,8 @@ void TlsSession::close_notify() {
   if (handshake_done()) SSL_shutdown(ssl_);
 }
 
-void TlsSession::trim() {
-  if (out_.empty() && out_.capacity() > 4096) std::string().swap(out_);
+void TlsSession::trim(size_t keep) {
+  if (out_.empty() && out_.capacity() > keep) std::string().swap(out_);
   if (pending_.empty() && pending_.capacity() > 0) std::string().swap(pending_);
   SSL_free_buffers(ssl_);  // refuses (harmlessly) while a record is half read or written
 }

@@ -28,6 +28,9 @@ namespace {
 // reset clients still pushing a large upload on a slow machine before they had read our answer.
 constexpr int64_t kLingerIdleMs = 5000;
 constexpr int64_t kLingerTotalMs = 30000;
+// A keep-alive client over TLS quiet this long between requests gives back its TLS record buffers
+// and output storage (TcpConn::trim_tls); a busy one keeps them from one request to the next.
+constexpr int64_t kQuietMs = 100;
 
 }  // namespace
 
@@ -207,8 +210,16 @@ void DownstreamConn::on_timer(uv_timer_t* t) {
       c->h2_->on_timer();
       return;
     case State::kIdle:
+      if (c->quiet_due_) {
+        c->quiet_due_ = false;
+        c->sock_.trim_tls();
+        c->arm(c->cfg_->client.idle_timeout.count() - kQuietMs);  // the rest of the idle wait
+        return;
+      }
+      c->close();  // idle keep-alive (or a connection that never sent a byte)
+      return;
     case State::kLingering:
-      c->close();  // idle keep-alive (or a connection that never sent a byte), or linger over
+      c->close();  // linger over
       return;
     case State::kReadingHead:
       c->stream_.send_error(408, "request_timeout", "the request head did not arrive within client.header_timeout", true);
@@ -287,7 +298,8 @@ void DownstreamConn::on_read(uv_stream_t* s, ssize_t n) {
     const size_t n = rb.pending();
     rb.start = rb.end;  // the session takes every byte (it keeps what a frame still lacks)
     c->h2_->on_input(rb.data + rb.end - n, n);
-    if (c->state_ != State::kClosed && c->sock_.rbuf.pending() == 0) c->sock_.release_if_empty();
+    // (Its TLS buffers go back when the session has been quiet a while: H2Session::on_timer.)
+    if (c->state_ != State::kClosed && c->sock_.rbuf.pending() == 0) c->sock_.release_buffer_if_empty();
     return;
   }
   c->stream_.take_storage();
@@ -493,13 +505,15 @@ void DownstreamConn::reset_for_next() {
 }
 
 void DownstreamConn::go_idle() {
-  // Idle keep-alive: give the read buffer (and TLS's record buffers) and the exchange storage
-  // back, so idle clients cost only their connection object.
+  // Idle keep-alive: give the read buffer and the exchange storage back, so idle clients cost only
+  // their connection object; TLS's record buffers follow kQuietMs into the idle wait (on_timer).
   SY_ASSERT(sock_.rbuf.pending() == 0);
-  sock_.release_if_empty();
+  sock_.release_buffer_if_empty();
   stream_.give_storage();
   state_ = State::kIdle;
-  arm(cfg_->client.idle_timeout);
+  const int64_t idle = cfg_->client.idle_timeout.count();
+  quiet_due_ = sock_.tls() != nullptr && idle > kQuietMs;
+  arm(quiet_due_ ? kQuietMs : idle);
   start_reading();
 }
 

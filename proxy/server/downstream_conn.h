@@ -101,6 +101,7 @@ class DownstreamConn final : public ClientSide {
   const net::TlsServerConfig* tls_ = nullptr;  // the listener's (kept alive by sock_'s TLS layer)
   bool in_process_ = false;
   bool http2_allowed_ = false;  // the listener serves HTTP/2 and no HTTP/1.1 request came yet
+  bool quiet_due_ = false;      // idle over TLS: the idle timer's first run trims TLS's buffers
   std::unique_ptr<H2Session> h2_;
   ProxyStream stream_{w_, *this};  // the exchange in progress (or the next one's, reset)
 };

@@ -34,10 +34,25 @@ nghttp2_nv nv(std::string_view name, std::string_view value) {
 }
 
 // The head is built as name/value offsets into one string first, then pointed at, so growing the
-// string cannot leave a pointer behind.
-struct HeadBuilder {
-  std::string& buf;
+// string cannot leave a pointer behind. The storage is the thread's, reused by every head it
+// builds (the library copies the fields when a head is submitted, before the next is built): no
+// allocation per response once it has grown to the largest head.
+struct HeadScratch {
+  std::string buf;
   std::vector<std::pair<http::Span, http::Span>> at;
+  std::vector<nghttp2_nv> nva;
+};
+thread_local HeadScratch head_scratch;
+
+struct HeadBuilder {
+  std::string& buf = head_scratch.buf;
+  std::vector<std::pair<http::Span, http::Span>>& at = head_scratch.at;
+  HeadBuilder() {
+    buf.clear();
+    at.clear();
+  }
+  HeadBuilder(const HeadBuilder&) = delete;
+  HeadBuilder& operator=(const HeadBuilder&) = delete;
   void add(std::string_view name, std::string_view value, bool lower) {
     http::Span n{static_cast<uint32_t>(buf.size()), static_cast<uint32_t>(name.size())};
     if (lower) {
@@ -70,9 +85,10 @@ struct HeadBuilder {
       lines.remove_prefix(eol + 2);
     }
   }
-  std::vector<nghttp2_nv> nvs() const {
-    std::vector<nghttp2_nv> out;
-    out.reserve(at.size());
+  // Valid until the next head is built.
+  const std::vector<nghttp2_nv>& nvs() const {
+    std::vector<nghttp2_nv>& out = head_scratch.nva;
+    out.clear();
     for (const auto& [n, v] : at)
       out.push_back(nv(std::string_view(buf.data() + n.off, n.len), std::string_view(buf.data() + v.off, v.len)));
     return out;
@@ -286,16 +302,14 @@ static std::string_view add_response_fields(HeadBuilder& b, const http::MessageH
 // before the final head (RFC 9113 §8.1). The library copies the fields.
 void H2Stream::out_interim(const http::MessageHead& head, http::ResponseForward&) {
   if (!h_ || submitted_) return;
-  hdrs_.clear();
-  HeadBuilder b{hdrs_, {}};
+  HeadBuilder b;
   add_response_fields(b, head, false);
-  std::vector<nghttp2_nv> nva = b.nvs();
+  const std::vector<nghttp2_nv>& nva = b.nvs();
   nghttp2_submit_headers(h_->s_, NGHTTP2_FLAG_NONE, id_, nullptr, nva.data(), nva.size(), nullptr);
 }
 
 void H2Stream::out_head(const http::MessageHead& head, http::ResponseForward& f) {
-  hdrs_.clear();
-  HeadBuilder b{hdrs_, {}};
+  HeadBuilder b;
   // Content-Length is kept when it frames the body: HTTP/2 may carry it, and HEAD/304 state the
   // representation's.
   std::string_view via = add_response_fields(b, head, f.framing == http::Framing::kLength || f.head_or_304);
@@ -354,8 +368,7 @@ bool H2Stream::out_error(int status, std::string_view code, std::string_view mes
     // Trailers-only: one HEADERS frame with END_STREAM carries the status (gRPC over HTTP/2).
     std::string msg;
     http::append_grpc_message(message, msg);
-    hdrs_.clear();
-    HeadBuilder b{hdrs_, {}};
+    HeadBuilder b;
     b.add(":status", "200", false);
     b.add("content-type", "application/grpc", false);
     b.add_number("grpc-status", static_cast<uint64_t>(grpc_status));
@@ -371,8 +384,7 @@ bool H2Stream::out_error(int status, std::string_view code, std::string_view mes
   }
   std::string body;
   http::build_error_body(code, message, body);
-  hdrs_.clear();
-  HeadBuilder b{hdrs_, {}};
+  HeadBuilder b;
   b.add_number(":status", static_cast<uint64_t>(status));
   b.add("content-type", "application/json", false);
   b.add("x-switchyard-error", code, false);
@@ -600,14 +612,17 @@ void H2Session::send() {
       }
     }
     // Streams whose bytes all went into frames carry on (they may queue more: `again_`).
-    std::vector<H2Stream*> done;
-    done.swap(written_);
-    for (H2Stream* st : done) {
+    // (No send runs inside this one: on_written's sends set again_. Every stream in done_ is
+    // alive: a detached stream is freed only when its timer has closed, a later loop phase.)
+    done_.clear();
+    done_.swap(written_);
+    for (H2Stream* st : done_) {
       if (st->h_ && st->waiting_) {
         st->waiting_ = false;
         st->on_written();
       }
     }
+    done_.clear();
     if (closing_) {
       sending_ = false;
       return;
@@ -662,6 +677,7 @@ void H2Session::on_timer() {
     if (!out_.pending() && nghttp2_session_want_write(s_) == 0) {
       mem_.release_idle();
       out_.shrink();
+      c_.sock_.trim_tls();
     }
     const int64_t left = c_.cfg_->client.idle_timeout.count() - static_cast<int64_t>(uv_now(w_.loop) - idle_since_ms_);
     if (left > 0) {

@@ -94,7 +94,6 @@ class H2Stream final : public ClientSide {
   size_t header_bytes_ = 0;
   std::string authority_;
   std::string cookie_;     // cookie crumbs joined with "; " (RFC 9113 §8.2.3)
-  std::string hdrs_;       // the response head's names and values while it is submitted
   std::string req_trailers_;  // the request's trailer fields as lines, for the last chunk up
   std::vector<std::string> trailers_;  // the response's trailer fields: name, value, name, …
   bool submitted_ = false;  // response HEADERS handed to the library
@@ -171,6 +170,8 @@ class H2Session final : net::EndOfTurn::Client {
   nghttp2_session* s_ = nullptr;
   net::OutBatch out_;
   std::vector<H2Stream*> written_;  // streams whose bytes all went into frames during this send
+  std::vector<H2Stream*> done_;     // send()'s copy of written_ while it calls them back (its
+                                    // capacity kept: no allocation per send)
   H2Stream* streams_ = nullptr;     // every live stream (close_all)
   size_t active_ = 0;
   double tokens_ = 0;               // control frames this connection may still send

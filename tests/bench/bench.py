@@ -341,7 +341,7 @@ def scaling_instructions(b1):
 
 def probe_impact(sy, secs, rounds=3):
     base, probed = [], []
-    a = Client(sy.admin)
+    a = None
 
     def put(i):
         body = json.dumps({"address": f"127.0.0.1:{sy.b1}", "ttl": "1h",
@@ -355,13 +355,16 @@ def probe_impact(sy, secs, rounds=3):
 
     for _ in range(rounds):
         base.append(wrk(sy.addr, secs))
+        # Opened after the wrk run: a connection with no request for client.header_timeout (10 s)
+        # is closed, and a run of `secs` seconds on a busy machine may outlast it.
+        a = Client(sy.admin)
         for i in range(5000):
             put(i)
         time.sleep(2)
         probed.append(wrk(sy.addr, secs))
         for i in range(5000):
             delete(i)
-    a.close()
+        a.close()
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
     return {"base_rps": med(base, "rps"), "base_p99": med(base, "p99"), "probed_rps": med(probed, "rps"),
             "probed_p99": med(probed, "p99")}

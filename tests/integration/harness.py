@@ -274,6 +274,17 @@ class Reader:
             return Message(start, headers, body, self.trailers)
 
 
+def raise_fd_limit(n):
+    """At least n file descriptors for this process and the proxies it starts (they inherit it);
+    skips the test when the hard limit is lower."""
+    import pytest
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < n:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below the {n} fds needed")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n), hard))
+
+
 def request_bytes(method="GET", path="/", host="svc", headers=None, body=b"", version="HTTP/1.1"):
     lines = [f"{method} {path} {version}"]
     if host is not None:
@@ -567,6 +578,11 @@ class Proxy:
 
     def rss_peak_kb(self):
         return self._status_kb("VmHWM:")
+
+    def sanitized(self):
+        """Runs under a sanitizer, whose redzones and shadow memory make RSS no measure of ours."""
+        with open(f"/proc/{self.proc.pid}/maps") as f:
+            return any(lib in f.read() for lib in ("libasan", "libtsan", "libubsan"))
 
     def rss_kb(self):
         return self._status_kb("VmRSS:")

@@ -1,16 +1,14 @@
 """Faults stay where they happen: an application's 500 on one path, random 500s under load, or
 every instance failing never makes the proxy refuse a whole service."""
-import os
 import random
 import re
-import resource
 import subprocess
 
 import pytest
 import threading
 
 from conftest import service_config
-from harness import Client, TcpServer, admin, get, metric, respond, wait_until, is_tls_proxy
+from harness import Client, TcpServer, admin, get, metric, raise_fd_limit, respond, wait_until, is_tls_proxy
 
 
 def test_500s_on_one_path_do_not_take_the_service_down(backends, proxies):
@@ -336,24 +334,15 @@ def test_out_of_file_descriptors_is_not_a_backend_failure(backends, proxies):
     drop_fd_starved_vptr_reports(p)
 
 
-def sanitized(pid):
-    """The process runs under a sanitizer (whose redzones and shadow make RSS no measure)."""
-    with open(f"/proc/{pid}/maps") as f:
-        return any(lib in f.read() for lib in ("libasan", "libtsan", "libubsan"))
-
-
 @pytest.mark.plaintext  # HTTP/1.1 over plain TCP: the idle connection without a TLS layer
 def test_idle_keep_alive_connection_holds_under_one_kilobyte(backends, proxies):
     """1,500 keep-alive clients, each answered once and then idle: the proxy holds about its
     connection object per client (no exchange state, buffer or limit slots), under 1,000 bytes."""
     n = 1500
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < 2 * n + 200:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below the {2 * n + 200} fds needed")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2 * n + 200), hard))  # the proxy inherits it
+    raise_fd_limit(2 * n + 200)
     b = backends()
     p = proxies("services:\n" + service_config("svc", [b]))
-    if sanitized(p.proc.pid):
+    if p.sanitized():
         pytest.skip("RSS under a sanitizer measures its shadow memory, not the proxy's")
     warm = [Client(p.addr) for _ in range(50)]  # the heap's and the loop's first growth
     for c in warm:
