@@ -311,8 +311,7 @@ void TcpConn::tls_resume() {
   }, 0, 0);
 }
 
-void TcpConn::tls_trim(bool all) {
-  const size_t keep = all ? 0 : 4096;
+void TcpConn::tls_trim(size_t keep) {
   tls_->session->trim(keep);
   tls_->release_cipher(*buffers_);
   if (!tls_->batch_busy && tls_->batch_out.capacity() > keep) std::string().swap(tls_->batch_out);

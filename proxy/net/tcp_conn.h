@@ -107,7 +107,7 @@ struct TcpConn {
   // over TLS what the session holds between records (OpenSSL's record buffers, output storage).
   void release_if_empty() {
     release_buffer_if_empty();
-    if (tls_) tls_trim(false);
+    if (tls_) tls_trim(4096);  // (a small output string is kept: it is reused by the next response)
   }
   // The read buffer only: a client connection between two keep-alive requests keeps its TLS
   // record buffers until it has been quiet a while (trim_tls), or every request would free and
@@ -118,7 +118,7 @@ struct TcpConn {
   // Over TLS: everything the session holds between records goes back (OpenSSL's record buffers,
   // the ciphertext buffers, the output storage whatever its size). For a connection gone quiet.
   void trim_tls() {
-    if (tls_) tls_trim(true);
+    if (tls_) tls_trim(0);
   }
   void drop_buffer() {
     if (rbuf.data) buffers_->release(rbuf.data);
@@ -248,7 +248,7 @@ struct TcpConn {
   void tls_deliver(ssize_t n);
   bool tls_send_output();
   void tls_resume();
-  void tls_trim(bool all);  // all: output storage of any size too (else only beyond 4 KiB)
+  void tls_trim(size_t keep);  // output storage up to `keep` bytes stays
   void tls_close_notify();
   void tls_close();
   void tls_free();

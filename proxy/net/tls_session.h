@@ -102,7 +102,7 @@ class TlsSession {
   // "" when the peer sent none (or it did not verify).
   std::string peer_cert_xfcc() const;
   // Gives back memory an idle session need not hold (a large output string's capacity).
-  void trim(size_t keep = 4096);  // output storage up to `keep` bytes stays
+  void trim(size_t keep);  // output storage up to `keep` bytes stays
 
  private:
   explicit TlsSession(SSL* ssl);
